@@ -1,0 +1,129 @@
+"""In-memory implementations of the ports, for tests, the CLI and benchmarks.
+
+They keep the same contract as the DynamoDB and SQS adapters (checked by the same
+contract suite), including conditional commits and copy-on-read, and are thread-safe.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+from collections import deque
+from dataclasses import dataclass, replace
+from typing import Any
+
+from engine.errors import ConflictError
+from engine.ports import GraphRecord, RunRecord, StepCommit
+from engine.step import TERMINAL
+
+
+class InMemoryRunStore:
+    """A :class:`~engine.ports.RunStore` in a dict, guarded by a lock."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._graphs: dict[str, GraphRecord] = {}
+        self._runs: dict[str, RunRecord] = {}
+        self._logs: dict[str, list[dict[str, Any]]] = {}
+
+    def put_graph(self, graph: GraphRecord) -> None:
+        with self._lock:
+            if graph.graph_id in self._graphs:
+                raise ConflictError(f"graph {graph.graph_id!r} already exists")
+            self._graphs[graph.graph_id] = copy.deepcopy(graph)
+
+    def get_graph(self, graph_id: str) -> GraphRecord | None:
+        with self._lock:
+            graph = self._graphs.get(graph_id)
+            return copy.deepcopy(graph) if graph else None
+
+    def list_graphs(self, limit: int = 50, after: str | None = None):
+        with self._lock:
+            ordered = sorted(self._graphs.values(), key=lambda g: (g.created_at, g.graph_id), reverse=True)
+        if after is not None:
+            ids = [g.graph_id for g in ordered]
+            ordered = ordered[ids.index(after) + 1 :] if after in ids else []
+        page = [copy.deepcopy(g) for g in ordered[:limit]]
+        token = page[-1].graph_id if len(ordered) > limit else None
+        return page, token
+
+    def create_run(self, run: RunRecord) -> None:
+        with self._lock:
+            if run.run_id in self._runs:
+                raise ConflictError(f"run {run.run_id!r} already exists")
+            self._runs[run.run_id] = replace(run, state=dict(run.state))
+            self._logs[run.run_id] = []
+
+    def get_run(self, run_id: str) -> RunRecord | None:
+        with self._lock:
+            run = self._runs.get(run_id)
+            return replace(run, state=dict(run.state)) if run else None
+
+    def commit_step(self, commit: StepCommit) -> None:
+        with self._lock:
+            run = self._runs.get(commit.run_id)
+            if run is None or run.status != "running" or run.step != commit.expected_step:
+                raise ConflictError(f"run {commit.run_id!r} is not running at step {commit.expected_step}")
+            state = {**run.state, **commit.update}
+            self._runs[commit.run_id] = replace(
+                run,
+                status=commit.status,
+                cursor=commit.cursor,
+                step=commit.expected_step + 1,
+                state=state,
+                updated_at=commit.updated_at,
+                next_at=commit.next_at,
+                error=commit.error,
+                finished_at=commit.finished_at,
+            )
+            self._logs[commit.run_id].append(copy.deepcopy(commit.log))
+
+    def list_logs(self, run_id: str, after: int = -1, limit: int = 1000) -> list[dict[str, Any]]:
+        with self._lock:
+            logs = self._logs.get(run_id, [])
+            return [copy.deepcopy(e) for e in logs[max(after + 1, 0) : max(after + 1, 0) + limit]]
+
+    def finish_run(self, run_id, *, status, error, now, expected_step=None) -> None:
+        if status not in TERMINAL:
+            raise ValueError(f"not a terminal status: {status!r}")
+        with self._lock:
+            run = self._runs.get(run_id)
+            if run is None or run.status != "running":
+                raise ConflictError(f"run {run_id!r} is not running")
+            if expected_step is not None and run.step != expected_step:
+                raise ConflictError(f"run {run_id!r} is not at step {expected_step}")
+            self._runs[run_id] = replace(
+                run, status=status, error=error, updated_at=now, finished_at=now, cursor=None
+            )
+
+    def stalled_runs(self, due_before: float, limit: int = 100) -> list[tuple[str, int]]:
+        with self._lock:
+            due = [r for r in self._runs.values() if r.status == "running" and r.next_at < due_before]
+        due.sort(key=lambda r: r.next_at)
+        return [(r.run_id, r.step) for r in due[:limit]]
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedStep:
+    run_id: str
+    step: int
+    delay_s: float
+
+
+class InMemoryStepQueue:
+    """A :class:`~engine.ports.StepQueue` that records messages in FIFO order."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.messages: deque[QueuedStep] = deque()
+
+    def send_step(self, run_id: str, step: int, delay_s: float = 0.0) -> None:
+        with self._lock:
+            self.messages.append(QueuedStep(run_id, step, delay_s))
+
+    def pop(self) -> QueuedStep | None:
+        with self._lock:
+            return self.messages.popleft() if self.messages else None
+
+    def __len__(self) -> int:
+        return len(self.messages)

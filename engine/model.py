@@ -1,0 +1,91 @@
+"""The graph language as pydantic models: what a workflow definition may say."""
+
+from __future__ import annotations
+
+import random
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+#: Node ids, tool names and graph names: short, printable, URL- and log-safe.
+ID_PATTERN = r"^[A-Za-z_][A-Za-z0-9_\-]{0,63}$"
+DEFAULT_MAX_STEPS = 1000
+MAX_STEPS_CAP = 25_000
+MAX_NODES = 500
+MAX_GRAPH_BYTES = 256 * 1024
+#: SQS DelaySeconds tops out at 15 minutes, so no single retry delay may exceed it.
+MAX_DELAY_S = 900.0
+MAX_TIMEOUT_S = 900.0
+
+#: A condition is a registered predicate's name or a declarative rule (see conditions.py).
+Condition = str | dict[str, Any]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RetryPolicy(_Model):
+    """How a failing node is retried. ``max_attempts`` counts the first attempt too."""
+
+    max_attempts: int = Field(3, ge=1, le=10, description="Total attempts, first included.")
+    interval_s: float = Field(1.0, ge=0, le=MAX_DELAY_S, description="Delay before attempt 2.")
+    backoff_rate: float = Field(2.0, ge=1, le=10, description="Delay multiplier per attempt.")
+    max_delay_s: float = Field(MAX_DELAY_S, ge=0, le=MAX_DELAY_S, description="Cap on a delay.")
+    jitter: Literal["none", "full"] = Field("none", description="'full': uniform in [0, delay].")
+    on: list[str] = Field(
+        default_factory=lambda: ["*"],
+        min_length=1,
+        description="Error type names to retry ('*' for any), e.g. ['TimeoutError'].",
+    )
+
+    def delay_s(self, failed_attempt: int, rng: random.Random | None = None) -> float:
+        """Seconds to wait after attempt number ``failed_attempt`` (1-based) failed."""
+        delay = min(self.interval_s * self.backoff_rate ** (failed_attempt - 1), self.max_delay_s)
+        if self.jitter == "full":
+            delay = (rng or random).uniform(0.0, delay)
+        return delay
+
+
+class CatchRule(_Model):
+    """Route a node's final failure to another node instead of failing the run."""
+
+    on: list[str] = Field(default_factory=lambda: ["*"], min_length=1)
+    next: str
+    result_key: str = Field(
+        "error", min_length=1, max_length=64, description="State key the error is stored under."
+    )
+
+
+class Branch(_Model):
+    """``when`` the condition holds after the node ran, go to ``next``."""
+
+    when: Condition
+    next: str
+
+
+class Node(_Model):
+    """One step of a workflow: a registered tool plus where to go afterwards."""
+
+    fn: str = Field(description="Name of a registered tool.")
+    next: str | None = Field(None, description="Default successor; none ends the run.")
+    branches: list[Branch] = Field(default_factory=list, max_length=50)
+    loop_condition: Condition | None = Field(
+        None, description="Repeat this node until the condition holds."
+    )
+    max_iterations: int = Field(100, ge=1, le=10_000, description="Cap on loop repetitions.")
+    params: dict[str, Any] = Field(default_factory=dict, description="Passed to the tool as ctx.params.")
+    timeout_s: float | None = Field(None, gt=0, le=MAX_TIMEOUT_S)
+    retry: RetryPolicy | None = None
+    catch: list[CatchRule] = Field(default_factory=list, max_length=20)
+    description: str | None = Field(None, max_length=1000)
+
+
+class Graph(_Model):
+    """A workflow definition. Node ids are the keys of ``nodes``."""
+
+    name: str | None = Field(None, pattern=ID_PATTERN)
+    description: str | None = Field(None, max_length=2000)
+    start: str
+    max_steps: int = Field(DEFAULT_MAX_STEPS, ge=1, le=MAX_STEPS_CAP)
+    nodes: dict[str, Node] = Field(min_length=1)

@@ -1,0 +1,102 @@
+"""The engine's ports: what the run service needs from storage and from a queue.
+
+``engine.memory`` implements them in memory; ``functions.aws`` implements them on
+DynamoDB and SQS. One contract suite (tests/contract) runs against both.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from engine.step import Cursor
+
+
+@dataclass(slots=True)
+class GraphRecord:
+    """A stored graph definition. Graphs are immutable: runs pin ``graph_id``@``version``."""
+
+    graph_id: str
+    definition: dict[str, Any]
+    created_at: str
+    name: str | None = None
+    version: int = 1
+
+
+@dataclass(slots=True)
+class RunRecord:
+    """A run as stored. ``state`` maps each top-level key to its JSON text."""
+
+    run_id: str
+    graph_id: str
+    status: str
+    cursor: Cursor | None
+    step: int
+    state: dict[str, str]
+    created_at: str
+    updated_at: str
+    next_at: float
+    graph_version: int = 1
+    finished_at: str | None = None
+    error: dict[str, Any] | None = None
+    expires_at: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StepCommit:
+    """Run@``expected_step`` → run@``expected_step + 1`` plus log entry ``expected_step``.
+
+    Applied atomically and only if the run is still running at ``expected_step``.
+    """
+
+    run_id: str
+    expected_step: int
+    update: dict[str, str]
+    cursor: Cursor | None
+    status: str
+    log: dict[str, Any]
+    updated_at: str
+    next_at: float
+    error: dict[str, Any] | None = None
+    expires_at: int | None = None
+    finished_at: str | None = field(default=None)
+
+
+class RunStore(Protocol):
+    """Durable graphs, runs and log entries."""
+
+    def put_graph(self, graph: GraphRecord) -> None:
+        """Store a new graph; ConflictError if the id exists."""
+
+    def get_graph(self, graph_id: str) -> GraphRecord | None: ...
+
+    def list_graphs(self, limit: int = 50, after: str | None = None) -> tuple[list[GraphRecord], str | None]:
+        """Newest first; returns the page and a token for the next one (or None)."""
+
+    def create_run(self, run: RunRecord) -> None:
+        """Store a new run; ConflictError if the id exists."""
+
+    def get_run(self, run_id: str) -> RunRecord | None: ...
+
+    def commit_step(self, commit: StepCommit) -> None:
+        """Apply ``commit`` atomically; ConflictError if the run is not running at its step."""
+
+    def list_logs(self, run_id: str, after: int = -1, limit: int = 1000) -> list[dict[str, Any]]:
+        """Log entries with ``seq > after``, in order."""
+
+    def finish_run(
+        self, run_id: str, *, status: str, error: dict[str, Any] | None, now: str, expected_step: int | None = None
+    ) -> None:
+        """Move a running run to a terminal ``status`` (cancel, dead letter).
+
+        ConflictError if the run is not running (or not at ``expected_step`` when given).
+        """
+
+    def stalled_runs(self, due_before: float, limit: int = 100) -> list[tuple[str, int]]:
+        """(run_id, step) of running runs whose next step was due before ``due_before``."""
+
+
+class StepQueue(Protocol):
+    """Delivers step messages ``(run_id, step)`` at least once, after an optional delay."""
+
+    def send_step(self, run_id: str, step: int, delay_s: float = 0.0) -> None: ...

@@ -1,0 +1,104 @@
+"""Tools and conditions are registered by name; graphs refer to them only by name."""
+
+from __future__ import annotations
+
+import inspect
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, overload
+
+from engine.errors import RegistryError, UnknownToolError
+
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]{0,63}$")
+
+
+@dataclass(frozen=True, slots=True)
+class Registered:
+    """A registered callable with what a listing shows about it."""
+
+    name: str
+    fn: Callable[..., Any]
+    is_async: bool
+    doc: str
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "async": self.is_async, "doc": self.doc}
+
+
+def _doc(fn: Callable[..., Any]) -> str:
+    return inspect.cleandoc(fn.__doc__ or "")
+
+
+class Registry:
+    """Named tools (``async def tool(state, ctx)``) and conditions (``def pred(state)``)."""
+
+    def __init__(self) -> None:
+        self._tools: dict[str, Registered] = {}
+        self._conditions: dict[str, Registered] = {}
+
+    # -- registration ---------------------------------------------------------------
+    def _add(self, table: dict[str, Registered], kind: str, name: str, fn: Callable) -> None:
+        if not callable(fn):
+            raise RegistryError(f"{kind} {name!r} is not callable")
+        if not isinstance(name, str) or not _NAME.match(name):
+            raise RegistryError(f"{kind} name {name!r} must match {_NAME.pattern}")
+        existing = table.get(name)
+        if existing is not None and existing.fn is not fn:
+            raise RegistryError(f"{kind} {name!r} is already registered")
+        table[name] = Registered(name, fn, inspect.iscoroutinefunction(fn), _doc(fn))
+
+    def _decorator(self, table, kind, name_or_fn):
+        if callable(name_or_fn):
+            self._add(table, kind, name_or_fn.__name__, name_or_fn)
+            return name_or_fn
+
+        def register(fn):
+            self._add(table, kind, fn.__name__ if name_or_fn is None else name_or_fn, fn)
+            return fn
+
+        return register
+
+    @overload
+    def tool(self, name_or_fn: Callable) -> Callable: ...
+    @overload
+    def tool(self, name_or_fn: str | None = None) -> Callable[[Callable], Callable]: ...
+    def tool(self, name_or_fn=None):
+        """Register a tool: ``@tool`` uses the function's name, ``@tool("name")`` another."""
+        return self._decorator(self._tools, "tool", name_or_fn)
+
+    def condition(self, name_or_fn=None):
+        """Register a predicate ``(state) -> bool`` usable wherever a condition is allowed."""
+        return self._decorator(self._conditions, "condition", name_or_fn)
+
+    # -- lookup ---------------------------------------------------------------------
+    def get_tool(self, name: str) -> Registered:
+        try:
+            return self._tools[name]
+        except KeyError:
+            raise UnknownToolError(f"tool {name!r} is not registered") from None
+
+    def get_condition(self, name: str) -> Registered:
+        try:
+            return self._conditions[name]
+        except KeyError:
+            raise UnknownToolError(f"condition {name!r} is not registered") from None
+
+    def has_tool(self, name: str) -> bool:
+        return name in self._tools
+
+    def has_condition(self, name: str) -> bool:
+        return name in self._conditions
+
+    def describe(self) -> dict[str, list[dict[str, Any]]]:
+        """Everything registered, sorted by name, with docstrings (for ``GET /tools``)."""
+        return {
+            "tools": [r.describe() for _, r in sorted(self._tools.items())],
+            "conditions": [r.describe() for _, r in sorted(self._conditions.items())],
+        }
+
+
+#: The process-wide registry that ``@tool`` and ``@condition`` write to.
+default_registry = Registry()
+tool = default_registry.tool
+condition = default_registry.condition

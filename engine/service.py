@@ -1,0 +1,246 @@
+"""The run service: graphs and runs over the ports, and the step loop's one tick.
+
+Everything the Lambda handlers do lives here, behind :class:`~engine.ports.RunStore`
+and :class:`~engine.ports.StepQueue`, so the same code runs on DynamoDB/SQS, on moto,
+and in memory. The invariant (DESIGN.md §4): transitions happen exactly once, tools at
+least once. A step message ``(run_id, k)`` is applied only while the stored run is
+running at step ``k``; the commit of run@k→k+1 plus log entry k is conditional, so a
+duplicate or concurrent delivery loses the condition and does nothing.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from enum import StrEnum
+from typing import Any
+
+from engine.errors import FlowForgeError, GraphValidationError, NotFoundError
+from engine.ports import GraphRecord, RunRecord, RunStore, StepCommit, StepQueue
+from engine.registry import Registry, default_registry
+from engine.state import DEFAULT_MAX_STATE_BYTES, StateSize, decode_state, encode_state
+from engine.step import TERMINAL, Cursor, enforce_limits, iso_time, run_step
+from engine.validate import CompiledGraph, compile_graph
+
+
+class Disposition(StrEnum):
+    """What handling one step message did (for logs, metrics and tests)."""
+
+    COMMITTED = "committed"
+    CONFLICT = "conflict"  # lost the conditional commit: someone else made this transition
+    STALE = "stale"  # a duplicate of a step already made
+    RESENT = "resent"  # a stale duplicate of a stalled run: its continuation was re-sent
+    DEFERRED = "deferred"  # arrived before its retry delay was over: re-sent with the rest
+    FINISHED = "finished"  # the run already ended (or was cancelled)
+    UNKNOWN_RUN = "unknown_run"
+    AHEAD = "ahead"  # a step the run has not reached: cannot come from this service
+
+
+class RunService:
+    """Creates graphs and runs, executes step messages, cancels, sweeps."""
+
+    def __init__(
+        self,
+        store: RunStore,
+        queue: StepQueue,
+        registry: Registry | None = None,
+        *,
+        max_state_bytes: int = DEFAULT_MAX_STATE_BYTES,
+        stall_after_s: float = 360.0,
+        retention_s: int | None = None,
+        clock: Callable[[], float] = time.time,
+        new_id: Callable[[], str] = lambda: uuid.uuid4().hex,
+    ) -> None:
+        self.store = store
+        self.queue = queue
+        self.registry = registry or default_registry
+        self.max_state_bytes = max_state_bytes
+        self.stall_after_s = stall_after_s
+        self.retention_s = retention_s
+        self.clock = clock
+        self.new_id = new_id
+        self._graphs: dict[str, CompiledGraph] = {}  # graphs are immutable: cache forever
+
+    # -- graphs -------------------------------------------------------------------------
+    def create_graph(self, definition: Any) -> GraphRecord:
+        """Validate and store a graph (GraphValidationError lists every problem)."""
+        compiled = compile_graph(definition, self.registry)
+        record = GraphRecord(
+            graph_id=self.new_id(),
+            definition=definition,
+            created_at=iso_time(self.clock()),
+            name=compiled.definition.name,
+        )
+        self.store.put_graph(record)
+        self._graphs[record.graph_id] = compiled
+        return record
+
+    def get_graph(self, graph_id: str) -> GraphRecord:
+        record = self.store.get_graph(graph_id)
+        if record is None:
+            raise NotFoundError(f"graph {graph_id!r} not found")
+        return record
+
+    def compiled(self, graph_id: str) -> CompiledGraph:
+        graph = self._graphs.get(graph_id)
+        if graph is None:
+            graph = compile_graph(self.get_graph(graph_id).definition, self.registry)
+            self._graphs[graph_id] = graph
+        return graph
+
+    # -- runs ---------------------------------------------------------------------------
+    def start_run(self, graph_id: str, state: Any) -> RunRecord:
+        """Store a new run at step 0 and enqueue its first step."""
+        graph = self.compiled(graph_id)
+        encoded = encode_state(state if state is not None else {})
+        StateSize(encoded, self.max_state_bytes)
+        now = self.clock()
+        stamp = iso_time(now)
+        run = RunRecord(
+            run_id=self.new_id(),
+            graph_id=graph_id,
+            status="running",
+            cursor=Cursor(graph.start),
+            step=0,
+            state=encoded,
+            created_at=stamp,
+            updated_at=stamp,
+            next_at=now,
+            expires_at=self._expiry(now),
+        )
+        self.store.create_run(run)
+        # If this send is lost the sweeper finds the run (next_at = now) and resends it.
+        self.queue.send_step(run.run_id, 0)
+        return run
+
+    def get_run(self, run_id: str) -> RunRecord:
+        run = self.store.get_run(run_id)
+        if run is None:
+            raise NotFoundError(f"run {run_id!r} not found")
+        return run
+
+    def cancel(self, run_id: str) -> RunRecord:
+        """Cancel a running run (ConflictError if it already ended)."""
+        self.get_run(run_id)
+        stamp = iso_time(self.clock())
+        error = {"node": None, "type": "Cancelled", "message": "run cancelled by request"}
+        self.store.finish_run(run_id, status="cancelled", error=error, now=stamp)
+        return self.get_run(run_id)
+
+    def fail_dead_letter(self, run_id: str, step: int, receive_count: int | None = None) -> bool:
+        """Fail a run whose step message was given up on; False if it had moved on."""
+        run = self.store.get_run(run_id)
+        if run is None or run.status != "running" or run.step != step:
+            return False
+        tries = f" after {receive_count} deliveries" if receive_count else ""
+        error = {
+            "node": run.cursor.node if run.cursor else None,
+            "type": "StepDeliveryFailed",
+            "message": f"step {step} could not be processed{tries}; its message went to the dead-letter queue",
+        }
+        try:
+            self.store.finish_run(
+                run_id, status="failed", error=error, now=iso_time(self.clock()), expected_step=step
+            )
+        except FlowForgeError:
+            return False
+        return True
+
+    def sweep(self, limit: int = 100) -> list[tuple[str, int]]:
+        """Re-enqueue runs with no progress for ``stall_after_s`` past their due time."""
+        stalled = self.store.stalled_runs(self.clock() - self.stall_after_s, limit)
+        for run_id, step in stalled:
+            self.queue.send_step(run_id, step)
+        return stalled
+
+    # -- the step loop ------------------------------------------------------------------
+    async def process_step(self, run_id: str, step: int) -> Disposition:
+        """Handle step message ``(run_id, step)``: execute one node and commit, or drop.
+
+        Raises only for infrastructure failures (store or queue unavailable), so the
+        message is redelivered.
+        """
+        run = self.store.get_run(run_id)
+        if run is None:
+            return Disposition.UNKNOWN_RUN
+        if run.status != "running":
+            return Disposition.FINISHED
+        now = self.clock()
+        if step < run.step:
+            if now > run.next_at + self.stall_after_s:
+                self.queue.send_step(run_id, run.step)
+                return Disposition.RESENT
+            return Disposition.STALE
+        if step > run.step:
+            return Disposition.AHEAD
+        if run.next_at - now >= 1.0:
+            self.queue.send_step(run_id, step, run.next_at - now)
+            return Disposition.DEFERRED
+        assert run.cursor is not None  # a running run always has a cursor
+        try:
+            graph = self.compiled(run.graph_id)
+        except (NotFoundError, GraphValidationError) as exc:
+            return self._fail_unrunnable(run, exc)
+        state = decode_state(run.state)
+        outcome = await run_step(graph, run.cursor, state, run_id=run_id, now=self.clock)
+        outcome, update = enforce_limits(outcome, StateSize(run.state, self.max_state_bytes), state)
+        done_at = self.clock()
+        stamp = iso_time(done_at)
+        commit = StepCommit(
+            run_id=run_id,
+            expected_step=step,
+            update=update,
+            cursor=outcome.next,
+            status=outcome.run_status,
+            log={**outcome.log, "run_id": run_id},
+            updated_at=stamp,
+            next_at=done_at + outcome.delay_s,
+            error=outcome.error if outcome.run_status == "failed" else None,
+            expires_at=run.expires_at,
+            finished_at=stamp if outcome.run_status in TERMINAL else None,
+        )
+        try:
+            self.store.commit_step(commit)
+        except FlowForgeError as exc:
+            if exc.code == "conflict":
+                return Disposition.CONFLICT
+            raise
+        if outcome.next is not None:
+            self.queue.send_step(run_id, outcome.next.step, outcome.delay_s)
+        return Disposition.COMMITTED
+
+    def _fail_unrunnable(self, run: RunRecord, exc: FlowForgeError) -> Disposition:
+        error = {"node": run.cursor.node if run.cursor else None, "type": type(exc).__name__, "message": exc.message}
+        try:
+            self.store.finish_run(
+                run.run_id, status="failed", error=error, now=iso_time(self.clock()), expected_step=run.step
+            )
+        except FlowForgeError as conflict:
+            if conflict.code != "conflict":
+                raise
+            return Disposition.CONFLICT
+        return Disposition.COMMITTED
+
+    def _expiry(self, now: float) -> int | None:
+        return int(now + self.retention_s) if self.retention_s else None
+
+
+def run_view(run: RunRecord, logs: list[dict[str, Any]] | None) -> dict[str, Any]:
+    """The public shape of a run (``GET /graph/state/{run_id}``)."""
+    view: dict[str, Any] = {
+        "run_id": run.run_id,
+        "graph_id": run.graph_id,
+        "status": run.status,
+        "done": run.status in TERMINAL,
+        "state": decode_state(run.state),
+        "current_node": run.cursor.node if run.cursor and run.status == "running" else None,
+        "step": run.step,
+        "created_at": run.created_at,
+        "updated_at": run.updated_at,
+        "finished_at": run.finished_at,
+        "error": run.error,
+    }
+    if logs is not None:
+        view["logs"] = logs
+    return view

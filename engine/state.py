@@ -1,0 +1,70 @@
+"""The shared state as stored: a JSON object kept per top-level key, with a size cap.
+
+Stores persist each top-level key as its own JSON text so a step writes only the keys
+its node changed; the cap is enforced on the sum, without re-serializing what did not
+change.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from engine.errors import InvalidStateError, StateTooLargeError
+
+DEFAULT_MAX_STATE_BYTES = 256 * 1024
+#: A log entry shows a node's update up to this size; larger ones are summarized.
+MAX_LOG_RESULT_BYTES = 32 * 1024
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+
+
+def encode_value(key: str, value: Any) -> str:
+    """JSON text of one state value; a clear error for what JSON cannot hold."""
+    try:
+        return _dumps(value)
+    except (TypeError, ValueError) as exc:
+        raise InvalidStateError(f"state key {key!r} is not JSON-serializable: {exc}") from None
+
+
+def encode_state(state: Any) -> dict[str, str]:
+    """Encode a whole state object key by key."""
+    if not isinstance(state, dict):
+        raise InvalidStateError(f"state must be a JSON object, not {type(state).__name__}")
+    return {key: encode_value(key, value) for key, value in state.items()}
+
+
+def decode_state(encoded: dict[str, str]) -> dict[str, Any]:
+    return {key: json.loads(text) for key, text in encoded.items()}
+
+
+def entry_bytes(key: str, text: str) -> int:
+    """Bytes ``"key":value,`` adds to the state serialized as one UTF-8 JSON object."""
+    return len(key.encode()) + len(text.encode()) + 4
+
+
+class StateSize:
+    """Running size of a state from its per-key encodings, checked against ``limit``."""
+
+    __slots__ = ("_sizes", "limit", "total")
+
+    def __init__(self, encoded: dict[str, str], limit: int = DEFAULT_MAX_STATE_BYTES) -> None:
+        self.limit = limit
+        self._sizes = {key: entry_bytes(key, text) for key, text in encoded.items()}
+        self.total = 2 + sum(self._sizes.values())
+        self.check()
+
+    def apply(self, encoded_update: dict[str, str]) -> None:
+        """Account for ``encoded_update`` and raise if the state is now over the limit."""
+        sizes = self._sizes
+        for key, text in encoded_update.items():
+            size = entry_bytes(key, text)
+            self.total += size - sizes.get(key, 0)
+            sizes[key] = size
+        self.check()
+
+    def check(self) -> None:
+        if self.total > self.limit:
+            raise StateTooLargeError(
+                f"state is {self.total} bytes serialized; the limit is {self.limit}",
+                details={"size": self.total, "limit": self.limit},
+            )

@@ -1,0 +1,253 @@
+"""One tick of a run: execute exactly one node and decide what happens next.
+
+:func:`run_step` does no I/O besides calling the tool, so the step Lambda calls it once
+per SQS message and the in-process runner calls it in a loop. Both then commit the
+returned :class:`StepResult` — the state update, the log entry and the next cursor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from types import MappingProxyType
+from typing import Any, Literal
+
+from engine.errors import FlowForgeError
+from engine.state import MAX_LOG_RESULT_BYTES, StateSize, encode_value
+from engine.validate import CompiledGraph, CompiledNode
+
+StepStatus = Literal["ok", "retry", "caught", "failed"]
+RunStatus = Literal["running", "completed", "failed", "cancelled"]
+TERMINAL = frozenset({"completed", "failed", "cancelled"})
+
+
+class LoopLimitExceeded(FlowForgeError):
+    """A node's loop_condition still did not hold after max_iterations runs (catchable)."""
+
+    code = "loop_limit_exceeded"
+
+
+class MaxStepsExceeded(FlowForgeError):
+    """The run reached its graph's max_steps (not catchable: it bounds the whole run)."""
+
+    code = "max_steps_exceeded"
+
+
+class InvalidToolResult(FlowForgeError):
+    """A tool returned something other than a dict with string keys, or None."""
+
+    code = "invalid_tool_result"
+
+
+@dataclass(frozen=True, slots=True)
+class Cursor:
+    """Where a run stands: the node to execute at ``step`` (0-based, one per log entry)."""
+
+    node: str
+    step: int = 0
+    attempt: int = 1
+    iteration: int = 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"node": self.node, "step": self.step, "attempt": self.attempt, "iteration": self.iteration}
+
+
+@dataclass(frozen=True, slots=True)
+class ToolContext:
+    """What a tool knows about the call it is serving."""
+
+    run_id: str
+    node: str
+    step: int
+    attempt: int
+    iteration: int
+    deadline: float | None
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def idempotency_key(self) -> str:
+        """Stable across re-executions of this step (tools run at least once)."""
+        return f"{self.run_id}:{self.step}"
+
+    def remaining_s(self, now: Callable[[], float] = time.time) -> float | None:
+        return None if self.deadline is None else max(0.0, self.deadline - now())
+
+
+@dataclass(frozen=True, slots=True)
+class StepResult:
+    """The outcome of one step. ``next`` is None when the run has ended."""
+
+    status: StepStatus
+    run_status: RunStatus
+    update: dict[str, Any]
+    state: dict[str, Any]
+    next: Cursor | None
+    log: dict[str, Any]
+    delay_s: float = 0.0
+    error: dict[str, Any] | None = None
+
+
+def iso_time(ts: float) -> str:
+    """Epoch seconds as an ISO 8601 UTC timestamp with milliseconds."""
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _type_names(exc: BaseException) -> tuple[str, ...]:
+    return tuple(c.__name__ for c in type(exc).__mro__ if c not in (object, BaseException))
+
+
+def _matches(patterns: list[str], names: tuple[str, ...]) -> bool:
+    return any(p == "*" or p in names for p in patterns)
+
+
+async def _call(node: CompiledNode, state: Mapping[str, Any], ctx: ToolContext) -> Any:
+    fn, timeout = node.tool.fn, node.timeout_s
+    if node.tool.is_async:
+        if timeout is None:
+            return await fn(state, ctx)
+        async with asyncio.timeout(timeout):
+            return await fn(state, ctx)
+    if timeout is None:
+        return fn(state, ctx)
+    # A sync tool only honours a timeout when it runs off the event loop.
+    async with asyncio.timeout(timeout):
+        return await asyncio.to_thread(fn, state, ctx)
+
+
+async def run_step(
+    graph: CompiledGraph,
+    cursor: Cursor,
+    state: dict[str, Any],
+    *,
+    run_id: str,
+    now: Callable[[], float] = time.time,
+    rng: random.Random | None = None,
+) -> StepResult:
+    """Execute ``cursor.node`` once against ``state`` and route the run onwards.
+
+    Never raises for a tool's failure: exceptions and timeouts become a retry, a caught
+    route or a failed run according to the node's policy.
+    """
+    node = graph.nodes[cursor.node]
+    started = now()
+    if cursor.step >= graph.max_steps:
+        exc = MaxStepsExceeded(f"run reached max_steps={graph.max_steps}")
+        return _finish(cursor, state, {}, None, "failed", started, 0.0, _error(node.id, exc, str(exc)))
+    deadline = started + node.timeout_s if node.timeout_s is not None else None
+    # Read-only params: a tool must not change the compiled graph for later runs.
+    params = MappingProxyType(node.params)
+    ctx = ToolContext(run_id, node.id, cursor.step, cursor.attempt, cursor.iteration, deadline, params)
+    t0 = time.perf_counter()
+    update: dict[str, Any] = {}
+    try:
+        result = await _call(node, MappingProxyType(state), ctx)
+        if result is not None:
+            if not isinstance(result, dict) or not all(isinstance(k, str) for k in result):
+                raise InvalidToolResult(
+                    f"tool {node.tool.name!r} returned {type(result).__name__}; "
+                    "return a dict with string keys, or None"
+                )
+            update = result
+        merged = {**state, **update} if update else state
+        target = _route(node, cursor, merged)
+    except Exception as exc:  # a tool's failure is data: it routes the run
+        duration = (time.perf_counter() - t0) * 1000
+        message = str(exc)
+        if not message and isinstance(exc, TimeoutError) and node.timeout_s is not None:
+            message = f"node timed out after {node.timeout_s}s"
+        return _on_failure(node, cursor, state, update, exc, message, started, duration, rng, run_id)
+    duration = (time.perf_counter() - t0) * 1000
+    return _finish(cursor, merged, update, target, "ok", started, duration, None)
+
+
+def _route(node: CompiledNode, cursor: Cursor, state: dict[str, Any]) -> Cursor | None:
+    """Where the run goes after ``node`` succeeded: loop, then branches, then next."""
+    step = cursor.step + 1
+    if node.loop is not None and not node.loop(state):
+        if cursor.iteration >= node.max_iterations:
+            raise LoopLimitExceeded(
+                f"loop_condition still false after max_iterations={node.max_iterations}"
+            )
+        return Cursor(node.id, step, 1, cursor.iteration + 1)
+    for predicate, target in node.branches:
+        if predicate(state):
+            return Cursor(target, step)
+    return Cursor(node.next, step) if node.next is not None else None
+
+
+def _error(node_id: str, exc: BaseException, message: str) -> dict[str, Any]:
+    return {"node": node_id, "type": type(exc).__name__, "message": message}
+
+
+def _on_failure(node, cursor, state, update, exc, message, started, duration, rng, run_id):
+    error = _error(node.id, exc, message)
+    names = _type_names(exc)
+    retry = node.retry
+    # Retrying cannot make an exhausted loop succeed; it would only exceed max_iterations.
+    retryable = retry is not None and not isinstance(exc, LoopLimitExceeded)
+    if retryable and cursor.attempt < retry.max_attempts and _matches(retry.on, names):
+        if retry.jitter == "full" and rng is None:
+            # Deterministic per step, so a re-executed step schedules the same delay.
+            rng = random.Random(f"{run_id}:{cursor.step}")
+        delay = retry.delay_s(cursor.attempt, rng)
+        retry_at = Cursor(node.id, cursor.step + 1, cursor.attempt + 1, cursor.iteration)
+        return _finish(cursor, state, {}, retry_at, "retry", started, duration, error, delay)
+    if not isinstance(exc, MaxStepsExceeded):
+        for rule in node.catch:
+            if _matches(rule.on, names):
+                caught = {**update, rule.result_key: error}
+                target = Cursor(rule.next, cursor.step + 1)
+                return _finish(cursor, {**state, **caught}, caught, target, "caught", started, duration, error)
+    return _finish(cursor, state, {}, None, "failed", started, duration, error)
+
+
+def _finish(cursor, state, update, target, status, started, duration_ms, error, delay_s=0.0):
+    if status == "failed":
+        run_status = "failed"
+    else:
+        run_status = "running" if target is not None else "completed"
+    log = {
+        "seq": cursor.step,
+        "node": cursor.node,
+        "attempt": cursor.attempt,
+        "status": status,
+        "started_at": iso_time(started),
+        "duration_ms": round(duration_ms, 3),
+        "result": update,
+        "next": target.node if target is not None else None,
+        "error": error,
+    }
+    return StepResult(status, run_status, update, state, target, log, delay_s, error)
+
+
+def enforce_limits(
+    outcome: StepResult, size: StateSize, before: dict[str, Any]
+) -> tuple[StepResult, dict[str, str]]:
+    """Encode the outcome's update and check it against the state cap.
+
+    Returns the outcome to commit and the update's per-key JSON. An update that is not
+    JSON or would push the state over the cap is not applied: the run fails at this
+    node instead, with its state as it was ``before`` the step. A log ``result`` over :data:`MAX_LOG_RESULT_BYTES` is replaced by a
+    marker (the state still holds the full value).
+    """
+    if not outcome.update:
+        return outcome, {}
+    try:
+        encoded = {key: encode_value(key, value) for key, value in outcome.update.items()}
+        size.apply(encoded)
+    except FlowForgeError as exc:
+        error = {"node": outcome.log["node"], "type": type(exc).__name__, "message": exc.message}
+        log = {**outcome.log, "status": "failed", "result": {}, "next": None, "error": error}
+        return StepResult("failed", "failed", {}, before, None, log, 0.0, error), {}
+    result_bytes = sum(len(k) + len(v) + 4 for k, v in encoded.items())
+    if result_bytes > MAX_LOG_RESULT_BYTES:
+        marker = {"_truncated": True, "bytes": result_bytes, "keys": sorted(encoded)[:50]}
+        outcome = StepResult(
+            outcome.status, outcome.run_status, outcome.update, outcome.state, outcome.next,
+            {**outcome.log, "result": marker}, outcome.delay_s, outcome.error,
+        )
+    return outcome, encoded

@@ -1,0 +1,1 @@
+"""FlowForge's Lambda functions (one folder each) and the AWS adapters they share."""

@@ -1,0 +1,85 @@
+"""Settings, read once from the environment into a frozen object.
+
+A missing required variable fails at cold start with its name — never a silent default.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+
+from engine.state import DEFAULT_MAX_STATE_BYTES
+
+
+class SettingsError(RuntimeError):
+    """The function's environment is incomplete or malformed."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Configuration shared by every FlowForge function."""
+
+    table: str
+    """DynamoDB table holding graphs, runs, log entries and connections (FLOWFORGE_TABLE)."""
+    step_queue_url: str | None = None
+    """SQS queue of step messages (FLOWFORGE_STEP_QUEUE_URL); needed by api, step, sweeper."""
+    ws_endpoint: str | None = None
+    """API Gateway @connections endpoint, https://… (FLOWFORGE_WS_ENDPOINT); ws, broadcast."""
+    max_state_bytes: int = DEFAULT_MAX_STATE_BYTES
+    """Cap on a run's serialized state (FLOWFORGE_MAX_STATE_BYTES)."""
+    stall_after_s: float = 360.0
+    """A run with no progress this long past its due time is re-enqueued (FLOWFORGE_STALL_AFTER_S)."""
+    retention_days: int | None = None
+    """Runs and their logs expire (DynamoDB TTL) after this many days (FLOWFORGE_RETENTION_DAYS)."""
+    tools_modules: tuple[str, ...] = ("workflows",)
+    """Modules imported at cold start to register tools (FLOWFORGE_TOOLS_MODULES, comma-separated)."""
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        try:
+            table = env["FLOWFORGE_TABLE"]
+        except KeyError:
+            raise SettingsError("missing environment variable FLOWFORGE_TABLE") from None
+        return cls(
+            table=table,
+            step_queue_url=env.get("FLOWFORGE_STEP_QUEUE_URL") or None,
+            ws_endpoint=env.get("FLOWFORGE_WS_ENDPOINT") or None,
+            max_state_bytes=_number(env, "FLOWFORGE_MAX_STATE_BYTES", int, DEFAULT_MAX_STATE_BYTES),
+            stall_after_s=_number(env, "FLOWFORGE_STALL_AFTER_S", float, 360.0),
+            retention_days=_number(env, "FLOWFORGE_RETENTION_DAYS", int, None),
+            tools_modules=tuple(
+                m.strip() for m in env.get("FLOWFORGE_TOOLS_MODULES", "workflows").split(",") if m.strip()
+            ),
+        )
+
+    def require_queue(self) -> str:
+        if not self.step_queue_url:
+            raise SettingsError("missing environment variable FLOWFORGE_STEP_QUEUE_URL")
+        return self.step_queue_url
+
+    def require_ws_endpoint(self) -> str:
+        if not self.ws_endpoint:
+            raise SettingsError("missing environment variable FLOWFORGE_WS_ENDPOINT")
+        return self.ws_endpoint
+
+
+def _number(env, name, kind, default):
+    raw = env.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not a valid {kind.__name__}") from None
+    if value <= 0:
+        raise SettingsError(f"{name} must be positive")
+    return value
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings, read on first use."""
+    return Settings.from_env()
