@@ -26,6 +26,11 @@ class Registered:
         return {"name": self.name, "async": self.is_async, "doc": self.doc}
 
 
+def _origin(fn: Callable[..., Any]) -> str:
+    """Where a function was defined: re-importing its module re-registers it, not a clash."""
+    return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
+
+
 def _doc(fn: Callable[..., Any]) -> str:
     return inspect.cleandoc(fn.__doc__ or "")
 
@@ -44,8 +49,8 @@ class Registry:
         if not isinstance(name, str) or not _NAME.match(name):
             raise RegistryError(f"{kind} name {name!r} must match {_NAME.pattern}")
         existing = table.get(name)
-        if existing is not None and existing.fn is not fn:
-            raise RegistryError(f"{kind} {name!r} is already registered")
+        if existing is not None and _origin(existing.fn) != _origin(fn):
+            raise RegistryError(f"{kind} {name!r} is already registered by {_origin(existing.fn)}")
         table[name] = Registered(name, fn, inspect.iscoroutinefunction(fn), _doc(fn))
 
     def _decorator(self, table, kind, name_or_fn):
