@@ -1,0 +1,55 @@
+"""OpenAPI and Swagger UI: generated from the routes' pydantic models, served offline."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response, content_types
+from aws_lambda_powertools.event_handler.openapi.models import OpenAPI
+
+TITLE = "FlowForge"
+#: Version of the HTTP contract (not of the package, whose metadata Lambda artifacts lack):
+#: bump the minor for additions, the major for anything a client could notice breaking.
+API_VERSION = "1.0.0"
+DESCRIPTION = (
+    "Graph workflows on AWS serverless. Create a graph, run it in the foreground or the "
+    'background, read its state and logs. Every error is `{"error": {"code", "message", '
+    '"details"?}}`.'
+)
+#: Powertools' stand-ins for what this API answers instead (400 and 500 in our error shape).
+_POWERTOOLS_ERROR_SCHEMAS = ("HTTPValidationError", "ValidationError", "ResponseValidationError")
+_INTERNAL_ERROR = {
+    "description": "A bug: a generic message and the request id; the details are in the logs",
+    "content": {content_types.APPLICATION_JSON: {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}},
+}
+
+
+class FlowForgeResolver(APIGatewayHttpResolver):
+    """The HTTP API resolver, whose OpenAPI document lists the errors it really returns.
+
+    Powertools documents a 422 for request validation and a 500 with its own shape for
+    response validation; this API answers 400 and 500 in its one error shape instead.
+    """
+
+    def get_openapi_schema(self, **kwargs: Any) -> OpenAPI:
+        schema = super().get_openapi_schema(**kwargs)
+        for path in (schema.paths or {}).values():
+            for operation in (path.get, path.post, path.put, path.patch, path.delete):
+                if operation is not None and operation.responses is not None:
+                    operation.responses.pop(422, None)
+                    operation.responses[500] = _INTERNAL_ERROR
+        if schema.components and schema.components.schemas:
+            for name in _POWERTOOLS_ERROR_SCHEMAS:
+                schema.components.schemas.pop(name, None)
+        return schema
+
+
+def add_docs(app: FlowForgeResolver) -> None:
+    """``GET /docs`` (Swagger UI with its assets inlined: no CDN) and ``GET /openapi.json``."""
+    app.configure_openapi(title=TITLE, version=API_VERSION, description=DESCRIPTION)
+    # No swagger_base_url: Powertools inlines its bundled Swagger UI JS and CSS in the page.
+    app.enable_swagger(path="/docs", compress=True)
+
+    @app.get("/openapi.json", include_in_schema=False)
+    def openapi_json():
+        return Response(200, content_types.APPLICATION_JSON, app.get_openapi_json_schema())

@@ -1,0 +1,165 @@
+"""Request and response bodies of the HTTP API; /openapi.json is generated from them.
+
+Requests forbid unknown fields and coerce nothing (``"true"`` is not a boolean), so a
+typo is a 400 rather than a silently ignored option. Responses allow extra fields so
+the engine can add to a log entry or a tool listing without breaking the API.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_serializer
+
+from engine.ports import GraphRecord, RunRecord
+from engine.service import run_view
+
+#: The longest a foreground ``POST /graph/run`` waits (API Gateway gives up at 30 s).
+MAX_WAIT_S = 25.0
+
+
+class RunRequest(BaseModel):
+    """Start a run of a stored graph."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    graph_id: str = Field(min_length=1, max_length=128, description="Id from POST /graph/create.")
+    state: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Initial shared state, a JSON object (at most the state cap, 256 KiB).",
+    )
+    background: bool = Field(
+        False, description="true: return 202 at once; false: wait for the run to finish."
+    )
+    wait_s: float = Field(
+        MAX_WAIT_S,
+        ge=0,
+        le=MAX_WAIT_S,
+        description="Foreground only: how long to wait before answering 202 with a state_url.",
+    )
+
+
+class _Response(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class GraphCreated(_Response):
+    graph_id: str = Field(description="Id to run the graph with.")
+    name: str | None = Field(description="The graph's name, if it has one.")
+    nodes: int = Field(description="Number of nodes.")
+
+    @classmethod
+    def of(cls, graph: GraphRecord) -> GraphCreated:
+        return cls(graph_id=graph.graph_id, name=graph.name, nodes=len(graph.definition["nodes"]))
+
+
+class GraphSummary(_Response):
+    graph_id: str
+    name: str | None = Field(description="The graph's name, if it has one.")
+    created_at: str = Field(description="ISO 8601 UTC timestamp.")
+
+
+class GraphPage(_Response):
+    graphs: list[GraphSummary] = Field(description="Newest first.")
+    next_token: str | None = Field(description="Pass as ?next_token= for the next page; null at the end.")
+
+    @classmethod
+    def of(cls, graphs: list[GraphRecord], next_token: str | None) -> GraphPage:
+        summaries = [GraphSummary(graph_id=g.graph_id, name=g.name, created_at=g.created_at) for g in graphs]
+        return cls(graphs=summaries, next_token=next_token)
+
+
+class GraphDetail(GraphSummary):
+    version: int = Field(description="Runs pin the version they started with.")
+    definition: dict[str, Any] = Field(description="The graph as it was created.")
+
+    @classmethod
+    def of(cls, graph: GraphRecord) -> GraphDetail:
+        return cls(
+            graph_id=graph.graph_id,
+            name=graph.name,
+            created_at=graph.created_at,
+            version=graph.version,
+            definition=graph.definition,
+        )
+
+
+class LogEntry(_Response):
+    """What one step did; the WebSocket streams the same entries."""
+
+    seq: int = Field(description="Step number, 0-based; resume after it with ?after=.")
+    node: str | None = Field(None, description="Node that ran.")
+    attempt: int | None = Field(None, description="1 for the first try, 2+ for retries.")
+    status: str | None = Field(None, description="ok, retry, caught or failed.")
+    started_at: str | None = None
+    duration_ms: float | None = None
+    result: Any = Field(None, description="The update the node merged into the state.")
+    next: str | None = Field(None, description="Node the run went to next; null when it ended.")
+    error: dict[str, Any] | None = Field(None, description="{node, type, message} on failure.")
+
+
+class RunView(_Response):
+    """A run as clients see it (GET /graph/state/{run_id})."""
+
+    run_id: str
+    graph_id: str
+    status: str = Field(description="running, completed, failed or cancelled.")
+    done: bool = Field(description="true once the status is final.")
+    state: dict[str, Any] = Field(description="The shared state after the last step.")
+    current_node: str | None = Field(description="Node to run next; null once done.")
+    step: int = Field(description="Steps made so far.")
+    created_at: str
+    updated_at: str
+    finished_at: str | None
+    error: dict[str, Any] | None = Field(description="{node, type, message} when the run failed.")
+    logs: list[LogEntry] | None = Field(None, description="Log entries in order; absent with ?logs=false.")
+
+    @model_serializer(mode="wrap")
+    def _omit_absent_logs(self, serialize):
+        data = serialize(self)
+        if self.logs is None:
+            data.pop("logs", None)
+        return data
+
+    @classmethod
+    def of(cls, run: RunRecord, logs: list[dict[str, Any]] | None) -> RunView:
+        return cls.model_validate(run_view(run, logs))
+
+
+class RunAccepted(_Response):
+    """The run is (still) running: poll state_url or watch the WebSocket."""
+
+    run_id: str
+    status: str = Field("running", description="Always running here.")
+    state_url: str = Field(description="GET it for the run's state and logs.")
+
+    @classmethod
+    def of(cls, run_id: str) -> RunAccepted:
+        return cls(run_id=run_id, state_url=f"/graph/state/{run_id}")
+
+
+class RegisteredFunction(_Response):
+    name: str
+    is_async: bool = Field(alias="async", description="Whether the function is a coroutine.")
+    doc: str = Field(description="The function's docstring.")
+
+
+class ToolListing(_Response):
+    tools: list[RegisteredFunction] = Field(description="Tools graphs can name in a node's fn.")
+    conditions: list[RegisteredFunction] = Field(description="Predicates usable as conditions.")
+
+
+class ErrorInfo(BaseModel):
+    code: str = Field(
+        description="Stable, machine-readable: invalid_request, invalid_json, invalid_graph, "
+        "invalid_state, not_found, method_not_allowed, conflict, body_too_large, "
+        "state_too_large, unsupported_media_type, unavailable, internal."
+    )
+    message: str = Field(description="For people; do not parse it.")
+    details: Any = Field(None, description="For invalid_request and invalid_graph: [{path, message}].")
+
+
+class ErrorResponse(BaseModel):
+    """Every error the API returns has this shape."""
+
+    error: ErrorInfo

@@ -1,0 +1,164 @@
+"""The HTTP routes: each parses its input (validated by Powertools), calls the service, returns.
+
+Errors are raised, never built here: :mod:`functions.api.errors` maps them.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from aws_lambda_powertools.event_handler.api_gateway import Router
+from aws_lambda_powertools.event_handler.openapi.params import Body, Path, Query
+from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
+from aws_lambda_powertools.metrics import MetricUnit
+from pydantic import SkipValidation
+
+from engine.model import Graph
+from functions.api.models import (
+    ErrorResponse,
+    GraphCreated,
+    GraphDetail,
+    GraphPage,
+    RunAccepted,
+    RunRequest,
+    RunView,
+    ToolListing,
+)
+from functions.api.observability import logger, metrics
+from functions.api.waiting import wait_budget, wait_for_run
+from functions.runtime import get_service
+
+router = Router()
+
+_ERROR_TEXT = {
+    400: "Invalid request, JSON, graph or state; details list each problem",
+    404: "Unknown graph or run",
+    409: "The run has already finished",
+    413: "Body over 1 MiB, or state over the state cap",
+    503: "Store or queue unavailable; retry after Retry-After seconds",
+}
+
+
+def _errors(*statuses: int) -> dict[int, OpenAPIResponse]:
+    """OpenAPI entries for the error statuses a route can answer (all share one shape)."""
+    content: Any = {"application/json": {"model": ErrorResponse}}
+    return {status: {"description": _ERROR_TEXT[status], "content": content} for status in statuses}
+
+
+def _responses(success: str, *errors: int, status: int = 200) -> dict[int, OpenAPIResponse]:
+    """The success entry (its schema comes from the return annotation) plus the errors."""
+    return {status: {"description": success}, **_errors(*errors)}
+
+
+GraphId = Annotated[str, Path(min_length=1, max_length=128, description="Id from POST /graph/create.")]
+RunId = Annotated[str, Path(min_length=1, max_length=128, description="Id from POST /graph/run.")]
+
+
+@router.post(
+    "/graph/create",
+    status_code=201,
+    summary="Validate and store a graph",
+    description="The body is the graph definition. A 400 lists every problem, each with its path.",
+    responses=_responses("Stored", 400, 413, 503, status=201),
+    tags=["graphs"],
+)
+def create_graph(
+    definition: Annotated[
+        SkipValidation[Graph], Body(description="The graph: {name?, start, nodes, max_steps?}.")
+    ],
+) -> GraphCreated:
+    # The engine validates (SkipValidation keeps the schema for the docs only), so a
+    # 400 reports every problem at once, not just pydantic's first layer.
+    graph = get_service().create_graph(definition)
+    logger.info("graph created", extra={"graph_id": graph.graph_id})
+    metrics.add_metric(name="graphs_created", unit=MetricUnit.Count, value=1)
+    return GraphCreated.of(graph)
+
+
+@router.get(
+    "/graphs",
+    summary="List graphs, newest first",
+    responses=_responses("A page of graphs", 400, 503),
+    tags=["graphs"],
+)
+def list_graphs(
+    limit: Annotated[int, Query(ge=1, le=100, description="Page size.")] = 50,
+    next_token: Annotated[str | None, Query(max_length=1024, description="From the previous page.")] = None,
+) -> GraphPage:
+    graphs, token = get_service().store.list_graphs(limit=limit, after=next_token)
+    return GraphPage.of(graphs, token)
+
+
+@router.get(
+    "/graph/<graph_id>",
+    summary="Fetch a graph",
+    responses=_responses("The graph", 400, 404, 503),
+    tags=["graphs"],
+)
+def get_graph(graph_id: GraphId) -> GraphDetail:
+    return GraphDetail.of(get_service().get_graph(graph_id))
+
+
+@router.post(
+    "/graph/run",
+    summary="Start a run",
+    description="background: 202 at once. Foreground: waits up to wait_s (25 s) and answers "
+    "200 with the final state and logs, or 202 with a state_url if the run is still going.",
+    responses={
+        200: {"description": "The run finished", "content": {"application/json": {"model": RunView}}},
+        202: {
+            "description": "The run is running",
+            "content": {"application/json": {"model": RunAccepted}},
+        },
+        **_errors(400, 404, 413, 503),
+    },
+    tags=["runs"],
+)
+def start_run(request: Annotated[RunRequest, Body(description="What to run, and how.")]):
+    service = get_service()
+    run = service.start_run(request.graph_id, request.state)
+    logger.append_keys(run_id=run.run_id, graph_id=run.graph_id)
+    logger.info("run started", extra={"background": request.background})
+    metrics.add_metric(name="runs_started", unit=MetricUnit.Count, value=1)
+    if request.background:
+        return RunAccepted.of(run.run_id), 202
+    remaining = getattr(router.lambda_context, "get_remaining_time_in_millis", None)
+    budget = wait_budget(request.wait_s, remaining() if remaining else None)
+    finished = wait_for_run(service, run.run_id, budget)
+    if finished is None:
+        return RunAccepted.of(run.run_id), 202
+    return RunView.of(finished, service.store.list_logs(run.run_id)), 200
+
+
+@router.get(
+    "/graph/state/<run_id>",
+    summary="A run's status, state and logs",
+    responses=_responses("The run", 400, 404, 503),
+    tags=["runs"],
+)
+def get_state(
+    run_id: RunId,
+    logs: Annotated[bool, Query(description="false: leave the logs out.")] = True,
+    after: Annotated[int, Query(ge=-1, description="Only log entries with seq > after.")] = -1,
+) -> RunView:
+    service = get_service()
+    run = service.get_run(run_id)
+    return RunView.of(run, service.store.list_logs(run_id, after=after) if logs else None)
+
+
+@router.post(
+    "/graph/run/<run_id>/cancel",
+    summary="Cancel a running run",
+    responses=_responses("The cancelled run (without logs)", 400, 404, 409, 503),
+    tags=["runs"],
+)
+def cancel_run(run_id: RunId) -> RunView:
+    run = get_service().cancel(run_id)
+    logger.info("run cancelled", extra={"run_id": run_id})
+    return RunView.of(run, None)
+
+
+@router.get("/tools", summary="Registered tools and conditions", tags=["tools"])
+def list_tools() -> ToolListing:
+    # Through the service: building it imports the tool modules (FLOWFORGE_TOOLS_MODULES).
+    return ToolListing.model_validate(get_service().registry.describe())
