@@ -10,6 +10,7 @@ than an error.
 
 from __future__ import annotations
 
+import operator
 import re
 from collections.abc import Callable
 from typing import Any
@@ -42,27 +43,24 @@ def resolve(state: Any, path: tuple[str, ...]) -> Any:
     return value
 
 
-def _compare(op: str, left: Any, right: Any) -> bool:
-    try:
-        if op == "eq":
-            return left == right
-        if op == "ne":
-            return left != right
-        if op == "lt":
-            return left < right
-        if op == "lte":
-            return left <= right
-        if op == "gt":
-            return left > right
-        if op == "gte":
-            return left >= right
-        if op == "in":
-            return left in right
-        if op == "contains":
-            return right in left
-    except TypeError:
-        return False
-    raise AssertionError(op)  # pragma: no cover - check_rule rejects unknown ops
+#: ``OP(value, expected)`` for each comparing operator; ``in`` and ``contains`` are mirrors.
+_COMPARISONS: dict[str, Callable[[Any, Any], Any]] = {
+    "eq": operator.eq,
+    "ne": operator.ne,
+    "lt": operator.lt,
+    "lte": operator.le,
+    "gt": operator.gt,
+    "gte": operator.ge,
+    "in": lambda left, right: left in right,
+    "contains": lambda left, right: right in left,
+}
+
+
+def _unchecked(op: str) -> Callable[[Any, Any], Any]:
+    def fail(left: Any, right: Any) -> Any:
+        raise AssertionError(op)  # pragma: no cover - check() rejects unknown operators
+
+    return fail
 
 
 def check(cond: Any, registry: Registry, path: str, depth: int = 0) -> list[Problem]:
@@ -153,8 +151,15 @@ def compile_condition(cond: Any, registry: Registry) -> Predicate:
 
         return truthy
 
+    compare = _COMPARISONS.get(op) or _unchecked(op)  # chosen once, not per evaluation
+
     def predicate(state: dict[str, Any]) -> bool:
         value = resolve(state, path)
-        return value is not _MISSING and _compare(op, value, expected)
+        if value is _MISSING:
+            return False
+        try:
+            return compare(value, expected)
+        except TypeError:
+            return False
 
     return predicate

@@ -155,11 +155,14 @@ class RunService:
         return stalled
 
     # -- the step loop ------------------------------------------------------------------
-    async def process_step(self, run_id: str, step: int) -> Disposition:
+    async def process_step(
+        self, run_id: str, step: int, on_commit: Callable[[StepCommit], Any] | None = None
+    ) -> Disposition:
         """Handle step message ``(run_id, step)``: execute one node and commit, or drop.
 
         Raises only for infrastructure failures (store or queue unavailable), so the
-        message is redelivered.
+        message is redelivered. ``on_commit`` sees the commit this call made, if any (the
+        step handler's metrics: node duration, run outcome).
         """
         run = self.store.get_run(run_id)
         if run is None:
@@ -208,6 +211,8 @@ class RunService:
             raise
         if outcome.next is not None:
             self.queue.send_step(run_id, outcome.next.step, outcome.delay_s)
+        if on_commit is not None:
+            on_commit(commit)
         return Disposition.COMMITTED
 
     def _fail_unrunnable(self, run: RunRecord, exc: FlowForgeError) -> Disposition:
