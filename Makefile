@@ -47,10 +47,49 @@ run: $(STAMP)  ## run the example summarization workflow
 	$(BIN)/flowforge run-local workflows/graphs/summarization.json --state workflows/graphs/summarization.state.json --pretty
 
 validate: $(SAM_STAMP)  ## sam validate --lint
-	$(SAM_VENV)/bin/sam validate --lint --region us-east-1
+	SAM_CLI_TELEMETRY=0 $(SAM_VENV)/bin/sam validate --lint --region us-east-1
 
-bench: $(STAMP)  ## benchmarks (writes bench/results.json)
-	$(BIN)/python -m bench
+# sam build needs python3.13 on PATH (the functions' runtime); prefer a pyenv install.
+PY313_BIN ?= $(or $(lastword $(wildcard $(HOME)/.pyenv/versions/3.13*/bin)),$(patsubst %/,%,$(dir $(shell command -v python3.13 2>/dev/null))))
+
+package: $(SAM_STAMP)  ## sam build (arm64, python3.13) and check what each function ships
+	@test -n "$(PY313_BIN)" || { echo "error: sam build needs python3.13 on PATH" >&2; exit 1; }
+	PATH="$(PY313_BIN):$$PATH" SAM_CLI_TELEMETRY=0 $(SAM_VENV)/bin/sam build
+	@set -e; n=0; for d in .aws-sam/build/*Function/; do n=$$((n+1)); \
+	  for want in engine workflows functions; do \
+	    test -d "$$d$$want" || { echo "error: $$d has no $$want/" >&2; exit 1; }; done; \
+	  for banned in tests flowforge bench boto3 botocore; do \
+	    test ! -e "$$d$$banned" || { echo "error: $$d ships $$banned/" >&2; exit 1; }; done; \
+	  test -z "$$(find "$$d"engine "$$d"workflows "$$d"functions -name __pycache__)" \
+	    || { echo "error: $$d ships __pycache__" >&2; exit 1; }; \
+	done; test $$n -gt 0 || { echo "error: sam build produced no function" >&2; exit 1; }; \
+	echo "package: $$n functions ship engine/ workflows/ functions/ and their runtime deps only"
+
+# Called by `sam build` (Metadata.BuildMethod: makefile) as `make build-<LogicalId>` with
+# ARTIFACTS_DIR set: the function's code and functions/requirements.txt built for arm64.
+LAMBDA_FUNCTIONS := ApiFunction StepFunction DlqFunction SweeperFunction WsFunction BroadcastFunction
+LAMBDA_BUILD_TARGETS := $(addprefix build-,$(LAMBDA_FUNCTIONS))
+LAMBDA_SOURCES := engine workflows functions
+.PHONY: package $(LAMBDA_BUILD_TARGETS)
+
+$(LAMBDA_BUILD_TARGETS): build-%:
+	@test -n "$(ARTIFACTS_DIR)" || { echo "error: ARTIFACTS_DIR is unset (run sam build)" >&2; exit 1; }
+	mkdir -p "$(ARTIFACTS_DIR)"
+	tar -cf - --exclude=__pycache__ --exclude='*.pyc' --exclude=tests --exclude='*.egg-info' \
+	  $(LAMBDA_SOURCES) | tar -xf - -C "$(ARTIFACTS_DIR)"
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check \
+	  --platform manylinux2014_aarch64 --implementation cp --python-version 3.13 \
+	  --only-binary=:all: --target "$(ARTIFACTS_DIR)" -r functions/requirements.txt
+
+# The `bench` extra (LangGraph, the baseline) is installed only for benchmarks.
+BENCH_STAMP := $(VENV)/.installed-bench
+
+$(BENCH_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	@touch $@
+
+bench: $(BENCH_STAMP)  ## benchmarks (writes bench/results.json; BENCH_ARGS="--quick" or a name)
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 clean:  ## remove virtualenvs and build output
 	rm -rf $(VENV) $(SAM_VENV) .aws-sam .pytest_cache .ruff_cache

@@ -1,0 +1,195 @@
+"""Cold start: how long importing each Lambda handler takes in a fresh interpreter,
+next to ``import boto3`` alone, plus the heaviest imports of the step handler.
+
+Each sample is one new ``python -c`` process timing its own ``import``, so interpreter
+start-up is left out and only the handler's import is counted. Figures are the CPU time
+the import took (on a small shared machine wall-clock time measures the neighbours too);
+the wall-clock median is in each note. Processes run in a rotating order within each
+repetition and ratios pair the samples of one repetition. Handlers that do not import
+(yet) are reported as not available and picked up as soon as they do.
+
+The heaviest imports come from ``-X importtime``, which reports wall-clock times: read
+them relative to each other.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from bench.figure import Figure, Target, format_number, ratios
+
+NAME = "coldstart"
+ROOT = Path(__file__).resolve().parents[1]
+STEP = "functions.step.app"
+HANDLERS = (
+    STEP,
+    "functions.api.app",
+    "functions.dlq.app",
+    "functions.sweeper.app",
+    "functions.ws.app",
+    "functions.broadcast.app",
+)
+BASELINE = "boto3"
+RUNS, QUICK_RUNS = 12, 5
+IMPORTTIME_RUNS, QUICK_IMPORTTIME_RUNS = 5, 2
+TOP = 10
+RATIO_TARGET = Target("<=", 1.5)
+#: What a deployed function has in its environment; imports must not need more.
+ENV = {
+    "FLOWFORGE_TABLE": "flowforge-bench",
+    "FLOWFORGE_STEP_QUEUE_URL": "https://sqs.us-east-1.amazonaws.com/000000000000/flowforge-bench",
+    "FLOWFORGE_WS_ENDPOINT": "https://abc123.execute-api.us-east-1.amazonaws.com/bench",
+    "AWS_REGION": "us-east-1",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_EC2_METADATA_DISABLED": "true",
+}
+_TIMER = (
+    "import time; w, c = time.perf_counter(), time.process_time(); import {}; "
+    "print(time.perf_counter() - w, time.process_time() - c)"
+)
+
+
+class NotImportable(Exception):
+    """The module fails to import in a fresh interpreter (absent or still being written)."""
+
+
+def _python(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, *args],
+        cwd=ROOT,
+        env={**os.environ, **ENV},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def import_seconds(modules: str) -> tuple[float, float]:
+    """(wall-clock, CPU) seconds a fresh interpreter spends on ``import <modules>``."""
+    done = _python("-c", _TIMER.format(modules))
+    if done.returncode != 0:
+        lines = done.stderr.strip().splitlines() or [f"exit status {done.returncode}"]
+        raise NotImportable(lines[-1])
+    wall, cpu = done.stdout.strip().splitlines()[-1].split()
+    return float(wall), float(cpu)
+
+
+def handlers() -> list[str]:
+    """The known handlers, then any other ``functions/<name>/app.py`` that appeared."""
+    found = sorted(f"functions.{p.parent.name}.app" for p in (ROOT / "functions").glob("*/app.py"))
+    return [*HANDLERS, *(m for m in found if m not in HANDLERS)]
+
+
+def parse_importtime(stderr: str) -> list[tuple[str, int, int, int]]:
+    """``-X importtime`` lines as (module, depth, self µs, cumulative µs)."""
+    rows = []
+    for line in stderr.splitlines():
+        if not line.startswith("import time:") or "imported package" in line:
+            continue
+        self_us, cumulative_us, name = line[len("import time:") :].split("|", 2)
+        depth = (len(name) - len(name.lstrip(" ")) - 1) // 2
+        rows.append((name.strip(), depth, int(self_us), int(cumulative_us)))
+    return rows
+
+
+def heaviest_imports(module: str, runs: int) -> dict[str, Any]:
+    """The ``TOP`` imports of ``module`` by cumulative and by self time (medians, ms)."""
+    per_module: dict[str, dict[str, list[float]]] = {}
+    depth_of: dict[str, int] = {}
+    # -X importtime also reports what the interpreter imports at start-up (site, ...).
+    startup = {row[0] for row in parse_importtime(_python("-X", "importtime", "-c", "pass").stderr)}
+    for _ in range(runs):
+        done = _python("-X", "importtime", "-c", f"import {module}")
+        if done.returncode != 0:
+            raise NotImportable(done.stderr.strip().splitlines()[-1])
+        for name, depth, self_us, cumulative_us in parse_importtime(done.stderr):
+            if name in startup:
+                continue
+            times = per_module.setdefault(name, {"self": [], "cumulative": []})
+            times["self"].append(self_us / 1000)
+            times["cumulative"].append(cumulative_us / 1000)
+            depth_of[name] = depth
+    medians = {
+        name: {key: statistics.median(values) for key, values in times.items()}
+        for name, times in per_module.items()
+        if name != module
+    }
+
+    def top(key: str) -> list[dict[str, Any]]:
+        ranked = sorted(medians.items(), key=lambda item: item[1][key], reverse=True)[:TOP]
+        return [
+            {
+                "module": name,
+                "depth": depth_of[name],
+                "cumulative_ms": round(t["cumulative"], 2),
+                "self_ms": round(t["self"], 2),
+            }
+            for name, t in ranked
+        ]
+
+    return {
+        "importtime_runs": runs,
+        "imports_boto3": BASELINE in per_module,
+        "top_imports_cumulative": top("cumulative"),
+        "top_imports_self": top("self"),
+    }
+
+
+def run(quick: bool) -> list[Figure]:
+    subjects: list[str] = [BASELINE]
+    missing: dict[str, str] = {}
+    for module in handlers():
+        try:
+            import_seconds(module)  # also writes the .pyc files before anything is timed
+        except NotImportable as exc:
+            missing[module] = str(exc)
+            print(f"   {module}: not available ({exc})")
+            continue
+        subjects.append(module)
+    step_with_boto3 = f"{STEP}, {BASELINE}"
+    if STEP in subjects:
+        subjects.append(step_with_boto3)
+
+    cpu: dict[str, list[float]] = {s: [] for s in subjects}
+    wall: dict[str, list[float]] = {s: [] for s in subjects}
+    for rep in range(QUICK_RUNS if quick else RUNS):
+        shift = rep % len(subjects)
+        for subject in subjects[shift:] + subjects[:shift]:
+            wall_s, cpu_s = import_seconds(subject)
+            cpu[subject].append(cpu_s * 1000)
+            wall[subject].append(wall_s * 1000)
+
+    def imported(subject: str, details: dict[str, Any] | None = None) -> Figure:
+        name = f"import {subject.replace(', ', ' + ')}"
+        note = f"wall-clock {format_number(statistics.median(wall[subject]))} ms"
+        return Figure(NAME, name, "ms", cpu[subject], note=note, details=details or {})
+
+    figures = [imported(BASELINE)]
+    for module in handlers():
+        if module in missing:
+            figures.append(Figure(NAME, f"import {module}", "ms", (), note="not available"))
+        elif module == STEP:
+            runs = QUICK_IMPORTTIME_RUNS if quick else IMPORTTIME_RUNS
+            figures.append(imported(module, heaviest_imports(module, runs)))
+        else:
+            figures.append(imported(module))
+    if STEP in cpu:
+        figures += [
+            imported(step_with_boto3),
+            Figure(NAME, f"{STEP} ÷ {BASELINE}", "x", ratios(cpu[STEP], cpu[BASELINE]), RATIO_TARGET),
+            Figure(
+                NAME,
+                f"({STEP} + {BASELINE}) ÷ {BASELINE}",
+                "x",
+                ratios(cpu[step_with_boto3], cpu[BASELINE]),
+                RATIO_TARGET,
+                note="boto3 is imported on the first request, so a cold start pays both",
+            ),
+        ]
+    return figures
