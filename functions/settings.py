@@ -48,7 +48,11 @@ class Settings:
             step_queue_url=env.get("FLOWFORGE_STEP_QUEUE_URL") or None,
             ws_endpoint=env.get("FLOWFORGE_WS_ENDPOINT") or None,
             max_state_bytes=_number(env, "FLOWFORGE_MAX_STATE_BYTES", int, DEFAULT_MAX_STATE_BYTES),
-            stall_after_s=_number(env, "FLOWFORGE_STALL_AFTER_S", float, 360.0),
+            # A run is only "stalled" once a step could no longer be executing.
+            stall_after_s=max(
+                _number(env, "FLOWFORGE_STALL_AFTER_S", float, 360.0),
+                _number(env, "FLOWFORGE_STEP_TIMEOUT_S", float, 0.0) + 60.0,
+            ),
             retention_days=_number(env, "FLOWFORGE_RETENTION_DAYS", int, None),
             tools_modules=tuple(
                 m.strip() for m in env.get("FLOWFORGE_TOOLS_MODULES", "workflows").split(",") if m.strip()
