@@ -1,0 +1,387 @@
+"""Live run logs for WebSocket clients: delivery in order, without gaps or duplicates.
+
+The messages themselves are in :mod:`engine.logmessages`.
+
+Two functions deliver a run's log entries to a connection: ``ws`` replays them when the
+client subscribes, ``broadcast`` pushes new ones from the table stream. Both go through
+:meth:`LogStream.deliver`, which serializes delivery per subscription with a short lease:
+
+* the sender that takes the lease sends every entry after the subscription's
+  ``last_seq``, in seq order, then the done message once the run has ended;
+* a sender that finds the lease taken bumps the subscription's ``ver`` and leaves; the
+  holder releases only while ``ver`` is unchanged, else it looks again — no wake-up is lost;
+* ``last_seq`` is saved as entries go out, so a crash re-sends at most one entry
+  (clients can drop a ``seq`` they already have);
+* a replay that runs out of time releases the lease with the ``replay`` marker set; the
+  marker's stream record makes the broadcaster carry on. ``$connect?run_id=`` sets the
+  marker too, because API Gateway opens the socket only after ``$connect`` returns.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from engine.errors import FlowForgeError, NotFoundError
+from engine.logmessages import MAX_MESSAGE_BYTES, done_message, encode_message, log_message
+from engine.ports import RunRecord
+from engine.step import TERMINAL
+
+#: API Gateway closes every WebSocket connection after 2 hours.
+CONNECTION_TTL_S = 7200
+
+
+class PushError(FlowForgeError):
+    """A message could not be posted to a connection."""
+
+    code = "push_failed"
+
+
+class ConnectionGoneError(PushError):
+    """The connection is closed (API Gateway's GoneException)."""
+
+    code = "connection_gone"
+
+
+class PushUnavailableError(PushError):
+    """Posting is throttled or unreachable; the delivery may be retried."""
+
+    code = "push_unavailable"
+
+
+class TooManySubscriptionsError(FlowForgeError):
+    """A connection follows as many runs as it may."""
+
+    code = "too_many_subscriptions"
+
+
+# -- subscriptions and ports -------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class RunEnd:
+    """How a run ended, and the seq of its last log entry (-1 when it has none)."""
+
+    status: str
+    last_seq: int
+    error: dict[str, Any] | None = None
+
+    @classmethod
+    def of(cls, run: RunRecord | None) -> RunEnd | None:
+        if run is None or run.status not in TERMINAL:
+            return None
+        # Log entries are 0..step-1: one per committed step.
+        return cls(run.status, run.step - 1, run.error)
+
+
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    """A connection following a run; ``last_seq`` is the last entry it was sent."""
+
+    run_id: str
+    connection_id: str
+    last_seq: int = -1
+    ver: int = 0
+    end: RunEnd | None = None
+    lease: str | None = None
+    lease_until: float = 0.0
+    replay: str | None = None
+    """Set while the broadcaster owes this subscription a replay (see the module doc)."""
+    created_at: float = 0.0
+    expires_at: int = 0
+
+    def leased(self, now: float) -> bool:
+        return self.lease is not None and self.lease_until >= now
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """The outcome of :meth:`SubscriptionStore.acquire`: the item, and whether we hold it."""
+
+    sub: Subscription
+    held: bool
+
+
+class RunLog(Protocol):
+    """What delivery reads about runs (a :class:`~engine.ports.RunStore` provides it).
+
+    ``list_logs`` must be strongly consistent: a sender woken by an entry must see it.
+    """
+
+    def get_run(self, run_id: str) -> RunRecord | None: ...
+
+    def list_logs(self, run_id: str, after: int = -1, limit: int = 1000) -> list[dict[str, Any]]: ...
+
+
+class SubscriptionStore(Protocol):
+    """Connections and their subscriptions, with the lease that serializes delivery."""
+
+    def open_connection(self, connection_id: str, now: float, expires_at: int) -> None: ...
+
+    def add(self, sub: Subscription, max_per_connection: int) -> None:
+        """Store ``sub`` (replacing one for the same run and connection, lease and all).
+
+        TooManySubscriptionsError if the connection already follows ``max_per_connection``
+        other runs.
+        """
+
+    def remove(self, run_id: str, connection_id: str) -> None: ...
+
+    def close_connection(self, connection_id: str) -> list[str]:
+        """Delete the connection and all its subscriptions; the run ids it followed."""
+
+    def subscriptions(self, run_id: str) -> list[Subscription]:
+        """Every subscription to ``run_id`` (strongly consistent)."""
+
+    def get(self, run_id: str, connection_id: str) -> Subscription | None: ...
+
+    def acquire(
+        self, run_id: str, connection_id: str, token: str, now: float, until: float, end: RunEnd | None
+    ) -> Claim | None:
+        """Take the lease if free (or expired) until ``until``; else bump ``ver``.
+
+        Records ``end`` on the subscription either way. None if it does not exist.
+        """
+
+    def advance(self, run_id: str, connection_id: str, token: str, last_seq: int, until: float) -> bool:
+        """Save progress and extend the lease; False if the lease is no longer ours."""
+
+    def release(
+        self,
+        run_id: str,
+        connection_id: str,
+        token: str,
+        last_seq: int,
+        *,
+        expect_ver: int | None,
+        replay: str | None,
+    ) -> bool:
+        """Save progress, drop the lease and set (or with None, clear) ``replay``.
+
+        False — and nothing changed — if the lease is not ours or ``ver`` moved on.
+        """
+
+    def finish(self, run_id: str, connection_id: str, token: str) -> None:
+        """Delete a subscription whose done message was sent (if the lease is still ours)."""
+
+
+class Pusher(Protocol):
+    """Posts to one WebSocket connection (API Gateway's @connections)."""
+
+    def post(self, connection_id: str, data: bytes) -> None:
+        """ConnectionGoneError if it is closed, PushUnavailableError to retry later."""
+
+
+# -- delivery ------------------------------------------------------------------------------
+class LogStream:
+    """Subscriptions of WebSocket connections to runs, and delivery of their logs."""
+
+    def __init__(
+        self,
+        runs: RunLog,
+        subscriptions: SubscriptionStore,
+        pusher: Pusher,
+        *,
+        clock: Callable[[], float] = time.time,
+        new_token: Callable[[], str] = lambda: uuid.uuid4().hex,
+        lease_s: float = 30.0,
+        connect_grace_s: float = 10.0,
+        max_subscriptions: int = 20,
+        page_size: int = 100,
+        workers: int = 8,
+        max_message_bytes: int = MAX_MESSAGE_BYTES,
+    ) -> None:
+        self.runs = runs
+        self.subs = subscriptions
+        self.pusher = pusher
+        self.clock = clock
+        self.new_token = new_token
+        self.lease_s = lease_s
+        self.connect_grace_s = connect_grace_s
+        self.max_subscriptions = max_subscriptions
+        self.page_size = page_size
+        self.workers = workers
+        self.max_message_bytes = max_message_bytes
+
+    # -- the ws function ----------------------------------------------------------------
+    def connect(self, connection_id: str, run_id: str | None = None, after: int = -1) -> None:
+        """Record a new connection, following ``run_id`` at once when given.
+
+        Sends nothing: the socket opens only once ``$connect`` has returned, so the
+        replay is left to the broadcaster through the subscription's ``replay`` marker.
+        """
+        if run_id is not None and self.runs.get_run(run_id) is None:
+            raise NotFoundError(f"run {run_id!r} not found")
+        now = self.clock()
+        self.subs.open_connection(connection_id, now, int(now) + CONNECTION_TTL_S)
+        if run_id is not None:
+            self.subs.add(
+                self._new_sub(run_id, connection_id, after, now, self.new_token()), self.max_subscriptions
+            )
+
+    def subscribe(
+        self, connection_id: str, run_id: str, after: int = -1, deadline: float | None = None
+    ) -> None:
+        """Follow ``run_id`` from entry ``after + 1``: replay, then live entries, then done."""
+        now = self.clock()
+        self.subs.add(self._new_sub(run_id, connection_id, after, now, None), self.max_subscriptions)
+        # Read the run after the subscription exists: an end committed after this read
+        # reaches the subscription through the stream.
+        run = self.runs.get_run(run_id)
+        if run is None:
+            self.subs.remove(run_id, connection_id)
+            raise NotFoundError(f"run {run_id!r} not found")
+        self.deliver(run_id, connection_id, end=RunEnd.of(run), deadline=deadline)
+
+    def unsubscribe(self, connection_id: str, run_id: str) -> None:
+        self.subs.remove(run_id, connection_id)
+
+    def disconnect(self, connection_id: str) -> None:
+        self.subs.close_connection(connection_id)
+
+    def tell(self, connection_id: str, message: dict[str, Any]) -> None:
+        """Send one message outside any run's order (errors answering a request)."""
+        try:
+            self.pusher.post(connection_id, encode_message(message, self.max_message_bytes))
+        except ConnectionGoneError:
+            self.subs.close_connection(connection_id)
+
+    # -- the broadcaster ----------------------------------------------------------------
+    def on_log(self, run_id: str, entry: dict[str, Any], deadline: float | None = None) -> None:
+        """A log entry was committed: bring every subscriber that lacks it up to date."""
+        behind = [s for s in self.subs.subscriptions(run_id) if s.last_seq < entry["seq"]]
+        self._fan_out(behind, hint=entry, deadline=deadline)
+
+    def on_run_end(self, run_id: str, deadline: float | None = None) -> None:
+        """A run reached a terminal status: finish every subscriber with the done message."""
+        end = RunEnd.of(self.runs.get_run(run_id))
+        if end is not None:
+            self._fan_out(self.subs.subscriptions(run_id), end=end, deadline=deadline)
+
+    def on_replay_due(self, sub: Subscription, deadline: float | None = None) -> None:
+        """The subscription's ``replay`` marker was set (by ``$connect`` or a hand-off)."""
+        current = self.subs.get(sub.run_id, sub.connection_id)
+        if current is None or current.replay != sub.replay or current.leased(self.clock()):
+            # Gone, already replayed, re-marked (that record comes next), or its holder
+            # sends everything before it clears the marker.
+            return
+        run = self.runs.get_run(sub.run_id)
+        if run is None:
+            self.subs.remove(sub.run_id, sub.connection_id)
+            return
+        self.deliver(sub.run_id, sub.connection_id, end=RunEnd.of(run), deadline=deadline)
+
+    def _fan_out(self, subs: list[Subscription], **kwargs: Any) -> None:
+        """Deliver to each subscription; one failing connection never holds up the others."""
+        if not subs:
+            return
+        errors: list[Exception] = []
+
+        def one(sub: Subscription) -> None:
+            try:
+                self.deliver(sub.run_id, sub.connection_id, **kwargs)
+            except Exception as exc:  # collected, re-raised once every connection was tried
+                errors.append(exc)
+
+        if len(subs) == 1 or self.workers <= 1:
+            for sub in subs:
+                one(sub)
+        else:
+            with ThreadPoolExecutor(max_workers=min(self.workers, len(subs))) as pool:
+                list(pool.map(one, subs))
+        if errors:
+            raise errors[0]
+
+    # -- one subscription ----------------------------------------------------------------
+    def deliver(
+        self,
+        run_id: str,
+        connection_id: str,
+        *,
+        hint: dict[str, Any] | None = None,
+        end: RunEnd | None = None,
+        deadline: float | None = None,
+    ) -> None:
+        """Bring one subscription up to date, if no one else is doing it right now.
+
+        ``hint`` is an entry the caller already holds (saves a query when it is the next
+        one); ``end`` is the run's end when the caller knows it has ended.
+        """
+        token = self.new_token()
+        now = self.clock()
+        claim = self.subs.acquire(run_id, connection_id, token, now, now + self.lease_s, end)
+        if claim is None or not claim.held:
+            return
+        sub, sent = claim.sub, claim.sub.last_seq
+        try:
+            while True:
+                entries, exhausted = self._pending(sub, sent, hint)
+                hint = None
+                for i, entry in enumerate(entries):
+                    if deadline is not None and self.clock() >= deadline:
+                        # Out of time: the marker's stream record makes the broadcaster go on.
+                        self.subs.release(
+                            run_id, connection_id, token, sent, expect_ver=None, replay=self.new_token()
+                        )
+                        return
+                    self._post(connection_id, log_message(run_id, entry))
+                    sent = entry["seq"]
+                    last = i == len(entries) - 1
+                    if not last and not self.subs.advance(
+                        run_id, connection_id, token, sent, self.clock() + self.lease_s
+                    ):
+                        return  # re-subscribed meanwhile: the new subscription takes over
+                if sub.end is not None and (sent >= sub.end.last_seq or exhausted):
+                    self._post(connection_id, done_message(run_id, sub.end.status, sub.end.error))
+                    self.subs.finish(run_id, connection_id, token)
+                    return
+                if len(entries) >= self.page_size:
+                    continue  # a full page: fetch the next before letting go
+                if self.subs.release(run_id, connection_id, token, sent, expect_ver=sub.ver, replay=None):
+                    return
+                fresh = self.subs.get(run_id, connection_id)
+                if fresh is None or fresh.lease != token:
+                    return
+                sub = fresh  # someone signalled while we held the lease: look again
+        except ConnectionGoneError:
+            if sub.replay is not None and self.clock() - sub.created_at < self.connect_grace_s:
+                # Posted while $connect is still running: try again from the stream shortly.
+                self.subs.release(
+                    run_id, connection_id, token, sent, expect_ver=None, replay=self.new_token()
+                )
+            else:
+                self.subs.close_connection(connection_id)
+        except BaseException:
+            # Keep the progress and let go; the caller's retry (the stream's, or the
+            # client's re-subscribe) resumes from ``last_seq``.
+            self.subs.release(run_id, connection_id, token, sent, expect_ver=None, replay=None)
+            raise
+
+    def _pending(
+        self, sub: Subscription, sent: int, hint: dict[str, Any] | None
+    ) -> tuple[list[dict[str, Any]], bool]:
+        """Entries to send next, and whether they are all the log holds after ``sent``."""
+        if hint is not None and sub.end is None:
+            if hint["seq"] == sent + 1:
+                return [hint], False
+            if hint["seq"] <= sent:
+                return [], False  # already sent; later entries bring their own wake-up
+        entries = self.runs.list_logs(sub.run_id, after=sent, limit=self.page_size)
+        return entries, len(entries) < self.page_size
+
+    def _post(self, connection_id: str, message: dict[str, Any]) -> None:
+        self.pusher.post(connection_id, encode_message(message, self.max_message_bytes))
+
+    def _new_sub(
+        self, run_id: str, connection_id: str, after: int, now: float, replay: str | None
+    ) -> Subscription:
+        return Subscription(
+            run_id=run_id,
+            connection_id=connection_id,
+            last_seq=after,
+            replay=replay,
+            created_at=now,
+            expires_at=int(now) + CONNECTION_TTL_S,
+        )

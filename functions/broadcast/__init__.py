@@ -1,0 +1,1 @@
+"""Broadcast Lambda: pushes log entries and run outcomes from the table stream (DESIGN.md §6)."""

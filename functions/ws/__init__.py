@@ -1,0 +1,1 @@
+"""WebSocket Lambda: connections, subscriptions and log replay (DESIGN.md §6)."""
