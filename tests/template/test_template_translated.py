@@ -272,7 +272,7 @@ def test_table_has_keys_index_stream_ttl_and_point_in_time_recovery():
     (gsi1,) = table["GlobalSecondaryIndexes"]
     assert gsi1["IndexName"] == "gsi1"
     assert [k["AttributeName"] for k in gsi1["KeySchema"]] == ["gsi1pk", "gsi1sk"]
-    assert gsi1["Projection"] == {"ProjectionType": "ALL"}
+    assert gsi1["Projection"] == {"ProjectionType": "KEYS_ONLY"}
     assert table["StreamSpecification"] == {"StreamViewType": "NEW_IMAGE"}
     assert table["TimeToLiveSpecification"] == {"AttributeName": "expires_at", "Enabled": True}
     assert table["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}

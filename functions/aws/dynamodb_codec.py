@@ -1,0 +1,213 @@
+"""The single-table layout: keys, and records to and from DynamoDB attribute values.
+
+| kind  | pk            | sk               | gsi1pk          | gsi1sk                 |
+|-------|---------------|------------------|-----------------|------------------------|
+| graph | GRAPH#<id>    | GRAPH            | GRAPH           | <created_at>#<id>      |
+| run   | RUN#<id>      | RUN              | RUNNING#<0..7>  | next_at, ms, 0-padded  |
+| log   | RUN#<id>      | LOG#<seq:010d>   |                 |                        |
+
+Only running runs carry gsi1 keys, so the sweeper's index holds exactly the runs it may
+have to wake. A run's state is a map from top-level key to that value's JSON text, so a
+step rewrites only the keys it changed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import zlib
+from typing import Any
+
+from engine.ports import GraphRecord, RunRecord
+from engine.step import Cursor
+
+GRAPH_SK = "GRAPH"
+RUN_SK = "RUN"
+GRAPHS_GSI_PK = "GRAPH"
+RUNNING_SHARDS = 8
+LOG_SEQ_DIGITS = 10
+LOG_LAST_SK = "LOG#" + "9" * LOG_SEQ_DIGITS
+
+Item = dict[str, dict[str, Any]]
+
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
+def S(value: str) -> dict[str, str]:
+    return {"S": value}
+
+
+def N(value: float) -> dict[str, str]:
+    return {"N": str(value) if isinstance(value, int) else repr(float(value))}
+
+
+NULL = {"NULL": True}
+
+
+def str_or_null(value: str | None) -> dict[str, Any]:
+    return NULL if value is None else S(value)
+
+
+def json_or_null(value: Any) -> dict[str, Any]:
+    return NULL if value is None else S(_dumps(value))
+
+
+def _str(item: Item, name: str) -> str | None:
+    value = item.get(name)
+    return value.get("S") if value else None
+
+
+def _num(item: Item, name: str) -> str | None:
+    value = item.get(name)
+    return value.get("N") if value else None
+
+
+def _json(item: Item, name: str) -> Any:
+    text = _str(item, name)
+    return None if text is None else json.loads(text)
+
+
+# -- keys -------------------------------------------------------------------------------
+def graph_key(graph_id: str) -> Item:
+    return {"pk": S(f"GRAPH#{graph_id}"), "sk": S(GRAPH_SK)}
+
+
+def run_key(run_id: str) -> Item:
+    return {"pk": S(f"RUN#{run_id}"), "sk": S(RUN_SK)}
+
+
+def log_sk(seq: int) -> str:
+    return f"LOG#{seq:0{LOG_SEQ_DIGITS}d}"
+
+
+def running_shard(run_id: str) -> str:
+    """The sweeper index partition of a running run (spreads writes over 8 keys)."""
+    return f"RUNNING#{zlib.crc32(run_id.encode()) % RUNNING_SHARDS}"
+
+
+def due_key(next_at: float) -> str:
+    """``next_at`` as a sortable string: whole milliseconds, zero-padded."""
+    return f"{max(0, math.floor(next_at * 1000)):015d}"
+
+
+def graph_index_sk(created_at: str, graph_id: str) -> str:
+    return f"{created_at}#{graph_id}"
+
+
+# -- graphs -----------------------------------------------------------------------------
+def graph_item(graph: GraphRecord) -> Item:
+    item = {
+        **graph_key(graph.graph_id),
+        "kind": S("graph"),
+        "graph_id": S(graph.graph_id),
+        "definition": S(_dumps(graph.definition)),
+        "created_at": S(graph.created_at),
+        "version": N(graph.version),
+        "gsi1pk": S(GRAPHS_GSI_PK),
+        "gsi1sk": S(graph_index_sk(graph.created_at, graph.graph_id)),
+    }
+    if graph.name is not None:
+        item["name"] = S(graph.name)
+    return item
+
+
+def graph_from_item(item: Item) -> GraphRecord:
+    return GraphRecord(
+        graph_id=_str(item, "graph_id") or "",
+        definition=_json(item, "definition"),
+        created_at=_str(item, "created_at") or "",
+        name=_str(item, "name"),
+        version=int(_num(item, "version") or 1),
+    )
+
+
+# -- runs -------------------------------------------------------------------------------
+def cursor_value(cursor: Cursor) -> dict[str, Any]:
+    return {
+        "M": {
+            "node": S(cursor.node),
+            "step": N(cursor.step),
+            "attempt": N(cursor.attempt),
+            "iteration": N(cursor.iteration),
+        }
+    }
+
+
+def cursor_from_value(value: dict[str, Any] | None) -> Cursor | None:
+    if not value or "M" not in value:
+        return None
+    fields = value["M"]
+    return Cursor(
+        node=fields["node"]["S"],
+        step=int(fields["step"]["N"]),
+        attempt=int(fields["attempt"]["N"]),
+        iteration=int(fields["iteration"]["N"]),
+    )
+
+
+def state_value(state: dict[str, str]) -> dict[str, Any]:
+    return {"M": {key: S(text) for key, text in state.items()}}
+
+
+def run_item(run: RunRecord) -> Item:
+    item = {
+        **run_key(run.run_id),
+        "kind": S("run"),
+        "run_id": S(run.run_id),
+        "graph_id": S(run.graph_id),
+        "graph_version": N(run.graph_version),
+        "status": S(run.status),
+        "step": N(run.step),
+        "state": state_value(run.state),
+        "created_at": S(run.created_at),
+        "updated_at": S(run.updated_at),
+        "finished_at": str_or_null(run.finished_at),
+        "error": json_or_null(run.error),
+        "next_at": N(run.next_at),
+    }
+    if run.cursor is not None:
+        item["cursor"] = cursor_value(run.cursor)
+    if run.expires_at is not None:
+        item["expires_at"] = N(run.expires_at)
+    if run.status == "running":
+        item["gsi1pk"] = S(running_shard(run.run_id))
+        item["gsi1sk"] = S(due_key(run.next_at))
+    return item
+
+
+def run_from_item(item: Item) -> RunRecord:
+    expires_at = _num(item, "expires_at")
+    return RunRecord(
+        run_id=_str(item, "run_id") or "",
+        graph_id=_str(item, "graph_id") or "",
+        status=_str(item, "status") or "",
+        cursor=cursor_from_value(item.get("cursor")),
+        step=int(_num(item, "step") or 0),
+        state={key: value["S"] for key, value in item.get("state", {}).get("M", {}).items()},
+        created_at=_str(item, "created_at") or "",
+        updated_at=_str(item, "updated_at") or "",
+        next_at=float(_num(item, "next_at") or 0),
+        graph_version=int(_num(item, "graph_version") or 1),
+        finished_at=_str(item, "finished_at"),
+        error=_json(item, "error"),
+        expires_at=int(expires_at) if expires_at is not None else None,
+    )
+
+
+# -- log entries ------------------------------------------------------------------------
+def log_item(run_id: str, seq: int, entry: dict[str, Any], expires_at: int | None) -> Item:
+    item = {
+        "pk": S(f"RUN#{run_id}"),
+        "sk": S(log_sk(seq)),
+        "kind": S("log"),
+        "run_id": S(run_id),
+        "seq": N(seq),
+        "entry": S(_dumps(entry)),
+    }
+    if expires_at is not None:
+        item["expires_at"] = N(expires_at)
+    return item
+
+
+def log_from_item(item: Item) -> dict[str, Any]:
+    return _json(item, "entry")

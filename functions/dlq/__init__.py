@@ -1,0 +1,1 @@
+"""DLQ Lambda: fails the runs whose step messages were given up on."""

@@ -1,0 +1,1 @@
+"""Step Lambda: executes one node per SQS step message."""

@@ -1,0 +1,1 @@
+"""Sweeper Lambda: re-enqueues runs that stopped making progress."""

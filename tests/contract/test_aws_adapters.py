@@ -1,0 +1,187 @@
+"""What only the AWS adapters do: lazy clients, error codes, SQS delays, the message model."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from botocore.exceptions import ClientError, EndpointConnectionError, ReadTimeoutError
+from pydantic import ValidationError
+
+from engine.errors import ConflictError, StoreUnavailableError
+from engine.ports import StepCommit
+from functions.aws.dynamodb import DynamoRunStore
+from functions.aws.sqs import SqsStepQueue, StepMessage, delay_seconds
+from functions.settings import SettingsError
+
+
+def client_error(code: str, operation: str = "TransactWriteItems", reasons: list[str] | None = None):
+    response = {"Error": {"Code": code, "Message": "the message text is never read"}}
+    if reasons is not None:
+        response["CancellationReasons"] = [{"Code": reason} for reason in reasons]
+    return ClientError(response, operation)
+
+
+class RaisingClient:
+    """A low-level client whose every call raises ``error`` (and records the call)."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+        self.calls: list[tuple[str, dict]] = []
+
+    def __getattr__(self, operation):
+        def call(**params):
+            self.calls.append((operation, params))
+            raise self.error
+
+        return call
+
+
+COMMIT = StepCommit("run1", 0, {}, None, "completed", {"seq": 0}, "t", 0.0)
+
+
+def test_clients_are_built_on_first_use_only():
+    built = []
+    store = DynamoRunStore("table", lambda: built.append("dynamodb") or RaisingClient(client_error("X")))
+    queue = SqsStepQueue("https://queue", lambda: built.append("sqs") or RaisingClient(client_error("X")))
+    assert built == []
+    with pytest.raises(ClientError):
+        store.get_run("r")
+    with pytest.raises(ClientError):
+        queue.send_step("r", 0)
+    with pytest.raises(ClientError):
+        store.get_run("r")
+    assert built == ["dynamodb", "sqs"]
+
+
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [
+        (
+            client_error("TransactionCanceledException", reasons=["ConditionalCheckFailed", "None"]),
+            ConflictError,
+        ),
+        (
+            client_error("TransactionCanceledException", reasons=["None", "ConditionalCheckFailed"]),
+            ConflictError,
+        ),
+        (
+            client_error("TransactionCanceledException", reasons=["ThrottlingError", "None"]),
+            StoreUnavailableError,
+        ),
+        (
+            client_error("TransactionCanceledException", reasons=["TransactionConflict", "None"]),
+            StoreUnavailableError,
+        ),
+        (client_error("ProvisionedThroughputExceededException"), StoreUnavailableError),
+        (client_error("ThrottlingException"), StoreUnavailableError),
+        (client_error("RequestLimitExceeded"), StoreUnavailableError),
+        (client_error("InternalServerError"), StoreUnavailableError),
+        (client_error("ServiceUnavailable"), StoreUnavailableError),
+        (EndpointConnectionError(endpoint_url="https://dynamodb"), StoreUnavailableError),
+        (ReadTimeoutError(endpoint_url="https://dynamodb"), StoreUnavailableError),
+    ],
+)
+def test_commit_errors_are_mapped_by_code(error, expected):
+    store = DynamoRunStore("table", lambda: RaisingClient(error))
+    with pytest.raises(expected) as raised:
+        store.commit_step(COMMIT)
+    assert raised.value.__cause__ is error
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        client_error("ValidationException"),
+        client_error("ResourceNotFoundException"),
+        client_error("TransactionCanceledException", reasons=["ValidationError", "None"]),
+        # A message that merely mentions a condition is still not a conflict.
+        ClientError({"Error": {"Code": "AccessDeniedException", "Message": "ConditionalCheckFailed"}}, "X"),
+    ],
+)
+def test_other_errors_propagate_unchanged(error):
+    store = DynamoRunStore("table", lambda: RaisingClient(error))
+    with pytest.raises(ClientError) as raised:
+        store.commit_step(COMMIT)
+    assert raised.value is error
+
+
+def test_a_lost_condition_on_a_single_write_is_a_conflict():
+    store = DynamoRunStore("table", lambda: RaisingClient(client_error("ConditionalCheckFailedException")))
+    with pytest.raises(ConflictError):
+        store.finish_run("r", status="cancelled", error=None, now="t")
+
+
+def test_commit_is_one_conditional_transaction():
+    client = RaisingClient(
+        client_error("TransactionCanceledException", reasons=["ConditionalCheckFailed", "None"])
+    )
+    store = DynamoRunStore("table", lambda: client)
+    with pytest.raises(ConflictError):
+        store.commit_step(COMMIT)
+    [(operation, params)] = client.calls
+    update, put = (next(iter(item.values())) for item in params["TransactItems"])
+    assert operation == "transact_write_items"
+    assert update["ConditionExpression"] == "#status = :running AND #step = :k"
+    assert update["ExpressionAttributeValues"][":k"] == {"N": "0"}
+    assert put["ConditionExpression"] == "attribute_not_exists(pk)"
+    assert put["Item"]["sk"] == {"S": "LOG#0000000000"}
+
+
+# -- SQS ------------------------------------------------------------------------------------
+class RecordingSqs:
+    def __init__(self) -> None:
+        self.sent: list[dict] = []
+
+    def send_message(self, **params):
+        self.sent.append(params)
+        return {"MessageId": "m"}
+
+
+@pytest.mark.parametrize(
+    ("delay", "expected"), [(0, 0), (0.001, 1), (1.0, 1), (2.5, 3), (900, 900), (4000, 900), (-3, 0)]
+)
+def test_delay_seconds_are_whole_and_within_sqs_limits(delay, expected):
+    assert delay_seconds(delay) == expected
+
+
+def test_send_step_sends_a_step_message():
+    sqs = RecordingSqs()
+    SqsStepQueue("https://queue", lambda: sqs).send_step("run_1", 4, 2.2)
+    [params] = sqs.sent
+    assert params["QueueUrl"] == "https://queue" and params["DelaySeconds"] == 3
+    assert json.loads(params["MessageBody"]) == {"run_id": "run_1", "step": 4}
+    assert StepMessage.model_validate_json(params["MessageBody"]) == StepMessage(run_id="run_1", step=4)
+
+
+def test_a_missing_queue_url_fails_at_first_send_naming_the_variable():
+    queue = SqsStepQueue(None, lambda: pytest.fail("no client without a queue"))
+    with pytest.raises(SettingsError, match="FLOWFORGE_STEP_QUEUE_URL"):
+        queue.send_step("run1", 0)
+
+
+@pytest.mark.parametrize(
+    "code", ["RequestThrottled", "ThrottlingException", "ServiceUnavailable", "InternalError"]
+)
+def test_sqs_throttling_is_unavailable(code):
+    queue = SqsStepQueue("https://queue", lambda: RaisingClient(client_error(code, "SendMessage")))
+    with pytest.raises(StoreUnavailableError):
+        queue.send_step("run1", 0)
+
+
+def test_sqs_errors_that_are_not_transient_propagate():
+    error = client_error("AWS.SimpleQueueService.NonExistentQueue", "SendMessage")
+    queue = SqsStepQueue("https://queue", lambda: RaisingClient(error))
+    with pytest.raises(ClientError):
+        queue.send_step("run1", 0)
+
+
+@pytest.mark.parametrize(
+    "body",
+    ['{"run_id": "r", "step": -1}', '{"run_id": "r", "step": "1"}', '{"run_id": "r", "step": 1.5}',
+     '{"run_id": "r", "step": true}', '{"run_id": "", "step": 1}', '{"run_id": "a/b", "step": 1}',
+     '{"run_id": "r", "step": 1, "x": 1}', '{"run_id": "r"}', "[]", "nope"],
+)  # fmt: skip
+def test_step_message_rejects_anything_but_its_two_fields(body):
+    with pytest.raises(ValidationError):
+        StepMessage.model_validate_json(body)

@@ -1,0 +1,57 @@
+"""Fixtures for the moto-backed functional tests of the step loop.
+
+``service`` is the process-wide service the handlers use (built from the stack's
+environment exactly as in Lambda) running on the test's virtual clock; ``pump`` and
+``dlq_pump`` deliver the step queue and the dead-letter queue through the real handlers.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+import tests.functional.tools  # noqa: F401  (registers the test tools once)
+from engine.service import RunService
+from functions.dlq import app as dlq_app
+from functions.runtime import get_service, set_service
+from functions.step import app as step_app
+from tests.functional import fixtures
+from tests.functional.crashes import CountingQueue, FaultyStore
+from tests.functional.pump import QueuePump
+
+# The shared AWS fixtures (moto, virtual clock, template.yaml's stack).
+aws, clock, stack = fixtures.aws, fixtures.clock, fixtures.stack
+
+
+@pytest.fixture
+def env(stack, monkeypatch):
+    """The functions' environment from template.yaml; the service is rebuilt per test."""
+    for name, value in stack["env"].items():
+        monkeypatch.setenv(name, value)
+    set_service(None)
+    yield stack["env"]
+    set_service(None)
+
+
+@pytest.fixture
+def service(env, clock) -> RunService:
+    service = get_service()
+    service.clock = clock
+    return service
+
+
+@pytest.fixture
+def faults(service) -> tuple[FaultyStore, CountingQueue]:
+    """Wrap the service's store and queue to inject faults and count commits and sends."""
+    service.store = FaultyStore(service.store)
+    service.queue = CountingQueue(service.queue)
+    return service.store, service.queue
+
+
+@pytest.fixture
+def pump(service, stack, aws, clock) -> QueuePump:
+    return QueuePump(aws.client("sqs"), stack["queue_url"], clock, step_app.handler)
+
+
+@pytest.fixture
+def dlq_pump(service, stack, aws, clock) -> QueuePump:
+    return QueuePump(aws.client("sqs"), stack["dlq_url"], clock, dlq_app.handler, event="sqs_dlq_message")

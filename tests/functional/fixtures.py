@@ -1,0 +1,73 @@
+"""AWS fixtures shared by the functional and contract suites: moto, a virtual clock, the stack.
+
+Imported by name into both conftest.py files.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+
+import boto3
+import pytest
+from moto import mock_aws
+
+import flowforge.stack
+from flowforge.stack import create_resources
+from functions import runtime
+from tests.functional.pump import VirtualClock, patch_moto
+
+REGION = "us-east-1"
+
+
+@functools.cache
+def session() -> boto3.session.Session:
+    """One boto3 session per test process: its clients share loaded service models.
+
+    (A client from a fresh session costs ~0.15 s; moto intercepts clients of any session.)
+    """
+    return boto3.session.Session(region_name=REGION)
+
+
+_load_template = flowforge.stack.load_template
+
+
+@functools.cache
+def _parsed_template(path) -> dict:
+    return _load_template(path)
+
+
+def cached_template(path=flowforge.stack.DEFAULT_TEMPLATE) -> dict:
+    """template.yaml parsed once per test process (parsing it costs ~0.2 s a test)."""
+    return copy.deepcopy(_parsed_template(path))
+
+
+@pytest.fixture
+def clock() -> VirtualClock:
+    """Time for the service and moto's SQS; it moves only when the test moves it."""
+    return VirtualClock()
+
+
+@pytest.fixture
+def aws(monkeypatch, clock):
+    """moto for every AWS call, with fake credentials; yields a boto3 session.
+
+    The functions' clients (functions.runtime.boto3_client) come from the same session.
+    """
+    for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    monkeypatch.setenv("AWS_REGION", REGION)
+    patch_moto(monkeypatch, clock)
+    monkeypatch.setattr(runtime, "boto3_client", functools.cache(lambda name: session().client(name)))
+    with mock_aws():
+        yield session()
+
+
+@pytest.fixture
+def stack(aws, monkeypatch) -> dict:
+    """The table and queues of template.yaml, created in moto."""
+    monkeypatch.setattr(flowforge.stack, "load_template", cached_template)
+    return create_resources(aws)

@@ -1,0 +1,188 @@
+"""The local gateway against stand-in handlers: HTTP API events, WebSocket routes, and the
+``@connections`` API driven by boto3's own apigatewaymanagementapi client."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import aiohttp
+import boto3
+import pytest
+from aiohttp.test_utils import TestServer
+
+from flowforge.local.gateway import MAX_WS_MESSAGE, Gateway
+from flowforge.local.lambdas import LocalFunction
+from flowforge.local.template import HttpRoute
+
+ROUTES = [
+    HttpRoute("POST", "/graph/run/{run_id}/cancel", "Api"),
+    HttpRoute("GET", "/graph/{graph_id}", "Api"),
+    HttpRoute("GET", "/graphs", "Api"),
+]
+WS_ROUTES = {"$connect": "Ws", "$disconnect": "Ws", "$default": "Ws", "subscribe": "Ws"}
+
+
+def management_client(url: str):
+    session = boto3.session.Session(aws_access_key_id="x", aws_secret_access_key="x", region_name="us-east-1")
+    return session.client("apigatewaymanagementapi", endpoint_url=url)
+
+
+class StandIns:
+    """Handlers that record their events; the WebSocket one answers through @connections."""
+
+    def __init__(self) -> None:
+        self.api_events: list[dict] = []
+        self.ws_events: list[dict] = []
+        self.url = ""
+
+    def api(self, event, context):
+        self.api_events.append(event)
+        if "boom" in event["rawPath"]:
+            raise RuntimeError("the handler crashed")
+        assert context.get_remaining_time_in_millis() > 0
+        body = {"route": event["routeKey"], "params": event.get("pathParameters")}
+        return {
+            "statusCode": 201,
+            "headers": {"X-Handler": "api"},
+            "body": json.dumps(body),
+            "cookies": ["a=b"],
+        }
+
+    def ws(self, event, context):
+        self.ws_events.append(event)
+        context_ = event["requestContext"]
+        if context_["routeKey"] == "$connect":
+            refused = (event.get("queryStringParameters") or {}).get("deny")
+            return {"statusCode": 403} if refused else {"statusCode": 200}
+        if context_["eventType"] == "MESSAGE":
+            reply = json.dumps({"route": context_["routeKey"], "body": event["body"]})
+            management_client(self.url).post_to_connection(
+                ConnectionId=context_["connectionId"], Data=reply.encode()
+            )
+        return {"statusCode": 200}
+
+
+def gateway_for(stand_ins: StandIns) -> Gateway:
+    functions = {
+        "Api": LocalFunction("Api", stand_ins.api, timeout_s=5, concurrency=4),
+        "Ws": LocalFunction("Ws", stand_ins.ws, timeout_s=5, concurrency=4),
+    }
+    return Gateway(functions, ROUTES, WS_ROUTES)
+
+
+async def with_gateway(test):
+    stand_ins = StandIns()
+    gateway = gateway_for(stand_ins)
+    server = TestServer(gateway.application(), host="127.0.0.1")
+    await server.start_server()
+    stand_ins.url = f"http://127.0.0.1:{server.port}"
+    try:
+        async with aiohttp.ClientSession() as session:
+            await test(session, stand_ins.url, stand_ins, gateway)
+    finally:
+        await server.close()
+
+
+def run(test):
+    asyncio.run(asyncio.wait_for(with_gateway(test), 20))
+
+
+def test_a_template_route_reaches_its_function_as_a_v2_event():
+    async def test(session, url, stand_ins, gateway):
+        # WHEN a request matches a route with a path parameter
+        async with session.post(f"{url}/graph/run/r-1/cancel?x=1", json={}) as response:
+            body = await response.json()
+            # THEN the function's response is what the client gets
+            assert response.status == 201
+            assert response.headers["X-Handler"] == "api"
+            assert response.headers["Set-Cookie"].startswith("a=b")
+        assert body == {"route": "POST /graph/run/{run_id}/cancel", "params": {"run_id": "r-1"}}
+        (event,) = stand_ins.api_events
+        assert event["rawQueryString"] == "x=1" and event["body"] == "{}"
+
+    run(test)
+
+
+def test_the_most_specific_route_wins():
+    async def test(session, url, stand_ins, gateway):
+        async with session.get(f"{url}/graphs") as response:
+            assert (await response.json())["route"] == "GET /graphs"
+        async with session.get(f"{url}/graph/g1") as response:
+            assert (await response.json())["params"] == {"graph_id": "g1"}
+
+    run(test)
+
+
+def test_what_the_template_does_not_route_is_api_gateways_404_and_a_crash_is_a_500():
+    async def test(session, url, stand_ins, gateway):
+        for method, path in (("GET", "/nope"), ("DELETE", "/graphs"), ("GET", "/graphs/")):
+            async with session.request(method, f"{url}{path}") as response:
+                assert response.status == 404
+                assert await response.json() == {"message": "Not Found"}
+        async with session.get(f"{url}/graph/boom") as response:
+            assert response.status == 500
+            assert await response.json() == {"message": "Internal Server Error"}
+        assert [e["rawPath"] for e in stand_ins.api_events] == ["/graph/boom"]
+
+    run(test)
+
+
+def test_websocket_messages_are_routed_by_action_and_answered_through_connections():
+    async def test(session, url, stand_ins, gateway):
+        async with session.ws_connect(f"{url}/ws/logs/run-7") as socket:
+            await socket.send_str(json.dumps({"action": "subscribe", "run_id": "run-7"}))
+            first = json.loads((await socket.receive(timeout=5)).data)
+            await socket.send_str(json.dumps({"action": "unknown"}))
+            second = json.loads((await socket.receive(timeout=5)).data)
+            await socket.send_str("not json")
+            third = json.loads((await socket.receive(timeout=5)).data)
+        assert [first["route"], second["route"], third["route"]] == ["subscribe", "$default", "$default"]
+        connect = stand_ins.ws_events[0]
+        assert connect["requestContext"]["routeKey"] == "$connect"
+        assert connect["queryStringParameters"] == {"run_id": "run-7"}
+        deadline = time.monotonic() + 5
+        while stand_ins.ws_events[-1]["requestContext"]["routeKey"] != "$disconnect":
+            assert time.monotonic() < deadline, "no $disconnect after the client closed"
+            await asyncio.sleep(0.05)
+        assert not gateway.connections
+
+    run(test)
+
+
+def test_a_refused_connect_fails_the_handshake():
+    async def test(session, url, stand_ins, gateway):
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await session.ws_connect(f"{url}/ws?deny=1")
+        assert refused.value.status == 403
+        assert not gateway.connections
+
+    run(test)
+
+
+def test_connections_api_gone_too_large_get_and_delete():
+    async def test(session, url, stand_ins, gateway):
+        client = management_client(url)
+        async with session.ws_connect(f"{url}/") as socket:
+            (connection_id,) = gateway.connections
+            info = await asyncio.to_thread(client.get_connection, ConnectionId=connection_id)
+            assert info["Identity"]["SourceIp"] == "127.0.0.1"
+            with pytest.raises(client.exceptions.PayloadTooLargeException):
+                await asyncio.to_thread(
+                    client.post_to_connection, ConnectionId=connection_id, Data=b"x" * (MAX_WS_MESSAGE + 1)
+                )
+            await asyncio.to_thread(client.post_to_connection, ConnectionId=connection_id, Data=b'{"ok": 1}')
+            assert json.loads((await socket.receive(timeout=5)).data) == {"ok": 1}
+            # The server closes the connection: the client sees the close.
+            await asyncio.to_thread(client.delete_connection, ConnectionId=connection_id)
+            assert (await socket.receive(timeout=5)).type in (
+                aiohttp.WSMsgType.CLOSE,
+                aiohttp.WSMsgType.CLOSED,
+            )
+        with pytest.raises(client.exceptions.GoneException):
+            await asyncio.to_thread(client.post_to_connection, ConnectionId=connection_id, Data=b"late")
+        with pytest.raises(client.exceptions.GoneException):
+            await asyncio.to_thread(client.post_to_connection, ConnectionId="never+/existed=", Data=b"x")
+
+    run(test)

@@ -1,0 +1,264 @@
+"""The local event source mappings against a real moto server (in a thread of the test).
+
+Queue: partial batch failures come back after the visibility timeout and reach the DLQ
+after maxReceiveCount. Stream: every record is journaled, only filtered ones wake the
+function, and the poller survives moto swapping the table on a failed transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import threading
+import time
+from functools import partial
+
+import boto3
+import pytest
+
+from flowforge.local.aws import MotoServer
+from flowforge.local.journal import Journal
+from flowforge.local.lambdas import LocalFunction
+from flowforge.local.patterns import compile_filters
+from flowforge.local.pollers import QueuePoller, StreamPoller
+from flowforge.local.template import read_template
+from flowforge.stack import DEFAULT_TEMPLATE, create_resources
+
+
+@pytest.fixture(scope="module")
+def moto():
+    server = MotoServer("127.0.0.1", 0)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def session(moto):
+    return boto3.session.Session(
+        aws_access_key_id="testing", aws_secret_access_key="testing", region_name="us-east-1"
+    )
+
+
+@pytest.fixture
+def client(session, moto):
+    return lambda name: session.client(name, endpoint_url=moto.endpoint)
+
+
+def make_queue(sqs, name, **attributes):
+    url = sqs.create_queue(QueueName=name, Attributes={k: str(v) for k, v in attributes.items()})["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    return url, arn
+
+
+async def run_for(seconds: float, *coroutines):
+    tasks = [asyncio.ensure_future(c) for c in coroutines]
+    await asyncio.sleep(seconds)
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def test_failed_items_are_redelivered_then_dead_lettered_and_successes_deleted(client):
+    sqs = client("sqs")
+    dlq_url, dlq_arn = make_queue(sqs, "poller-dlq")
+    url, arn = make_queue(
+        sqs,
+        "poller-steps",
+        VisibilityTimeout=1,
+        RedrivePolicy=json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": 2}),
+    )
+    for body in ("good", "bad"):
+        sqs.send_message(QueueUrl=url, MessageBody=body)
+    deliveries: list[tuple[str, str]] = []
+
+    def handler(event, context):
+        failures = []
+        for record in event["Records"]:
+            deliveries.append((record["body"], record["attributes"]["ApproximateReceiveCount"]))
+            if record["body"] == "bad":
+                failures.append({"itemIdentifier": record["messageId"]})
+        return {"batchItemFailures": failures}
+
+    function = LocalFunction("Step", handler, timeout_s=5, concurrency=2)
+    poller = QueuePoller(sqs, url, arn, function, batch_size=10, report_failures=True)
+    # WHEN the poller runs past two visibility timeouts
+    asyncio.run(run_for(3.5, poller.run()))
+    # THEN the good message was delivered once and deleted, the bad one twice, then moved
+    assert deliveries.count(("good", "1")) == 1
+    assert [d for d in deliveries if d[0] == "bad"] == [("bad", "1"), ("bad", "2")]
+    dead = sqs.receive_message(QueueUrl=dlq_url, WaitTimeSeconds=1)["Messages"]
+    assert [m["Body"] for m in dead] == ["bad"]
+
+
+def test_a_crashed_invocation_returns_the_whole_batch():
+    # (a plain function error: Lambda's rule is that every message of the batch comes back)
+    calls = []
+
+    def handler(event, context):
+        calls.append(len(event["Records"]))
+        raise RuntimeError("crash")
+
+    class Sqs:
+        deleted: list = []
+
+        def delete_message_batch(self, **kwargs):
+            self.deleted.append(kwargs)
+
+    sqs = Sqs()
+    function = LocalFunction("Step", handler, timeout_s=5, concurrency=1)
+    poller = QueuePoller(sqs, "url", "arn", function, batch_size=10, report_failures=True)
+    message = {"MessageId": "m", "ReceiptHandle": "r", "Body": "x", "MD5OfBody": "0", "Attributes": {}}
+    asyncio.run(poller.deliver([message]))
+    assert calls == [1]
+    assert sqs.deleted == []
+
+
+def test_unknown_batch_item_ids_fail_the_whole_batch():
+    function = LocalFunction(
+        "Step", lambda e, c: {"batchItemFailures": [{"itemIdentifier": ""}]}, timeout_s=5, concurrency=1
+    )
+    poller = QueuePoller(None, "url", "arn", function, batch_size=10, report_failures=True)
+    assert poller._failed_ids({"batchItemFailures": [{"itemIdentifier": ""}]}, {"a", "b"}) == {"a", "b"}
+
+
+@pytest.fixture
+def stack(client, request):
+    name = request.node.name[-30:].strip("_")  # a table of its own per test
+    return create_resources(
+        {"dynamodb": client("dynamodb"), "sqs": client("sqs")}, DEFAULT_TEMPLATE, stack_name=name
+    )
+
+
+def test_the_stream_is_journaled_filtered_and_survives_a_failed_transaction(client, stack, tmp_path):
+    dynamodb = client("dynamodb")
+    table = stack["table"]
+    delivered: list[dict] = []
+    (source,) = read_template(DEFAULT_TEMPLATE).stream_sources
+    journal = Journal(tmp_path / "journal.jsonl")
+    poller = StreamPoller(
+        client("dynamodbstreams"),
+        stack["stream_arn"],
+        LocalFunction("Broadcast", lambda e, c: delivered.extend(e["Records"]), timeout_s=5, concurrency=1),
+        batch_size=source.batch_size,
+        report_failures=True,
+        max_retries=source.max_retries,
+        accepts=compile_filters(source.filters),
+        journal=journal,
+    )
+    dynamodb.put_item(
+        TableName=table, Item={"pk": {"S": "GRAPH#old"}, "sk": {"S": "GRAPH"}, "kind": {"S": "graph"}}
+    )
+    assert poller.skip_existing() == 1  # what was there before the poller started is not replayed
+
+    def log(seq):
+        return {
+            "pk": {"S": "RUN#r"},
+            "sk": {"S": f"LOG#{seq:010d}"},
+            "kind": {"S": "log"},
+            "seq": {"N": str(seq)},
+        }
+
+    dynamodb.put_item(TableName=table, Item=log(0))
+    # a transaction that fails its condition makes moto restore a copy of the table
+    with pytest.raises(dynamodb.exceptions.TransactionCanceledException):
+        dynamodb.transact_write_items(
+            TransactItems=[
+                {
+                    "Put": {
+                        "TableName": table,
+                        "Item": log(0),
+                        "ConditionExpression": "attribute_not_exists(pk)",
+                    }
+                }
+            ]
+        )
+    dynamodb.put_item(TableName=table, Item=log(1))
+    dynamodb.put_item(
+        TableName=table, Item={"pk": {"S": "GRAPH#g"}, "sk": {"S": "GRAPH"}, "kind": {"S": "graph"}}
+    )
+
+    asyncio.run(run_for(1.0, poller.run()))
+    journal.close()
+    # THEN the function saw the two log inserts only (the graph is filtered out) ...
+    assert [r["dynamodb"]["Keys"]["sk"]["S"] for r in delivered] == ["LOG#0000000000", "LOG#0000000001"]
+    assert all(r["eventSourceARN"] == stack["stream_arn"] for r in delivered)
+    # ... and the journal holds every record after the start, graph included
+    journaled = Journal(tmp_path / "journal.jsonl").load().values()
+    assert sorted(i["sk"]["S"] for i in journaled) == ["GRAPH", "LOG#0000000000", "LOG#0000000001"]
+
+
+def test_conflicting_transactions_never_erase_concurrent_writes(client, stack):
+    # moto restores a deep copy of the table when a transaction fails; unserialized, that
+    # copy erases writes other threads made meanwhile. The local server serializes them.
+    table = stack["table"]
+
+    def conflicts():
+        dynamodb = client("dynamodb")
+        put = {
+            "TableName": table,
+            "Item": {"pk": {"S": "x"}, "sk": {"S": "x"}},
+            "ConditionExpression": "attribute_exists(pk)",
+        }
+        for _ in range(60):
+            with contextlib.suppress(dynamodb.exceptions.TransactionCanceledException):
+                dynamodb.transact_write_items(TransactItems=[{"Put": put}])
+
+    def writes():
+        dynamodb = client("dynamodb")
+        for i in range(150):
+            dynamodb.put_item(TableName=table, Item={"pk": {"S": f"w{i}"}, "sk": {"S": "w"}})
+
+    threads = [
+        threading.Thread(target=conflicts),
+        threading.Thread(target=conflicts),
+        threading.Thread(target=writes),
+    ]
+    started = time.monotonic()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert time.monotonic() - started < 30
+    dynamodb = client("dynamodb")
+    count = sum(page["Count"] for page in dynamodb.get_paginator("scan").paginate(TableName=table))
+    assert count == 150
+
+
+def test_consumed_stream_records_are_forgotten_and_reading_carries_on(client, stack, moto):
+    # moto keeps stream records forever and copies them on every transaction: the local
+    # stack drops what it has read, and sequence numbers must carry on across the cut
+    from moto.dynamodb.models import dynamodb_backends
+
+    dynamodb = client("dynamodb")
+    table = stack["table"]
+    delivered: list[str] = []
+    poller = StreamPoller(
+        client("dynamodbstreams"),
+        stack["stream_arn"],
+        LocalFunction(
+            "Broadcast",
+            lambda e, c: delivered.extend(r["eventName"] for r in e["Records"]),
+            timeout_s=5,
+            concurrency=1,
+        ),
+        batch_size=100,
+        report_failures=True,
+        max_retries=0,
+        accepts=lambda record: True,
+        journal=None,
+        consumed=partial(moto.trim, table, "us-east-1"),
+    )
+
+    def shard():
+        return dynamodb_backends["123456789012"]["us-east-1"].get_table(table).stream_shard
+
+    for round_ in range(3):
+        for i in range(5):
+            dynamodb.put_item(TableName=table, Item={"pk": {"S": f"p{round_}-{i}"}, "sk": {"S": "s"}})
+        assert len(poller.read()) == 5
+        assert shard().items == []
+    dynamodb.put_item(TableName=table, Item={"pk": {"S": "last"}, "sk": {"S": "s"}})
+    asyncio.run(run_for(0.5, poller.run()))
+    assert delivered == ["INSERT"]
