@@ -43,8 +43,8 @@ test: $(STAMP)  ## ruff + the whole test suite
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q -n 2
 
-run: $(STAMP)  ## run the example summarization workflow
-	$(BIN)/flowforge run-local workflows/graphs/summarization.json --state workflows/graphs/summarization.state.json --pretty
+run: $(STAMP)  ## the whole stack locally (moto, API + WebSocket on :3000), no Docker, no AWS account
+	$(BIN)/flowforge dev
 
 validate: $(SAM_STAMP)  ## sam validate --lint
 	SAM_CLI_TELEMETRY=0 $(SAM_VENV)/bin/sam validate --lint --region us-east-1

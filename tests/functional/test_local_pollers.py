@@ -21,7 +21,7 @@ from flowforge.local.aws import MotoServer
 from flowforge.local.journal import Journal
 from flowforge.local.lambdas import LocalFunction
 from flowforge.local.patterns import compile_filters
-from flowforge.local.pollers import QueuePoller, StreamPoller
+from flowforge.local.pollers import QueuePoller, Schedule, StreamPoller
 from flowforge.local.template import read_template
 from flowforge.stack import DEFAULT_TEMPLATE, create_resources
 
@@ -262,3 +262,19 @@ def test_consumed_stream_records_are_forgotten_and_reading_carries_on(client, st
     dynamodb.put_item(TableName=table, Item={"pk": {"S": "last"}, "sk": {"S": "s"}})
     asyncio.run(run_for(0.5, poller.run()))
     assert delivered == ["INSERT"]
+
+
+def test_the_schedule_invokes_its_function_with_scheduled_events_and_survives_a_failure():
+    seen: list[dict] = []
+
+    def sweeper(event, context):
+        seen.append(event)
+        if len(seen) == 1:
+            raise RuntimeError("a failing tick must not stop the schedule")
+        return {"resent": 0}
+
+    function = LocalFunction("Sweeper", sweeper, timeout_s=5, concurrency=1)
+    asyncio.run(run_for(0.5, Schedule(function, every_s=0.1).run()))
+    assert len(seen) >= 3
+    assert {e["detail-type"] for e in seen} == {"Scheduled Event"}
+    assert seen[0]["resources"] == ["arn:aws:events:us-east-1:123456789012:rule/Sweeper-schedule"]

@@ -1,0 +1,132 @@
+"""Embedded moto as AWS: its server in a thread of this process, and the environment that
+points boto3 (the handlers' and ours) at it.
+
+Why not ``moto.server.ThreadedMotoServer`` as is: it binds inside its thread, so a taken
+port hangs ``start()`` instead of raising; here the socket is bound in the caller. And
+moto serves each request in its own thread with no lock around DynamoDB: a transaction
+that fails its condition restores a deep copy of the whole table taken before it ran,
+erasing any write another thread made meanwhile (and the copy itself can crash with
+"dictionary changed size during iteration"). The step loop makes exactly such
+conflicting transactions by design, so DynamoDB (and stream) requests are serialized.
+SQS is left concurrent: its long polls must not hold a lock.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from moto.core import DEFAULT_ACCOUNT_ID
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+from werkzeug.serving import BaseWSGIServer, make_server
+
+#: Credentials moto accepts; never real ones, so nothing can reach an AWS account.
+FAKE_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+_DYNAMODB_TARGETS = ("DynamoDB_", "DynamoDBStreams_")
+
+
+class _QuietHandler(MotoRequestHandler):
+    """moto's request handler without a terminal line per AWS call."""
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        return None
+
+
+class _SerializeDynamoDB:
+    """WSGI middleware: one DynamoDB request at a time (see the module docstring)."""
+
+    def __init__(self, app: Callable[..., Iterable[bytes]]) -> None:
+        self.app = app
+        self.lock = threading.Lock()
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if not environ.get("HTTP_X_AMZ_TARGET", "").startswith(_DYNAMODB_TARGETS):
+            return self.app(environ, start_response)
+        with self.lock:
+            # Drain the body under the lock: moto builds the response lazily.
+            return [b"".join(self.app(environ, start_response))]
+
+
+class MotoServer:
+    """moto's server on ``host:port`` (0 picks a free port). Binding happens here."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 5000) -> None:
+        self._app = _SerializeDynamoDB(DomainDispatcherApplication(create_backend_app))
+        self._server: BaseWSGIServer = make_server(
+            host, port, self._app, threaded=True, request_handler=_QuietHandler
+        )
+        self._thread = threading.Thread(target=self._server.serve_forever, name="moto", daemon=True)
+
+    @property
+    def endpoint(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def start(self) -> None:
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)
+        self._thread.start()
+
+    def trim(self, table: str, region: str, through_sequence: str | None) -> None:
+        """Forget what moto would keep forever and the local stack no longer needs.
+
+        - Stream records up to ``through_sequence`` (read and journaled): DynamoDB keeps
+          them 24 hours, moto forever, and it deep-copies them with the table on every
+          transaction, so each commit would get slower (300 runs: ~300 ms a commit;
+          ~60 ms without them).
+        - Shard iterators: every poll takes fresh ones (see pollers.StreamPoller).
+        - moto's registry of every model instance ever created (for its dashboard),
+          which holds every copy of the table a transaction makes: ~1 MB per commit
+          with a few hundred runs stored.
+
+        moto runs in this process, so this reaches into it, under the DynamoDB lock.
+        """
+        from moto.core.model_instances import reset_model_data
+        from moto.dynamodb.models import dynamodb_backends
+        from moto.dynamodbstreams.models import dynamodbstreams_backends
+
+        with self._app.lock:
+            reset_model_data()
+            dynamodbstreams_backends[DEFAULT_ACCOUNT_ID][region].shard_iterators.clear()
+            shard = dynamodb_backends[DEFAULT_ACCOUNT_ID][region].get_table(table).stream_shard
+            if shard is None or through_sequence is None:
+                return
+            # Sequence numbers are the index plus the start: move the start with the cut.
+            consumed = int(through_sequence) + 1 - shard.starting_sequence_number
+            if consumed > 0:
+                del shard.items[:consumed]
+                shard.starting_sequence_number += consumed
+
+    def stop(self) -> None:
+        if self._thread.is_alive():  # shutdown() waits for serve_forever: only if it runs
+            self._server.shutdown()
+            self._thread.join(timeout=5)
+        self._server.server_close()
+
+
+def local_aws_environment(endpoint: str, region: str) -> dict[str, str]:
+    """Variables that make every boto3 client in this process talk to moto only.
+
+    The user's AWS config and credential files are masked too: a profile with SSO, a
+    role or its own endpoint must not leak into the local stack.
+    """
+    return {
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_REGION": region,
+        "AWS_DEFAULT_REGION": region,
+        "AWS_CONFIG_FILE": os.devnull,
+        "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+        "AWS_EC2_METADATA_DISABLED": "true",
+        **FAKE_CREDENTIALS,
+    }
+
+
+def apply_environment(
+    values: dict[str, str], drop: Iterable[str] = ("AWS_PROFILE", "AWS_SESSION_TOKEN")
+) -> None:
+    """Set ``values`` in this process's environment (the handlers read it at cold start)."""
+    for name in drop:
+        os.environ.pop(name, None)
+    os.environ.update(values)

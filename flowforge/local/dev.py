@@ -1,0 +1,375 @@
+"""``flowforge dev`` (``make run``): start the local stack and serve until Ctrl-C.
+
+Start order matters: moto first (the handlers' boto3 clients read ``AWS_ENDPOINT_URL``
+at their first call), then the table and queues from template.yaml, the journal's
+restore, the handlers' environment and cold start, and only then traffic: the stream
+poller (past the restore's own writes), the queue pollers, the resumed runs, the
+gateway and the schedule.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import errno
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+import warnings
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import boto3
+from aiohttp import web
+
+from flowforge.local.aws import MotoServer, apply_environment, local_aws_environment
+from flowforge.local.banner import Endpoints, banner
+from flowforge.local.gateway import Gateway
+from flowforge.local.journal import Journal, restore
+from flowforge.local.lambdas import LocalFunction
+from flowforge.local.patterns import compile_filters
+from flowforge.local.pollers import QueuePoller, Schedule, StreamPoller
+from flowforge.local.template import LocalTemplate, read_template
+from flowforge.stack import DEFAULT_TEMPLATE, TemplateError, create_resources
+from functions.settings import SettingsError
+
+log = logging.getLogger("flowforge.local")
+
+EXAMPLE_GRAPH = Path(__file__).resolve().parents[2] / "workflows" / "graphs" / "summarization.json"
+EXAMPLE_STATE = EXAMPLE_GRAPH.with_name("summarization.state.json")
+#: Set by the local stack itself; a user's value for these would point handlers elsewhere.
+_OWNED_VARIABLES = frozenset({"FLOWFORGE_TABLE", "FLOWFORGE_STEP_QUEUE_URL", "FLOWFORGE_WS_ENDPOINT"})
+SHUTDOWN_GRACE_S = 5.0
+
+
+class PortInUse(RuntimeError):
+    """A port the local stack needs is taken."""
+
+
+@dataclass(frozen=True, slots=True)
+class DevOptions:
+    host: str = "127.0.0.1"
+    port: int = 3000
+    moto_port: int = 5000
+    data_dir: Path = Path(".flowforge")
+    template: Path = DEFAULT_TEMPLATE
+    region: str = "us-east-1"
+    sweep_interval_s: float | None = None  # None: the template's schedule
+    step_pollers: int = 5
+    log_level: str = "WARNING"
+    example: bool = True
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``dev`` subcommand's options."""
+    parser.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address of the gateway and moto (127.0.0.1; auth is off locally: keep it local)",
+    )
+    parser.add_argument(
+        "--port", type=int, default=3000, help="gateway port: HTTP, WebSocket, @connections (3000)"
+    )
+    parser.add_argument("--moto-port", type=int, default=5000, help="moto (local AWS) port (5000)")
+    parser.add_argument(
+        "--data-dir", type=Path, default=Path(".flowforge"), help="where data survives restarts (.flowforge)"
+    )
+    parser.add_argument(
+        "--template", type=Path, default=DEFAULT_TEMPLATE, help="SAM template (template.yaml)"
+    )
+    parser.add_argument("--sweep-interval", type=float, default=None, help="sweeper period, s (template: 60)")
+    parser.add_argument("--step-pollers", type=int, default=5, help="concurrent step batches (5)")
+    parser.add_argument(
+        "--log-level",
+        default="WARNING",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="the handlers' Powertools log level (WARNING keeps the terminal readable)",
+    )
+    parser.add_argument("--no-example", action="store_true", help="do not register the summarization graph")
+
+
+def options_from_args(args: argparse.Namespace) -> DevOptions:
+    return DevOptions(
+        host=args.host,
+        port=args.port,
+        moto_port=args.moto_port,
+        data_dir=args.data_dir,
+        template=args.template,
+        sweep_interval_s=args.sweep_interval,
+        step_pollers=args.step_pollers,
+        log_level=args.log_level,
+        example=not args.no_example,
+    )
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    try:
+        return socket.create_server((host, port))
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise PortInUse(f"{host}:{port}") from None
+        raise
+
+
+def handler_environment(resources: dict[str, Any], options: DevOptions, gateway_url: str) -> dict[str, str]:
+    """The functions' variables: the template's, resolved, with local adjustments."""
+    env = dict(resources["env"])
+    env["FLOWFORGE_WS_ENDPOINT"] = gateway_url  # the gateway's @connections stand-in
+    env["POWERTOOLS_LOG_LEVEL"] = env["LOG_LEVEL"] = options.log_level
+    env["POWERTOOLS_TRACE_DISABLED"] = "true"
+    if options.log_level not in ("DEBUG", "INFO"):
+        env["POWERTOOLS_METRICS_DISABLED"] = "true"  # EMF lines are CloudWatch's, not a terminal's
+    # The user's FLOWFORGE_* settings (tools modules, stall threshold, ...) win over the
+    # template's, except the ones that name this stack's own resources.
+    for name, value in os.environ.items():
+        if name.startswith("FLOWFORGE_") and name not in _OWNED_VARIABLES and name != "FLOWFORGE_ENDPOINT":
+            env[name] = value
+    return env
+
+
+class LocalStack:
+    """moto + resources + handlers + gateway + pollers, started and stopped together."""
+
+    def __init__(self, options: DevOptions) -> None:
+        self.options = options
+        self.template: LocalTemplate = read_template(options.template)
+        self.gateway_socket = _bind(options.host, options.port)
+        try:
+            self.moto = MotoServer(options.host, options.moto_port)
+        except OSError as exc:
+            self.gateway_socket.close()
+            if exc.errno == errno.EADDRINUSE:
+                raise PortInUse(f"{options.host}:{options.moto_port}") from None
+            raise
+        self.functions: dict[str, LocalFunction] = {}
+        self.journal = Journal(options.data_dir / "journal.jsonl")
+        self.stream: StreamPoller | None = None
+        self.runner: web.AppRunner | None = None
+        self.tasks: list[asyncio.Task[Any]] = []
+        self.summary: dict[str, Any] = {}
+
+    @property
+    def url(self) -> str:
+        host, port = self.gateway_socket.getsockname()[:2]
+        return f"http://{host}:{port}"
+
+    def endpoints(self) -> Endpoints:
+        return Endpoints(
+            url=self.url,
+            moto=self.moto.endpoint,
+            region=self.options.region,
+            table=self.summary["table"],
+            data_dir=self.options.data_dir,
+            restored=self.summary["restored"],
+            resumed=self.summary["resumed"],
+            example_graph=self.summary.get("example"),
+            example_state=EXAMPLE_STATE,
+        )
+
+    # -- start ---------------------------------------------------------------------------
+    async def start(self) -> None:
+        options = self.options
+        self.moto.start()
+        apply_environment(local_aws_environment(self.moto.endpoint, options.region))
+        session = boto3.session.Session()
+        dynamodb, sqs = session.client("dynamodb"), session.client("sqs")
+        resources = create_resources({"dynamodb": dynamodb, "sqs": sqs}, options.template)
+        self.summary["table"] = resources["table"]
+        apply_environment(handler_environment(resources, options, self.url), drop=())
+        from functions.runtime import set_service  # the handlers' wiring, reset to read this env
+
+        set_service(None)
+
+        keys = [
+            k["AttributeName"]
+            for k in dynamodb.describe_table(TableName=resources["table"])["Table"]["KeySchema"]
+        ]
+        restored = restore(self.journal, dynamodb, resources["table"], keys)
+        self.summary.update(restored=len(restored.items), resumed=len(restored.running))
+
+        self._create_functions()
+        self._create_pollers(session, resources)
+        await asyncio.get_running_loop().run_in_executor(None, self.stream.skip_existing)  # type: ignore[union-attr]
+        service = self._service()
+        for run_id, step in restored.running:
+            service.queue.send_step(run_id, step)  # duplicates are harmless: commits are conditional
+        if options.example:
+            self.summary["example"] = register_example(service)
+
+        gateway = Gateway(
+            self.functions,
+            self.template.http_routes,
+            self.template.ws_routes,
+            self.template.ws_route_selection,
+            self.template.cors,
+        )
+        self.runner = web.AppRunner(gateway.application(), access_log=None, handle_signals=False)
+        await self.runner.setup()
+        await web.SockSite(self.runner, self.gateway_socket).start()
+
+    def _service(self) -> Any:
+        from functions.runtime import get_service
+
+        return get_service()
+
+    def _create_functions(self) -> None:
+        concurrency = {source.function: self.options.step_pollers for source in self.template.queue_sources}
+        for logical_id, spec in self.template.functions.items():
+            function = LocalFunction(
+                logical_id,
+                spec.handler,
+                timeout_s=spec.timeout_s,
+                # The API function waits for foreground runs: give it room.
+                concurrency=concurrency.get(logical_id, 32 if logical_id in self._http_functions() else 8),
+                region=self.options.region,
+            )
+            function.load()
+            self.functions[logical_id] = function
+
+    def _http_functions(self) -> set[str]:
+        return {route.function for route in self.template.http_routes}
+
+    def _create_pollers(self, session: Any, resources: dict[str, Any]) -> None:
+        sqs = session.client("sqs")
+        region = self.options.region
+        for source in self.template.queue_sources:
+            url = resources["names"][source.queue]
+            arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
+                "QueueArn"
+            ]
+            # Lambda scales a mapping's pollers up to its MaximumConcurrency; without one
+            # (the DLQ's), one poller is plenty locally.
+            pollers = min(self.options.step_pollers, source.max_concurrency) if source.max_concurrency else 1
+            poller = QueuePoller(
+                sqs,
+                url,
+                arn,
+                self.functions[source.function],
+                batch_size=source.batch_size,
+                report_failures=source.report_failures,
+                pollers=pollers,
+                region=region,
+            )
+            self.tasks.append(asyncio.ensure_future(poller.run()))
+        if len(self.template.stream_sources) > 1:
+            raise TemplateError("the local stack journals one table stream; the template maps several")
+        for source in self.template.stream_sources:
+            self.stream = StreamPoller(
+                session.client("dynamodbstreams"),
+                resources["stream_arn"],
+                self.functions[source.function],
+                batch_size=source.batch_size,
+                report_failures=source.report_failures,
+                max_retries=source.max_retries,
+                accepts=compile_filters(source.filters),
+                journal=self.journal,
+                consumed=partial(self.moto.trim, resources["names"][source.table], region),
+                region=region,
+            )
+        for schedule in self.template.schedules:
+            every = self.options.sweep_interval_s or schedule.every_s
+            self.tasks.append(
+                asyncio.ensure_future(Schedule(self.functions[schedule.function], every, region).run())
+            )
+
+    def begin_streaming(self) -> None:
+        if self.stream is not None:
+            self.tasks.append(asyncio.ensure_future(self.stream.run()))
+
+    # -- stop ----------------------------------------------------------------------------
+    async def stop(self) -> bool:
+        """Stop everything; False if handlers were still running after the grace period."""
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        if self.runner is not None:
+            await self.runner.cleanup()
+        loop = asyncio.get_running_loop()
+        finished = await loop.run_in_executor(None, self._drain)
+        if self.stream is not None:
+            with contextlib.suppress(Exception):
+                await loop.run_in_executor(None, self.stream.read)  # journal the last writes
+        self.journal.close()
+        self.moto.stop()
+        return finished
+
+    def _drain(self) -> bool:
+        deadline = time.monotonic() + SHUTDOWN_GRACE_S
+        for function in self.functions.values():
+            function.shutdown(wait=False)
+        busy = [f for f in self.functions.values() if f.busy()]
+        while busy and time.monotonic() < deadline:
+            time.sleep(0.1)
+            busy = [f for f in busy if f.busy()]
+        return not busy
+
+
+def register_example(service: Any, path: Path = EXAMPLE_GRAPH) -> str:
+    """The summarization graph's id: the stored copy if unchanged, else a new one."""
+    definition = json.loads(path.read_text(encoding="utf-8"))
+    graphs, _ = service.store.list_graphs(limit=100)
+    for graph in graphs:
+        if graph.definition == definition:
+            return graph.graph_id
+    return service.create_graph(definition).graph_id
+
+
+async def serve(options: DevOptions) -> int:
+    stack = LocalStack(options)
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stopping.set)
+    try:
+        await stack.start()
+        stack.begin_streaming()
+        print(banner(stack.endpoints()), flush=True)
+        await stopping.wait()
+        for signum in (signal.SIGINT, signal.SIGTERM):  # a second Ctrl-C stops at once
+            loop.add_signal_handler(signum, lambda: os._exit(130))
+        print("stopping…", flush=True)
+    finally:
+        finished = await stack.stop()
+    if not finished:
+        # A tool is still running in a handler thread: it cannot be interrupted, and its
+        # run resumes from the last committed step at the next start.
+        print("handlers still running; their runs resume at the next start", flush=True)
+        sys.stdout.flush()
+        os._exit(0)
+    print("stopped", flush=True)
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    """The ``flowforge dev`` command."""
+    logging.basicConfig(format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stdout)
+    log.setLevel(logging.INFO)
+    # On Lambda this lands in CloudWatch once per cold start; here it is noise.
+    warnings.filterwarnings("ignore", message="No application metrics to publish", category=UserWarning)
+    try:
+        return asyncio.run(serve(options_from_args(args)))
+    except PortInUse as exc:
+        print(
+            f"flowforge dev: {exc} is already in use (another `make run`?); choose other ports"
+            " with --port / --moto-port",
+            file=sys.stderr,
+        )
+        return 2
+    except (ImportError, TemplateError, SettingsError, OSError) as exc:
+        # A handler that does not import, a template the local stack cannot read, an
+        # unwritable data directory: one line, as for a taken port.
+        print(f"flowforge dev: cannot start: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="flowforge dev", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    return run(parser.parse_args(argv))

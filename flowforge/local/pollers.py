@@ -1,0 +1,272 @@
+"""Event source mappings: what feeds the step, DLQ, broadcast and sweeper functions.
+
+- :class:`QueuePoller` behaves like Lambda's SQS event source mapping: long-polls batches
+  (the template's BatchSize, the queue's visibility timeout), deletes what succeeded,
+  leaves ``batchItemFailures`` (or the whole batch, if the function failed) to come back
+  after the visibility timeout; moto moves a message to the DLQ after maxReceiveCount.
+- :class:`StreamPoller` reads the table's stream in order, journals every record (the
+  local stack's persistence), then invokes the function with the records that pass the
+  template's FilterCriteria, retrying a failed batch per MaximumRetryAttempts.
+- :class:`Schedule` invokes a function every N seconds with an EventBridge event.
+
+boto3 calls run in the loop's default executor: they block, the gateway must not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from flowforge.local import events
+from flowforge.local.journal import Journal, to_wire
+from flowforge.local.lambdas import InvocationError, LocalFunction
+
+log = logging.getLogger("flowforge.local")
+
+#: Seconds a receive waits for a message; short so shutdown is quick, and a message
+#: arriving during the wait is returned at once anyway.
+LONG_POLL_S = 2
+STREAM_IDLE_POLL_S = 0.2
+STREAM_BUSY_POLL_S = 0.02
+STREAM_PAGE = 1000
+ERROR_BACKOFF_S = 1.0
+_AWS_ERRORS = (BotoCoreError, ClientError)
+
+
+async def _blocking(call: Callable[..., Any], /, **kwargs: Any) -> Any:
+    return await asyncio.get_running_loop().run_in_executor(None, lambda: call(**kwargs))
+
+
+class QueuePoller:
+    """An SQS event source mapping: ``pollers`` concurrent receive → invoke → delete loops."""
+
+    def __init__(
+        self,
+        sqs: Any,
+        queue_url: str,
+        queue_arn: str,
+        function: LocalFunction,
+        *,
+        batch_size: int,
+        report_failures: bool,
+        pollers: int = 1,
+        region: str = "us-east-1",
+    ) -> None:
+        self.sqs = sqs
+        self.queue_url = queue_url
+        self.queue_arn = queue_arn
+        self.function = function
+        self.batch_size = batch_size
+        self.report_failures = report_failures
+        self.pollers = pollers
+        self.region = region
+
+    async def run(self) -> None:
+        await asyncio.gather(*(self._loop() for _ in range(self.pollers)))
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                response = await _blocking(
+                    self.sqs.receive_message,
+                    QueueUrl=self.queue_url,
+                    MaxNumberOfMessages=self.batch_size,
+                    WaitTimeSeconds=LONG_POLL_S,
+                    MessageSystemAttributeNames=["All"],
+                    MessageAttributeNames=["All"],
+                )
+            except _AWS_ERRORS as exc:
+                log.warning("%s: receive from %s failed: %s", self.function.name, self.queue_arn, exc)
+                await asyncio.sleep(ERROR_BACKOFF_S)
+                continue
+            messages = response.get("Messages") or []
+            if messages:
+                await self.deliver(messages)
+
+    async def deliver(self, messages: list[dict[str, Any]]) -> None:
+        """Invoke the function with one batch; delete the messages it did not fail."""
+        event = events.sqs_event(messages, self.queue_arn, self.region)
+        try:
+            result = await self.function.invoke(event)
+        except InvocationError:
+            return  # the whole batch comes back after the visibility timeout
+        failed = self._failed_ids(result, {m["MessageId"] for m in messages})
+        done = [m for m in messages if m["MessageId"] not in failed]
+        for start in range(0, len(done), 10):
+            entries = [
+                {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]}
+                for i, m in enumerate(done[start : start + 10])
+            ]
+            try:
+                await _blocking(self.sqs.delete_message_batch, QueueUrl=self.queue_url, Entries=entries)
+            except _AWS_ERRORS as exc:  # they will be redelivered: at least once
+                log.warning("%s: delete failed, messages will be redelivered: %s", self.function.name, exc)
+
+    def _failed_ids(self, result: Any, ids: set[str]) -> set[str]:
+        if not self.report_failures or not isinstance(result, dict):
+            return set()
+        failures = result.get("batchItemFailures") or []
+        failed = {f.get("itemIdentifier") if isinstance(f, dict) else None for f in failures}
+        if not failed <= ids:
+            # Lambda's rule: an unknown or empty identifier fails the whole batch.
+            log.warning(
+                "%s: batchItemFailures names unknown messages: whole batch retried", self.function.name
+            )
+            return ids
+        return failed
+
+
+class StreamPoller:
+    """A DynamoDB stream event source mapping with the journal in front of it.
+
+    Every poll takes a fresh iterator after the last sequence number read: when a
+    transaction fails, moto restores a copy of the table, stream shard included, and an
+    iterator held across that would keep reading the discarded shard.
+    """
+
+    def __init__(
+        self,
+        streams: Any,
+        stream_arn: str,
+        function: LocalFunction,
+        *,
+        batch_size: int,
+        report_failures: bool,
+        max_retries: int,
+        accepts: Callable[[dict[str, Any]], bool],
+        journal: Journal | None,
+        consumed: Callable[[str | None], None] | None = None,
+        region: str = "us-east-1",
+    ) -> None:
+        self.streams = streams
+        self.stream_arn = stream_arn
+        self.function = function
+        self.batch_size = batch_size
+        self.report_failures = report_failures
+        # Locally "until the record expires" (-1) would block the shard for a day.
+        self.max_retries = max_retries if max_retries >= 0 else 3
+        self.accepts = accepts
+        self.journal = journal
+        self.consumed = consumed
+        self.region = region
+        self.shard_id: str | None = None
+        self.last_sequence: str | None = None
+        self._reading = threading.Lock()  # the poll loop's read and the one at shutdown
+
+    def skip_existing(self) -> int:
+        """Start after the records already in the stream (the restore's own writes)."""
+        skipped = 0
+        while True:
+            records = self._read_page()
+            if not records:
+                if self.consumed is not None:
+                    self.consumed(self.last_sequence)
+                return skipped
+            skipped += len(records)
+
+    def _read_page(self) -> list[dict[str, Any]]:
+        if self.shard_id is None:
+            stream = self.streams.describe_stream(StreamArn=self.stream_arn)["StreamDescription"]
+            self.shard_id = stream["Shards"][0]["ShardId"]
+        position: dict[str, Any] = {"ShardIteratorType": "TRIM_HORIZON"}
+        if self.last_sequence is not None:
+            position = {"ShardIteratorType": "AFTER_SEQUENCE_NUMBER", "SequenceNumber": self.last_sequence}
+        iterator = self.streams.get_shard_iterator(
+            StreamArn=self.stream_arn, ShardId=self.shard_id, **position
+        )
+        records = self.streams.get_records(ShardIterator=iterator["ShardIterator"], Limit=STREAM_PAGE)[
+            "Records"
+        ]
+        if records:
+            self.last_sequence = records[-1]["dynamodb"]["SequenceNumber"]
+        return [to_wire(r) for r in records]
+
+    def read(self) -> list[dict[str, Any]]:
+        """Everything new, journaled before anything else sees it.
+
+        Full pages are read on before writing, so the journal never ends between the two
+        records of one transaction (stream reads are serialized with writes by the moto
+        server's DynamoDB lock, so a transaction is never half in the stream).
+        """
+        with self._reading:
+            records: list[dict[str, Any]] = []
+            while True:
+                page = self._read_page()
+                records += page
+                if len(page) < STREAM_PAGE:
+                    break
+            if self.journal is not None:
+                self.journal.append(records)
+            if self.consumed is not None:
+                self.consumed(self.last_sequence)  # journaled and held here: the stream may forget them
+            return records
+
+    async def run(self) -> None:
+        while True:
+            try:
+                records = await _blocking(self.read)
+            except _AWS_ERRORS as exc:
+                log.warning("stream read failed: %s", exc)
+                await asyncio.sleep(ERROR_BACKOFF_S)
+                continue
+            wanted = [r for r in records if self.accepts(r)]
+            for start in range(0, len(wanted), self.batch_size):
+                await self.deliver(wanted[start : start + self.batch_size])
+            await asyncio.sleep(STREAM_BUSY_POLL_S if records else STREAM_IDLE_POLL_S)
+
+    async def deliver(self, records: list[dict[str, Any]]) -> None:
+        """Invoke with ``records``; on failure retry from the first failed record."""
+        for attempt in range(self.max_retries + 1):
+            try:
+                result = await self.function.invoke(
+                    events.stream_event(records, self.stream_arn, self.region)
+                )
+            except InvocationError:
+                remaining = records
+            else:
+                remaining = self._from_first_failure(result, records)
+            if not remaining:
+                return
+            records = remaining
+            if attempt < self.max_retries:
+                await asyncio.sleep(min(ERROR_BACKOFF_S * 2**attempt, 10))
+        log.warning(
+            "%s: gave up on %d stream records after %d retries",
+            self.function.name,
+            len(records),
+            self.max_retries,
+        )
+
+    def _from_first_failure(self, result: Any, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        if not self.report_failures or not isinstance(result, dict):
+            return []
+        failed = {
+            f.get("itemIdentifier") for f in result.get("batchItemFailures") or [] if isinstance(f, dict)
+        }
+        for index, record in enumerate(records):
+            if record["dynamodb"]["SequenceNumber"] in failed:
+                return records[index:]
+        return records if failed else []
+
+
+class Schedule:
+    """``rate(...)``: invoke ``function`` with a scheduled event every ``every_s`` seconds."""
+
+    def __init__(self, function: LocalFunction, every_s: float, region: str = "us-east-1") -> None:
+        self.function = function
+        self.every_s = every_s
+        self.rule_arn = f"arn:aws:events:{region}:{events.ACCOUNT_ID}:rule/{function.name}-schedule"
+        self.region = region
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self.every_s)
+            # A failure is already logged with its traceback; the next tick tries again.
+            with contextlib.suppress(InvocationError):
+                await self.function.invoke(events.schedule_event(self.rule_arn, self.region))
