@@ -16,7 +16,7 @@ from collections.abc import Callable
 from enum import StrEnum
 from typing import Any
 
-from engine.errors import FlowForgeError, GraphValidationError, NotFoundError
+from engine.errors import ConflictError, FlowForgeError, GraphValidationError, NotFoundError
 from engine.ports import GraphRecord, RunRecord, RunStore, StepCommit, StepQueue
 from engine.registry import Registry, default_registry
 from engine.state import DEFAULT_MAX_STATE_BYTES, StateSize, decode_state, encode_state
@@ -125,7 +125,14 @@ class RunService:
         self.get_run(run_id)
         stamp = iso_time(self.clock())
         error = {"node": None, "type": "Cancelled", "message": "run cancelled by request"}
-        self.store.finish_run(run_id, status="cancelled", error=error, now=stamp)
+        try:
+            self.store.finish_run(run_id, status="cancelled", error=error, now=stamp)
+        except ConflictError:
+            status = self.get_run(run_id).status
+            raise ConflictError(
+                f"run {run_id!r} is already {status}; only a running run can be cancelled",
+                details={"status": status},
+            ) from None
         return self.get_run(run_id)
 
     def fail_dead_letter(self, run_id: str, step: int, receive_count: int | None = None) -> bool:

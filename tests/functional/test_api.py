@@ -469,8 +469,10 @@ def test_cancel_a_running_run_then_again_is_409(service, call):
     assert call("GET", f"/graph/state/{run_id}").json["status"] == "cancelled"
 
     # WHEN it is cancelled again
-    # THEN that is a conflict
-    assert_error(call("POST", f"/graph/run/{run_id}/cancel"), 409, "conflict")
+    # THEN that is a conflict that says why
+    error = assert_error(call("POST", f"/graph/run/{run_id}/cancel"), 409, "conflict")
+    assert "already cancelled" in error["message"]
+    assert error["details"] == {"status": "cancelled"}
 
 
 def test_cancel_unknown_run_is_404(service, call):
