@@ -109,8 +109,13 @@ def compile_graph(data: Any, registry: Registry | None = None) -> CompiledGraph:
 
     known = list(raw_nodes)
     problems += _check_references(data.get("start"), nodes, known, registry)
-    if shape is not None and not problems:
-        problems += _check_reachability(shape.start, nodes)
+    # Structure checks need every node parsed. A misspelt target would make the nodes
+    # behind it look unreachable, so reachability waits until every edge resolves.
+    if len(nodes) == len(raw_nodes):
+        start = data.get("start")
+        dangling = any(t not in nodes for n in nodes.values() for t in _successors(n))
+        if isinstance(start, str) and start in nodes and not dangling:
+            problems += _check_reachability(start, nodes)
         problems += _check_unconditional_cycles(nodes)
     if problems:
         raise GraphValidationError(problems)
@@ -153,7 +158,7 @@ def _check_reachability(start: str, nodes: dict[str, Node]) -> list[Problem]:
     seen, stack = {start}, [start]
     while stack:
         for target in _successors(nodes[stack.pop()]):
-            if target not in seen:
+            if target not in seen and target in nodes:
                 seen.add(target)
                 stack.append(target)
     return [
@@ -168,13 +173,13 @@ def _check_unconditional_cycles(nodes: dict[str, Node]) -> list[Problem]:
     problems, reported = [], set()
     for first in nodes:
         path, nid = [], first
-        while nid is not None and nid not in path and nid not in reported:
+        while nid in nodes and nid not in path and nid not in reported:
             node = nodes[nid]
             if node.branches:
                 break
             path.append(nid)
             nid = node.next
-        if nid is not None and nid in path:
+        if nid in path:
             cycle = path[path.index(nid) :]
             reported.update(cycle)
             loop = " -> ".join([*cycle, nid])

@@ -479,3 +479,23 @@ def test_more_than_five_problems_are_summarised_in_the_message_but_all_listed():
     # THEN all seven are in .problems and the message says how many it left out
     assert len(excinfo.value.problems) == 7
     assert str(excinfo.value).endswith("(and 2 more)")
+
+
+def test_unreachable_nodes_are_reported_alongside_other_mistakes():
+    # GIVEN a graph with a misspelt tool, a bad rule and a node nothing leads to
+    graph = {
+        "start": "a",
+        "nodes": {
+            "a": {"fn": "no_such_tool", "next": "b"},
+            "b": {"fn": "split_text", "loop_condition": {"var": "n", "lower_than": 3}},
+            "orphan": {"fn": "split_text"},
+        },
+    }
+
+    # WHEN it is validated
+    with pytest.raises(GraphValidationError) as excinfo:
+        engine.compile_graph(graph, registry)
+
+    # THEN all three are reported at once, the unreachable node included
+    paths = [p.path for p in excinfo.value.problems]
+    assert paths == ["nodes.a.fn", "nodes.b.loop_condition", "nodes.orphan"]
