@@ -19,11 +19,12 @@ from bench.figure import Figure
 from bench.report import describe_machine, machine_info, table, write_results
 
 #: Benchmark name -> module exposing ``run(quick: bool) -> list[Figure]``, in run order.
-#: Planned: AWS requests and cost per node on moto (priced with bench.prices), scaling
-#: with step number and state size, latency through the local stack.
+#: Planned: latency through the local stack.
 BENCHMARKS: dict[str, str] = {
     "engine": "bench.engine_overhead",
     "coldstart": "bench.cold_start",
+    "aws": "bench.aws_cost",
+    "scaling": "bench.scaling",
 }
 
 HERE = Path(__file__).resolve().parent

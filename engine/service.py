@@ -14,14 +14,24 @@ import time
 import uuid
 from collections.abc import Callable
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine.errors import ConflictError, FlowForgeError, GraphValidationError, NotFoundError
 from engine.ports import GraphRecord, RunRecord, RunStore, StepCommit, StepQueue
 from engine.registry import Registry, default_registry
 from engine.state import DEFAULT_MAX_STATE_BYTES, StateSize, decode_state, encode_state
 from engine.step import TERMINAL, Cursor, enforce_limits, iso_time, run_step
-from engine.validate import CompiledGraph, compile_graph
+
+if TYPE_CHECKING:
+    from engine.validate import CompiledGraph
+
+
+def compile_graph(definition: Any, registry: Registry) -> CompiledGraph:
+    """:func:`engine.validate.compile_graph`, imported on first use: a step handler's cold
+    start does not pay for the graph model (pydantic) until its first message needs it."""
+    from engine.validate import compile_graph as compile_definition
+
+    return compile_definition(definition, registry)
 
 
 class Disposition(StrEnum):
@@ -223,7 +233,11 @@ class RunService:
         return Disposition.COMMITTED
 
     def _fail_unrunnable(self, run: RunRecord, exc: FlowForgeError) -> Disposition:
-        error = {"node": run.cursor.node if run.cursor else None, "type": type(exc).__name__, "message": exc.message}
+        error = {
+            "node": run.cursor.node if run.cursor else None,
+            "type": type(exc).__name__,
+            "message": exc.message,
+        }
         try:
             self.store.finish_run(
                 run.run_id, status="failed", error=error, now=iso_time(self.clock()), expected_step=run.step

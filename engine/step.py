@@ -16,11 +16,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
 from types import MappingProxyType
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from engine.errors import FlowForgeError
 from engine.state import MAX_LOG_RESULT_BYTES, StateSize, encode_value
-from engine.validate import CompiledGraph, CompiledNode
+
+if TYPE_CHECKING:  # annotations only: validation (pydantic) is not needed to run a step
+    from engine.validate import CompiledGraph, CompiledNode
 
 StepStatus = Literal["ok", "retry", "caught", "failed"]
 RunStatus = Literal["running", "completed", "failed", "cancelled"]
@@ -200,9 +202,7 @@ def _route(node: CompiledNode, cursor: Cursor, state: dict[str, Any]) -> Cursor 
     step = cursor.step + 1
     if node.loop is not None and not node.loop(state):
         if cursor.iteration >= node.max_iterations:
-            raise LoopLimitExceeded(
-                f"loop_condition still false after max_iterations={node.max_iterations}"
-            )
+            raise LoopLimitExceeded(f"loop_condition still false after max_iterations={node.max_iterations}")
         return Cursor(node.id, step, 1, cursor.iteration + 1)
     for predicate, target in node.branches:
         if predicate(state):
@@ -232,7 +232,9 @@ def _on_failure(node, cursor, state, update, exc, message, started, duration, rn
             if _matches(rule.on, names):
                 caught = {**update, rule.result_key: error}
                 target = Cursor(rule.next, cursor.step + 1)
-                return _finish(cursor, {**state, **caught}, caught, target, "caught", started, duration, error)
+                return _finish(
+                    cursor, {**state, **caught}, caught, target, "caught", started, duration, error
+                )
     return _finish(cursor, state, {}, None, "failed", started, duration, error)
 
 
@@ -278,7 +280,13 @@ def enforce_limits(
     if result_bytes > MAX_LOG_RESULT_BYTES:
         marker = {"_truncated": True, "bytes": result_bytes, "keys": sorted(encoded)[:50]}
         outcome = StepResult(
-            outcome.status, outcome.run_status, outcome.update, outcome.state, outcome.next,
-            {**outcome.log, "result": marker}, outcome.delay_s, outcome.error,
+            outcome.status,
+            outcome.run_status,
+            outcome.update,
+            outcome.state,
+            outcome.next,
+            {**outcome.log, "result": marker},
+            outcome.delay_s,
+            outcome.error,
         )
     return outcome, encoded

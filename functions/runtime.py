@@ -17,14 +17,23 @@ from functions.settings import Settings, get_settings
 
 _lock = threading.Lock()
 _service: RunService | None = None
+_session_lock = threading.Lock()  # a boto3 session is not thread-safe; its clients are
 
 
 @cache
 def boto3_client(name: str):
-    """One boto3 client per service per process (boto3 clients are thread-safe)."""
+    """One boto3 client per service per process, all from one session: the clients then
+    share the endpoint and model data it loads (a session per client costs ~35 ms more
+    per client at cold start)."""
+    with _session_lock:
+        return _boto3_session().client(name)
+
+
+@cache
+def _boto3_session():
     import boto3  # deferred: keeps cold start off the import path of pure code
 
-    return boto3.session.Session().client(name)
+    return boto3.session.Session()
 
 
 def load_tools(settings: Settings) -> None:
@@ -64,4 +73,5 @@ def set_service(service: RunService | None) -> None:
     with _lock:
         _service = service
     boto3_client.cache_clear()
+    _boto3_session.cache_clear()
     get_settings.cache_clear()

@@ -182,26 +182,43 @@ class DynamoRunStore:
     def stalled_runs(self, due_before: float, limit: int = 100) -> list[tuple[str, int]]:
         """Running runs due before the cut-off, oldest first.
 
-        The index is eventually consistent, so candidates are re-read from the table.
+        The index is eventually consistent and keys runs by the bucket of their due
+        time, so candidates are re-read from the table and kept only if really due.
         """
-        candidates: list[dict[str, Any]] = []
+        if limit <= 0:
+            return []
+        due: list[RunRecord] = []
         for shard in range(codec.RUNNING_SHARDS):
-            params = {
-                "TableName": self.table_name,
-                "IndexName": GSI,
-                "KeyConditionExpression": "gsi1pk = :pk AND gsi1sk <= :due",
-                "ExpressionAttributeValues": {
-                    ":pk": codec.S(f"RUNNING#{shard}"),
-                    ":due": codec.S(codec.due_key(due_before)),
-                },
-            }
-            candidates += [_table_key(item) for item in self._query(params, limit)]
-        runs = [codec.run_from_item(item) for item in self._batch_get(candidates)]
-        due = sorted(
-            (run for run in runs if run.status == "running" and run.next_at < due_before),
-            key=lambda run: run.next_at,
-        )
+            due += self._stalled_in_shard(shard, due_before, limit)
+        due.sort(key=lambda run: run.next_at)
         return [(run.run_id, run.step) for run in due[:limit]]
+
+    def _stalled_in_shard(self, shard: int, due_before: float, limit: int) -> list[RunRecord]:
+        """The shard's ``limit`` runs due first (more on ties: a bucket is read whole)."""
+        params: dict[str, Any] = {
+            "TableName": self.table_name,
+            "IndexName": GSI,
+            "KeyConditionExpression": "gsi1pk = :pk AND gsi1sk <= :due",
+            "ExpressionAttributeValues": {
+                ":pk": codec.S(f"RUNNING#{shard}"),
+                ":due": codec.S(codec.due_key(due_before)),
+            },
+        }
+        due: list[RunRecord] = []
+        last_bucket: str | None = None  # once ``limit`` are found: only ties with it remain
+        while True:
+            response = self._call("query", **params, Limit=BATCH_GET_KEYS)
+            candidates = response.get("Items", [])
+            if last_bucket is not None:
+                candidates = [c for c in candidates if c["gsi1sk"]["S"] == last_bucket]
+            runs = [codec.run_from_item(item) for item in self._batch_get(list(map(_table_key, candidates)))]
+            due += [run for run in runs if run.status == "running" and run.next_at < due_before]
+            start = response.get("LastEvaluatedKey")
+            if not start or (last_bucket is not None and len(candidates) < len(response.get("Items", []))):
+                return due
+            if last_bucket is None and len(due) >= limit and candidates:
+                last_bucket = candidates[-1]["gsi1sk"]["S"]
+            params = {**params, "ExclusiveStartKey": start}
 
     # -- primitives ---------------------------------------------------------------------
     def _put_new(self, item: codec.Item) -> None:
@@ -281,8 +298,9 @@ def _commit_update(commit: StepCommit, whole_state: dict[str, str] | None) -> di
     else:
         removes.append("#cursor")
     if commit.status == "running":
+        # Usually the value it already has (same bucket): then no index write is billed.
         sets.append("gsi1sk = :due")
-        values[":due"] = codec.S(codec.due_key(commit.next_at))
+        values[":due"] = codec.S(codec.due_bucket_key(commit.next_at))
     else:  # leaves the sweeper's index
         removes += ["gsi1pk", "gsi1sk"]
     if whole_state is not None or commit.update:

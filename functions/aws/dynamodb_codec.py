@@ -3,12 +3,15 @@
 | kind  | pk            | sk               | gsi1pk          | gsi1sk                 |
 |-------|---------------|------------------|-----------------|------------------------|
 | graph | GRAPH#<id>    | GRAPH            | GRAPH           | <created_at>#<id>      |
-| run   | RUN#<id>      | RUN              | RUNNING#<0..7>  | next_at, ms, 0-padded  |
+| run   | RUN#<id>      | RUN              | RUNNING#<0..7>  | next_at's minute, ms   |
 | log   | RUN#<id>      | LOG#<seq:010d>   |                 |                        |
 
 Only running runs carry gsi1 keys, so the sweeper's index holds exactly the runs it may
-have to wake. A run's state is a map from top-level key to that value's JSON text, so a
-step rewrites only the keys it changed.
+have to wake. Their sort key is ``next_at`` rounded down to the minute: a lower bound of
+when the run is due that changes about once a minute rather than at every step, because
+each change of an index key is billed as two index writes (a delete and a put). A run's
+state is a map from top-level key to that value's JSON text, so a step rewrites only the
+keys it changed.
 """
 
 from __future__ import annotations
@@ -25,6 +28,10 @@ GRAPH_SK = "GRAPH"
 RUN_SK = "RUN"
 GRAPHS_GSI_PK = "GRAPH"
 RUNNING_SHARDS = 8
+#: Width of the sweeper index's time buckets: a running run's index key moves (two
+#: index writes) at most once per bucket, and the sweeper re-reads runs due up to one
+#: bucket after its cut-off, then keeps those really due.
+DUE_BUCKET_S = 60
 LOG_SEQ_DIGITS = 10
 LOG_LAST_SK = "LOG#" + "9" * LOG_SEQ_DIGITS
 
@@ -88,6 +95,11 @@ def running_shard(run_id: str) -> str:
 def due_key(next_at: float) -> str:
     """``next_at`` as a sortable string: whole milliseconds, zero-padded."""
     return f"{max(0, math.floor(next_at * 1000)):015d}"
+
+
+def due_bucket_key(next_at: float) -> str:
+    """A running run's index sort key: ``next_at`` rounded down to its bucket."""
+    return due_key(math.floor(next_at / DUE_BUCKET_S) * DUE_BUCKET_S)
 
 
 def graph_index_sk(created_at: str, graph_id: str) -> str:
@@ -171,7 +183,7 @@ def run_item(run: RunRecord) -> Item:
         item["expires_at"] = N(run.expires_at)
     if run.status == "running":
         item["gsi1pk"] = S(running_shard(run.run_id))
-        item["gsi1sk"] = S(due_key(run.next_at))
+        item["gsi1sk"] = S(due_bucket_key(run.next_at))
     return item
 
 

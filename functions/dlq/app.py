@@ -15,7 +15,7 @@ def process_record(record, metrics: EphemeralMetrics) -> bool:
     message = parse_step_message(record, logger, metrics)
     if message is None:
         return False
-    receive_count = int(record.attributes.ApproximateReceiveCount)
+    receive_count = int(record.attributes.approximate_receive_count)
     failed = get_service().fail_dead_letter(message.run_id, message.step, receive_count)
     logger.warning(
         "dead letter handled",

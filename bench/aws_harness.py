@@ -1,0 +1,345 @@
+"""Runs through the real step handler on moto, with every AWS call metered.
+
+:class:`MotoStack` creates template.yaml's table and queues under ``mock_aws`` (exactly
+as the functional tests and the local stack do), points the functions' clients at them
+and attaches a :class:`~bench.metering.CallMeter` to every client. :meth:`MotoStack.pump`
+stands in for the Lambda event source mapping: it receives up to 10 step messages,
+calls ``functions.step.app.handler`` with the SQS event, and deletes what the handler
+acknowledged with one DeleteMessageBatch. moto never runs an event source mapping.
+
+A :class:`Trace` keeps, for each handler invocation, the records it got, the calls the
+handler made, the event source mapping's receive and delete for that batch, and the CPU
+time the handler spent outside AWS calls.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import functools
+import json
+import logging
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import boto3
+from moto import mock_aws
+from moto.core import DEFAULT_ACCOUNT_ID
+from moto.dynamodb import models as moto_models
+from moto.dynamodb.models import dynamodb_backends
+from moto.dynamodb.models.table import Table
+
+from bench.capacity import Index, Item
+from bench.metering import Call, CallMeter
+from engine import default_registry
+from flowforge.stack import create_resources, load_template
+from functions import runtime
+
+ROOT = Path(__file__).resolve().parents[1]
+GRAPHS = ROOT / "workflows" / "graphs"
+SQS_EVENT = ROOT / "tests" / "events" / "sqs_step_message.json"
+REGION = "us-east-1"
+BATCH_SIZE = 10  # the template's BatchSize for the step queue
+_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": REGION,
+    "AWS_REGION": REGION,
+}
+_UNSET = ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_SESSION_TOKEN")
+
+
+@default_registry.tool("bench_count")
+async def bench_count(state, ctx) -> dict[str, Any]:
+    """Adds one to ``i``: the loop graph's trivial tool."""
+    return {"i": state["i"] + 1}
+
+
+def loop_graph(steps: int) -> dict[str, Any]:
+    """One node that runs ``steps`` times: ``i`` counts up until it reaches ``steps``."""
+    return {
+        "name": "bench_loop",
+        "start": "count",
+        "max_steps": steps + 10,
+        "nodes": {
+            "count": {
+                "fn": "bench_count",
+                "loop_condition": {"var": "i", "gte": steps},
+                "max_iterations": steps,
+            }
+        },
+    }
+
+
+def loop_state(state_bytes: int) -> dict[str, Any]:
+    """``{"i": 0, "payload": "xx…"}`` serialized to ``state_bytes`` bytes."""
+    overhead = len(json.dumps({"i": 0, "payload": ""}, separators=(",", ":")))
+    return {"i": 0, "payload": "x" * max(0, state_bytes - overhead)}
+
+
+def summarization() -> tuple[dict[str, Any], dict[str, Any]]:
+    graph = json.loads((GRAPHS / "summarization.json").read_text())
+    state = json.loads((GRAPHS / "summarization.state.json").read_text())
+    return graph, state
+
+
+def step_memory_mb() -> int:
+    """The step function's MemorySize in template.yaml (its own, else the Globals')."""
+    template = load_template()
+    own = template["Resources"]["StepFunction"]["Properties"].get("MemorySize")
+    return int(own or template["Globals"]["Function"]["MemorySize"])
+
+
+@dataclass(frozen=True)
+class LambdaContext:
+    """What Powertools reads from the Lambda context."""
+
+    memory_limit_in_mb: int
+    function_name: str = "flowforge-StepFunction"
+    function_version: str = "$LATEST"
+    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:flowforge-StepFunction"
+    aws_request_id: str = "00000000-0000-0000-0000-000000000000"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 300_000
+
+
+@dataclass
+class Invocation:
+    """One call of the step handler with a batch of ``len(steps)`` records."""
+
+    messages: list[tuple[str, int]]  # (run_id, step) of each record
+    cpu_s: float  # the handler's CPU time outside AWS calls (and the meter)
+    calls: list[Call]  # made by FlowForge's code
+    esm_calls: list[Call]  # the event source mapping's receive and delete for this batch
+
+    @property
+    def records(self) -> int:
+        return len(self.messages)
+
+    @property
+    def steps(self) -> list[int]:
+        return [step for _, step in self.messages]
+
+    @property
+    def run_ids(self) -> list[str]:
+        return [run_id for run_id, _ in self.messages]
+
+
+@dataclass
+class Trace:
+    name: str
+    runs: int
+    invocations: list[Invocation] = field(default_factory=list)
+    start_calls: list[Call] = field(default_factory=list)
+
+    @property
+    def nodes(self) -> int:
+        return sum(i.records for i in self.invocations)
+
+
+class MotoStack:
+    """template.yaml's stack on moto, the functions wired to it, every client metered."""
+
+    def __init__(self) -> None:
+        self._exit = contextlib.ExitStack()
+
+    def __enter__(self) -> MotoStack:
+        self._exit.enter_context(_environment(_ENV, _UNSET))
+        self._exit.enter_context(_no_table_backups())
+        self._exit.enter_context(mock_aws())
+        session = boto3.session.Session(region_name=REGION)
+        self.stack = create_resources(session)
+        self._exit.enter_context(_environment(self.stack["env"], ()))
+        table = session.client("dynamodb").describe_table(TableName=self.stack["table"])["Table"]
+        table_keys = tuple(k["AttributeName"] for k in table["KeySchema"])
+        indexes = tuple(
+            Index(i["IndexName"], tuple(k["AttributeName"] for k in i["KeySchema"]), table_keys)
+            for i in table.get("GlobalSecondaryIndexes", [])
+        )
+        backend = dynamodb_backends[DEFAULT_ACCOUNT_ID][REGION]
+        self.meter = CallMeter(functools.partial(_peek, backend), table_keys, indexes)
+        self.client = clients = functools.cache(lambda name: self.meter.attach(session.client(name)))
+        self._exit.callback(setattr, runtime, "boto3_client", runtime.boto3_client)
+        runtime.boto3_client = clients
+        runtime.set_service(None)
+        self._exit.callback(runtime.set_service, None)
+        self.service = runtime.get_service()
+        self.sqs = clients("sqs")
+        self.queue_url = self.stack["queue_url"]
+        self.queue_arn = self.stack["queue_arn"]
+        self.context = LambdaContext(memory_limit_in_mb=step_memory_mb())
+        self.record_template = json.loads(SQS_EVENT.read_text())["Records"][0]
+        from functions.step import app  # after the environment: its settings are read lazily
+
+        self.handler = app.handler
+        self._exit.enter_context(_quiet(app.logger))
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._exit.close()
+
+    # -- runs -------------------------------------------------------------------------------
+    def start(self, graph: dict[str, Any], states: list[dict[str, Any]], trace: Trace) -> list[str]:
+        """Create the graph, then start one run per state (the API's work, metered apart)."""
+        graph_id = self.service.create_graph(graph).graph_id
+        mark = self.meter.mark()
+        with self.meter.acting("start"):
+            run_ids = [self.service.start_run(graph_id, state).run_id for state in states]
+        trace.start_calls += self.meter.calls[mark:]
+        return run_ids
+
+    def pump(self, trace: Trace, max_invocations: int = 100_000) -> None:
+        """Deliver step messages to the handler until the queue is empty."""
+        for _ in range(max_invocations):
+            if not self.pump_one(trace):
+                return
+        raise RuntimeError(f"the queue was not drained after {max_invocations} invocations")
+
+    def pump_one(self, trace: Trace, batch_size: int = BATCH_SIZE) -> bool:
+        """Receive one batch, invoke the handler with it, delete it; False if none came."""
+        mark = self.meter.mark()
+        with self.meter.acting("esm"):
+            messages = self.sqs.receive_message(
+                QueueUrl=self.queue_url,
+                MaxNumberOfMessages=batch_size,
+                AttributeNames=["All"],
+                WaitTimeSeconds=0,
+            ).get("Messages", [])
+        if not messages:
+            return False
+        invocation = self._invoke(messages)
+        with self.meter.acting("esm"):
+            self.sqs.delete_message_batch(
+                QueueUrl=self.queue_url,
+                Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)],
+            )
+        invocation.esm_calls = [c for c in self.meter.calls[mark:] if c.actor == "esm"]
+        trace.invocations.append(invocation)
+        return True
+
+    def _invoke(self, messages: list[dict[str, Any]]) -> Invocation:
+        event = {"Records": [self._record(m) for m in messages]}
+        mark, overhead = self.meter.mark(), self.meter.overhead_s
+        with self.meter.acting("flowforge"), contextlib.redirect_stdout(_devnull()):
+            t0 = time.process_time()
+            response = self.handler(event, self.context)
+            cpu = time.process_time() - t0
+        calls = self.meter.calls[mark:]
+        failures = (response or {}).get("batchItemFailures", [])
+        if failures or any(c.failed for c in calls):
+            # Nothing races here: a failure is a broken benchmark (and _no_table_backups
+            # would not have rolled a failed transaction back).
+            raise RuntimeError(f"the step handler failed: {failures or [c for c in calls if c.failed]}")
+        in_calls = sum(c.seconds for c in calls)
+        bodies = [json.loads(m["Body"]) for m in messages]
+        received = [(b["run_id"], b["step"]) for b in bodies]
+        return Invocation(received, cpu - in_calls - (self.meter.overhead_s - overhead), calls, [])
+
+    def _record(self, message: dict[str, Any]) -> dict[str, Any]:
+        record = json.loads(json.dumps(self.record_template))
+        record.update(
+            messageId=message["MessageId"],
+            receiptHandle=message["ReceiptHandle"],
+            body=message["Body"],
+            md5OfBody=message["MD5OfBody"],
+            eventSourceARN=self.queue_arn,
+        )
+        return record
+
+    def item(self, key: Item) -> Item | None:
+        """A stored item, read around the meter."""
+        return self.meter.peek(self.stack["table"], key)
+
+    def check_completed(self, run_ids: list[str]) -> None:
+        for run_id in run_ids:
+            run = self.service.store.get_run(run_id)
+            if run is None or run.status != "completed":
+                raise RuntimeError(f"run {run_id} did not complete: {run and (run.status, run.error)}")
+
+
+def run_workload(
+    name: str, graph: dict[str, Any], states: list[dict[str, Any]], *, concurrent: bool
+) -> Trace:
+    """One run per state on a fresh stack, pumped until every run has finished.
+
+    ``concurrent``: start them all, then pump (batches fill up to 10 records); else one
+    after another (each step is a batch of one, as for a lone run).
+    """
+    with MotoStack() as aws:
+        trace = Trace(name, len(states))
+        batches = [states] if concurrent else [[state] for state in states]
+        run_ids = []
+        for batch in batches:
+            run_ids += aws.start(graph, batch, trace)
+            aws.pump(trace)
+        aws.check_completed(run_ids)
+        return trace
+
+
+# -- plumbing -------------------------------------------------------------------------------
+def _peek(backend: Any, table: str, key: Item) -> Item | None:
+    item = backend.get_item(table, key)
+    return item.to_json()["Attributes"] if item else None
+
+
+@functools.cache
+def _devnull():
+    return open(os.devnull, "w")
+
+
+@contextlib.contextmanager
+def _environment(values: dict[str, str], unset: tuple[str, ...]) -> Iterator[None]:
+    saved = {name: os.environ.get(name) for name in (*values, *unset)}
+    for name in unset:
+        os.environ.pop(name, None)
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+class _CopyWithoutTableBackups:
+    """``copy`` for moto's DynamoDB backend, minus the whole-table backup per transaction.
+
+    moto deep-copies every table a TransactWriteItems touches, to roll back if it fails:
+    O(table) per step, so its time grows with the run's log (350 ms a step at step 1,000)
+    where DynamoDB's does not. The benchmarks' transactions never fail (checked).
+    """
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(copy, name)
+
+    @staticmethod
+    def deepcopy(value: Any, memo: Any = None) -> Any:
+        return value if isinstance(value, Table) else copy.deepcopy(value, memo)
+
+
+@contextlib.contextmanager
+def _no_table_backups() -> Iterator[None]:
+    saved, moto_models.copy = moto_models.copy, _CopyWithoutTableBackups()
+    try:
+        yield
+    finally:
+        moto_models.copy = saved
+
+
+@contextlib.contextmanager
+def _quiet(logger: Any) -> Iterator[None]:
+    """Keep the handler's log lines (still formatted and written) off the terminal."""
+    handlers = [h for h in logging.getLogger(logger.name).handlers if isinstance(h, logging.StreamHandler)]
+    streams = [h.setStream(_devnull()) for h in handlers]
+    try:
+        yield
+    finally:
+        for handler, stream in zip(handlers, streams, strict=True):
+            handler.setStream(stream)
