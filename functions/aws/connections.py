@@ -19,14 +19,12 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from botocore.exceptions import ClientError
-
 from engine.errors import ConflictError
 from engine.logstream import Claim, LogStream, RunEnd, Subscription, TooManySubscriptionsError
 from engine.step import TERMINAL
 from functions.aws import dynamodb_codec as codec
+from functions.aws.adapter import AwsAdapter
 from functions.aws.dynamodb import DynamoRunStore
-from functions.aws.errors import CONNECTION_ERRORS, translate, unreachable
 from functions.aws.push import ApiGatewayPusher, management_client_factory
 from functions.runtime import boto3_client
 from functions.settings import Settings, get_settings
@@ -86,30 +84,15 @@ def _end_value(end: RunEnd) -> dict[str, str]:
     return S(json.dumps({"status": end.status, "last_seq": end.last_seq, "error": end.error}))
 
 
-class DynamoSubscriptionStore:
+class DynamoSubscriptionStore(AwsAdapter):
     """The :class:`~engine.logstream.SubscriptionStore` on DynamoDB; client built on first use."""
 
     def __init__(self, table_name: str, client_factory: Callable[[], Any]) -> None:
+        super().__init__(client_factory)
         self.table_name = table_name
-        self._client_factory = client_factory
-        self._client: Any = None
-
-    @property
-    def client(self) -> Any:
-        if self._client is None:
-            self._client = self._client_factory()
-        return self._client
 
     def _call(self, operation: str, **params: Any) -> dict[str, Any]:
-        try:
-            return getattr(self.client, operation)(TableName=self.table_name, **params)
-        except ClientError as exc:
-            error = translate(exc, operation)
-            if error is None:
-                raise
-            raise error from exc
-        except CONNECTION_ERRORS as exc:
-            raise unreachable(exc, operation) from exc
+        return super()._call(operation, TableName=self.table_name, **params)
 
     def _update(self, key: Item, expression: str, condition: str | None = None, **values: Any) -> Item | None:
         """One UpdateItem; the new item, or None when ``condition`` does not hold."""

@@ -14,13 +14,11 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from botocore.exceptions import ClientError
-
 from engine.errors import StoreUnavailableError
 from engine.ports import GraphRecord, RunRecord, StepCommit
 from engine.step import TERMINAL
 from functions.aws import dynamodb_codec as codec
-from functions.aws.errors import CONNECTION_ERRORS, translate, unreachable
+from functions.aws.adapter import AwsAdapter
 
 GSI = "gsi1"
 #: Past these, one ``SET #state.#k = :v`` per changed key would break DynamoDB's 4 KB
@@ -31,31 +29,12 @@ MAX_EXPRESSION_CHARS = 3500
 BATCH_GET_KEYS = 100
 
 
-class DynamoRunStore:
+class DynamoRunStore(AwsAdapter):
     """Graphs, runs and log entries in one table; the low-level client is built on first use."""
 
     def __init__(self, table_name: str, client_factory: Callable[[], Any]) -> None:
+        super().__init__(client_factory)
         self.table_name = table_name
-        self._client_factory = client_factory
-        self._client: Any = None
-
-    @property
-    def client(self) -> Any:
-        if self._client is None:
-            self._client = self._client_factory()
-        return self._client
-
-    def _call(self, operation: str, **params: Any) -> dict[str, Any]:
-        """Call the client, turning AWS error codes into FlowForge errors."""
-        try:
-            return getattr(self.client, operation)(**params)
-        except ClientError as exc:
-            error = translate(exc, operation)
-            if error is None:
-                raise
-            raise error from exc
-        except CONNECTION_ERRORS as exc:
-            raise unreachable(exc, operation) from exc
 
     # -- graphs -------------------------------------------------------------------------
     def put_graph(self, graph: GraphRecord) -> None:

@@ -14,7 +14,8 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from engine.logstream import ConnectionGoneError, PushError, PushUnavailableError
-from functions.aws.errors import CONNECTION_ERRORS, error_code
+from functions.aws.adapter import AwsAdapter
+from functions.aws.errors import error_code
 
 #: Codes that mean "slow down or try again": the delivery is retried, never dropped.
 UNAVAILABLE_CODES = frozenset(
@@ -44,18 +45,8 @@ def management_client_factory(endpoint_url: str) -> Callable[[], Any]:
     return build
 
 
-class ApiGatewayPusher:
+class ApiGatewayPusher(AwsAdapter):
     """Posts to WebSocket connections; AWS error codes become FlowForge push errors."""
-
-    def __init__(self, client_factory: Callable[[], Any]) -> None:
-        self._client_factory = client_factory
-        self._client: Any = None
-
-    @property
-    def client(self) -> Any:
-        if self._client is None:
-            self._client = self._client_factory()
-        return self._client
 
     def post(self, connection_id: str, data: bytes) -> None:
         self._call("post_to_connection", ConnectionId=connection_id, Data=data)
@@ -65,13 +56,11 @@ class ApiGatewayPusher:
         with contextlib.suppress(ConnectionGoneError):
             self._call("delete_connection", ConnectionId=connection_id)
 
-    def _call(self, operation: str, **params: Any) -> Any:
-        try:
-            return getattr(self.client, operation)(**params)
-        except ClientError as exc:
-            raise _translate(exc, operation, params["ConnectionId"]) from exc
-        except CONNECTION_ERRORS as exc:
-            raise PushUnavailableError(f"{operation}: {type(exc).__name__}") from exc
+    def _translate(self, exc: ClientError, operation: str, params: dict[str, Any]) -> PushError:
+        return _translate(exc, operation, params["ConnectionId"])
+
+    def _unreachable(self, exc: Exception, operation: str) -> PushError:
+        return PushUnavailableError(f"{operation}: {type(exc).__name__}")
 
 
 def _translate(exc: ClientError, operation: str, connection_id: str) -> PushError:

@@ -6,10 +6,9 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from botocore.exceptions import ClientError
 from pydantic import BaseModel, ConfigDict, Field
 
-from functions.aws.errors import CONNECTION_ERRORS, translate, unreachable
+from functions.aws.adapter import AwsAdapter
 from functions.settings import SettingsError
 
 #: SQS DelaySeconds range; a longer retry delay is re-deferred by the step handler.
@@ -30,32 +29,17 @@ def delay_seconds(delay_s: float) -> int:
     return min(MAX_DELAY_S, max(0, math.ceil(delay_s)))
 
 
-class SqsStepQueue:
+class SqsStepQueue(AwsAdapter):
     """Sends step messages; the client is built on first use."""
 
     def __init__(self, queue_url: str | None, client_factory: Callable[[], Any]) -> None:
+        super().__init__(client_factory)
         self.queue_url = queue_url
-        self._client_factory = client_factory
-        self._client: Any = None
-
-    @property
-    def client(self) -> Any:
-        if self._client is None:
-            self._client = self._client_factory()
-        return self._client
 
     def send_step(self, run_id: str, step: int, delay_s: float = 0.0) -> None:
         if not self.queue_url:
             raise SettingsError("missing environment variable FLOWFORGE_STEP_QUEUE_URL")
         body = StepMessage(run_id=run_id, step=step).model_dump_json()
-        try:
-            self.client.send_message(
-                QueueUrl=self.queue_url, MessageBody=body, DelaySeconds=delay_seconds(delay_s)
-            )
-        except ClientError as exc:
-            error = translate(exc, "send_message")
-            if error is None:
-                raise
-            raise error from exc
-        except CONNECTION_ERRORS as exc:
-            raise unreachable(exc, "send_message") from exc
+        self._call(
+            "send_message", QueueUrl=self.queue_url, MessageBody=body, DelaySeconds=delay_seconds(delay_s)
+        )
