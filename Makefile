@@ -43,6 +43,15 @@ test: $(STAMP)  ## ruff + the whole test suite
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q -n 2
 
+# The long versions of tests/reliability (make test runs the fast ones): more hypothesis
+# examples, more faults, kills and load; the figures end up in .flowforge/reliability.json.
+.PHONY: reliability
+reliability: $(STAMP)  ## long reliability tests (faults, hostile input, chaos, load) and their figures
+	$(BIN)/python -m tests.reliability.figures --clear
+	FLOWFORGE_RELIABILITY=long $(BIN)/python -m pytest -q -n 2 -m "not e2e" tests/reliability
+	FLOWFORGE_RELIABILITY=long $(BIN)/python -m pytest -q -m e2e tests/reliability
+	$(BIN)/python -m tests.reliability.figures
+
 run: $(STAMP)  ## the whole stack locally (moto, API + WebSocket on :3000), no Docker, no AWS account
 	$(BIN)/flowforge dev
 

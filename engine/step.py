@@ -27,6 +27,9 @@ if TYPE_CHECKING:  # annotations only: validation (pydantic) is not needed to ru
 StepStatus = Literal["ok", "retry", "caught", "failed"]
 RunStatus = Literal["running", "completed", "failed", "cancelled"]
 TERMINAL = frozenset({"completed", "failed", "cancelled"})
+#: A failure's message is cut to this length: a tool's exception text is unbounded, and a
+#: log entry and a run are each one DynamoDB item (at most 400 KB).
+MAX_ERROR_MESSAGE_CHARS = 4096
 
 
 class LoopLimitExceeded(FlowForgeError):
@@ -211,6 +214,9 @@ def _route(node: CompiledNode, cursor: Cursor, state: dict[str, Any]) -> Cursor 
 
 
 def _error(node_id: str, exc: BaseException, message: str) -> dict[str, Any]:
+    cut = len(message) - MAX_ERROR_MESSAGE_CHARS
+    if cut > 0:  # it is stored in the log entry and the run
+        message = f"{message[:MAX_ERROR_MESSAGE_CHARS]}... ({cut} more characters)"
     return {"node": node_id, "type": type(exc).__name__, "message": message}
 
 

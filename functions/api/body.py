@@ -10,6 +10,9 @@ from functions.api.errors import BodyTooLargeError, InvalidJsonError
 #: Bodies over 1 MiB are refused before parsing (API Gateway itself allows 10 MB); a
 #: graph is capped at 256 KiB and a state at 256 KiB, so no valid request comes close.
 MAX_BODY_BYTES = 1024 * 1024
+#: Arrays and objects nest at most this deep. Deeper bodies are refused before anything
+#: (the JSON parser, pydantic, a copy) recurses through them and exhausts the stack.
+MAX_BODY_DEPTH = 64
 
 
 def _no_constants(name: str) -> Any:
@@ -17,17 +20,50 @@ def _no_constants(name: str) -> Any:
 
 
 def parse_json_body(text: str) -> Any:
-    """The resolver's JSON body deserializer: refuse oversized bodies, then parse."""
+    """The resolver's JSON body deserializer: refuse oversized bodies, then parse.
+
+    Refuses bodies nested deeper than :data:`MAX_BODY_DEPTH`; a top-level array comes
+    back as a tuple (see below).
+    """
     if len(text) > MAX_BODY_BYTES or len(text.encode("utf-8", "replace")) > MAX_BODY_BYTES:
         raise BodyTooLargeError(
             f"request body is over {MAX_BODY_BYTES} bytes",
             details={"limit": MAX_BODY_BYTES},
         )
     try:
-        return json.loads(text, parse_constant=_no_constants)
+        data = json.loads(text, parse_constant=_no_constants)
+    except RecursionError:
+        raise _too_deep() from None
     except ValueError as exc:  # JSONDecodeError, or NaN/Infinity that JSON does not have
         position = (
             f" (line {exc.lineno}, column {exc.colno})" if isinstance(exc, json.JSONDecodeError) else ""
         )
         message = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
         raise InvalidJsonError(f"request body is not valid JSON: {message}{position}") from None
+    if nested_deeper_than(data, MAX_BODY_DEPTH):
+        raise _too_deep()
+    # Powertools gives a body parameter that is not a list the first item of a list body,
+    # so ``[graph, junk]`` would be taken for ``graph``. A tuple is passed on whole, and
+    # refused as the array it is.
+    return tuple(data) if isinstance(data, list) else data
+
+
+def nested_deeper_than(value: Any, limit: int) -> bool:
+    """Whether arrays/objects in ``value`` nest more than ``limit`` levels (no recursion)."""
+    pending = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
+        for child in children:
+            if isinstance(child, dict | list):
+                if depth >= limit:
+                    return True
+                pending.append((child, depth + 1))
+    return False
+
+
+def _too_deep() -> InvalidJsonError:
+    return InvalidJsonError(
+        f"request body nests arrays and objects deeper than {MAX_BODY_DEPTH} levels",
+        details={"limit": MAX_BODY_DEPTH},
+    )

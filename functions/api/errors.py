@@ -103,6 +103,11 @@ def register_error_handlers(app: APIGatewayHttpResolver, logger: Logger) -> None
         summary = "; ".join(f"{p['path']}: {p['message']}" for p in problems[:5])
         return error_response("invalid_request", f"invalid request: {summary}", problems)
 
+    @app.exception_handler(UnicodeDecodeError)
+    def body_not_utf8(exc: UnicodeDecodeError) -> Response:
+        # API Gateway base64-encodes a body that is not text; Powertools decodes it as UTF-8.
+        return error_response("invalid_json", "request body is not UTF-8 text")
+
     @app.exception_handler(RequestUnsupportedContentType)
     def unsupported_media_type(exc: RequestUnsupportedContentType) -> Response:
         return error_response("unsupported_media_type", "send the body as application/json")

@@ -81,7 +81,7 @@ def parse_frame(body: str | None) -> Subscribe | Unsubscribe:
     example = '{"action": "subscribe", "run_id": "<run id>", "after": -1}'
     try:
         data = json.loads(body or "")
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: arrays nested thousands deep
         raise InvalidMessageError(f"a frame must be a JSON object such as {example}") from None
     if not isinstance(data, dict):
         raise InvalidMessageError(f"a frame must be a JSON object such as {example}")

@@ -1,0 +1,189 @@
+"""Differential testing: the distributed step loop under faults ends exactly where the
+in-process runner ends.
+
+Hypothesis draws a graph (tests/reliability/graphs.py) and up to three initial states.
+Each state runs through :func:`engine.run_graph` — the reference, no faults, no delays —
+and through the deployed path: the API's service on moto (template.yaml's table and
+queue), the real step handler, and a queue pump that injects faults
+(tests/reliability/chaos.py). Final status, error, state and the log sequence (every
+field but timing) must be identical, every step must have been committed exactly once,
+and nothing may be left running, queued or dead-lettered.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from moto.dynamodb.models.table import StreamShard
+
+from engine import RunResult, compile_graph, run_graph_sync
+from engine.errors import StoreUnavailableError
+from engine.state import decode_state
+from functions.step import app as step_app
+from functions.sweeper import app as sweeper_app
+from tests.functional.pump import LambdaContext, load_event
+from tests.reliability import figures
+from tests.reliability.chaos import BotoFaults, ChaosPump, FaultPlan
+from tests.reliability.graphs import graphs, states
+
+pytestmark = pytest.mark.filterwarnings("ignore:No application metrics to publish")
+
+#: What a log entry must agree on; started_at and duration_ms are timing, run_id differs.
+LOG_FIELDS = ("seq", "node", "attempt", "status", "result", "next", "error")
+RATES = [0.0, 0.05, 0.15, 0.3]
+#: Sweeper rounds a run may need: each rescue can be stranded again by further faults.
+SWEEPS = 20
+
+
+def reference(graph: dict[str, Any], state: dict[str, Any]) -> RunResult:
+    return run_graph_sync(compile_graph(graph), state, sleep=None)
+
+
+def expected_outcome(result: RunResult) -> dict[str, Any]:
+    return {
+        "status": result.status,
+        "error": result.error,
+        "state": result.state,
+        "logs": [{k: entry.get(k) for k in LOG_FIELDS} for entry in result.logs],
+    }
+
+
+def stored_outcome(service, run_id: str) -> dict[str, Any]:
+    run = service.store.get_run(run_id)
+    return {
+        "status": run.status,
+        "error": run.error,
+        "state": decode_state(run.state),
+        "logs": [{k: entry.get(k) for k in LOG_FIELDS} for entry in service.store.list_logs(run_id)],
+    }
+
+
+class World:
+    """The stack, its service and a chaos pump, reused across the examples of one test."""
+
+    def __init__(self, service, stack, aws, clock) -> None:
+        self.service, self.clock = service, clock
+        self.table, self.dynamodb = stack["table"], aws.client("dynamodb")
+        self.sqs, self.queue_url, self.dlq_url = aws.client("sqs"), stack["queue_url"], stack["dlq_url"]
+        self.plan = FaultPlan(0, 0.0)
+        self.faults = BotoFaults(self.plan)
+        self.faults.install(service.store.client, "dynamodb")
+        self.faults.install(service.queue.client, "sqs")
+        self.pump = self.new_pump()
+        self.totals: Counter[str] = Counter()
+        self.faults_by_kind: Counter[str] = Counter()
+
+    def new_pump(self) -> ChaosPump:
+        return ChaosPump(self.sqs, self.queue_url, self.clock, step_app.handler, plan=self.plan)
+
+    def use(self, plan: FaultPlan) -> None:
+        """Start an example: its fault plan, a fresh pump, an empty table."""
+        self.plan = self.faults.plan = plan
+        self.pump = self.new_pump()
+        self.faults.commits.clear()
+        self.empty_table()
+
+    def empty_table(self) -> None:
+        """Delete the last example's items: moto copies the whole table for every
+        transaction, so a table that kept growing over the examples would slow each step."""
+        pages = self.dynamodb.get_paginator("scan").paginate(
+            TableName=self.table, ProjectionExpression="pk, sk"
+        )
+        keys = [item for page in pages for item in page["Items"]]
+        for i in range(0, len(keys), 25):
+            deletes = [{"DeleteRequest": {"Key": key}} for key in keys[i : i + 25]]
+            self.dynamodb.batch_write_item(RequestItems={self.table: deletes})
+
+    def dead_letters(self) -> int:
+        names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+        attributes = self.sqs.get_queue_attributes(QueueUrl=self.dlq_url, AttributeNames=names)
+        return sum(int(v) for v in attributes["Attributes"].values())
+
+    def start(self, graph_id: str, state: dict[str, Any]) -> str:
+        """Start a run; a lost first send (the API's 503) leaves it to the sweeper."""
+        lost = self.plan.rate > 0 and self.plan.rng.random() < self.plan.rate / 2
+        if lost:
+            self.plan.injected["start_send_lost"] += 1
+            self.faults.fail_next_send = True
+        try:
+            return self.service.start_run(graph_id, state).run_id
+        except StoreUnavailableError:
+            (run_id,) = self.faults.last_unsent
+            return run_id
+
+    def settle(self, run_ids: list[str]) -> int:
+        """Drain the queue; while a run is left running, let the sweeper find it (as its
+        schedule would, a minute at a time) and drain again. Returns invocations made.
+
+        A run is stranded when the worker that committed a step died before sending the
+        next one while a duplicate of the message was acknowledged as already done (by a
+        concurrent worker that lost the commit, or a second delivery that found it stale).
+        """
+        invocations = self.pump.drain(max_invocations=20_000)
+        context = LambdaContext(function_name="flowforge-SweeperFunction")
+        for _ in range(SWEEPS):
+            if all(self.service.store.get_run(run_id).status != "running" for run_id in run_ids):
+                break
+            self.clock.advance(self.service.stall_after_s + 60)
+            self.totals["sweeper_resent"] += sweeper_app.handler(load_event("sweeper_schedule"), context)[
+                "resent"
+            ]
+            invocations += self.pump.drain(max_invocations=20_000)
+        return invocations
+
+
+@pytest.fixture
+def world(service, stack, aws, clock, monkeypatch) -> World:
+    # Nothing here reads the table's stream, and moto copies every stream record it
+    # keeps in every transaction (a step's cost would grow with the run's length).
+    monkeypatch.setattr(StreamShard, "add", lambda self, old, new: None)
+    world = World(service, stack, aws, clock)
+    yield world
+    figures.record(
+        "differential",
+        {
+            "mode": figures.MODE,
+            **world.totals,
+            "faults_injected": world.faults_by_kind.total(),
+            "faults_by_kind": world.faults_by_kind,
+        },
+    )
+
+
+@settings(
+    max_examples=figures.scaled(40, 400),
+    deadline=None,
+    derandomize=not figures.LONG,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    graph=graphs(max_steps=figures.scaled(16, 40)),
+    initial=st.lists(states, min_size=1, max_size=figures.scaled(2, 3)),
+    seed=st.integers(0, 2**32 - 1),
+    rate=st.sampled_from(RATES),
+)
+def test_the_distributed_loop_under_faults_matches_the_in_process_runner(world, graph, initial, seed, rate):
+    # GIVEN the outcome of each run in the in-process runner, without faults
+    expected = [expected_outcome(reference(graph, state)) for state in initial]
+    plan = FaultPlan(seed, rate)
+    world.use(plan)
+
+    # WHEN the same runs go through the API's service, the step handler and the queue, with faults
+    graph_id = world.service.create_graph(graph).graph_id
+    run_ids = [world.start(graph_id, state) for state in initial]
+    invocations = world.settle(run_ids)
+
+    # THEN each ended exactly as in the runner: status, error, state, every log entry
+    for run_id, outcome in zip(run_ids, expected, strict=True):
+        assert stored_outcome(world.service, run_id) == outcome, f"faults: {dict(plan.injected)}"
+    # AND every transition was committed exactly once; nothing is queued or dead-lettered
+    steps = sum(len(outcome["logs"]) for outcome in expected)
+    assert sorted(world.faults.commits.values()) == [1] * steps, f"faults: {dict(plan.injected)}"
+    assert world.pump.counts() == {"Messages": 0, "MessagesNotVisible": 0, "MessagesDelayed": 0}
+    assert world.dead_letters() == 0
+    world.totals.update(cases=1, runs=len(run_ids), steps=steps, invocations=invocations)
+    world.faults_by_kind.update(plan.injected)

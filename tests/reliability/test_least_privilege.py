@@ -1,0 +1,257 @@
+"""Least privilege and auth, read from the template ``sam deploy`` would create; and logs
+that never carry a run's state.
+
+The IAM checks accept nothing by default: every inline statement must allow named
+actions (no ``*`` anywhere in an action) on the stack's own table, index, queue or
+WebSocket API — any other resource fails, including wildcard ARNs that name no stack
+resource. The managed policies SAM attaches itself are the one documented exception
+(their ``Resource: "*"`` is required by CloudWatch Logs, X-Ray and the event source
+pollers). Every function has a role of its own, assumable by Lambda only; every Lambda
+permission names its caller's ARN. With ``AuthMode=IAM`` every HTTP route (the catch-all
+included) and the WebSocket ``$connect`` require SigV4.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from functions.api.app import handler as api_handler
+from functions.dlq import app as dlq_app  # noqa: F401  (creates the DLQ function's logger)
+from functions.step import app as step_app
+from functions.sweeper import app as sweeper_app
+from tests.functional.pump import LambdaContext, QueuePump, load_event
+from tests.reliability.api_client import call
+from tests.template.sam_template import FUNCTIONS, resources_of_type, translate
+
+pytestmark = pytest.mark.filterwarnings("ignore:No application metrics to publish")
+
+#: Managed policies SAM attaches by itself (see tests/template/test_template_translated.py).
+MANAGED_POLICIES = {
+    "AWSLambdaBasicExecutionRole",
+    "AWSLambdaSQSQueueExecutionRole",
+    "AWSLambdaDynamoDBExecutionRole",
+    "AWSXrayWriteOnlyAccess",
+}
+#: The resources of this stack a statement may name, exactly as the template writes them.
+OWN_RESOURCES = [
+    {"Fn::GetAtt": ["Table", "Arn"]},
+    {"Fn::Sub": "${Table.Arn}/index/gsi1"},
+    {"Fn::GetAtt": ["StepQueue", "Arn"]},
+    {"Fn::GetAtt": ["StepDeadLetterQueue", "Arn"]},
+    # @connections of this API's stage only: any method (POST, GET, DELETE) on any connection
+    {"Fn::Sub": "arn:${AWS::Partition}:execute-api:${AWS::Region}:${AWS::AccountId}:${WebSocketApi}/${StageName}/*/@connections/*"},
+]  # fmt: skip
+PARAMETER_SETS = [
+    {},
+    {"AuthMode": "IAM", "TracingMode": "Active"},
+    {"AuthMode": "NONE"},
+    {"WebSocketAccessLogs": "true"},
+]
+PARAMETER_IDS = ["defaults", "iam-tracing", "auth-off", "ws-access-logs"]
+
+
+@pytest.fixture(autouse=True)
+def offline_aws(monkeypatch):
+    """Fake credentials and a region: SAM's translator asks boto3 for the region."""
+    for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+
+
+def as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def policy_problems(cfn: dict[str, Any]) -> list[str]:
+    """Every grant wider than the stack's own resources, as readable lines."""
+    problems = []
+    for kind in ("AWS::IAM::Policy", "AWS::IAM::ManagedPolicy", "AWS::SQS::QueuePolicy"):
+        for name in resources_of_type(cfn, kind):
+            problems.append(f"{name}: a {kind} outside the function roles")
+    for name, role in resources_of_type(cfn, "AWS::IAM::Role").items():
+        props = role["Properties"]
+        for arn in props.get("ManagedPolicyArns", []):
+            policy = (arn if isinstance(arn, str) else json.dumps(arn)).rsplit("/", 1)[-1].strip('"}')
+            if policy not in MANAGED_POLICIES:
+                problems.append(f"{name}: managed policy {policy}")
+        for statement in props["AssumeRolePolicyDocument"]["Statement"]:
+            if statement.get("Principal") != {"Service": ["lambda.amazonaws.com"]}:
+                problems.append(f"{name}: assumable by {statement.get('Principal')}")
+        for policy in props.get("Policies", []):
+            for statement in policy["PolicyDocument"]["Statement"]:
+                if (
+                    statement.get("Effect") != "Allow"
+                    or "NotAction" in statement
+                    or "NotResource" in statement
+                ):
+                    problems.append(f"{name}: unexpected statement shape {statement}")
+                for action in as_list(statement.get("Action", [])):
+                    if "*" in action or ":" not in action:
+                        problems.append(f"{name}: wildcard action {action!r}")
+                for resource in as_list(statement.get("Resource", [])):
+                    if resource not in OWN_RESOURCES:
+                        problems.append(f"{name}: resource {json.dumps(resource)} is not the stack's own")
+    return problems
+
+
+@pytest.mark.parametrize("parameters", PARAMETER_SETS, ids=PARAMETER_IDS)
+def test_no_grant_reaches_past_the_stacks_own_resources(parameters):
+    assert policy_problems(translate(**parameters)) == []
+
+
+def test_the_check_catches_wide_grants():
+    # GIVEN the translated stack with three widened statements
+    cfn = translate()
+    statements = cfn["Resources"]["StepFunctionRole"]["Properties"]["Policies"][0]["PolicyDocument"][
+        "Statement"
+    ]
+    statements.append(
+        {"Effect": "Allow", "Action": "dynamodb:*", "Resource": {"Fn::GetAtt": ["Table", "Arn"]}}
+    )
+    statements.append({"Effect": "Allow", "Action": "sqs:SendMessage", "Resource": "arn:aws:sqs:*:*:*"})
+    statements.append({"Effect": "Allow", "Action": "s3:GetObject", "Resource": "*"})
+
+    # WHEN / THEN each one is reported
+    assert len(policy_problems(cfn)) == 3
+
+
+@pytest.mark.parametrize("parameters", PARAMETER_SETS, ids=PARAMETER_IDS)
+def test_every_function_has_a_role_of_its_own(parameters):
+    cfn = translate(**parameters)
+    functions = resources_of_type(cfn, "AWS::Lambda::Function")
+
+    roles = [f["Properties"]["Role"] for f in functions.values()]
+
+    assert set(functions) == set(FUNCTIONS)
+    assert all(set(role) == {"Fn::GetAtt"} and role["Fn::GetAtt"][1] == "Arn" for role in roles)
+    assert len({json.dumps(role) for role in roles}) == len(functions)
+    role_names = {role["Fn::GetAtt"][0] for role in roles}
+    assert role_names == set(resources_of_type(cfn, "AWS::IAM::Role"))
+
+
+def test_every_lambda_permission_names_its_caller():
+    for name, permission in resources_of_type(translate(), "AWS::Lambda::Permission").items():
+        props = permission["Properties"]
+        source = json.dumps(props.get("SourceArn"))
+        assert props["Principal"] in ("apigateway.amazonaws.com", "events.amazonaws.com"), name
+        assert (
+            "${__ApiId__}" in source or "${WebSocketApi}" in source or "SweeperFunctionEveryMinute" in source
+        ), name
+
+
+def http_operations(cfn: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
+    """Every route API Gateway imports, the ANY catch-all included."""
+    body = cfn["Resources"]["HttpApi"]["Properties"]["Body"]
+    return {(method, path): op for path, item in body["paths"].items() for method, op in item.items()}
+
+
+@pytest.mark.parametrize(
+    "parameters", [{}, {"AuthMode": "IAM"}, {"AuthMode": "IAM", "TracingMode": "Active"}]
+)
+def test_with_iam_auth_every_route_and_connect_require_sigv4(parameters):
+    cfn = translate(**parameters)
+
+    operations = http_operations(cfn)
+    ws_routes = {
+        r["Properties"]["RouteKey"]: r["Properties"]
+        for r in resources_of_type(cfn, "AWS::ApiGatewayV2::Route").values()
+    }
+
+    assert ("x-amazon-apigateway-any-method", "/{proxy+}") in operations
+    unauthenticated = [route for route, op in operations.items() if op.get("security") != [{"AWS_IAM": []}]]
+    assert unauthenticated == []
+    assert ws_routes["$connect"]["AuthorizationType"] == "AWS_IAM"
+    # API Gateway authorizes a WebSocket once, at $connect; no authorizer can be bypassed
+    assert resources_of_type(cfn, "AWS::ApiGatewayV2::Authorizer") == {}
+
+
+# -- logs ---------------------------------------------------------------------------------
+SECRET = "s3cr3t-7f1c9a2e-do-not-log"
+#: The functions' Powertools loggers (each module above creates its own at import).
+LOGGERS = ("flowforge-api", "flowforge-step", "flowforge-sweeper", "flowforge-dlq")
+
+
+@pytest.fixture
+def lambda_logs() -> Iterator[io.StringIO]:
+    """Everything the functions' loggers print — what CloudWatch Logs would receive."""
+    buffer = io.StringIO()
+    swapped = [
+        (handler, handler.setStream(buffer))
+        for name in LOGGERS
+        for handler in logging.getLogger(name).handlers
+        if isinstance(handler, logging.StreamHandler)
+    ]
+    assert len(swapped) >= 3, "the functions' loggers were not found"
+    yield buffer
+    for handler, stream in swapped:
+        handler.setStream(stream)
+
+
+def test_logs_never_carry_the_states_values_at_info(service, stack, aws, clock, lambda_logs):
+    # GIVEN a graph that copies a secret around, fails on it, catches and completes
+    graph = {
+        "name": "secretive",
+        "start": "echo",
+        "nodes": {
+            "echo": {"fn": "rel_secret_echo", "next": "fail"},
+            "fail": {"fn": "rel_secret_echo", "params": {"fail": True}, "catch": [{"on": ["*"], "next": "done"}]},
+            "done": {"fn": "rel_noop"},
+        },
+    }  # fmt: skip
+    pump = QueuePump(aws.client("sqs"), stack["queue_url"], clock, step_app.handler)
+
+    # WHEN it runs through the API, the step function, the sweeper, then is read back
+    graph_id = call(api_handler, "POST", "/graph/create", json_body=graph).json["graph_id"]
+    started = call(
+        api_handler,
+        "POST",
+        "/graph/run",
+        json_body={"graph_id": graph_id, "state": {"secret": SECRET}, "background": True},
+    )
+    pump.drain()
+    sweeper_app.handler(
+        load_event("sweeper_schedule"), LambdaContext(function_name="flowforge-SweeperFunction")
+    )
+    state = call(api_handler, "GET", f"/graph/state/{started.json['run_id']}")
+    refused = call(
+        api_handler,
+        "POST",
+        "/graph/run",
+        json_body={"graph_id": graph_id, "state": {"secret": SECRET, "x": {}}, "wait_s": -1},
+    )
+    logged = lambda_logs.getvalue()
+
+    # THEN the run did carry the secret, and the logs (INFO, with correlation keys) never did
+    assert state.json["status"] == "completed" and SECRET in state.text and refused.status == 400
+    lines = [json.loads(line) for line in logged.splitlines()]
+    assert "INFO" in {line["level"] for line in lines} and any(line.get("run_id") for line in lines)
+    assert {line["service"] for line in lines} >= {"flowforge-api", "flowforge-step"}
+    assert SECRET not in logged
+
+
+def test_logging_the_event_is_opt_in_and_would_show_it(service, monkeypatch, lambda_logs):
+    # GIVEN the API handler wrapped again with POWERTOOLS_LOGGER_LOG_EVENT=true (the opt-in)
+    from functions.api import app as api_app
+
+    monkeypatch.setenv("POWERTOOLS_LOGGER_LOG_EVENT", "true")
+    verbose = api_app.logger.inject_lambda_context(lambda event, context: api_app.app.resolve(event, context))
+    graph_id = service.create_graph({"start": "a", "nodes": {"a": {"fn": "rel_noop"}}}).graph_id
+
+    # WHEN a run is started with a secret
+    call(
+        verbose,
+        "POST",
+        "/graph/run",
+        json_body={"graph_id": graph_id, "state": {"secret": SECRET}, "background": True},
+    )
+
+    # THEN the event (and so the secret) is in the log: the check above can see one
+    assert SECRET in lambda_logs.getvalue()

@@ -1,0 +1,310 @@
+"""Chaos and load on the local stack (``flowforge dev`` in a subprocess), over loopback HTTP
+and WebSockets only.
+
+Chaos: runs are started, each followed by a WebSocket subscriber, and the whole stack —
+gateway, pollers and moto — is killed with SIGKILL and restarted at random moments while
+they are in flight. Every run must end exactly as the in-process runner ends it, with
+each log entry stored once, and every subscriber (reconnecting with ``after`` = the last
+seq it got) must receive each entry exactly once, in order, then ``done``.
+
+Load: many summarization runs at once, each with its own subscriber; every run completes
+and every subscriber gets every entry and ``done``. Throughput and the slowest run are
+reported (tests/reliability/figures.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import statistics
+import time
+from typing import Any
+
+import aiohttp
+import pytest
+
+import tests.e2e.slow_tools  # noqa: F401  (the stack's e2e_ tools, for the reference runs too)
+from engine import compile_graph, run_graph
+from tests.e2e.conftest import ROOT, LocalStack
+from tests.reliability import figures
+from tests.reliability.test_hostile_input import HOSTILE_FRAMES, HOSTILE_HTTP
+
+pytestmark = [pytest.mark.e2e, pytest.mark.filterwarnings("ignore:No application metrics to publish")]
+
+LOG_FIELDS = ("seq", "node", "attempt", "status", "result", "next", "error")
+SUMMARIZATION = json.loads((ROOT / "workflows" / "graphs" / "summarization.json").read_text())
+SUMMARIZATION_STATE = json.loads((ROOT / "workflows" / "graphs" / "summarization.state.json").read_text())
+#: mark → nap 3 times (a loop) → a flaky call retried once → mark: 7 steps, ~0.3 s asleep.
+CHAOS_GRAPH = {
+    "name": "chaos",
+    "start": "mark",
+    "nodes": {
+        "mark": {"fn": "e2e_mark", "next": "nap"},
+        "nap": {
+            "fn": "e2e_nap",
+            "params": {"seconds": 0.1},
+            "loop_condition": {"var": "naps", "gte": 3},
+            "max_iterations": 5,
+            "next": "flaky",
+        },
+        "flaky": {
+            "fn": "rel_flaky",
+            "params": {"fail_times": 1, "key": "a"},
+            "retry": {"max_attempts": 3, "interval_s": 0},
+            "next": "end",
+        },
+        "end": {"fn": "e2e_mark"},
+    },
+}
+
+
+class ReliabilityStack(LocalStack):
+    """The e2e tests' local stack, with the reliability tests' tools loaded too."""
+
+    def environment(self) -> dict[str, str]:
+        env = super().environment()
+        env["FLOWFORGE_TOOLS_MODULES"] += ",tests.reliability.tools"
+        return env
+
+
+@pytest.fixture
+def local_stack(tmp_path):
+    stack = ReliabilityStack(tmp_path / "data", tmp_path / "stack.log")
+    stack.start()
+    yield stack
+    stack.kill()
+
+
+def comparable(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{k: e.get(k) for k in LOG_FIELDS} for e in entries]
+
+
+async def reference(graph: dict[str, Any], states: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """What the in-process runner makes of each state (all at once: the tools sleep)."""
+    compiled = compile_graph(graph)
+    results = await asyncio.gather(*(run_graph(compiled, s, sleep=None) for s in states))
+    return [{"status": r.status, "state": r.state, "logs": comparable(r.logs)} for r in results]
+
+
+async def request(session: aiohttp.ClientSession, method: str, url: str, body: Any = None) -> tuple[int, Any]:
+    async with session.request(method, url, json=body) as response:
+        return response.status, await response.json()
+
+
+async def follow(
+    session: aiohttp.ClientSession,
+    stack: LocalStack,
+    run_id: str,
+    deadline: float,
+    first: asyncio.Event | None = None,
+) -> list[dict]:
+    """Every message of ``run_id`` until ``done``, reconnecting after the last seq received;
+    ``first`` is set once a message has arrived."""
+    received: list[dict[str, Any]] = []
+    while time.monotonic() < deadline:
+        after = received[-1]["seq"] if received else -1
+        try:
+            async with session.ws_connect(f"{stack.ws_url}/?run_id={run_id}&after={after}") as socket:
+                async for frame in socket:
+                    if frame.type != aiohttp.WSMsgType.TEXT:
+                        break
+                    message = json.loads(frame.data)
+                    received.append(message)
+                    if first is not None:
+                        first.set()
+                    if message.get("done"):
+                        return received
+        except (TimeoutError, aiohttp.ClientError, ConnectionError):
+            pass  # the stack is down (or not up yet): try again
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"run {run_id}: no done before the deadline; got {[m.get('seq') for m in received]}")
+
+
+def assert_followed(messages: list[dict[str, Any]], expected: dict[str, Any]) -> None:
+    """The subscriber got each entry once, in order, as the run made it, then one done."""
+    *entries, done = messages
+    assert [m["seq"] for m in entries] == list(range(len(expected["logs"])))
+    assert comparable(entries) == expected["logs"]
+    assert done["done"] is True and done["status"] == expected["status"]
+
+
+async def stored(session: aiohttp.ClientSession, stack: LocalStack, run_id: str) -> dict[str, Any]:
+    status, view = await request(session, "GET", f"{stack.url}/graph/state/{run_id}")
+    assert status == 200, view
+    return {"status": view["status"], "state": view["state"], "logs": comparable(view["logs"])}
+
+
+# -- chaos ------------------------------------------------------------------------------
+CHAOS_RUNS = figures.scaled(10, 20)
+CHAOS_KILLS = figures.scaled(1, 3)  # per round
+CHAOS_ROUNDS = figures.scaled(1, 3)
+
+
+def test_runs_in_flight_survive_kill_9_of_the_whole_stack(local_stack):
+    rng = random.Random(20_251_125)
+    states = [{"a": i, "marks": []} for i in range(CHAOS_RUNS)]
+    expected = asyncio.run(reference(CHAOS_GRAPH, states))
+    kills = 0
+
+    async def round_of_chaos() -> None:
+        nonlocal kills
+        connector = aiohttp.TCPConnector(limit=0)
+        async with aiohttp.ClientSession(
+            connector=connector, timeout=aiohttp.ClientTimeout(total=60)
+        ) as session:
+            # GIVEN runs in flight, each followed by a subscriber
+            status, created = await request(session, "POST", f"{local_stack.url}/graph/create", CHAOS_GRAPH)
+            assert status == 201, created
+            started = await asyncio.gather(*(
+                request(session, "POST", f"{local_stack.url}/graph/run", {"graph_id": created["graph_id"], "state": s, "background": True})
+                for s in states
+            ))  # fmt: skip
+            assert {status for status, _ in started} == {202}
+            run_ids = [body["run_id"] for _, body in started]
+            deadline = time.monotonic() + 60
+            firsts = [asyncio.Event() for _ in run_ids]
+            followers = [
+                asyncio.create_task(follow(session, local_stack, run_id, deadline, first))
+                for run_id, first in zip(run_ids, firsts, strict=True)
+            ]
+            # Once a subscriber has an entry, its run is journaled (the stream is journaled
+            # before the broadcaster sees it): the local stack loses what it acknowledged in
+            # the last moments before a kill -9 (test_an_acknowledged_start_survives_kill_9).
+            await asyncio.wait_for(asyncio.gather(*(first.wait() for first in firsts)), 30)
+
+            # WHEN the whole stack is killed (SIGKILL) and restarted at random moments
+            for _ in range(CHAOS_KILLS):
+                await asyncio.sleep(rng.uniform(0.05, 1.0))
+                await asyncio.to_thread(local_stack.kill)
+                kills += 1
+                await asyncio.to_thread(local_stack.start)
+            followed = await asyncio.gather(*followers)
+
+            # THEN every run ended as in the runner, each entry stored once, and every
+            # subscriber got every entry once, in order, then done
+            for run_id, messages, outcome in zip(run_ids, followed, expected, strict=True):
+                assert await stored(session, local_stack, run_id) == outcome, run_id
+                assert_followed(messages, outcome)
+
+    started_at = time.monotonic()
+    for _ in range(CHAOS_ROUNDS):
+        asyncio.run(round_of_chaos())
+    figures.record(
+        "chaos",
+        {
+            "mode": figures.MODE,
+            "runs": CHAOS_RUNS * CHAOS_ROUNDS,
+            "kills": kills,
+            "steps": CHAOS_ROUNDS * sum(len(o["logs"]) for o in expected),
+            "seconds": round(time.monotonic() - started_at, 1),
+        },
+    )
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the local stack journals the table's stream by polling it: what it acknowledged "
+    "in the last ~2 s before a kill -9 (a created graph, a started run) is lost",
+)
+def test_an_acknowledged_start_survives_kill_9(local_stack):
+    async def start_then_crash() -> tuple[int, int]:
+        async with aiohttp.ClientSession() as session:
+            status, created = await request(session, "POST", f"{local_stack.url}/graph/create", CHAOS_GRAPH)
+            assert status == 201
+            body = {"graph_id": created["graph_id"], "state": {"a": 1}, "background": True}
+            status, accepted = await request(session, "POST", f"{local_stack.url}/graph/run", body)
+            assert status == 202
+            await asyncio.to_thread(local_stack.kill)
+            await asyncio.to_thread(local_stack.start)
+            graph, _ = await request(session, "GET", f"{local_stack.url}/graph/{created['graph_id']}")
+            run, _ = await request(session, "GET", f"{local_stack.url}/graph/state/{accepted['run_id']}")
+            return graph, run
+
+    assert asyncio.run(start_then_crash()) == (200, 200)
+
+
+# -- load -------------------------------------------------------------------------------
+#: The local stack slows down as its table grows (moto copies the whole table for every
+#: transaction): 10 runs take ~7 s, 20 ~25 s, 40 ~90 s, and 200 did not finish in 9 min.
+#: FLOWFORGE_LOAD_RUNS=200 runs the issue's full load once that is fixed.
+LOAD_RUNS = int(os.environ.get("FLOWFORGE_LOAD_RUNS") or figures.scaled(10, 40))
+
+
+def test_concurrent_runs_each_followed_over_a_websocket(local_stack):
+    (expected,) = asyncio.run(reference(SUMMARIZATION, [SUMMARIZATION_STATE]))
+
+    async def load() -> tuple[list[float], float]:
+        connector = aiohttp.TCPConnector(limit=0)
+        async with aiohttp.ClientSession(
+            connector=connector, timeout=aiohttp.ClientTimeout(total=120)
+        ) as session:
+            status, created = await request(session, "POST", f"{local_stack.url}/graph/create", SUMMARIZATION)
+            assert status == 201, created
+            deadline = time.monotonic() + figures.scaled(120, 900)
+
+            async def one_run() -> float:
+                began = time.monotonic()
+                body = {"graph_id": created["graph_id"], "state": SUMMARIZATION_STATE, "background": True}
+                status, accepted = await request(session, "POST", f"{local_stack.url}/graph/run", body)
+                assert status == 202, accepted
+                messages = await follow(session, local_stack, accepted["run_id"], deadline)
+                took = time.monotonic() - began
+                assert_followed(messages, expected)
+                assert await stored(session, local_stack, accepted["run_id"]) == expected
+                return took
+
+            began = time.monotonic()
+            latencies = await asyncio.gather(*(one_run() for _ in range(LOAD_RUNS)))
+            return latencies, time.monotonic() - began
+
+    # WHEN LOAD_RUNS runs start at once, each followed by its own WebSocket subscriber
+    latencies, wall_s = asyncio.run(load())
+
+    # THEN (asserted in one_run) each completed as in the runner and each subscriber got
+    # every entry once, in order, then done
+    steps = LOAD_RUNS * len(expected["logs"])
+    figures.record(
+        "load",
+        {
+            "mode": figures.MODE,
+            "runs": LOAD_RUNS,
+            "steps": steps,
+            "wall_s": round(wall_s, 2),
+            "runs_per_s": round(LOAD_RUNS / wall_s, 1),
+            "steps_per_s": round(steps / wall_s, 1),
+            "median_run_s": round(statistics.median(latencies), 2),
+            "slowest_run_s": round(max(latencies), 2),
+        },
+    )
+
+
+# -- hostile input over HTTP and WebSocket --------------------------------------------------
+def test_hostile_input_over_http_and_websocket_gets_clear_errors(local_stack):
+    """The hand-written hostile cases (test_hostile_input.py) through the local gateway."""
+    cases = [case for case in HOSTILE_HTTP if "<graph>" not in json.dumps(case[3].get("json_body"))]
+
+    async def scenario() -> None:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
+            for name, method, path, kwargs, status, code in cases:
+                data = kwargs.get("body")
+                if "json_body" in kwargs:
+                    data = json.dumps(kwargs["json_body"])
+                headers = {"content-type": "application/json", **kwargs.get("headers", {})}
+                url = f"{local_stack.url}{path}"
+                async with session.request(
+                    method, url, data=data, params=kwargs.get("query"), headers=headers
+                ) as response:
+                    body = await response.json(content_type=None)
+                    assert (response.status, body["error"]["code"]) == (status, code), name
+            async with session.ws_connect(local_stack.ws_url) as socket:
+                for name, frame, code in HOSTILE_FRAMES:
+                    await socket.send_str(frame)
+                    message = json.loads((await socket.receive(timeout=10)).data)
+                    assert message["error"]["code"] == code, name
+                await socket.send_bytes(b"\x00\xff")
+                message = json.loads((await socket.receive(timeout=10)).data)
+                assert message["error"]["code"] == "invalid_message"
+
+    asyncio.run(scenario())

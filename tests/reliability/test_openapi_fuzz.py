@@ -1,0 +1,161 @@
+"""Schemathesis against the API's own OpenAPI document, through the real HTTP handler.
+
+The schema is the one ``GET /openapi.json`` serves. Schemathesis generates valid and
+invalid requests for every operation; each is turned into an API Gateway HTTP API event
+(tests/reliability/api_client.py), so what is checked is exactly what the Lambda
+answers: never a 5xx, the documented status codes, content types, headers and bodies,
+invalid data refused with a 4xx. Path and body ids are sometimes those of a stored graph
+and a finished run, so the success paths are exercised too. The service runs in memory
+with a step loop in a thread; a short Lambda deadline keeps foreground waits short.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from collections.abc import Iterator
+from urllib.parse import parse_qsl, urlsplit
+
+import pytest
+import requests
+import schemathesis
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    negative_data_rejection,
+    response_headers_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+
+from engine.memory import InMemoryRunStore, InMemoryStepQueue
+from engine.service import RunService
+from functions.api.app import handler
+from functions.runtime import set_service
+from tests.reliability import figures
+from tests.reliability.api_client import ApiContext, call
+
+pytestmark = pytest.mark.filterwarnings("ignore:No application metrics to publish")
+
+SCHEMA = schemathesis.openapi.from_dict(json.loads(call(handler, "GET", "/openapi.json").text))
+# Unknown query parameters are ignored, as HTTP APIs do (unknown body fields are refused):
+# a request is not invalid for carrying one.
+SCHEMA.config.generation.update(allow_extra_parameters=False)
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+    negative_data_rejection,
+]
+#: 2.1 s left: a foreground run waits at most 0.1 s (the handler keeps 2 s in reserve).
+SHORT_DEADLINE = ApiContext(remaining_ms=2_100)
+BASE_URL = "https://abc123.execute-api.us-east-1.amazonaws.com"
+GRAPH = {
+    "name": "fuzzed",
+    "start": "a",
+    "nodes": {"a": {"fn": "rel_add", "next": "b"}, "b": {"fn": "rel_noop"}},
+}
+CALLS: list[int] = []
+
+
+class Known:
+    """A stored graph and a finished run, whose ids the fuzzer may use."""
+
+    graph_id = ""
+    run_id = ""
+
+
+@pytest.fixture(scope="module")
+def service() -> Iterator[RunService]:
+    service = RunService(InMemoryRunStore(), InMemoryStepQueue())
+    set_service(service)
+    stop = threading.Event()
+
+    def step_loop() -> None:  # the step function, consuming the queue
+        while not stop.is_set():
+            message = service.queue.pop()
+            if message is None:
+                stop.wait(0.002)
+            else:
+                asyncio.run(service.process_step(message.run_id, message.step))
+
+    worker = threading.Thread(target=step_loop, daemon=True)
+    worker.start()
+    Known.graph_id = service.create_graph(GRAPH).graph_id
+    Known.run_id = service.start_run(Known.graph_id, {"a": 1}).run_id
+    yield service
+    stop.set()
+    worker.join(timeout=5)
+    set_service(None)
+    figures.record(
+        "openapi_fuzz",
+        {"mode": figures.MODE, "requests": len(CALLS), "server_errors": sum(s >= 500 for s in CALLS)},
+    )
+
+
+def use_known_ids(case: schemathesis.Case, data: st.DataObject) -> None:
+    """Sometimes swap generated ids for stored ones, so success answers are checked too
+    (valid requests only: a stored id would make an invalid one valid)."""
+    if case.meta is not None and case.meta.generation.mode.is_negative:
+        return
+    params = case.path_parameters or {}
+    for name, known in (("graph_id", Known.graph_id), ("run_id", Known.run_id)):
+        if name in params and data.draw(st.booleans(), label=f"known {name}"):
+            params[name] = known
+    body = case.body
+    if (
+        isinstance(body, dict)
+        and isinstance(body.get("graph_id"), str)
+        and data.draw(st.booleans(), label="known body graph_id")
+    ):
+        body["graph_id"] = Known.graph_id
+
+
+def send(case: schemathesis.Case) -> schemathesis.Response:
+    """``case`` as an HTTP client would send it (schemathesis serializes it), delivered to
+    the handler as API Gateway would, and the handler's answer."""
+    prepared = requests.Request(**case.as_transport_kwargs(base_url=BASE_URL)).prepare()
+    url = urlsplit(prepared.url)
+    query: dict[str, list[str]] = {}
+    for name, value in parse_qsl(url.query, keep_blank_values=True):
+        query.setdefault(name, []).append(value)
+    reply = call(
+        handler,
+        prepared.method,
+        url.path,
+        body=prepared.body,
+        query={k: v if len(v) > 1 else v[0] for k, v in query.items()},
+        headers=dict(prepared.headers),
+        context=SHORT_DEADLINE,
+    )
+    CALLS.append(reply.status)
+    return schemathesis.Response(
+        status_code=reply.status,
+        headers={k.lower(): [v] for k, v in reply.headers.items()},
+        content=reply.text.encode(),
+        request=prepared,
+        elapsed=0.0,
+        verify=True,
+    )
+
+
+@SCHEMA.parametrize()
+@SCHEMA.given(data=st.data())
+@settings(
+    max_examples=figures.scaled(25, 300),
+    deadline=None,
+    derandomize=not figures.LONG,
+    suppress_health_check=[
+        HealthCheck.function_scoped_fixture,
+        HealthCheck.too_slow,
+        HealthCheck.filter_too_much,
+    ],
+)
+def test_every_operation_answers_as_documented_and_never_5xx(service, case, data):
+    use_known_ids(case, data)
+    case.validate_response(send(case), checks=CHECKS)
