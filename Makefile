@@ -45,11 +45,13 @@ test: $(STAMP)  ## ruff + the whole test suite
 
 # The long versions of tests/reliability (make test runs the fast ones): more hypothesis
 # examples, more faults, kills and load; the figures end up in .flowforge/reliability.json.
+# The local-stack tests (marker e2e) run after the others, alone: the load figures get the CPU.
 .PHONY: reliability
+reliability: export FLOWFORGE_RELIABILITY := long
+reliability: export FLOWFORGE_RELIABILITY_RUN := $(shell date +%s%N)
 reliability: $(STAMP)  ## long reliability tests (faults, hostile input, chaos, load) and their figures
-	$(BIN)/python -m tests.reliability.figures --clear
-	FLOWFORGE_RELIABILITY=long $(BIN)/python -m pytest -q -n 2 -m "not e2e" tests/reliability
-	FLOWFORGE_RELIABILITY=long $(BIN)/python -m pytest -q -m e2e tests/reliability
+	$(BIN)/python -m pytest -q -n 2 -m "not e2e" tests/reliability
+	$(BIN)/python -m pytest -q -m e2e tests/reliability
 	$(BIN)/python -m tests.reliability.figures
 
 run: $(STAMP)  ## the whole stack locally (moto, API + WebSocket on :3000), no Docker, no AWS account

@@ -99,7 +99,7 @@ def select_route(body: str | bytes, expression: str, routes: Mapping[str, Any]) 
         return "$default"
     try:
         value: Any = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: arrays nested thousands deep
         return "$default"
     for part in expression[len(prefix) :].split("."):
         value = value.get(part) if isinstance(value, dict) else None

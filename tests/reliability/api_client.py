@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
@@ -32,11 +32,11 @@ class ApiContext:
 
 @dataclass
 class Reply:
+    """What the handler answered: status, headers and the body as text."""
+
     status: int
     headers: dict[str, str]
     text: str
-    elapsed_s: float = 0.0
-    raw_event: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
     def json(self) -> Any:
@@ -82,4 +82,4 @@ def call(
     text = response.get("body") or ""
     if response.get("isBase64Encoded"):
         text = base64.b64decode(text).decode("utf-8", "replace")
-    return Reply(response["statusCode"], response.get("headers") or {}, text, raw_event=event)
+    return Reply(response["statusCode"], response.get("headers") or {}, text)

@@ -146,7 +146,6 @@ def world(service, stack, aws, clock, monkeypatch) -> World:
     figures.record(
         "differential",
         {
-            "mode": figures.MODE,
             **world.totals,
             "faults_injected": world.faults_by_kind.total(),
             "faults_by_kind": world.faults_by_kind,

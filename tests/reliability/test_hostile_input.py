@@ -27,7 +27,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:No application metrics to publis
 def counted():
     """Count each case run (one hostile request, frame or connect answered) for the figures."""
     yield
-    figures.record("hostile_input", {"mode": figures.MODE, "cases": 1}, quiet=True)
+    figures.record("hostile_input", {"cases": 1}, quiet=True)
 
 
 GRAPH = {
