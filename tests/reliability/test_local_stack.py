@@ -203,7 +203,7 @@ def test_runs_in_flight_survive_kill_9_of_the_whole_stack(local_stack):
 
 
 @pytest.mark.xfail(
-    strict=True,
+    strict=False,  # a race: now and then the poll journals the writes before the kill
     reason="the local stack journals the table's stream by polling it: what it acknowledged "
     "in the last ~2 s before a kill -9 (a created graph, a started run) is lost",
 )
