@@ -120,7 +120,7 @@ def figures_for(name: str, trace: Trace, memory_mb: int) -> list[Figure]:
             f"{name}: DynamoDB write units/node",
             "WRU",
             [b.write_units + b.index_write_units],
-            note=f"table {format_number(b.write_units)} (transactional: x2), index {format_number(b.index_write_units)}",
+            note=f"table {format_number(b.write_units)}, index {format_number(b.index_write_units)}",
         ),
         Figure(
             NAME, f"{name}: step handler CPU/node", "µs", b.cpu_us, note="outside AWS calls, this machine"

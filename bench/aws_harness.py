@@ -15,7 +15,6 @@ time the handler spent outside AWS calls.
 from __future__ import annotations
 
 import contextlib
-import copy
 import functools
 import json
 import logging
@@ -29,9 +28,7 @@ from typing import Any
 import boto3
 from moto import mock_aws
 from moto.core import DEFAULT_ACCOUNT_ID
-from moto.dynamodb import models as moto_models
 from moto.dynamodb.models import dynamodb_backends
-from moto.dynamodb.models.table import Table
 
 from bench.capacity import Index, Item
 from bench.metering import Call, CallMeter
@@ -150,7 +147,6 @@ class MotoStack:
 
     def __enter__(self) -> MotoStack:
         self._exit.enter_context(_environment(_ENV, _UNSET))
-        self._exit.enter_context(_no_table_backups())
         self._exit.enter_context(mock_aws())
         session = boto3.session.Session(region_name=REGION)
         self.stack = create_resources(session)
@@ -232,8 +228,7 @@ class MotoStack:
         calls = self.meter.calls[mark:]
         failures = (response or {}).get("batchItemFailures", [])
         if failures or any(c.failed for c in calls):
-            # Nothing races here: a failure is a broken benchmark (and _no_table_backups
-            # would not have rolled a failed transaction back).
+            # Nothing races here: a failure is a broken benchmark.
             raise RuntimeError(f"the step handler failed: {failures or [c for c in calls if c.failed]}")
         in_calls = sum(c.seconds for c in calls)
         bodies = [json.loads(m["Body"]) for m in messages]
@@ -306,31 +301,6 @@ def _environment(values: dict[str, str], unset: tuple[str, ...]) -> Iterator[Non
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
-
-
-class _CopyWithoutTableBackups:
-    """``copy`` for moto's DynamoDB backend, minus the whole-table backup per transaction.
-
-    moto deep-copies every table a TransactWriteItems touches, to roll back if it fails:
-    O(table) per step, so its time grows with the run's log (350 ms a step at step 1,000)
-    where DynamoDB's does not. The benchmarks' transactions never fail (checked).
-    """
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(copy, name)
-
-    @staticmethod
-    def deepcopy(value: Any, memo: Any = None) -> Any:
-        return value if isinstance(value, Table) else copy.deepcopy(value, memo)
-
-
-@contextlib.contextmanager
-def _no_table_backups() -> Iterator[None]:
-    saved, moto_models.copy = moto_models.copy, _CopyWithoutTableBackups()
-    try:
-        yield
-    finally:
-        moto_models.copy = saved
 
 
 @contextlib.contextmanager

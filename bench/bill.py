@@ -25,6 +25,8 @@ FULL_VCPU_MB = 1769
 #: phases. Replace them with your own X-Ray figures; they only move the Lambda line.
 ASSUMED_LATENCY_S = {
     "dynamodb:GetItem": 0.004,
+    "dynamodb:Query": 0.005,
+    "dynamodb:PutItem": 0.005,
     "dynamodb:TransactWriteItems": 0.012,
     "sqs:SendMessage": 0.008,
 }

@@ -40,6 +40,7 @@ class Call:
     capacity: Capacity | None = None
     reported_units: float | None = None  # what moto put in ConsumedCapacity, if anything
     failed: bool = False
+    item_kind: str | None = None  # a PutItem's item: "run", "log", ... (our table's ``kind``)
 
 
 @dataclass
@@ -94,6 +95,8 @@ class CallMeter:
         if service == "dynamodb":
             call.capacity = self._capacity(operation, params, parsed, context.get("bench_before", {}), failed)
             call.reported_units = _reported(parsed.get("ConsumedCapacity"))
+            if operation == "PutItem":
+                call.item_kind = params["Item"].get("kind", {}).get("S")
         elif service == "sqs":
             call.payload_bytes = _sqs_payload(operation, params, parsed)
         self.calls.append(call)

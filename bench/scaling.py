@@ -123,15 +123,17 @@ def state_sizes(quick: bool) -> list[Figure]:
     for size in SIZES:
         trace = loop_trace(steps, size)
         b = bill(trace, memory_mb)
-        writes = [
-            c.capacity for i in trace.invocations for c in i.calls if c.operation == "TransactWriteItems"
-        ]
-        run_item = statistics.median(cap.item_bytes[0] for cap in writes)
+        puts = [c for i in trace.invocations for c in i.calls if c.operation == "PutItem" and c.capacity]
+        slot = statistics.median(c.capacity.item_bytes[0] for c in puts if c.item_kind == "log")
+        snapshots = [c.capacity.item_bytes[0] for c in puts if c.item_kind == "run"]
+        run_item = statistics.median(snapshots) if snapshots else 0
         label = f"{size // 1024} KB state"
         curve.append(
             {
                 "state": label,
+                "slot bytes": slot,
                 "run item bytes": run_item,
+                "run item writes/step": round(len(snapshots) / steps, 3),
                 "RRU/step": round(b.read_units, 3),
                 "WRU/step": round(b.write_units + b.index_write_units, 3),
                 "$ per million nodes": round(b.total, 3),
@@ -144,7 +146,8 @@ def state_sizes(quick: bool) -> list[Figure]:
                 f"{label}: DynamoDB write units/step",
                 "WRU",
                 [b.write_units + b.index_write_units],
-                note=f"run item {run_item:,.0f} B, billed in full for a change of a few bytes (i)",
+                note=f"a step's slot {slot:,.0f} B; the run item {run_item:,.0f} B, rewritten every "
+                f"{steps / max(len(snapshots), 1):.1f} steps",
             ),
             Figure(NAME, f"{label}: DynamoDB read units/step", "RRU", [b.read_units]),
             Figure(NAME, f"{label}: CPU per step", "µs", b.cpu_us),

@@ -198,8 +198,10 @@ class LocalStack:
         self._create_pollers(session, resources)
         await asyncio.get_running_loop().run_in_executor(None, self.stream.skip_existing)  # type: ignore[union-attr]
         service = self._service()
-        for run_id, step in restored.running:
-            service.queue.send_step(run_id, step)  # duplicates are harmless: commits are conditional
+        for run_id in restored.running:
+            run = service.store.get_run(run_id)  # the run item may lag: the store folds in the rest
+            if run is not None and run.status == "running":
+                service.queue.send_step(run_id, run.step)  # duplicates are harmless: commits are conditional
         if options.example:
             self.summary["example"] = register_example(service)
 

@@ -5,11 +5,12 @@ new image, or key + nothing for a removal) to ``journal.jsonl`` in one write, th
 fsyncs, so a ``kill -9`` loses at most the batch being read. At start the journal is
 folded into the table's last known items, compacted, and put back into the table.
 
-Restores stay transactionally consistent: the step commit writes run@k+1 and log entry
-k in one transaction, but they reach the stream as two records, so a journal cut between
-them could hold log entry k with the run still at step k. Such a log entry is dropped:
-the run re-executes step k and writes it again. Connection items are session state and
-die with their sockets; expired items (TTL) are dropped as DynamoDB would.
+Any cut of the journal is a consistent table: a step commits by writing one item (its
+slot, see functions/aws/dynamodb_codec.py) and the run item is only a snapshot that
+readers complete from the slots after it, so whatever prefix of the writes survived is a
+state the table really had. Slots without their run item (impossible unless the journal
+was edited) are dropped. Connection items are session state and die with their sockets;
+expired items (TTL) are dropped as DynamoDB would.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ log = logging.getLogger("flowforge.local")
 Item = dict[str, Any]
 #: Item kinds the restore keeps (see functions/aws/dynamodb_codec.py). Anything else is
 #: WebSocket session state (connections, subscriptions) that cannot outlive its socket.
-DURABLE_KINDS = frozenset({"graph", "run", "log"})
+DURABLE_KINDS = frozenset({"graph", "run", "log", "finish"})
 _BATCH_WRITE_MAX = 25
 
 
@@ -69,10 +70,11 @@ def _key(keys: Mapping[str, Any]) -> str:
 
 @dataclass(slots=True)
 class Restored:
-    """What a restore put back, and the runs it must resume."""
+    """What a restore put back, and the runs it must resume (ids of runs whose run item
+    says running: the store folds in their later slots to find where each stands)."""
 
     items: list[Item] = field(default_factory=list)
-    running: list[tuple[str, int]] = field(default_factory=list)
+    running: list[str] = field(default_factory=list)
     dropped: int = 0
 
 
@@ -171,16 +173,12 @@ def restorable(items: Iterable[Item], now: float | None = None) -> Restored:
     runs = {_string(i, "pk"): i for i in kept if _string(i, "kind") == "run"}
     restored = Restored(dropped=dropped)
     for item in kept:
-        if _string(item, "kind") == "log":
-            run = runs.get(_string(item, "pk"))
-            if run is None or (_number(item, "seq") or 0) >= (_number(run, "step") or 0):
-                restored.dropped += 1
-                continue
+        if _string(item, "kind") in ("log", "finish") and _string(item, "pk") not in runs:
+            restored.dropped += 1
+            continue
         restored.items.append(item)
     restored.running = [
-        (_string(run, "run_id") or "", int(_number(run, "step") or 0))
-        for run in runs.values()
-        if _string(run, "status") == "running"
+        _string(run, "run_id") or "" for run in runs.values() if _string(run, "status") == "running"
     ]
     return restored
 

@@ -1,32 +1,61 @@
 """The :class:`~engine.ports.RunStore` on one DynamoDB table (layout: dynamodb_codec.py).
 
-The step invariant rests on :meth:`DynamoRunStore.commit_step`: one TransactWriteItems
-that moves the run from step k to k+1 only if it is still running at k, and puts log
-entry k only if it does not exist. Reads of a run are strongly consistent, because a
-step handler must see the commit of the step before it.
+The step invariant rests on one conditional write: a transition k of a run is the put
+of its slot ``LOG#k`` (a step's log item, or a finish item), which succeeds only if the
+slot is empty. A step therefore costs one small write (its log entry and the state keys
+it changed) instead of a transaction rewriting the whole run item, which DynamoDB bills
+twice, in full, for every step.
+
+The run item is a snapshot: rewritten, with every slot so far folded in, every
+:data:`SNAPSHOT_EVERY` steps, when the run ends, and when its due minute (the sweeper
+index key) moves. Losing a snapshot write (a crash, throttling) loses nothing: readers
+fold the slots after it. Reads are one strongly consistent query that returns the
+snapshot and the slots after it, newest first.
+
+The store remembers the last state it read or wrote of each run (a bounded cache per
+thread): a
+commit for step k checks against it that the run was running at step k — the slot's
+condition then guarantees it still is — and a snapshot is written from it.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
 from typing import Any
 
-from engine.errors import StoreUnavailableError
+from engine.errors import ConflictError, StoreUnavailableError
 from engine.ports import GraphRecord, RunRecord, StepCommit
 from engine.step import TERMINAL
 from functions.aws import dynamodb_codec as codec
 from functions.aws.adapter import AwsAdapter
 
 GSI = "gsi1"
-#: Past these, one ``SET #state.#k = :v`` per changed key would break DynamoDB's 4 KB
-#: expression limit; the commit then rewrites the whole state map instead.
-MAX_KEYED_UPDATES = 100
-MAX_EXPRESSION_CHARS = 3500
+#: A run item is rewritten at least every this many steps: between two snapshots a step
+#: writes only its slot, and a read returns the snapshot plus at most this many slots
+#: (4 slots of a few hundred bytes and a 1 KB state fit one 4 KB read unit).
+SNAPSHOT_EVERY = 4
+#: Runs whose last known state the store keeps (a step handler reads then commits).
+CACHED_RUNS = 256
+#: A cancel retries this often when steps keep taking the slot it wants.
+FINISH_ATTEMPTS = 10
 #: BatchGetItem takes at most 100 keys per call.
 BATCH_GET_KEYS = 100
+
+
+@dataclass(frozen=True, slots=True)
+class _Folded:
+    """A run as of slot ``applied`` (exclusive), and what its stored snapshot holds."""
+
+    run: RunRecord
+    applied: int
+    snapshot_applied: int
+    snapshot_bucket: str | None  # the snapshot's sweeper index key (None: not indexed)
 
 
 class DynamoRunStore(AwsAdapter):
@@ -35,6 +64,7 @@ class DynamoRunStore(AwsAdapter):
     def __init__(self, table_name: str, client_factory: Callable[[], Any]) -> None:
         super().__init__(client_factory)
         self.table_name = table_name
+        self._local = threading.local()
 
     # -- graphs -------------------------------------------------------------------------
     def put_graph(self, graph: GraphRecord) -> None:
@@ -69,40 +99,29 @@ class DynamoRunStore(AwsAdapter):
 
     # -- runs ---------------------------------------------------------------------------
     def create_run(self, run: RunRecord) -> None:
-        self._put_new(codec.run_item(run))
+        self._put_new(codec.run_item(run, applied=run.step))
+        self._remember(_Folded(run, run.step, run.step, codec.due_bucket_key(run.next_at)))
 
     def get_run(self, run_id: str) -> RunRecord | None:
-        item = self._get(codec.run_key(run_id))
-        return codec.run_from_item(item) if item else None
+        folded = self._read_run(run_id)
+        return replace(folded.run, state=dict(folded.run.state)) if folded else None
 
     def commit_step(self, commit: StepCommit) -> None:
-        update = _commit_update(commit, self._whole_state(commit))
-        self._call(
-            "transact_write_items",
-            TransactItems=[
-                {"Update": {"TableName": self.table_name, "Key": codec.run_key(commit.run_id), **update}},
-                {
-                    "Put": {
-                        "TableName": self.table_name,
-                        "Item": codec.log_item(
-                            commit.run_id, commit.expected_step, commit.log, commit.expires_at
-                        ),
-                        "ConditionExpression": "attribute_not_exists(pk)",
-                    }
-                },
-            ],
+        base = self._running_at(commit.run_id, commit.expected_step)
+        self._put_slot(commit.run_id, codec.log_item(commit))
+        after = _Folded(
+            codec.apply_slot(base.run, codec.log_item(commit)),
+            commit.expected_step + 1,
+            base.snapshot_applied,
+            base.snapshot_bucket,
         )
-
-    def _whole_state(self, commit: StepCommit) -> dict[str, str] | None:
-        """The merged state map when a keyed update would be too big, else None.
-
-        Reading first is safe: the commit's condition (running at step k) fails if the
-        state changed since, because every state change advances the step.
-        """
-        if len(commit.update) <= MAX_KEYED_UPDATES and _keyed_chars(commit.update) <= MAX_EXPRESSION_CHARS:
-            return None
-        run = self.get_run(commit.run_id)
-        return {**(run.state if run else {}), **commit.update}
+        self._remember(after)
+        if (
+            after.run.status != "running"
+            or after.applied - after.snapshot_applied >= SNAPSHOT_EVERY
+            or (codec.due_bucket_key(after.run.next_at) != after.snapshot_bucket)
+        ):
+            self._snapshot(after)
 
     def list_logs(self, run_id: str, after: int = -1, limit: int = 1000) -> list[dict[str, Any]]:
         if limit <= 0:
@@ -117,7 +136,9 @@ class DynamoRunStore(AwsAdapter):
             },
             "ConsistentRead": True,
         }
-        return [codec.log_from_item(item) for item in self._query(params, limit)]
+        # A finish item can only be the last slot: one more than asked covers it.
+        items = self._query(params, limit + 1)
+        return [codec.log_from_item(item) for item in items if item["kind"]["S"] == "log"][:limit]
 
     def finish_run(
         self,
@@ -130,39 +151,38 @@ class DynamoRunStore(AwsAdapter):
     ) -> None:
         if status not in TERMINAL:
             raise ValueError(f"not a terminal status: {status!r}")
-        condition = "#status = :running"
-        values = {
-            ":running": codec.S("running"),
-            ":status": codec.S(status),
-            ":error": codec.json_or_null(error),
-            ":now": codec.S(now),
-        }
-        if expected_step is not None:
-            condition += " AND #step = :k"
-            values[":k"] = codec.N(expected_step)
-        self._call(
-            "update_item",
-            TableName=self.table_name,
-            Key=codec.run_key(run_id),
-            UpdateExpression=(
-                "SET #status = :status, #error = :error, finished_at = :now, updated_at = :now "
-                "REMOVE #cursor, gsi1pk, gsi1sk"
-            ),
-            ConditionExpression=condition,
-            ExpressionAttributeNames={
-                "#status": "status",
-                "#error": "error",
-                "#cursor": "cursor",
-                **({"#step": "step"} if expected_step is not None else {}),
-            },
-            ExpressionAttributeValues=values,
-        )
+        for _ in range(FINISH_ATTEMPTS):
+            base = self._read_run(run_id)
+            if base is None or base.run.status != "running":
+                raise ConflictError(f"run {run_id!r} is not running")
+            if expected_step is not None and base.run.step != expected_step:
+                raise ConflictError(f"run {run_id!r} is not at step {expected_step}")
+            item = codec.finish_item(base.run, base.applied, status=status, error=error, now=now)
+            try:
+                self._put_slot(run_id, item)
+            except ConflictError:
+                if expected_step is not None:
+                    raise
+                continue  # a step took the slot first: finish the run where it is now
+            after = _Folded(
+                codec.apply_slot(base.run, item),
+                base.applied + 1,
+                base.snapshot_applied,
+                base.snapshot_bucket,
+            )
+            self._remember(after)
+            self._snapshot(after)
+            return
+        raise StoreUnavailableError(f"run {run_id!r} kept moving: not finished after {FINISH_ATTEMPTS} tries")
 
     def stalled_runs(self, due_before: float, limit: int = 100) -> list[tuple[str, int]]:
         """Running runs due before the cut-off, oldest first.
 
         The index is eventually consistent and keys runs by the bucket of their due
-        time, so candidates are re-read from the table and kept only if really due.
+        time, so candidates are re-read and kept only if really due. A run item is a
+        snapshot that may lag its run (a lost snapshot write): candidates that look due
+        are folded, and a snapshot that lagged is rewritten, which moves the run's index
+        key (or takes an ended run out of the index).
         """
         if limit <= 0:
             return []
@@ -190,14 +210,133 @@ class DynamoRunStore(AwsAdapter):
             candidates = response.get("Items", [])
             if last_bucket is not None:
                 candidates = [c for c in candidates if c["gsi1sk"]["S"] == last_bucket]
-            runs = [codec.run_from_item(item) for item in self._batch_get(list(map(_table_key, candidates)))]
-            due += [run for run in runs if run.status == "running" and run.next_at < due_before]
+            for item in self._batch_get(list(map(_table_key, candidates))):
+                run = self._current(item)
+                if run is not None and run.status == "running" and run.next_at < due_before:
+                    due.append(run)
             start = response.get("LastEvaluatedKey")
             if not start or (last_bucket is not None and len(candidates) < len(response.get("Items", []))):
                 return due
             if last_bucket is None and len(due) >= limit and candidates:
                 last_bucket = candidates[-1]["gsi1sk"]["S"]
             params = {**params, "ExclusiveStartKey": start}
+
+    def _current(self, item: codec.Item) -> RunRecord | None:
+        """The run a snapshot that looks due stands for now (folded; its snapshot mended)."""
+        snapshot = codec.run_from_item(item)
+        if snapshot.status != "running":
+            return snapshot
+        folded = self._read_run(snapshot.run_id)
+        if folded is not None and folded.applied > folded.snapshot_applied:
+            self._snapshot(folded)
+        return folded.run if folded else None
+
+    # -- the fold ---------------------------------------------------------------------------
+    def _read_run(self, run_id: str) -> _Folded | None:
+        """The run now: its snapshot with the slots after it folded in (None if unknown).
+
+        Reads backwards from the run item, one page of about a snapshot's worth of slots,
+        more only when a snapshot write was lost.
+        """
+        known = self._cache.get(run_id)
+        params: dict[str, Any] = {
+            "TableName": self.table_name,
+            "KeyConditionExpression": "pk = :pk AND sk BETWEEN :first AND :run",
+            "ExpressionAttributeValues": {
+                ":pk": codec.S(f"RUN#{run_id}"),
+                # Snapshots only move forward: slots before a known one are never needed.
+                ":first": codec.S(codec.log_sk(known.snapshot_applied) if known else codec.LOG_FIRST_SK),
+                ":run": codec.S(codec.RUN_SK),
+            },
+            "ScanIndexForward": False,
+            "ConsistentRead": True,
+        }
+        response = self._call("query", **params, Limit=SNAPSHOT_EVERY + 2)
+        items = response.get("Items", [])
+        if not items or items[0]["sk"]["S"] != codec.RUN_SK:
+            self._cache.pop(run_id, None)
+            return None
+        snapshot, slots = items[0], items[1:]
+        base = codec.applied_of(snapshot)
+        start = response.get("LastEvaluatedKey")
+        while start and (not slots or codec.seq_of(slots[-1]) > base):
+            missing = codec.seq_of(slots[-1]) - base if slots else SNAPSHOT_EVERY
+            response = self._call("query", **params, ExclusiveStartKey=start, Limit=missing)
+            slots += response.get("Items", [])
+            start = response.get("LastEvaluatedKey")
+        run = codec.run_from_item(snapshot)
+        applied = base
+        for slot in reversed(slots):
+            seq = codec.seq_of(slot)
+            if seq < base:
+                continue
+            if seq != applied:
+                raise StoreUnavailableError(f"run {run_id!r}: slot {applied} missing before slot {seq}")
+            run = codec.apply_slot(run, slot)
+            applied += 1
+        folded = _Folded(run, applied, base, snapshot.get("gsi1sk", {}).get("S"))
+        self._remember(folded)
+        return folded
+
+    def _running_at(self, run_id: str, step: int) -> _Folded:
+        """The run, known to have been running at ``step`` (ConflictError if it was not).
+
+        That it was is enough: slot ``step`` is still empty only if it still is.
+        """
+        known = self._cache.get(run_id)
+        if known is None or known.applied != step or known.run.status != "running":
+            known = self._read_run(run_id)
+        if known is None or known.run.status != "running" or known.run.step != step:
+            raise ConflictError(f"run {run_id!r} is not running at step {step}")
+        return known
+
+    def _put_slot(self, run_id: str, item: codec.Item) -> None:
+        """Take an empty slot: the transition's commit (ConflictError if it is taken)."""
+        try:
+            self._put_new(item)
+        except ConflictError:
+            self._cache.pop(run_id, None)  # what we knew is behind
+            raise
+
+    def _snapshot(self, folded: _Folded) -> None:
+        """Rewrite the run item as ``folded``, unless a newer snapshot is already there.
+
+        Best effort: the slots are the commit, and a reader folds what a lost snapshot
+        would have held. Only the store's own transient errors are swallowed.
+        """
+        try:
+            self._call(
+                "put_item",
+                TableName=self.table_name,
+                Item=codec.run_item(folded.run, folded.applied),
+                ConditionExpression="applied < :applied",
+                ExpressionAttributeValues={":applied": codec.N(folded.applied)},
+            )
+        except (ConflictError, StoreUnavailableError):
+            return
+        self._remember(
+            _Folded(
+                folded.run,
+                folded.applied,
+                folded.applied,
+                codec.due_bucket_key(folded.run.next_at) if folded.run.status == "running" else None,
+            )
+        )
+
+    @property
+    def _cache(self) -> OrderedDict[str, _Folded]:
+        """Per thread, as per Lambda container: what one worker knows, another may not."""
+        cache = getattr(self._local, "runs", None)
+        if cache is None:
+            cache = self._local.runs = OrderedDict()
+        return cache
+
+    def _remember(self, folded: _Folded) -> None:
+        cache = self._cache
+        cache[folded.run.run_id] = folded
+        cache.move_to_end(folded.run.run_id)
+        while len(cache) > CACHED_RUNS:
+            cache.popitem(last=False)
 
     # -- primitives ---------------------------------------------------------------------
     def _put_new(self, item: codec.Item) -> None:
@@ -244,68 +383,6 @@ class DynamoRunStore(AwsAdapter):
 
 
 # -- helpers ------------------------------------------------------------------------------
-def _commit_update(commit: StepCommit, whole_state: dict[str, str] | None) -> dict[str, Any]:
-    """UpdateExpression and its placeholders for run@k → run@k+1."""
-    names = {
-        "#status": "status",
-        "#step": "step",
-        "#error": "error",
-        "#cursor": "cursor",
-    }
-    values: dict[str, Any] = {
-        ":running": codec.S("running"),
-        ":k": codec.N(commit.expected_step),
-        ":next": codec.N(commit.expected_step + 1),
-        ":status": codec.S(commit.status),
-        ":error": codec.json_or_null(commit.error),
-        ":updated": codec.S(commit.updated_at),
-        ":finished": codec.str_or_null(commit.finished_at),
-        ":next_at": codec.N(commit.next_at),
-    }
-    sets = [
-        "#status = :status",
-        "#step = :next",
-        "#error = :error",
-        "updated_at = :updated",
-        "finished_at = :finished",
-        "next_at = :next_at",
-    ]
-    removes = []
-    if commit.cursor is not None:
-        sets.append("#cursor = :cursor")
-        values[":cursor"] = codec.cursor_value(commit.cursor)
-    else:
-        removes.append("#cursor")
-    if commit.status == "running":
-        # Usually the value it already has (same bucket): then no index write is billed.
-        sets.append("gsi1sk = :due")
-        values[":due"] = codec.S(codec.due_bucket_key(commit.next_at))
-    else:  # leaves the sweeper's index
-        removes += ["gsi1pk", "gsi1sk"]
-    if whole_state is not None or commit.update:
-        names["#state"] = "state"
-    if whole_state is not None:
-        sets.append("#state = :state")
-        values[":state"] = codec.state_value(whole_state)
-    else:
-        for i, (key, text) in enumerate(commit.update.items()):
-            names[f"#k{i}"] = key
-            values[f":v{i}"] = codec.S(text)
-            sets.append(f"#state.#k{i} = :v{i}")
-    expression = "SET " + ", ".join(sets) + (" REMOVE " + ", ".join(removes) if removes else "")
-    return {
-        "UpdateExpression": expression,
-        "ConditionExpression": "#status = :running AND #step = :k",
-        "ExpressionAttributeNames": names,
-        "ExpressionAttributeValues": values,
-    }
-
-
-def _keyed_chars(update: dict[str, str]) -> int:
-    """Length of the ``SET #state.#kI = :vI`` clauses for ``update``."""
-    return sum(len(f", #state.#k{i} = :v{i}") for i in range(len(update)))
-
-
 def _table_key(item: codec.Item) -> codec.Item:
     return {"pk": item["pk"], "sk": item["sk"]}
 

@@ -1,17 +1,26 @@
 """The single-table layout: keys, and records to and from DynamoDB attribute values.
 
-| kind  | pk            | sk               | gsi1pk          | gsi1sk                 |
-|-------|---------------|------------------|-----------------|------------------------|
-| graph | GRAPH#<id>    | GRAPH            | GRAPH           | <created_at>#<id>      |
-| run   | RUN#<id>      | RUN              | RUNNING#<0..7>  | next_at's minute, ms   |
-| log   | RUN#<id>      | LOG#<seq:010d>   |                 |                        |
+| kind   | pk            | sk               | gsi1pk          | gsi1sk                 |
+|--------|---------------|------------------|-----------------|------------------------|
+| graph  | GRAPH#<id>    | GRAPH            | GRAPH           | <created_at>#<id>      |
+| run    | RUN#<id>      | RUN              | RUNNING#<0..7>  | next_at's minute, ms   |
+| log    | RUN#<id>      | LOG#<seq:010d>   |                 |                        |
+| finish | RUN#<id>      | LOG#<seq:010d>   |                 |                        |
+
+A run is its run item (a snapshot) plus the log and finish items after it. Slot ``LOG#k``
+is the run's transition k: a step's log item (its log entry and what the step changed:
+state keys, cursor, status) or a finish item (cancelled, or failed by the dead-letter
+handler). Each slot is written once, with a condition that it is empty, so that write is
+the commit. The run item is rewritten now and then with every slot up to ``applied``
+folded in (see dynamodb.py); a reader folds the slots at and after ``applied`` onto it.
+"RUN" sorts after every "LOG#..." key, so one query read backwards from "RUN" returns
+the snapshot first, then the slots newest first.
 
 Only running runs carry gsi1 keys, so the sweeper's index holds exactly the runs it may
 have to wake. Their sort key is ``next_at`` rounded down to the minute: a lower bound of
 when the run is due that changes about once a minute rather than at every step, because
 each change of an index key is billed as two index writes (a delete and a put). A run's
-state is a map from top-level key to that value's JSON text, so a step rewrites only the
-keys it changed.
+state is a map from top-level key to that value's JSON text.
 """
 
 from __future__ import annotations
@@ -19,9 +28,10 @@ from __future__ import annotations
 import json
 import math
 import zlib
+from dataclasses import replace
 from typing import Any
 
-from engine.ports import GraphRecord, RunRecord
+from engine.ports import GraphRecord, RunRecord, StepCommit
 from engine.step import Cursor
 
 GRAPH_SK = "GRAPH"
@@ -33,6 +43,7 @@ RUNNING_SHARDS = 8
 #: bucket after its cut-off, then keeps those really due.
 DUE_BUCKET_S = 60
 LOG_SEQ_DIGITS = 10
+LOG_FIRST_SK = "LOG#"
 LOG_LAST_SK = "LOG#" + "9" * LOG_SEQ_DIGITS
 
 Item = dict[str, dict[str, Any]]
@@ -161,7 +172,8 @@ def state_value(state: dict[str, str]) -> dict[str, Any]:
     return {"M": {key: S(text) for key, text in state.items()}}
 
 
-def run_item(run: RunRecord) -> Item:
+def run_item(run: RunRecord, applied: int) -> Item:
+    """The snapshot of ``run`` with slots ``0..applied-1`` folded in."""
     item = {
         **run_key(run.run_id),
         "kind": S("run"),
@@ -170,6 +182,7 @@ def run_item(run: RunRecord) -> Item:
         "graph_version": N(run.graph_version),
         "status": S(run.status),
         "step": N(run.step),
+        "applied": N(applied),
         "state": state_value(run.state),
         "created_at": S(run.created_at),
         "updated_at": S(run.updated_at),
@@ -206,19 +219,76 @@ def run_from_item(item: Item) -> RunRecord:
     )
 
 
-# -- log entries ------------------------------------------------------------------------
-def log_item(run_id: str, seq: int, entry: dict[str, Any], expires_at: int | None) -> Item:
+def applied_of(item: Item) -> int:
+    """How many slots a run item (snapshot) has folded in."""
+    return int(_num(item, "applied") or 0)
+
+
+def seq_of(item: Item) -> int:
+    return int(item["seq"]["N"])
+
+
+# -- slots: log entries (step commits) and finishes ---------------------------------------
+def log_item(commit: StepCommit) -> Item:
+    """Slot ``commit.expected_step``: the step's log entry and what it changed."""
     item = {
-        "pk": S(f"RUN#{run_id}"),
-        "sk": S(log_sk(seq)),
+        "pk": S(f"RUN#{commit.run_id}"),
+        "sk": S(log_sk(commit.expected_step)),
         "kind": S("log"),
-        "run_id": S(run_id),
-        "seq": N(seq),
-        "entry": S(_dumps(entry)),
+        "run_id": S(commit.run_id),
+        "seq": N(commit.expected_step),
+        "entry": S(_dumps(commit.log)),
+        "status": S(commit.status),
+        "update": state_value(commit.update),
+        "updated_at": S(commit.updated_at),
+        "finished_at": str_or_null(commit.finished_at),
+        "error": json_or_null(commit.error),
+        "next_at": N(commit.next_at),
     }
-    if expires_at is not None:
-        item["expires_at"] = N(expires_at)
+    if commit.cursor is not None:
+        item["cursor"] = cursor_value(commit.cursor)
+    if commit.expires_at is not None:
+        item["expires_at"] = N(commit.expires_at)
     return item
+
+
+def finish_item(run: RunRecord, seq: int, *, status: str, error: dict[str, Any] | None, now: str) -> Item:
+    """Slot ``seq`` of ``run``: it ended with ``status`` (cancelled, dead-lettered)."""
+    item = {
+        "pk": S(f"RUN#{run.run_id}"),
+        "sk": S(log_sk(seq)),
+        "kind": S("finish"),
+        "run_id": S(run.run_id),
+        "seq": N(seq),
+        "status": S(status),
+        "error": json_or_null(error),
+        "updated_at": S(now),
+    }
+    if run.expires_at is not None:
+        item["expires_at"] = N(run.expires_at)
+    return item
+
+
+def apply_slot(run: RunRecord, item: Item) -> RunRecord:
+    """``run`` after the transition a log or finish item records (``run`` is not changed)."""
+    if _str(item, "kind") == "finish":
+        now = _str(item, "updated_at")
+        return replace(
+            run, status=_str(item, "status") or "", error=_json(item, "error"), updated_at=now or "",
+            finished_at=now, cursor=None,
+        )  # fmt: skip
+    update = {key: value["S"] for key, value in item.get("update", {}).get("M", {}).items()}
+    return replace(
+        run,
+        status=_str(item, "status") or "",
+        cursor=cursor_from_value(item.get("cursor")),
+        step=seq_of(item) + 1,
+        state={**run.state, **update} if update else run.state,
+        updated_at=_str(item, "updated_at") or "",
+        next_at=float(_num(item, "next_at") or 0),
+        error=_json(item, "error"),
+        finished_at=_str(item, "finished_at"),
+    )
 
 
 def log_from_item(item: Item) -> dict[str, Any]:

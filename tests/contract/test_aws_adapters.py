@@ -9,7 +9,9 @@ from botocore.exceptions import ClientError, EndpointConnectionError, ReadTimeou
 from pydantic import ValidationError
 
 from engine.errors import ConflictError, StoreUnavailableError
-from engine.ports import StepCommit
+from engine.ports import RunRecord, StepCommit
+from engine.step import Cursor
+from functions.aws import dynamodb_codec as codec
 from functions.aws.dynamodb import DynamoRunStore
 from functions.aws.sqs import SqsStepQueue, StepMessage, delay_seconds
 from functions.settings import SettingsError
@@ -82,10 +84,10 @@ def test_clients_are_built_on_first_use_only():
         (ReadTimeoutError(endpoint_url="https://dynamodb"), StoreUnavailableError),
     ],
 )
-def test_commit_errors_are_mapped_by_code(error, expected):
+def test_store_errors_are_mapped_by_code(error, expected):
     store = DynamoRunStore("table", lambda: RaisingClient(error))
     with pytest.raises(expected) as raised:
-        store.commit_step(COMMIT)
+        store.commit_step(COMMIT)  # its first call reads the run
     assert raised.value.__cause__ is error
 
 
@@ -112,20 +114,34 @@ def test_a_lost_condition_on_a_single_write_is_a_conflict():
         store.finish_run("r", status="cancelled", error=None, now="t")
 
 
-def test_commit_is_one_conditional_transaction():
-    client = RaisingClient(
-        client_error("TransactionCanceledException", reasons=["ConditionalCheckFailed", "None"])
-    )
+class SlotTakenClient:
+    """Answers the run read with run1 running at step 0; the slot put loses its condition."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, dict]] = []
+
+    def query(self, **params):
+        self.calls.append(("query", params))
+        run = RunRecord("run1", "g", "running", Cursor("a"), 0, {"n": "1"}, "t", "t", 0.0)
+        return {"Items": [codec.run_item(run, applied=0)]}
+
+    def put_item(self, **params):
+        self.calls.append(("put_item", params))
+        raise client_error("ConditionalCheckFailedException", "PutItem")
+
+
+def test_a_commit_is_one_conditional_put_of_its_slot():
+    client = SlotTakenClient()
     store = DynamoRunStore("table", lambda: client)
+    commit = StepCommit("run1", 0, {"n": "2"}, Cursor("b", 1), "running", {"seq": 0}, "t", 0.0)
     with pytest.raises(ConflictError):
-        store.commit_step(COMMIT)
-    [(operation, params)] = client.calls
-    update, put = (next(iter(item.values())) for item in params["TransactItems"])
-    assert operation == "transact_write_items"
-    assert update["ConditionExpression"] == "#status = :running AND #step = :k"
-    assert update["ExpressionAttributeValues"][":k"] == {"N": "0"}
+        store.commit_step(commit)
+    (_, read), (operation, put) = client.calls
+    assert read["ConsistentRead"] is True and read["ScanIndexForward"] is False
+    assert operation == "put_item"
     assert put["ConditionExpression"] == "attribute_not_exists(pk)"
     assert put["Item"]["sk"] == {"S": "LOG#0000000000"}
+    assert put["Item"]["update"] == {"M": {"n": {"S": "2"}}}
 
 
 # -- SQS ------------------------------------------------------------------------------------

@@ -1,9 +1,9 @@
 """Faults for the distributed step loop: at the AWS calls, and in the delivery itself.
 
 :class:`BotoFaults` hooks the step handler's own boto3 clients (botocore events) and
-throws what AWS and Lambda throw at a step: DynamoDB throttling and cancelled
-transactions, SQS send errors, network errors, and the function dying before or after
-its commit or send. :class:`ChaosPump` — the functional tests' :class:`QueuePump` with
+throws what AWS and Lambda throw at a step: DynamoDB throttling, SQS send errors,
+network errors, and the function dying before or after each read, write (the slot that
+commits a step, the snapshot after it) or send. :class:`ChaosPump` — the functional tests' :class:`QueuePump` with
 a fault plan — delivers batches twice, to concurrent workers, out of order, forgets to
 acknowledge, loses whole invocations and replays stale messages later.
 
@@ -61,16 +61,15 @@ BEFORE_CALL = {
         "network_error": _network,
         "died_before_read": _died_before,
     },
-    ("dynamodb", "TransactWriteItems"): {
+    ("dynamodb", "Query"): {
         "dynamodb_throttled": _throttled,
-        "transaction_throttled": lambda op: client_error(
-            "TransactionCanceledException", op, ["ThrottlingError", "None"]
-        ),
-        "transaction_conflict": lambda op: client_error(
-            "TransactionCanceledException", op, ["TransactionConflict", "None"]
-        ),
         "network_error": _network,
-        "died_before_commit": _died_before,
+        "died_before_read": _died_before,
+    },
+    ("dynamodb", "PutItem"): {
+        "dynamodb_throttled": _throttled,
+        "network_error": _network,
+        "died_before_write": _died_before,
     },
     ("sqs", "SendMessage"): {
         "sqs_throttled": lambda op: client_error("RequestThrottled", op),
@@ -80,7 +79,7 @@ BEFORE_CALL = {
 }
 #: ... and after AWS did it: the function dies before it can act on the answer.
 AFTER_CALL = {
-    ("dynamodb", "TransactWriteItems"): "died_after_commit",
+    ("dynamodb", "PutItem"): "died_after_write",
     ("sqs", "SendMessage"): "died_after_send",
 }
 
@@ -157,7 +156,7 @@ class BotoFaults:
         def hook(http_response, context, **_):
             if http_response.status_code >= 300:
                 return
-            if operation == "TransactWriteItems":
+            if operation == "PutItem":
                 self._count_commit(context.get("flowforge_body"))
             if self.plan.roll(kind):
                 raise LambdaDied(f"died after {operation} succeeded")
@@ -165,9 +164,11 @@ class BotoFaults:
         return hook
 
     def _count_commit(self, raw: bytes | None) -> None:
-        # The commit's log entry k: each one written is a transition made.
-        log = json.loads(raw or b"{}")["TransactItems"][1]["Put"]["Item"]
-        run_id, step = log["run_id"]["S"], int(log["seq"]["N"])
+        # A step's slot k (its log item): each one written is a transition made.
+        item = json.loads(raw or b"{}")["Item"]
+        if item["kind"]["S"] != "log":
+            return
+        run_id, step = item["run_id"]["S"], int(item["seq"]["N"])
         with self._lock:
             self.commits[(run_id, step)] += 1
 

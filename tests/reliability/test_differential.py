@@ -88,8 +88,7 @@ class World:
         self.empty_table()
 
     def empty_table(self) -> None:
-        """Delete the last example's items: moto copies the whole table for every
-        transaction, so a table that kept growing over the examples would slow each step."""
+        """Delete the last example's items: each example starts from an empty table."""
         pages = self.dynamodb.get_paginator("scan").paginate(
             TableName=self.table, ProjectionExpression="pk, sk"
         )

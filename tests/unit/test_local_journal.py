@@ -1,4 +1,4 @@
-"""The journal: what a restart puts back, and that a restore is transactionally consistent."""
+"""The journal: what a restart puts back."""
 
 from __future__ import annotations
 
@@ -29,16 +29,22 @@ def record(item, *, removed=False):
     return {"dynamodb": {"Keys": keys, **({} if removed else {"NewImage": item})}}
 
 
-def test_a_log_entry_ahead_of_its_run_is_dropped_and_the_run_resumes():
-    # GIVEN a journal cut between the two records of step 2's commit: log 2 is in,
-    # the run's move to step 3 is not
-    items = [run("r", 2), log("r", 0), log("r", 1), log("r", 2)]
+def test_slots_after_the_run_item_are_kept_and_the_run_resumes():
+    # GIVEN a journal whose run item is a snapshot at step 2, with the slots of steps
+    # 2 and 3 after it (their snapshot write never came)
+    items = [run("r", 2), log("r", 0), log("r", 1), log("r", 2), log("r", 3)]
     # WHEN it is restored
     restored = restorable(items, now=0)
-    # THEN log 2 is dropped (step 2 runs again and rewrites it) and the run resumes at 2
+    # THEN every slot is kept (each is a commit) and the run is resumed
     seqs = sorted(int(i["seq"]["N"]) for i in restored.items if i["kind"]["S"] == "log")
-    assert seqs == [0, 1]
-    assert restored.running == [("r", 2)]
+    assert seqs == [0, 1, 2, 3]
+    assert restored.running == ["r"]
+
+
+def test_a_finish_slot_is_kept():
+    finish = {**log("r", 1), "kind": S("finish")}
+    restored = restorable([run("r", 1), log("r", 0), finish], now=0)
+    assert finish in restored.items
 
 
 def test_finished_runs_are_kept_and_not_resumed():
