@@ -19,12 +19,12 @@ from bench.figure import Figure
 from bench.report import describe_machine, machine_info, table, write_results
 
 #: Benchmark name -> module exposing ``run(quick: bool) -> list[Figure]``, in run order.
-#: Planned: latency through the local stack.
 BENCHMARKS: dict[str, str] = {
     "engine": "bench.engine_overhead",
     "coldstart": "bench.cold_start",
     "aws": "bench.aws_cost",
     "scaling": "bench.scaling",
+    "local": "bench.local_stack",
 }
 
 HERE = Path(__file__).resolve().parent
