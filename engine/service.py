@@ -17,6 +17,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from engine.errors import ConflictError, FlowForgeError, GraphValidationError, NotFoundError
+from engine.logpages import MAX_LOG_PAGE_BYTES, MAX_LOG_PAGE_ENTRIES, LogPage, read_log_page
 from engine.ports import GraphRecord, RunRecord, RunStore, StepCommit, StepQueue
 from engine.registry import Registry, default_registry
 from engine.state import DEFAULT_MAX_STATE_BYTES, StateSize, decode_state, encode_state
@@ -59,6 +60,7 @@ class RunService:
         max_state_bytes: int = DEFAULT_MAX_STATE_BYTES,
         stall_after_s: float = 360.0,
         retention_s: int | None = None,
+        log_page_bytes: int = MAX_LOG_PAGE_BYTES,
         clock: Callable[[], float] = time.time,
         new_id: Callable[[], str] = lambda: uuid.uuid4().hex,
     ) -> None:
@@ -68,6 +70,7 @@ class RunService:
         self.max_state_bytes = max_state_bytes
         self.stall_after_s = stall_after_s
         self.retention_s = retention_s
+        self.log_page_bytes = log_page_bytes
         self.clock = clock
         self.new_id = new_id
         self._graphs: dict[str, CompiledGraph] = {}  # graphs are immutable: cache forever
@@ -129,6 +132,10 @@ class RunService:
         if run is None:
             raise NotFoundError(f"run {run_id!r} not found")
         return run
+
+    def log_page(self, run_id: str, after: int = -1, limit: int = MAX_LOG_PAGE_ENTRIES) -> LogPage:
+        """The run's log entries after ``after``: at most ``limit``, within ``log_page_bytes``."""
+        return read_log_page(self.store, run_id, after, limit=limit, max_bytes=self.log_page_bytes)
 
     def cancel(self, run_id: str) -> RunRecord:
         """Cancel a running run (ConflictError if it already ended)."""
@@ -252,8 +259,8 @@ class RunService:
         return int(now + self.retention_s) if self.retention_s else None
 
 
-def run_view(run: RunRecord, logs: list[dict[str, Any]] | None) -> dict[str, Any]:
-    """The public shape of a run (``GET /graph/state/{run_id}``)."""
+def run_view(run: RunRecord, logs: LogPage | None) -> dict[str, Any]:
+    """The public shape of a run (``GET /graph/state/{run_id}``), with a page of its log."""
     view: dict[str, Any] = {
         "run_id": run.run_id,
         "graph_id": run.graph_id,
@@ -268,5 +275,6 @@ def run_view(run: RunRecord, logs: list[dict[str, Any]] | None) -> dict[str, Any
         "error": run.error,
     }
     if logs is not None:
-        view["logs"] = logs
+        view["logs"] = logs.entries
+        view["logs_next"] = logs.next_after
     return view

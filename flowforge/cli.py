@@ -377,11 +377,13 @@ async def _logs(api: Any, args: argparse.Namespace) -> int:
     if args.follow:
         done = await show(api.follow(args.run_id), display)
         return EXIT_OK if done.get("status") == "completed" else EXIT_RUN_FAILED
-    view = await api.get_state(args.run_id)
-    for entry in view.get("logs") or []:
-        display.message({"run_id": args.run_id, **entry})
+    steps = 0
+    async for view in api.state_pages(args.run_id):  # printed as the pages come
+        for entry in view.get("logs") or []:
+            display.message({"run_id": args.run_id, **entry})
+            steps += 1
     if not args.json:
-        display.line(f"{view['status']} ({len(view.get('logs') or [])} steps)")
+        display.line(f"{view['status']} ({steps} steps)")
     return EXIT_OK
 
 

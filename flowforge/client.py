@@ -186,14 +186,51 @@ class FlowForgeClient:
     async def start_run(
         self, graph_id: str, state: dict[str, Any], *, background: bool
     ) -> tuple[int, dict[str, Any]]:
-        """``(200, run view)`` when a foreground run finished, else ``(202, {run_id, ...})``."""
-        return await self.request(
+        """``(200, run view)`` when a foreground run finished, else ``(202, {run_id, ...})``.
+
+        A finished run's view holds all its logs: the pages after the first are fetched.
+        """
+        status, body = await self.request(
             "POST", "/graph/run", {"graph_id": graph_id, "state": state, "background": background}
         )
+        if status == 200:
+            body = await self._with_every_page(body)
+        return status, body
 
     async def get_state(self, run_id: str, *, logs: bool = True, after: int = -1) -> dict[str, Any]:
-        query = {"logs": "true" if logs else "false", "after": after}
-        return (await self.request("GET", f"/graph/state/{run_id}", query=query))[1]
+        """The run with every log entry after ``after`` (all pages), or without logs."""
+        if not logs:
+            return (await self.request("GET", f"/graph/state/{run_id}", query={"logs": "false"}))[1]
+        return await self._with_every_page(await self.state_page(run_id, after))
+
+    async def state_page(self, run_id: str, after: int = -1) -> dict[str, Any]:
+        """One answer of ``GET /graph/state``: the run and the page of logs after ``after``."""
+        return (await self.request("GET", f"/graph/state/{run_id}", query={"after": after}))[1]
+
+    async def state_pages(self, run_id: str, after: int = -1) -> AsyncIterator[dict[str, Any]]:
+        """The run's log page by page, from ``after`` until a page reaches its last entry."""
+        first = await self.state_page(run_id, after)
+        yield first
+        async for page in self._pages_after(run_id, first):
+            yield page
+
+    async def _pages_after(self, run_id: str, page: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        after = page.get("logs_next")
+        while after is not None:
+            previous = after
+            page = await self.state_page(run_id, after)
+            yield page
+            after = page.get("logs_next")
+            if after is not None and after <= previous:
+                raise ClientError(f"the log pages of run {run_id} do not advance (logs_next {after})")
+
+    async def _with_every_page(self, view: dict[str, Any]) -> dict[str, Any]:
+        """``view`` with the logs of the pages after it; the run as of the last page read."""
+        logs = list(view.get("logs") or [])
+        async for page in self._pages_after(view["run_id"], view):
+            logs += page.get("logs") or []
+            view = page
+        return {**view, "logs": logs, "logs_next": None}
 
     async def cancel(self, run_id: str) -> dict[str, Any]:
         return (await self.request("POST", f"/graph/run/{run_id}/cancel", {}))[1]
@@ -258,10 +295,13 @@ class FlowForgeClient:
 
     async def _follow_polling(self, run_id: str, after: int) -> AsyncIterator[dict[str, Any]]:
         while True:
-            view = await self.get_state(run_id, after=after)
-            for entry in view.get("logs") or []:
-                after = max(after, entry["seq"])
-                yield {"run_id": run_id, **entry}
+            async for view in self.state_pages(run_id, after):
+                for entry in view.get("logs") or []:
+                    if entry["seq"] > after:
+                        after = entry["seq"]
+                        yield {"run_id": run_id, **entry}
+            # The last page reaches the last entry stored after the run was read: once
+            # that run is done, every entry has been yielded.
             if view["done"]:
                 done = {"run_id": run_id, "done": True, "status": view["status"]}
                 if view.get("error"):

@@ -61,11 +61,11 @@ def outcome_line(done: dict[str, Any], steps: int, elapsed_s: float | None = Non
 class Display:
     """Where follow output goes; ``live`` adds the in-place status line."""
 
-    def __init__(self, out: TextIO = sys.stdout, *, as_json: bool = False, live: bool | None = None) -> None:
-        self.out = out
+    def __init__(self, out: TextIO | None = None, *, as_json: bool = False, live: bool | None = None) -> None:
+        self.out = sys.stdout if out is None else out  # the current stdout, not the one at import
         self.as_json = as_json
-        self.live = (not as_json and out.isatty()) if live is None else live
-        encoding = (getattr(out, "encoding", None) or "").lower()
+        self.live = (not as_json and self.out.isatty()) if live is None else live
+        encoding = (getattr(self.out, "encoding", None) or "").lower()
         self.unicode = encoding.startswith("utf")
         self._status = ""
 

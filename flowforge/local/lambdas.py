@@ -4,7 +4,7 @@ Each function gets its own pool (its reserved concurrency, in Lambda terms), so 
 foreground ``POST /graph/run`` waiting ~25 s in the API function never starves the step
 function it waits for, and the event loop serving the gateway never blocks on a handler.
 Events and results go through JSON as they do on Lambda, so a handler that returns
-something Lambda could not serialize fails here too.
+something Lambda could not serialize, or more than Lambda returns, fails here too.
 """
 
 from __future__ import annotations
@@ -24,6 +24,9 @@ from typing import Any
 from flowforge.local.events import ACCOUNT_ID
 
 log = logging.getLogger("flowforge.local")
+
+#: Lambda's limit on a synchronous invocation's response (the figure its error names).
+MAX_RESPONSE_BYTES = 6_291_556
 
 
 class InvocationError(RuntimeError):
@@ -112,9 +115,16 @@ class LocalFunction:
             # Lambda would have killed it; a thread cannot be killed, so say so loudly.
             log.warning("%s ran %.1f s, past its %.0f s timeout", self.name, elapsed, self.timeout_s)
         try:
-            return json.loads(json.dumps(result))
+            data = json.dumps(result)
         except (TypeError, ValueError) as exc:
             raise InvocationError(f"{self.name} returned a value Lambda cannot serialize: {exc}") from exc
+        if len(data.encode()) > MAX_RESPONSE_BYTES:
+            log.error("%s returned %d bytes, over Lambda's response limit", self.name, len(data.encode()))
+            raise InvocationError(
+                f"{self.name}: response payload size exceeded maximum allowed payload size "
+                f"({MAX_RESPONSE_BYTES} bytes)"
+            )
+        return json.loads(data)
 
     async def invoke(self, event: dict[str, Any]) -> Any:
         """Invoke in this function's pool without blocking the event loop."""

@@ -11,6 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_serializer
 
+from engine.logpages import MAX_LOG_PAGE_BYTES, LogPage
 from engine.ports import GraphRecord, RunRecord
 from engine.service import run_view
 
@@ -87,7 +88,7 @@ class GraphDetail(GraphSummary):
 class LogEntry(_Response):
     """What one step did; the WebSocket streams the same entries."""
 
-    seq: int = Field(description="Step number, 0-based; resume after it with ?after=.")
+    seq: int = Field(description="Step number, 0-based; continue after it with ?after=.")
     node: str | None = Field(None, description="Node that ran.")
     attempt: int | None = Field(None, description="1 for the first try, 2+ for retries.")
     status: str | None = Field(None, description="ok, retry, caught or failed.")
@@ -112,17 +113,29 @@ class RunView(_Response):
     updated_at: str
     finished_at: str | None
     error: dict[str, Any] | None = Field(description="{node, type, message} when the run failed.")
-    logs: list[LogEntry] | None = Field(None, description="Log entries in order; absent with ?logs=false.")
+    logs: list[LogEntry] | None = Field(
+        None,
+        description="One page of log entries with seq > after, in order: at most limit entries "
+        f"and {MAX_LOG_PAGE_BYTES // 1024} KiB of JSON (an entry larger than that comes alone). "
+        "Absent with ?logs=false.",
+    )
+    logs_next: int | None = Field(
+        None,
+        description="More log entries follow this page: pass this seq as ?after= to GET "
+        "/graph/state/{run_id} for the next one. null when logs reaches the last entry "
+        "stored (a running run may add more). Absent with ?logs=false.",
+    )
 
     @model_serializer(mode="wrap")
     def _omit_absent_logs(self, serialize):
         data = serialize(self)
         if self.logs is None:
             data.pop("logs", None)
+            data.pop("logs_next", None)
         return data
 
     @classmethod
-    def of(cls, run: RunRecord, logs: list[dict[str, Any]] | None) -> RunView:
+    def of(cls, run: RunRecord, logs: LogPage | None) -> RunView:
         return cls.model_validate(run_view(run, logs))
 
 

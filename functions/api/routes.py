@@ -13,7 +13,8 @@ from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
 from aws_lambda_powertools.metrics import MetricUnit
 from pydantic import SkipValidation
 
-from engine.model import Graph
+from engine.logpages import MAX_LOG_PAGE_ENTRIES
+from engine.model import MAX_STEPS_CAP, Graph
 from functions.api.models import (
     ErrorResponse,
     GraphCreated,
@@ -52,6 +53,20 @@ def _responses(success: str, *errors: int, status: int = 200) -> dict[int, OpenA
 
 GraphId = Annotated[str, Path(min_length=1, max_length=128, description="Id from POST /graph/create.")]
 RunId = Annotated[str, Path(min_length=1, max_length=128, description="Id from POST /graph/run.")]
+# A log entry's seq is a step number, and no run makes more than MAX_STEPS_CAP steps.
+LogsAfter = Annotated[
+    int,
+    Query(
+        ge=-1,
+        le=MAX_STEPS_CAP,
+        description="Only log entries with seq > after: the logs_next of the previous page, "
+        "or the last seq you have (-1: from the start).",
+    ),
+]
+LogsLimit = Annotated[
+    int,
+    Query(ge=1, le=MAX_LOG_PAGE_ENTRIES, description="At most this many log entries in the page."),
+]
 
 
 @router.post(
@@ -103,7 +118,8 @@ def get_graph(graph_id: GraphId) -> GraphDetail:
     "/graph/run",
     summary="Start a run",
     description="background: 202 at once. Foreground: waits up to wait_s (25 s) and answers "
-    "200 with the final state and logs, or 202 with a state_url if the run is still going.",
+    "200 with the final state and the first page of its logs (logs_next says where the rest "
+    "continue), or 202 with a state_url if the run is still going.",
     responses={
         200: {"description": "The run finished", "content": {"application/json": {"model": RunView}}},
         202: {
@@ -127,23 +143,26 @@ def start_run(request: Annotated[RunRequest, Body(description="What to run, and 
     finished = wait_for_run(service, run.run_id, budget)
     if finished is None:
         return RunAccepted.of(run.run_id), 202
-    return RunView.of(finished, service.store.list_logs(run.run_id)), 200
+    return RunView.of(finished, service.log_page(run.run_id)), 200
 
 
 @router.get(
     "/graph/state/<run_id>",
-    summary="A run's status, state and logs",
+    summary="A run's status, state and a page of its logs",
+    description="The logs come a page at a time, within a size budget: while logs_next is "
+    "not null, GET again with ?after=<logs_next> for the next page.",
     responses=_responses("The run", 400, 404, 503),
     tags=["runs"],
 )
 def get_state(
     run_id: RunId,
     logs: Annotated[bool, Query(description="false: leave the logs out.")] = True,
-    after: Annotated[int, Query(ge=-1, description="Only log entries with seq > after.")] = -1,
+    after: LogsAfter = -1,
+    limit: LogsLimit = MAX_LOG_PAGE_ENTRIES,
 ) -> RunView:
     service = get_service()
     run = service.get_run(run_id)
-    return RunView.of(run, service.store.list_logs(run_id, after=after) if logs else None)
+    return RunView.of(run, service.log_page(run_id, after, limit) if logs else None)
 
 
 @router.post(

@@ -13,7 +13,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from flowforge.local.gateway import MAX_WS_MESSAGE, Gateway
-from flowforge.local.lambdas import LocalFunction
+from flowforge.local.lambdas import MAX_RESPONSE_BYTES, LocalFunction
 from flowforge.local.template import HttpRoute
 
 ROUTES = [
@@ -41,6 +41,9 @@ class StandIns:
         self.api_events.append(event)
         if "boom" in event["rawPath"]:
             raise RuntimeError("the handler crashed")
+        if "sized" in event["rawPath"]:  # /graph/sized-N: a result of exactly N bytes of JSON
+            size = int(event["rawPath"].rsplit("-", 1)[1])
+            return {"statusCode": 200, "body": "x" * (size - len(json.dumps({"statusCode": 200, "body": ""})))}
         assert context.get_remaining_time_in_millis() > 0
         body = {"route": event["routeKey"], "params": event.get("pathParameters")}
         return {
@@ -125,6 +128,17 @@ def test_what_the_template_does_not_route_is_api_gateways_404_and_a_crash_is_a_5
             assert response.status == 500
             assert await response.json() == {"message": "Internal Server Error"}
         assert [e["rawPath"] for e in stand_ins.api_events] == ["/graph/boom"]
+
+    run(test)
+
+
+def test_a_response_over_lambdas_6_mb_limit_is_a_500_as_on_aws():
+    async def test(session, url, stand_ins, gateway):
+        async with session.get(f"{url}/graph/sized-{MAX_RESPONSE_BYTES}") as response:
+            assert response.status == 200 and len(await response.read()) > 6_000_000
+        async with session.get(f"{url}/graph/sized-{MAX_RESPONSE_BYTES + 1}") as response:
+            assert response.status == 500
+            assert await response.json() == {"message": "Internal Server Error"}
 
     run(test)
 
