@@ -18,7 +18,8 @@ ENV = {
     "AWS_EC2_METADATA_DISABLED": "true",
 }
 #: Needed by no step message: graphs are validated (pydantic) when created, and the step
-#: Lambda loads them as stored. Nor the in-process runner, tracing (X-Ray) or HTTP routing.
+#: Lambda loads them as stored. Nor the in-process runner, tracing (X-Ray), HTTP routing,
+#: or Powertools' batch utility and the ~40 event data classes it imports.
 NOT_ON_THE_STEP_PATH = (
     "pydantic",
     "pydantic_core",
@@ -28,6 +29,8 @@ NOT_ON_THE_STEP_PATH = (
     "aws_xray_sdk",
     "aws_lambda_powertools.event_handler",
     "aws_lambda_powertools.utilities.parser",
+    "aws_lambda_powertools.utilities.batch",
+    "aws_lambda_powertools.utilities.data_classes",
 )
 
 #: The step Lambda's first message, with the deployed wiring (settings, tools modules, the
