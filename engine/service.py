@@ -14,14 +14,16 @@ import time
 import uuid
 from collections.abc import Callable
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine.errors import ConflictError, FlowForgeError, GraphValidationError, NotFoundError
-from engine.graph import CompiledGraph, load_graph
 from engine.ports import GraphRecord, RunRecord, RunStore, StepCommit, StepQueue
 from engine.registry import Registry, default_registry
 from engine.state import DEFAULT_MAX_STATE_BYTES, StateSize, decode_state, encode_state
 from engine.step import TERMINAL, Cursor, enforce_limits, iso_time, run_step
+
+if TYPE_CHECKING:
+    from engine.graph import CompiledGraph
 
 
 def compile_graph(definition: Any, registry: Registry) -> CompiledGraph:
@@ -40,6 +42,8 @@ def load_stored_graph(definition: dict[str, Any], registry: Registry) -> Compile
     dropped a tool it names, or the item was edited by hand) is validated in full, so
     the run fails with every problem listed.
     """
+    from engine.graph import load_graph  # on first use: the sweeper and DLQ never load a graph
+
     try:
         return load_graph(definition, registry)
     except (FlowForgeError, LookupError, TypeError, ValueError, AttributeError):

@@ -109,6 +109,6 @@ def test_the_step_handlers_first_message_loads_no_pydantic_or_graph_model():
     assert outcome["loaded"] == []
 
 
-def test_the_dlq_and_sweeper_handlers_load_nothing_the_step_path_does_not():
+def test_the_dlq_and_sweeper_handlers_load_neither_that_nor_the_graph_loader():
     for module in ("functions.sweeper.app", "functions.dlq.app"):
-        assert loaded_after_import(module, NOT_ON_THE_STEP_PATH) == [], module
+        assert loaded_after_import(module, (*NOT_ON_THE_STEP_PATH, "engine.graph")) == [], module
