@@ -11,8 +11,8 @@ repetition and ratios pair the samples of one repetition. Handlers that do not i
 A cold start also pays for what the first message needs besides the imports, and code
 deferred to first use moves cost there rather than removing it. So the step handler is
 also timed through its first message without I/O (imports, boto3 clients, the service,
-parsing a step message, compiling the summarization graph), next to boto3 with the same
-two clients.
+parsing a step message, loading the stored summarization graph as ``RunService.compiled``
+does), next to boto3 with the same two clients.
 
 The heaviest imports come from ``-X importtime``, which reports wall-clock times: read
 them relative to each other.
@@ -64,11 +64,12 @@ _BOTO3_CLIENTS = "import boto3; s = boto3.session.Session(); s.client('dynamodb'
 #: The step handler through its first message, minus the AWS round trips.
 STEP_FIRST = "functions.step.app first message (no I/O)"
 _STEP_FIRST = (
-    "import json, functions.step.app; from functions import runtime; from engine import compile_graph; "
+    "import json, functions.step.app; from functions import runtime; "
+    "from engine.service import load_stored_graph; "
     "from functions.aws.sqs import StepMessage; service = runtime.get_service(); "
     "runtime.boto3_client('dynamodb'); runtime.boto3_client('sqs'); "
-    'StepMessage.model_validate_json(\'{"run_id": "r1", "step": 0}\'); '
-    "compile_graph(json.load(open('workflows/graphs/summarization.json')), service.registry)"
+    'StepMessage.from_json(\'{"run_id": "r1", "step": 0}\'); '
+    "load_stored_graph(json.load(open('workflows/graphs/summarization.json')), service.registry)"
 )
 SNIPPETS = {BOTO3_CLIENTS: _BOTO3_CLIENTS, STEP_FIRST: _STEP_FIRST}
 

@@ -3,8 +3,8 @@
 It imports no AWS SDK and reads no environment variables; adapters live in ``functions/``.
 
 The graph model (pydantic), validation and the in-process runner load on first use of
-one of their names: the step Lambda imports ``engine`` at cold start and needs them only
-when its first message arrives, if at all.
+one of their names: the step Lambda imports ``engine`` at cold start and never needs the
+model or validation (it loads stored graphs with :func:`engine.graph.load_graph`).
 """
 
 from __future__ import annotations
@@ -35,15 +35,17 @@ from engine.step import (
 )
 
 if TYPE_CHECKING:
+    from engine.graph import CompiledGraph, CompiledNode, load_graph
     from engine.model import Branch, CatchRule, Graph, Node, RetryPolicy
     from engine.runner import RunResult, run_graph, run_graph_sync
-    from engine.validate import CompiledGraph, CompiledNode, compile_graph
+    from engine.validate import compile_graph
 
 #: Names loaded on first use, and the module each comes from.
 _LAZY = {
     **dict.fromkeys(("Branch", "CatchRule", "Graph", "Node", "RetryPolicy"), "engine.model"),
     **dict.fromkeys(("RunResult", "run_graph", "run_graph_sync"), "engine.runner"),
-    **dict.fromkeys(("CompiledGraph", "CompiledNode", "compile_graph"), "engine.validate"),
+    **dict.fromkeys(("CompiledGraph", "CompiledNode", "load_graph"), "engine.graph"),
+    "compile_graph": "engine.validate",
 }
 
 
@@ -88,6 +90,7 @@ __all__ = [
     "compile_graph",
     "condition",
     "default_registry",
+    "load_graph",
     "run_graph",
     "run_graph_sync",
     "run_step",

@@ -1,59 +1,72 @@
-"""The graph language as pydantic models: what a workflow definition may say."""
+"""The graph language as pydantic models: what a workflow definition may say.
+
+Validation only: what runs is built by :mod:`engine.graph`, which also holds the
+defaults these models document. Values are taken as given (strict): a definition is
+JSON, so ``"5"`` is not a number here, and a definition that passed validation runs
+exactly as it is written and stored.
+"""
 
 from __future__ import annotations
 
-import random
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from engine.graph import (
+    ANY_ERROR,
+    DEFAULT_MAX_ITERATIONS,
+    DEFAULT_MAX_STEPS,
+    DEFAULT_RESULT_KEY,
+    DEFAULT_RETRY,
+    MAX_DELAY_S,
+)
+
 #: Node ids, tool names and graph names: short, printable, URL- and log-safe.
 ID_PATTERN = r"^[A-Za-z_][A-Za-z0-9_\-]{0,63}$"
-DEFAULT_MAX_STEPS = 1000
 MAX_STEPS_CAP = 25_000
 MAX_NODES = 500
 MAX_GRAPH_BYTES = 256 * 1024
-#: SQS DelaySeconds tops out at 15 minutes, so no single retry delay may exceed it.
-MAX_DELAY_S = 900.0
 MAX_TIMEOUT_S = 900.0
+
 
 #: A condition is a registered predicate's name or a declarative rule (see conditions.py).
 Condition = str | dict[str, Any]
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class RetryPolicy(_Model):
     """How a failing node is retried. ``max_attempts`` counts the first attempt too."""
 
-    max_attempts: int = Field(3, ge=1, le=10, description="Total attempts, first included.")
-    interval_s: float = Field(1.0, ge=0, le=MAX_DELAY_S, description="Delay before attempt 2.")
-    backoff_rate: float = Field(2.0, ge=1, le=10, description="Delay multiplier per attempt.")
-    max_delay_s: float = Field(MAX_DELAY_S, ge=0, le=MAX_DELAY_S, description="Cap on a delay.")
-    jitter: Literal["none", "full"] = Field("none", description="'full': uniform in [0, delay].")
+    max_attempts: int = Field(
+        DEFAULT_RETRY.max_attempts, ge=1, le=10, description="Total attempts, first included."
+    )
+    interval_s: float = Field(
+        DEFAULT_RETRY.interval_s, ge=0, le=MAX_DELAY_S, description="Delay before attempt 2."
+    )
+    backoff_rate: float = Field(
+        DEFAULT_RETRY.backoff_rate, ge=1, le=10, description="Delay multiplier per attempt."
+    )
+    max_delay_s: float = Field(DEFAULT_RETRY.max_delay_s, ge=0, le=MAX_DELAY_S, description="Cap on a delay.")
+    jitter: Literal["none", "full"] = Field(
+        DEFAULT_RETRY.jitter, description="'full': uniform in [0, delay]."
+    )
     on: list[str] = Field(
-        default_factory=lambda: ["*"],
+        default_factory=lambda: list(DEFAULT_RETRY.on),
         min_length=1,
         description="Error type names to retry ('*' for any), e.g. ['TimeoutError'].",
     )
-
-    def delay_s(self, failed_attempt: int, rng: random.Random | None = None) -> float:
-        """Seconds to wait after attempt number ``failed_attempt`` (1-based) failed."""
-        delay = min(self.interval_s * self.backoff_rate ** (failed_attempt - 1), self.max_delay_s)
-        if self.jitter == "full":
-            delay = (rng or random).uniform(0.0, delay)
-        return delay
 
 
 class CatchRule(_Model):
     """Route a node's final failure to another node instead of failing the run."""
 
-    on: list[str] = Field(default_factory=lambda: ["*"], min_length=1)
+    on: list[str] = Field(default_factory=lambda: list(ANY_ERROR), min_length=1)
     next: str
     result_key: str = Field(
-        "error", min_length=1, max_length=64, description="State key the error is stored under."
+        DEFAULT_RESULT_KEY, min_length=1, max_length=64, description="State key the error is stored under."
     )
 
 
@@ -70,10 +83,10 @@ class Node(_Model):
     fn: str = Field(description="Name of a registered tool.")
     next: str | None = Field(None, description="Default successor; none ends the run.")
     branches: list[Branch] = Field(default_factory=list, max_length=50)
-    loop_condition: Condition | None = Field(
-        None, description="Repeat this node until the condition holds."
+    loop_condition: Condition | None = Field(None, description="Repeat this node until the condition holds.")
+    max_iterations: int = Field(
+        DEFAULT_MAX_ITERATIONS, ge=1, le=10_000, description="Cap on loop repetitions."
     )
-    max_iterations: int = Field(100, ge=1, le=10_000, description="Cap on loop repetitions.")
     params: dict[str, Any] = Field(default_factory=dict, description="Passed to the tool as ctx.params.")
     timeout_s: float | None = Field(None, gt=0, le=MAX_TIMEOUT_S)
     retry: RetryPolicy | None = None

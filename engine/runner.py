@@ -15,9 +15,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from engine.graph import CompiledGraph
 from engine.state import DEFAULT_MAX_STATE_BYTES, StateSize, encode_state
 from engine.step import Cursor, enforce_limits, run_step
-from engine.validate import CompiledGraph
 
 Sleep = Callable[[float], Awaitable[Any]]
 

@@ -24,15 +24,31 @@ from engine.state import DEFAULT_MAX_STATE_BYTES, StateSize, decode_state, encod
 from engine.step import TERMINAL, Cursor, enforce_limits, iso_time, run_step
 
 if TYPE_CHECKING:
-    from engine.validate import CompiledGraph
+    from engine.graph import CompiledGraph
 
 
 def compile_graph(definition: Any, registry: Registry) -> CompiledGraph:
-    """:func:`engine.validate.compile_graph`, imported on first use: a step handler's cold
-    start does not pay for the graph model (pydantic) until its first message needs it."""
+    """:func:`engine.validate.compile_graph`, imported on first use: only creating a graph
+    (and reporting why a stored one no longer loads) needs the graph model (pydantic)."""
     from engine.validate import compile_graph as compile_definition
 
     return compile_definition(definition, registry)
+
+
+def load_stored_graph(definition: dict[str, Any], registry: Registry) -> CompiledGraph:
+    """The graph a stored definition describes, loaded without validating it again.
+
+    Definitions are validated by ``create_graph`` before they are stored, so the step
+    Lambda loads them without pydantic. One that no longer loads (a new deployment
+    dropped a tool it names, or the item was edited by hand) is validated in full, so
+    the run fails with every problem listed.
+    """
+    from engine.graph import load_graph  # on first use: the sweeper and DLQ never load a graph
+
+    try:
+        return load_graph(definition, registry)
+    except (FlowForgeError, LookupError, TypeError, ValueError, AttributeError):
+        return compile_graph(definition, registry)
 
 
 class Disposition(StrEnum):
@@ -83,7 +99,7 @@ class RunService:
             graph_id=self.new_id(),
             definition=definition,
             created_at=iso_time(self.clock()),
-            name=compiled.definition.name,
+            name=compiled.name,
         )
         self.store.put_graph(record)
         self._graphs[record.graph_id] = compiled
@@ -98,7 +114,7 @@ class RunService:
     def compiled(self, graph_id: str) -> CompiledGraph:
         graph = self._graphs.get(graph_id)
         if graph is None:
-            graph = compile_graph(self.get_graph(graph_id).definition, self.registry)
+            graph = load_stored_graph(self.get_graph(graph_id).definition, self.registry)
             self._graphs[graph_id] = graph
         return graph
 

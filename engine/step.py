@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Any, Literal
 from engine.errors import FlowForgeError
 from engine.state import MAX_LOG_RESULT_BYTES, StateSize, encode_value
 
-if TYPE_CHECKING:  # annotations only: validation (pydantic) is not needed to run a step
-    from engine.validate import CompiledGraph, CompiledNode
+if TYPE_CHECKING:
+    from engine.graph import CompiledGraph, CompiledNode
 
 StepStatus = Literal["ok", "retry", "caught", "failed"]
 RunStatus = Literal["running", "completed", "failed", "cancelled"]

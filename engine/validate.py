@@ -1,19 +1,21 @@
-"""Validation: turn a raw definition into a :class:`CompiledGraph`, or list every problem."""
+"""Validation: turn a raw definition into a :class:`~engine.graph.CompiledGraph`, or list
+every problem. The graph is then built by :func:`engine.graph.load_graph`, which the step
+Lambda also calls, without validation, on definitions stored after passing this one."""
 
 from __future__ import annotations
 
 import difflib
 import json
 import re
-from dataclasses import dataclass
 from typing import Any
 
 from pydantic import Field, ValidationError
 
-from engine.conditions import Predicate, check, compile_condition
+from engine.conditions import check
 from engine.errors import GraphValidationError, Problem
-from engine.model import ID_PATTERN, MAX_GRAPH_BYTES, MAX_NODES, CatchRule, Graph, Node, RetryPolicy
-from engine.registry import Registered, Registry, default_registry
+from engine.graph import CompiledGraph, load_graph
+from engine.model import ID_PATTERN, MAX_GRAPH_BYTES, MAX_NODES, Graph, Node
+from engine.registry import Registry, default_registry
 
 _ID = re.compile(ID_PATTERN)
 
@@ -22,38 +24,6 @@ class _GraphShape(Graph):
     """The graph's own fields; nodes are checked one by one so one bad node hides nothing."""
 
     nodes: dict[str, Any] = Field(min_length=1)  # type: ignore[assignment]
-
-
-@dataclass(frozen=True, slots=True)
-class CompiledNode:
-    """A node with its tool and conditions resolved, ready to run."""
-
-    id: str
-    tool: Registered
-    next: str | None
-    branches: tuple[tuple[Predicate, str], ...]
-    loop: Predicate | None
-    max_iterations: int
-    params: dict[str, Any]
-    timeout_s: float | None
-    retry: RetryPolicy | None
-    catch: tuple[CatchRule, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class CompiledGraph:
-    """A validated graph: the definition as given plus its resolved nodes."""
-
-    definition: Graph
-    nodes: dict[str, CompiledNode]
-
-    @property
-    def start(self) -> str:
-        return self.definition.start
-
-    @property
-    def max_steps(self) -> int:
-        return self.definition.max_steps
 
 
 def _pydantic_problems(error: ValidationError, prefix: str) -> list[Problem]:
@@ -89,10 +59,9 @@ def compile_graph(data: Any, registry: Registry | None = None) -> CompiledGraph:
         )
     problems: list[Problem] = []
     try:
-        shape = _GraphShape.model_validate(data)
+        _GraphShape.model_validate(data)
     except ValidationError as exc:
         problems += _pydantic_problems(exc, "")
-        shape = None
     raw_nodes = data.get("nodes") if isinstance(data.get("nodes"), dict) else {}
     if len(raw_nodes) > MAX_NODES:
         problems.append(Problem("nodes", f"{len(raw_nodes)} nodes; the limit is {MAX_NODES}"))
@@ -119,9 +88,7 @@ def compile_graph(data: Any, registry: Registry | None = None) -> CompiledGraph:
         problems += _check_unconditional_cycles(nodes)
     if problems:
         raise GraphValidationError(problems)
-
-    graph = Graph.model_validate({**shape.model_dump(exclude={"nodes"}), "nodes": nodes})
-    return CompiledGraph(graph, {nid: _compile_node(nid, n, registry) for nid, n in nodes.items()})
+    return load_graph(data, registry)
 
 
 def _check_references(start: Any, nodes: dict[str, Node], known: list[str], registry: Registry):
@@ -162,9 +129,7 @@ def _check_reachability(start: str, nodes: dict[str, Node]) -> list[Problem]:
                 seen.add(target)
                 stack.append(target)
     return [
-        Problem(f"nodes.{nid}", f"unreachable from start node {start!r}")
-        for nid in nodes
-        if nid not in seen
+        Problem(f"nodes.{nid}", f"unreachable from start node {start!r}") for nid in nodes if nid not in seen
     ]
 
 
@@ -192,18 +157,3 @@ def _check_unconditional_cycles(nodes: dict[str, Node]) -> list[Problem]:
             )
         reported.update(path)
     return problems
-
-
-def _compile_node(nid: str, node: Node, registry: Registry) -> CompiledNode:
-    return CompiledNode(
-        id=nid,
-        tool=registry.get_tool(node.fn),
-        next=node.next,
-        branches=tuple((compile_condition(b.when, registry), b.next) for b in node.branches),
-        loop=compile_condition(node.loop_condition, registry) if node.loop_condition else None,
-        max_iterations=node.max_iterations,
-        params=node.params,
-        timeout_s=node.timeout_s,
-        retry=node.retry,
-        catch=tuple(node.catch),
-    )

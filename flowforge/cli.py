@@ -143,7 +143,7 @@ def validate(args: argparse.Namespace) -> int:
     """Check a graph; every problem is printed as ``path: message`` (exit 2)."""
     load_tools(args.tools)
     graph = load_graph(args.graph)
-    name = graph.definition.name or Path(args.graph).stem
+    name = graph.name or Path(args.graph).stem
     count = len(graph.nodes)
     print(f"ok: {name} ({count} node{'s' if count != 1 else ''})")
     return EXIT_OK

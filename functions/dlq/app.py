@@ -5,23 +5,22 @@ from __future__ import annotations
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
 
-from functions.aws.batch import parse_step_message, process_sqs_batch
+from functions.aws.batch import SqsRecord, parse_step_message, process_sqs_batch
 from functions.runtime import get_service
 
 logger = Logger(service="flowforge-dlq")
 
 
-def process_record(record, metrics: EphemeralMetrics) -> bool:
+def process_record(record: SqsRecord, metrics: EphemeralMetrics) -> bool:
     message = parse_step_message(record, logger, metrics)
     if message is None:
         return False
-    receive_count = int(record.attributes.approximate_receive_count)
-    failed = get_service().fail_dead_letter(message.run_id, message.step, receive_count)
+    failed = get_service().fail_dead_letter(message.run_id, message.step, record.receive_count)
     logger.warning(
         "dead letter handled",
         run_id=message.run_id,
         step=message.step,
-        receive_count=receive_count,
+        receive_count=record.receive_count,
         run_failed=failed,  # False: the run had moved on or ended; nothing to do
     )
     metrics.add_metric("RunsDeadLettered" if failed else "DeadLettersIgnored", MetricUnit.Count, 1)
@@ -30,4 +29,4 @@ def process_record(record, metrics: EphemeralMetrics) -> bool:
 
 @logger.inject_lambda_context
 def handler(event, context):
-    return process_sqs_batch(event, context, process_record, service="dlq")
+    return process_sqs_batch(event, process_record, service="dlq")

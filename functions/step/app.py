@@ -11,7 +11,7 @@ from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
 
 from engine.ports import StepCommit
 from engine.step import TERMINAL
-from functions.aws.batch import parse_step_message, process_sqs_batch
+from functions.aws.batch import SqsRecord, parse_step_message, process_sqs_batch
 from functions.runtime import get_service
 
 logger = Logger(service="flowforge-step")
@@ -34,7 +34,7 @@ def record_outcome(metrics: EphemeralMetrics, commit: StepCommit) -> None:
         metrics.add_metric(f"Runs{commit.status.title()}", MetricUnit.Count, 1)
 
 
-def process_record(record, metrics: EphemeralMetrics) -> str | None:
+def process_record(record: SqsRecord, metrics: EphemeralMetrics) -> str | None:
     message = parse_step_message(record, logger, metrics)
     if message is None:
         return None
@@ -55,4 +55,4 @@ def process_record(record, metrics: EphemeralMetrics) -> str | None:
 
 @logger.inject_lambda_context
 def handler(event, context):
-    return process_sqs_batch(event, context, process_record, service="step")
+    return process_sqs_batch(event, process_record, service="step")

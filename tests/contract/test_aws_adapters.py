@@ -6,14 +6,13 @@ import json
 
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError, ReadTimeoutError
-from pydantic import ValidationError
 
 from engine.errors import ConflictError, StoreUnavailableError
 from engine.ports import RunRecord, StepCommit
 from engine.step import Cursor
 from functions.aws import dynamodb_codec as codec
 from functions.aws.dynamodb import DynamoRunStore
-from functions.aws.sqs import SqsStepQueue, StepMessage, delay_seconds
+from functions.aws.sqs import MalformedStepMessage, SqsStepQueue, StepMessage, delay_seconds
 from functions.settings import SettingsError
 
 
@@ -167,7 +166,7 @@ def test_send_step_sends_a_step_message():
     [params] = sqs.sent
     assert params["QueueUrl"] == "https://queue" and params["DelaySeconds"] == 3
     assert json.loads(params["MessageBody"]) == {"run_id": "run_1", "step": 4}
-    assert StepMessage.model_validate_json(params["MessageBody"]) == StepMessage(run_id="run_1", step=4)
+    assert StepMessage.from_json(params["MessageBody"]) == StepMessage(run_id="run_1", step=4)
 
 
 def test_a_missing_queue_url_fails_at_first_send_naming_the_variable():
@@ -196,8 +195,27 @@ def test_sqs_errors_that_are_not_transient_propagate():
     "body",
     ['{"run_id": "r", "step": -1}', '{"run_id": "r", "step": "1"}', '{"run_id": "r", "step": 1.5}',
      '{"run_id": "r", "step": true}', '{"run_id": "", "step": 1}', '{"run_id": "a/b", "step": 1}',
-     '{"run_id": "r", "step": 1, "x": 1}', '{"run_id": "r"}', "[]", "nope"],
+     '{"run_id": "r", "step": 1, "x": 1}', '{"run_id": "r"}', '{"run_id": "r\\n", "step": 1}',
+     '{"run_id": 7, "step": 1}', '{"run_id": "r", "step": 1.0}', '{"run_id": "r", "step": null}',
+     "[]", "nope", "", pytest.param("[" * 100_000, id="nested-too-deep")],
 )  # fmt: skip
 def test_step_message_rejects_anything_but_its_two_fields(body):
-    with pytest.raises(ValidationError):
-        StepMessage.model_validate_json(body)
+    with pytest.raises(MalformedStepMessage):
+        StepMessage.from_json(body)
+
+
+def test_a_malformed_step_message_says_what_is_wrong_with_each_field():
+    with pytest.raises(MalformedStepMessage) as caught:
+        StepMessage.from_json('{"run_id": "a/b", "step": -1, "extra": 0}')
+    assert caught.value.problems == ["extra: unknown field"]
+    with pytest.raises(MalformedStepMessage) as caught:
+        StepMessage.from_json('{"run_id": "a/b", "step": true}')
+    assert caught.value.problems == ["run_id: 1 to 64 letters, digits, '_' or '-'", "step: an integer >= 0"]
+
+
+def test_a_step_message_round_trips_as_compact_json():
+    message = StepMessage("r_1-" + "x" * 60, 0)
+    assert message.to_json() == '{"run_id":"r_1-' + "x" * 60 + '","step":0}'
+    assert StepMessage.from_json(message.to_json()) == message
+    with pytest.raises(MalformedStepMessage):
+        StepMessage("r" * 65, 0)

@@ -6,36 +6,109 @@ import json
 import os
 import subprocess
 import sys
+import textwrap
+from pathlib import Path
 
+ROOT = Path(__file__).resolve().parents[2]
 ENV = {
     "FLOWFORGE_TABLE": "flowforge-test",
     "FLOWFORGE_STEP_QUEUE_URL": "https://sqs.us-east-1.amazonaws.com/000000000000/flowforge-test",
     "AWS_REGION": "us-east-1",
     "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_EC2_METADATA_DISABLED": "true",
 }
-#: Loaded by a handler's first message when it needs them, never by the import.
-DEFERRED = ("engine.model", "engine.validate", "engine.runner")
-#: Needed by no handler: Powertools loads them when pydantic is imported before its batch utility.
-UNUSED = ("aws_lambda_powertools.utilities.parser.models",)
+#: Needed by no step message: graphs are validated (pydantic) when created, and the step
+#: Lambda loads them as stored. Nor the in-process runner, tracing (X-Ray), HTTP routing,
+#: or Powertools' batch utility and the ~40 event data classes it imports.
+NOT_ON_THE_STEP_PATH = (
+    "pydantic",
+    "pydantic_core",
+    "engine.model",
+    "engine.validate",
+    "engine.runner",
+    "aws_xray_sdk",
+    "aws_lambda_powertools.event_handler",
+    "aws_lambda_powertools.utilities.parser",
+    "aws_lambda_powertools.utilities.batch",
+    "aws_lambda_powertools.utilities.data_classes",
+)
+
+#: The step Lambda's first message, with the deployed wiring (settings, tools modules, the
+#: DynamoDB and SQS adapters) but in-memory storage, so nothing leaves the process.
+FIRST_MESSAGE = textwrap.dedent(
+    """
+    import json, sys, types
+    import functions.step.app as step
+    from engine.memory import InMemoryRunStore, InMemoryStepQueue
+    from engine.ports import GraphRecord, RunRecord
+    from engine.state import encode_state
+    from engine.step import Cursor
+    from functions import runtime
+
+    service = runtime.get_service()
+    service.store, service.queue = InMemoryRunStore(), InMemoryStepQueue()
+    graph = json.load(open("workflows/graphs/summarization.json"))
+    state = json.load(open("workflows/graphs/summarization.state.json"))
+    stamp = "2025-01-01T00:00:00.000Z"
+    service.store.put_graph(GraphRecord("g1", graph, stamp, graph.get("name")))
+    service.store.create_run(
+        RunRecord("r1", "g1", "running", Cursor(graph["start"]), 0, encode_state(state), stamp, stamp, 0.0)
+    )
+    event = json.load(open("tests/events/sqs_step_message.json"))
+    event["Records"][0]["body"] = '{"run_id": "r1", "step": 0}'
+    context = types.SimpleNamespace(
+        function_name="StepFunction", memory_limit_in_mb=512, aws_request_id="req-1",
+        invoked_function_arn="arn:aws:lambda:us-east-1:000000000000:function:StepFunction",
+    )
+    response = step.handler(event, context)
+    run = service.store.get_run("r1")
+    print(json.dumps({
+        "response": response, "step": run.step, "status": run.status,
+        "loaded": [m for m in CANDIDATES if m in sys.modules],
+    }))
+    """
+)
+
+
+def run_python(code: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env={**os.environ, **ENV},
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return done.stdout.strip().splitlines()[-1]  # the handlers log to stdout before it
 
 
 def loaded_after_import(module: str, candidates: tuple[str, ...]) -> list[str]:
     code = f"import json, sys, {module}; print(json.dumps([m for m in {candidates!r} if m in sys.modules]))"
-    done = subprocess.run(
-        [sys.executable, "-c", code], env={**os.environ, **ENV}, check=True, capture_output=True, text=True
-    )
-    return json.loads(done.stdout)
+    return json.loads(run_python(code))
 
 
-def test_the_step_handler_imports_no_graph_model_runner_or_parser_models():
+def test_importing_the_step_handler_loads_nothing_its_path_does_not_need():
     # GIVEN a fresh interpreter with a function's environment
     # WHEN the step handler is imported
-    loaded = loaded_after_import("functions.step.app", DEFERRED + UNUSED)
+    loaded = loaded_after_import("functions.step.app", NOT_ON_THE_STEP_PATH)
 
-    # THEN the graph model waits for the first message, and unused event models never load
+    # THEN neither pydantic, the graph model, the runner, X-Ray nor HTTP routing came with it
     assert loaded == []
 
 
-def test_handlers_that_never_compile_a_graph_do_not_load_pydantic_models_for_it():
+def test_the_step_handlers_first_message_loads_no_pydantic_or_graph_model():
+    # GIVEN a fresh interpreter, a stored graph and a run waiting at step 0
+    code = f"CANDIDATES = {NOT_ON_THE_STEP_PATH!r}\n{FIRST_MESSAGE}"
+
+    # WHEN the step handler processes the run's first step message
+    outcome = json.loads(run_python(code))
+
+    # THEN the step committed, and the stored graph was loaded without the graph model
+    assert outcome["response"] == {"batchItemFailures": []}
+    assert (outcome["step"], outcome["status"]) == (1, "running")
+    assert outcome["loaded"] == []
+
+
+def test_the_dlq_and_sweeper_handlers_load_neither_that_nor_the_graph_loader():
     for module in ("functions.sweeper.app", "functions.dlq.app"):
-        assert loaded_after_import(module, DEFERRED + UNUSED) == [], module
+        assert loaded_after_import(module, (*NOT_ON_THE_STEP_PATH, "engine.graph")) == [], module

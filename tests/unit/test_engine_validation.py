@@ -106,7 +106,7 @@ def test_a_valid_graph_compiles_with_its_tools_resolved():
     assert graph.max_steps == 200
     assert set(graph.nodes) == {"split", "summarize", "merge", "fallback"}
     assert graph.nodes["split"].tool.fn is split_text
-    assert graph.definition.name == "summarization"
+    assert graph.name == "summarization"
 
 
 def test_defaults_apply_when_limits_are_not_given():

@@ -96,7 +96,7 @@ def test_api_events_are_served_by_the_api_handler(in_memory_service):
 @pytest.mark.parametrize("name", ["step_message", "dlq_message"])
 def test_queue_events_carry_step_messages(name):
     (record,) = SqsModel.model_validate(event(name)).Records
-    message = StepMessage.model_validate_json(record.body)
+    message = StepMessage.from_json(record.body)
     assert message.step == 0 and int(record.attributes.ApproximateReceiveCount) >= 1
 
 

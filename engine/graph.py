@@ -1,0 +1,141 @@
+"""The compiled graph: what a run executes, loaded from a definition that passed validation.
+
+:func:`engine.validate.compile_graph` checks a definition against the graph model
+(pydantic) and reports every problem; then it calls :func:`load_graph`, which resolves
+tools and conditions and fills in defaults. The step Lambda calls :func:`load_graph`
+directly on definitions stored by ``create_graph``, validated when they were created, so
+its cold start never loads pydantic. One loader serves both paths, and the defaults of
+the optional fields are defined here only: the model takes its defaults from this module.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from engine.conditions import Predicate, compile_condition
+from engine.registry import Registered, Registry
+
+DEFAULT_MAX_STEPS = 1000
+DEFAULT_MAX_ITERATIONS = 100
+#: SQS DelaySeconds tops out at 15 minutes, so no single retry delay may exceed it.
+MAX_DELAY_S = 900.0
+#: Error type names a retry or catch rule applies to when it names none: every error.
+ANY_ERROR = ("*",)
+DEFAULT_RESULT_KEY = "error"
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledRetry:
+    """How a failing node is retried. ``max_attempts`` counts the first attempt too."""
+
+    max_attempts: int = 3
+    interval_s: float = 1.0
+    backoff_rate: float = 2.0
+    max_delay_s: float = MAX_DELAY_S
+    jitter: str = "none"
+    on: tuple[str, ...] = ANY_ERROR
+
+    def delay_s(self, failed_attempt: int, rng: random.Random | None = None) -> float:
+        """Seconds to wait after attempt number ``failed_attempt`` (1-based) failed."""
+        delay = min(self.interval_s * self.backoff_rate ** (failed_attempt - 1), self.max_delay_s)
+        if self.jitter == "full":
+            delay = (rng or random).uniform(0.0, delay)
+        return delay
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledCatch:
+    """Route a node's final failure to ``next``, storing the error under ``result_key``."""
+
+    next: str
+    on: tuple[str, ...] = ANY_ERROR
+    result_key: str = DEFAULT_RESULT_KEY
+
+
+#: A retry policy's defaults, field by field.
+DEFAULT_RETRY = CompiledRetry()
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledNode:
+    """A node with its tool and conditions resolved, ready to run."""
+
+    id: str
+    tool: Registered
+    next: str | None
+    branches: tuple[tuple[Predicate, str], ...]
+    loop: Predicate | None
+    max_iterations: int
+    params: dict[str, Any]
+    timeout_s: float | None
+    retry: CompiledRetry | None
+    catch: tuple[CompiledCatch, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledGraph:
+    """A validated graph: the definition as given plus its resolved nodes."""
+
+    definition: Mapping[str, Any]
+    name: str | None
+    start: str
+    max_steps: int
+    nodes: dict[str, CompiledNode]
+
+
+def load_graph(definition: Mapping[str, Any], registry: Registry) -> CompiledGraph:
+    """Build the graph a run executes from a definition that passed validation.
+
+    Raises :class:`~engine.errors.UnknownToolError` when a tool or condition it names
+    is not registered (any other problem means the definition was never validated).
+    """
+    nodes = {nid: _load_node(nid, raw, registry) for nid, raw in definition["nodes"].items()}
+    return CompiledGraph(
+        definition=definition,
+        name=definition.get("name"),
+        start=definition["start"],
+        max_steps=definition.get("max_steps", DEFAULT_MAX_STEPS),
+        nodes=nodes,
+    )
+
+
+def _load_node(nid: str, raw: Mapping[str, Any], registry: Registry) -> CompiledNode:
+    loop = raw.get("loop_condition")
+    timeout_s = raw.get("timeout_s")
+    retry = raw.get("retry")
+    return CompiledNode(
+        id=nid,
+        tool=registry.get_tool(raw["fn"]),
+        next=raw.get("next"),
+        branches=tuple((compile_condition(b["when"], registry), b["next"]) for b in raw.get("branches", ())),
+        loop=compile_condition(loop, registry) if loop else None,
+        max_iterations=raw.get("max_iterations", DEFAULT_MAX_ITERATIONS),
+        params=dict(raw.get("params", {})),
+        timeout_s=None if timeout_s is None else float(timeout_s),
+        retry=None if retry is None else _load_retry(retry),
+        catch=tuple(_load_catch(rule) for rule in raw.get("catch", ())),
+    )
+
+
+def _load_retry(raw: Mapping[str, Any]) -> CompiledRetry:
+    # Numbers are JSON numbers (the model is strict); a float field may hold an integer.
+    d = DEFAULT_RETRY
+    return CompiledRetry(
+        max_attempts=raw.get("max_attempts", d.max_attempts),
+        interval_s=float(raw.get("interval_s", d.interval_s)),
+        backoff_rate=float(raw.get("backoff_rate", d.backoff_rate)),
+        max_delay_s=float(raw.get("max_delay_s", d.max_delay_s)),
+        jitter=raw.get("jitter", d.jitter),
+        on=tuple(raw.get("on", d.on)),
+    )
+
+
+def _load_catch(raw: Mapping[str, Any]) -> CompiledCatch:
+    return CompiledCatch(
+        next=raw["next"],
+        on=tuple(raw.get("on", ANY_ERROR)),
+        result_key=raw.get("result_key", DEFAULT_RESULT_KEY),
+    )
