@@ -3,6 +3,7 @@
 ``flowforge dev`` (``make run``) starts an embedded moto server as AWS, creates the table
 and queues from template.yaml, and runs the unchanged Lambda handlers in this process
 behind a local API Gateway (HTTP, WebSocket, ``@connections``), an SQS event source
-mapping, a DynamoDB stream poller and the sweeper's schedule. Data is journaled under
-``.flowforge/`` so graphs, runs and logs survive a restart and runs in flight resume.
+mapping, a DynamoDB stream poller and the sweeper's schedule. Every DynamoDB write is
+journaled under ``.flowforge/`` before moto answers it, so what the stack acknowledged —
+graphs, runs, log entries — survives a restart, even ``kill -9``, and runs in flight resume.
 """

@@ -6,15 +6,25 @@ port hangs ``start()`` instead of raising; here the socket is bound in the calle
 moto serves each request in its own thread with no lock around DynamoDB: a transaction
 that fails its condition restores a deep copy of the whole table taken before it ran,
 erasing any write another thread made meanwhile (and the copy itself can crash with
-"dictionary changed size during iteration"). The step loop makes exactly such
-conflicting transactions by design, so DynamoDB (and stream) requests are serialized.
+"dictionary changed size during iteration"). FlowForge's own writes are single items,
+but the journal below needs each request's stream records on their own, so DynamoDB
+(and stream) requests are serialized.
 SQS is left concurrent: its long polls must not hold a lock.
+
+The same middleware makes DynamoDB durable (see journal.py): after each request, still
+under the lock, the stream records it added to the table's shard are appended to the
+journal, and the response leaves only once an fsync covers them (and everything the
+request could have read). The records are read from moto's memory after the request,
+not caught as moto adds them: a transaction that fails adds records, then puts back the
+copy of the table it took, shard included, and those records never happened.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import sys
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -22,6 +32,10 @@ from typing import Any
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
 from werkzeug.serving import BaseWSGIServer, make_server
+
+from flowforge.local.journal import Journal, JournalError, to_wire
+
+log = logging.getLogger("flowforge.local")
 
 #: Credentials moto accepts; never real ones, so nothing can reach an AWS account.
 FAKE_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
@@ -35,19 +49,71 @@ class _QuietHandler(MotoRequestHandler):
         return None
 
 
+class _JournaledTable:
+    """A table whose writes are journaled: the stream records moto added since the last look."""
+
+    def __init__(self, journal: Journal, table: str, region: str) -> None:
+        self.journal = journal
+        self.table = table
+        self.region = region
+        shard = self._shard()
+        # What the stream holds already (a restore's own writes) is journaled already.
+        self.through = shard.starting_sequence_number + len(shard.items) - 1
+
+    def _shard(self) -> Any:
+        from moto.dynamodb.models import dynamodb_backends
+
+        # Looked up every time: a failed transaction puts its copy of the table in place.
+        table = dynamodb_backends[DEFAULT_ACCOUNT_ID][self.region].get_table(self.table)
+        if table.stream_shard is None:
+            raise ValueError(f"table {self.table} has no stream: the local stack journals its stream records")
+        return table.stream_shard
+
+    def append_new(self) -> int:
+        """Append the records added since the last call (none: a read); the position to sync."""
+        shard = self._shard()
+        first = shard.starting_sequence_number  # sequence numbers are the index plus the start
+        new = shard.items[max(0, self.through + 1 - first) :]
+        position = self.journal.append([to_wire(record.to_json()) for record in new])
+        self.through = first + len(shard.items) - 1
+        return position
+
+
 class _SerializeDynamoDB:
-    """WSGI middleware: one DynamoDB request at a time (see the module docstring)."""
+    """WSGI middleware: one DynamoDB request at a time, each answered once it is journaled
+    (see the module docstring)."""
 
     def __init__(self, app: Callable[..., Iterable[bytes]]) -> None:
         self.app = app
         self.lock = threading.Lock()
+        self.journaled: _JournaledTable | None = None
+        self._failed = False
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         if not environ.get("HTTP_X_AMZ_TARGET", "").startswith(_DYNAMODB_TARGETS):
             return self.app(environ, start_response)
-        with self.lock:
-            # Drain the body under the lock: moto builds the response lazily.
-            return [b"".join(self.app(environ, start_response))]
+        try:
+            with self.lock:
+                # Drain the body under the lock: moto builds the response lazily.
+                body = b"".join(self.app(environ, start_response))
+                journaled = self.journaled
+                position = journaled.append_new() if journaled is not None else 0
+            if journaled is not None:
+                journaled.journal.sync(position)  # outside the lock: requests go on meanwhile
+        except JournalError as exc:
+            return self._not_journaled(exc, start_response)
+        return [body]
+
+    def _not_journaled(self, exc: JournalError, start_response: Callable[..., Any]) -> Iterable[bytes]:
+        """A 500 as DynamoDB sends it: the write may be in moto, but it is not acknowledged."""
+        if not self._failed:
+            self._failed = True
+            log.error("DynamoDB requests fail from now on: %s", exc)
+        body = {"__type": "com.amazonaws.dynamodb.v20120810#InternalServerError", "message": str(exc)}
+        start_response(
+            "500 Internal Server Error", [("Content-Type", "application/x-amz-json-1.0")], sys.exc_info()
+        )
+        return [json.dumps(body).encode()]
 
 
 class MotoServer:
@@ -69,13 +135,17 @@ class MotoServer:
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
         self._thread.start()
 
+    def journal_writes(self, journal: Journal, table: str, region: str) -> None:
+        """From now on, answer a DynamoDB request only once ``table``'s writes are in ``journal``."""
+        with self._app.lock:
+            self._app.journaled = _JournaledTable(journal, table, region)
+
     def trim(self, table: str, region: str, through_sequence: str | None) -> None:
         """Forget what moto would keep forever and the local stack no longer needs.
 
-        - Stream records up to ``through_sequence`` (read and journaled): DynamoDB keeps
-          them 24 hours, moto forever, and it deep-copies them with the table on every
-          transaction, so each commit would get slower (300 runs: ~300 ms a commit;
-          ~60 ms without them).
+        - Stream records up to ``through_sequence`` (read, and journaled when written):
+          DynamoDB keeps them 24 hours, moto forever (and a transaction deep-copies them
+          with the table).
         - Shard iterators: every poll takes fresh ones (see pollers.StreamPoller).
         - moto's registry of every model instance ever created (for its dashboard),
           which holds every copy of the table a transaction makes: ~1 MB per commit

@@ -2,16 +2,15 @@
 
 Start order matters: moto first (the handlers' boto3 clients read ``AWS_ENDPOINT_URL``
 at their first call), then the table and queues from template.yaml, the journal's
-restore, the handlers' environment and cold start, and only then traffic: the stream
-poller (past the restore's own writes), the queue pollers, the resumed runs, the
-gateway and the schedule.
+restore, journaling of every write from then on, the handlers' environment and cold
+start, and only then traffic: the stream poller (past the restore's own writes), the
+queue pollers, the resumed runs, the gateway and the schedule.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import errno
 import json
 import logging
@@ -192,6 +191,8 @@ class LocalStack:
             for k in dynamodb.describe_table(TableName=resources["table"])["Table"]["KeySchema"]
         ]
         restored = restore(self.journal, dynamodb, resources["table"], keys)
+        # Before any handler runs: every write is acknowledged only once it is on disk.
+        self.moto.journal_writes(self.journal, resources["table"], options.region)
         self.summary.update(restored=len(restored.items), resumed=len(restored.running))
 
         self._create_functions()
@@ -261,7 +262,7 @@ class LocalStack:
             )
             self.tasks.append(asyncio.ensure_future(poller.run()))
         if len(self.template.stream_sources) > 1:
-            raise TemplateError("the local stack journals one table stream; the template maps several")
+            raise TemplateError("the local stack polls one table stream; the template maps several")
         for source in self.template.stream_sources:
             self.stream = StreamPoller(
                 session.client("dynamodbstreams"),
@@ -271,7 +272,6 @@ class LocalStack:
                 report_failures=source.report_failures,
                 max_retries=source.max_retries,
                 accepts=compile_filters(source.filters),
-                journal=self.journal,
                 consumed=partial(self.moto.trim, resources["names"][source.table], region),
                 region=region,
             )
@@ -295,11 +295,8 @@ class LocalStack:
             await self.runner.cleanup()
         loop = asyncio.get_running_loop()
         finished = await loop.run_in_executor(None, self._drain)
-        if self.stream is not None:
-            with contextlib.suppress(Exception):
-                await loop.run_in_executor(None, self.stream.read)  # journal the last writes
-        self.journal.close()
         self.moto.stop()
+        self.journal.close()  # every write was journaled as it was acknowledged
         return finished
 
     def _drain(self) -> bool:

@@ -1,9 +1,13 @@
-"""Persistence of the local table: every stream record is journaled, and replayed at start.
+"""Persistence of the local table: every write is journaled before it is acknowledged, and
+the journal is replayed at start.
 
-moto keeps everything in memory. The stream poller appends each batch of records (key +
-new image, or key + nothing for a removal) to ``journal.jsonl`` in one write, then
-fsyncs, so a ``kill -9`` loses at most the batch being read. At start the journal is
-folded into the table's last known items, compacted, and put back into the table.
+moto keeps everything in memory. The moto server (see aws.py) appends the stream records
+each DynamoDB write made (key + new image, or key + nothing for a removal) to
+``journal.jsonl`` in one write, and answers the request only once an fsync covers them:
+what the local stack acknowledged survives a ``kill -9``. fsyncs are shared (group
+commit): one covers every append made before it, so concurrent writers wait for one disk
+flush, not one each. At start the journal is folded into the table's last known items,
+compacted, and put back into the table.
 
 Any cut of the journal is a consistent table: a step commits by writing one item (its
 slot, see functions/aws/dynamodb_codec.py) and the run item is only a snapshot that
@@ -19,6 +23,7 @@ import base64
 import json
 import logging
 import os
+import threading
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -78,12 +83,27 @@ class Restored:
     dropped: int = 0
 
 
+class JournalError(RuntimeError):
+    """The journal could not be written or flushed; nothing after that is acknowledged."""
+
+
 class Journal:
-    """``<data dir>/journal.jsonl``: one JSON line per stream record, ``{"k", "i"}``."""
+    """``<data dir>/journal.jsonl``: one JSON line per stream record, ``{"k", "i"}``.
+
+    :meth:`append` writes without waiting for the disk and returns a position;
+    :meth:`sync` returns once everything up to a position is on disk. The first write or
+    fsync that fails makes every later call raise :class:`JournalError`: after a failed
+    fsync the kernel may have dropped the unwritten pages, so a retry could not be trusted.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._file: Any = None
+        self._fd: int | None = None
+        self._written = 0  # appends handed to the OS
+        self._synced = 0  # appends known to be on disk
+        self._appending = threading.Lock()
+        self._syncing = threading.Lock()  # one fsync at a time; those queued behind it often find theirs done
+        self._failure: OSError | None = None
 
     def load(self) -> dict[str, Item]:
         """The last image of every item (a removal deletes it). A torn last line is skipped."""
@@ -106,6 +126,7 @@ class Journal:
 
     def compact(self, items: Iterable[Item], key_names: Iterable[str]) -> None:
         """Rewrite the journal as one line per item, atomically (write, fsync, rename)."""
+        self.close()  # later appends must go to the new file
         names = tuple(key_names)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         temporary = self.path.with_suffix(".jsonl.tmp")
@@ -118,27 +139,80 @@ class Journal:
         os.replace(temporary, self.path)
         _fsync_directory(self.path.parent)
 
-    def append(self, records: Iterable[Mapping[str, Any]]) -> None:
-        """Journal stream records (JSON-safe, see :func:`to_wire`) in one write, then fsync."""
-        lines = [
+    def append(self, records: Iterable[Mapping[str, Any]]) -> int:
+        """Journal stream records (JSON-safe, see :func:`to_wire`) in one write, without
+        waiting for the disk; returns the position to :meth:`sync` (with no records: the
+        position of everything appended so far)."""
+        data = "".join(
             json.dumps(
                 {"k": r["dynamodb"]["Keys"], "i": r["dynamodb"].get("NewImage")}, separators=(",", ":")
             )
+            + "\n"
             for r in records
-        ]
-        if not lines:
+        ).encode()
+        with self._appending:
+            self._raise_if_failed()
+            if data:
+                try:
+                    _write_all(self._open(), data)
+                except OSError as exc:
+                    self._failure = exc
+                    self._raise_if_failed()
+                self._written += 1
+            return self._written
+
+    def sync(self, position: int) -> None:
+        """Return once every append up to ``position`` is on disk (one fsync covers all
+        the appends made before it: concurrent callers share it)."""
+        if self._synced >= position:
             return
-        if self._file is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - kept open
-        self._file.write("\n".join(lines) + "\n")
-        self._file.flush()
-        os.fsync(self._file.fileno())
+        with self._syncing:
+            if self._synced >= position:
+                return  # the fsync we queued behind covered it
+            self._raise_if_failed()
+            through = self._written  # read before the fsync: these are in the OS already
+            try:
+                os.fsync(self._fd)  # type: ignore[arg-type]  # position > 0: opened by append
+            except OSError as exc:
+                self._failure = exc
+                self._raise_if_failed()
+            self._synced = through
+
+    def commit(self, records: Iterable[Mapping[str, Any]]) -> None:
+        """:meth:`append` then :meth:`sync`."""
+        self.sync(self.append(records))
 
     def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        """Flush what is not on disk yet, and close the file (a later append reopens it)."""
+        with self._appending, self._syncing:
+            if self._fd is not None:
+                if self._synced < self._written and self._failure is None:
+                    os.fsync(self._fd)
+                    self._synced = self._written
+                os.close(self._fd)
+                self._fd = None
+
+    def _open(self) -> int:
+        if self._fd is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            created = not self.path.exists()
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            if created:  # the file's name must survive a crash too
+                _fsync_directory(self.path.parent)
+        return self._fd
+
+    def _raise_if_failed(self) -> None:
+        if self._failure is not None:
+            raise JournalError(
+                f"cannot write {self.path}: {self._failure}; restart the local stack"
+                " (it replays what the journal holds)"
+            ) from self._failure
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 def _fsync_directory(path: Path) -> None:

@@ -4,9 +4,10 @@
   (the template's BatchSize, the queue's visibility timeout), deletes what succeeded,
   leaves ``batchItemFailures`` (or the whole batch, if the function failed) to come back
   after the visibility timeout; moto moves a message to the DLQ after maxReceiveCount.
-- :class:`StreamPoller` reads the table's stream in order, journals every record (the
-  local stack's persistence), then invokes the function with the records that pass the
-  template's FilterCriteria, retrying a failed batch per MaximumRetryAttempts.
+- :class:`StreamPoller` reads the table's stream in order and invokes the function with
+  the records that pass the template's FilterCriteria, retrying a failed batch per
+  MaximumRetryAttempts. (Persistence is not its job: the moto server journals every
+  write before answering it, so whatever the poller reads is on disk already.)
 - :class:`Schedule` invokes a function every N seconds with an EventBridge event.
 
 boto3 calls run in the loop's default executor: they block, the gateway must not.
@@ -17,14 +18,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import threading
 from collections.abc import Callable
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from flowforge.local import events
-from flowforge.local.journal import Journal, to_wire
+from flowforge.local.journal import to_wire
 from flowforge.local.lambdas import InvocationError, LocalFunction
 
 log = logging.getLogger("flowforge.local")
@@ -123,7 +123,7 @@ class QueuePoller:
 
 
 class StreamPoller:
-    """A DynamoDB stream event source mapping with the journal in front of it.
+    """A DynamoDB stream event source mapping.
 
     Every poll takes a fresh iterator after the last sequence number read: when a
     transaction fails, moto restores a copy of the table, stream shard included, and an
@@ -140,7 +140,6 @@ class StreamPoller:
         report_failures: bool,
         max_retries: int,
         accepts: Callable[[dict[str, Any]], bool],
-        journal: Journal | None,
         consumed: Callable[[str | None], None] | None = None,
         region: str = "us-east-1",
     ) -> None:
@@ -152,12 +151,10 @@ class StreamPoller:
         # Locally "until the record expires" (-1) would block the shard for a day.
         self.max_retries = max_retries if max_retries >= 0 else 3
         self.accepts = accepts
-        self.journal = journal
         self.consumed = consumed
         self.region = region
         self.shard_id: str | None = None
         self.last_sequence: str | None = None
-        self._reading = threading.Lock()  # the poll loop's read and the one at shutdown
 
     def skip_existing(self) -> int:
         """Start after the records already in the stream (the restore's own writes)."""
@@ -188,24 +185,17 @@ class StreamPoller:
         return [to_wire(r) for r in records]
 
     def read(self) -> list[dict[str, Any]]:
-        """Everything new, journaled before anything else sees it.
-
-        Full pages are read on before writing, so the journal never ends between the two
-        records of one transaction (stream reads are serialized with writes by the moto
-        server's DynamoDB lock, so a transaction is never half in the stream).
-        """
-        with self._reading:
-            records: list[dict[str, Any]] = []
-            while True:
-                page = self._read_page()
-                records += page
-                if len(page) < STREAM_PAGE:
-                    break
-            if self.journal is not None:
-                self.journal.append(records)
-            if self.consumed is not None:
-                self.consumed(self.last_sequence)  # journaled and held here: the stream may forget them
-            return records
+        """Everything new (stream reads are serialized with writes by the moto server's
+        DynamoDB lock, so a transaction is never half in the stream)."""
+        records: list[dict[str, Any]] = []
+        while True:
+            page = self._read_page()
+            records += page
+            if len(page) < STREAM_PAGE:
+                break
+        if self.consumed is not None:
+            self.consumed(self.last_sequence)  # held here (and journaled): the stream may forget them
+        return records
 
     async def run(self) -> None:
         while True:

@@ -236,7 +236,7 @@ def test_a_run_in_flight_survives_kill_9_and_finishes_after_restart(own_stack: L
                 session, "POST", f"{own_stack.url}/graph/run", {"graph_id": graph_id, "background": True}
             )
             await wait_for(session, own_stack, accepted["run_id"], lambda v: v["current_node"] == "nap")
-            await asyncio.sleep(1.0)  # the nap is running; the journal has the step before it
+            await asyncio.sleep(1.0)  # into the nap (the step before it was on disk when stored)
             return graph_id, accepted["run_id"]
 
     graph_id, run_id = run(before_the_crash())

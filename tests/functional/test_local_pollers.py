@@ -1,8 +1,9 @@
 """The local event source mappings against a real moto server (in a thread of the test).
 
 Queue: partial batch failures come back after the visibility timeout and reach the DLQ
-after maxReceiveCount. Stream: every record is journaled, only filtered ones wake the
-function, and the poller survives moto swapping the table on a failed transaction.
+after maxReceiveCount. Stream: only filtered records wake the function, and the poller
+survives moto swapping the table on a failed transaction. (The journal is written by the
+moto server as writes happen: test_local_durability.py.)
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ import boto3
 import pytest
 
 from flowforge.local.aws import MotoServer
-from flowforge.local.journal import Journal
 from flowforge.local.lambdas import LocalFunction
 from flowforge.local.patterns import compile_filters
 from flowforge.local.pollers import QueuePoller, Schedule, StreamPoller
@@ -131,12 +131,11 @@ def stack(client, request):
     )
 
 
-def test_the_stream_is_journaled_filtered_and_survives_a_failed_transaction(client, stack, tmp_path):
+def test_the_stream_is_filtered_and_survives_a_failed_transaction(client, stack):
     dynamodb = client("dynamodb")
     table = stack["table"]
     delivered: list[dict] = []
     (source,) = read_template(DEFAULT_TEMPLATE).stream_sources
-    journal = Journal(tmp_path / "journal.jsonl")
     poller = StreamPoller(
         client("dynamodbstreams"),
         stack["stream_arn"],
@@ -145,7 +144,6 @@ def test_the_stream_is_journaled_filtered_and_survives_a_failed_transaction(clie
         report_failures=True,
         max_retries=source.max_retries,
         accepts=compile_filters(source.filters),
-        journal=journal,
     )
     dynamodb.put_item(
         TableName=table, Item={"pk": {"S": "GRAPH#old"}, "sk": {"S": "GRAPH"}, "kind": {"S": "graph"}}
@@ -180,13 +178,9 @@ def test_the_stream_is_journaled_filtered_and_survives_a_failed_transaction(clie
     )
 
     asyncio.run(run_for(1.0, poller.run()))
-    journal.close()
-    # THEN the function saw the two log inserts only (the graph is filtered out) ...
+    # THEN the function saw the two log inserts only (the graph is filtered out)
     assert [r["dynamodb"]["Keys"]["sk"]["S"] for r in delivered] == ["LOG#0000000000", "LOG#0000000001"]
     assert all(r["eventSourceARN"] == stack["stream_arn"] for r in delivered)
-    # ... and the journal holds every record after the start, graph included
-    journaled = Journal(tmp_path / "journal.jsonl").load().values()
-    assert sorted(i["sk"]["S"] for i in journaled) == ["GRAPH", "LOG#0000000000", "LOG#0000000001"]
 
 
 def test_conflicting_transactions_never_erase_concurrent_writes(client, stack):
@@ -247,7 +241,6 @@ def test_consumed_stream_records_are_forgotten_and_reading_carries_on(client, st
         report_failures=True,
         max_retries=0,
         accepts=lambda record: True,
-        journal=None,
         consumed=partial(moto.trim, table, "us-east-1"),
     )
 

@@ -1,10 +1,17 @@
-"""The journal: what a restart puts back."""
+"""The journal: what a restart puts back, and that a commit returns only once its lines
+are on disk, sharing fsyncs."""
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+import threading
+import time
 
-from flowforge.local.journal import Journal, from_wire, restorable, to_wire
+import pytest
+
+from flowforge.local.journal import Journal, JournalError, from_wire, restorable, to_wire
 
 
 def S(value):
@@ -87,3 +94,63 @@ def test_binary_attributes_survive_the_round_trip_through_json():
     item = {"pk": {"S": "x"}, "blob": {"B": b"\x00\xff"}, "m": {"M": {"bs": {"BS": [b"\x01"]}}}}
     wire = json.loads(json.dumps(to_wire(item)))
     assert from_wire(wire) == item
+
+
+def test_concurrent_commits_share_fsyncs_and_each_returns_once_its_lines_are_on_disk(tmp_path, monkeypatch):
+    # GIVEN a slow disk: each fsync takes 50 ms
+    synced: list[int] = []  # the file's size at each fsync: what it made durable
+    real_fsync = os.fsync
+
+    def slow_fsync(fd):
+        size = os.fstat(fd).st_size
+        time.sleep(0.05)
+        real_fsync(fd)
+        synced.append(size)
+
+    monkeypatch.setattr(os, "fsync", slow_fsync)
+    path = tmp_path / "journal.jsonl"
+    journal = Journal(path)
+    start = threading.Barrier(10)
+    covered: list[bool] = []
+
+    def writer(n):
+        start.wait()
+        journal.commit([record(run(f"r{n}", 0))])
+        # THEN when commit returns, an fsync has covered this writer's line
+        covered.append(f'"RUN#r{n}"'.encode() in path.read_bytes()[: synced[-1]])
+
+    # WHEN 10 writers commit at once
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(10)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert covered == [True] * 10
+    # ... and they shared fsyncs (group commit): not one 50 ms flush each
+    assert len(synced) <= 5
+    assert len(Journal(path).load()) == 10
+
+
+def test_a_failed_fsync_fails_every_later_call_and_close_flushes_what_is_pending(tmp_path, monkeypatch):
+    journal = Journal(tmp_path / "journal.jsonl")
+    position = journal.append([record(run("pending", 0))])
+    fsyncs: list[int] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (fsyncs.append(fd), real_fsync(fd)))
+    journal.close()  # the pending line is flushed on close
+    assert len(fsyncs) == 1
+    journal.sync(position)  # already durable: nothing to do, no error
+
+    # WHEN an fsync fails
+    def failing_fsync(fd):
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(os, "fsync", failing_fsync)
+    with pytest.raises(JournalError, match=r"journal\.jsonl: .*Input/output error"):
+        journal.commit([record(run("r", 0))])
+    # THEN nothing is acknowledged any more, even when the disk answers again
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    with pytest.raises(JournalError):
+        journal.append([])
+    with pytest.raises(JournalError):
+        journal.commit([record(run("r", 1))])

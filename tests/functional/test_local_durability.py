@@ -1,0 +1,202 @@
+"""The local moto server journals every DynamoDB write before it answers it.
+
+Against a real moto server in a thread of the test: what a response acknowledged is in
+the journal and on disk (an fsync covered it) when the response arrives, whatever the
+operation; what did not happen (a failed condition, a cancelled transaction) is not
+journaled; and a journal that cannot be written fails requests instead of acknowledging
+them.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import threading
+
+import boto3
+import pytest
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+from flowforge.local.aws import MotoServer
+from flowforge.local.journal import Journal
+from flowforge.stack import DEFAULT_TEMPLATE, create_resources
+
+REGION = "us-east-1"
+
+
+@pytest.fixture
+def moto():  # a server per test: each journals its own table
+    server = MotoServer("127.0.0.1", 0)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def dynamodb(moto):
+    session = boto3.session.Session(
+        aws_access_key_id="testing", aws_secret_access_key="testing", region_name=REGION
+    )
+    # No retries: a failed request must show as it is.
+    return session.client("dynamodb", endpoint_url=moto.endpoint, config=Config(retries={"max_attempts": 1}))
+
+
+@pytest.fixture
+def table(moto, dynamodb, request):
+    sqs = boto3.client(
+        "sqs",
+        endpoint_url=moto.endpoint,
+        region_name=REGION,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    name = request.node.name[-30:].strip("_")  # a table of its own per test
+    return create_resources({"dynamodb": dynamodb, "sqs": sqs}, DEFAULT_TEMPLATE, stack_name=name)["table"]
+
+
+@pytest.fixture
+def synced(monkeypatch) -> list[int]:
+    """The journal's size at each fsync: what each one made durable."""
+    sizes: list[int] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        size = os.fstat(fd).st_size
+        real_fsync(fd)
+        sizes.append(size)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    return sizes
+
+
+def item(pk: str, sk: str = "RUN", **attributes) -> dict:
+    return {"pk": {"S": pk}, "sk": {"S": sk}, "kind": {"S": "run"}, **attributes}
+
+
+def scan(dynamodb, table: str) -> dict[tuple[str, str], dict]:
+    items = [i for page in dynamodb.get_paginator("scan").paginate(TableName=table) for i in page["Items"]]
+    return {(i["pk"]["S"], i["sk"]["S"]): i for i in items}
+
+
+def journaled(path) -> dict[tuple[str, str], dict]:
+    from flowforge.local.journal import from_wire
+
+    return {(i["pk"]["S"], i["sk"]["S"]): from_wire(i) for i in Journal(path).load().values()}
+
+
+def test_every_acknowledged_write_is_on_disk_when_its_response_arrives(
+    moto, dynamodb, table, tmp_path, synced
+):
+    # GIVEN an item written before journaling starts (as a restore writes what it replays)
+    dynamodb.put_item(TableName=table, Item=item("RESTORED"))
+    path = tmp_path / "journal.jsonl"
+    moto.journal_writes(Journal(path), table, REGION)
+    conflict = {
+        "Put": {"TableName": table, "Item": item("T1"), "ConditionExpression": "attribute_not_exists(pk)"}
+    }
+    writes = [
+        lambda: dynamodb.put_item(TableName=table, Item=item("A", blob={"B": b"\x00\xff"})),
+        lambda: dynamodb.update_item(
+            TableName=table,
+            Key={"pk": {"S": "A"}, "sk": {"S": "RUN"}},
+            UpdateExpression="SET step = :s",
+            ExpressionAttributeValues={":s": {"N": "1"}},
+        ),
+        lambda: dynamodb.batch_write_item(
+            RequestItems={table: [{"PutRequest": {"Item": item(f"B{i}")}} for i in range(3)]}
+        ),
+        lambda: dynamodb.delete_item(TableName=table, Key={"pk": {"S": "B0"}, "sk": {"S": "RUN"}}),
+        lambda: dynamodb.transact_write_items(
+            TransactItems=[
+                {"Put": {"TableName": table, "Item": item("T1")}},
+                {"Put": {"TableName": table, "Item": item("T1", "LOG#0000000000")}},
+            ]
+        ),
+    ]
+    # WHEN each write is acknowledged
+    for write in writes:
+        write()
+        # THEN the journal, as far as the last fsync reached, holds the table as it is now
+        assert synced and synced[-1] == path.stat().st_size
+        assert journaled(path) == {k: v for k, v in scan(dynamodb, table).items() if k[0] != "RESTORED"}
+
+    # ... and what did not happen is not journaled: a failed condition, a cancelled
+    # transaction (moto adds its records, then puts back its copy of the table)
+    size = path.stat().st_size
+    with pytest.raises(dynamodb.exceptions.ConditionalCheckFailedException):
+        dynamodb.put_item(TableName=table, Item=item("A"), ConditionExpression="attribute_not_exists(pk)")
+    with pytest.raises(dynamodb.exceptions.TransactionCanceledException):
+        dynamodb.transact_write_items(
+            TransactItems=[{"Put": {"TableName": table, "Item": item("T2")}}, conflict]
+        )
+    assert path.stat().st_size == size
+    assert ("T2", "RUN") not in journaled(path)
+    # ... and the first write after that is journaled as usual
+    dynamodb.put_item(TableName=table, Item=item("C"))
+    assert ("C", "RUN") in journaled(path)
+    assert synced[-1] == path.stat().st_size
+
+
+def test_a_journal_that_cannot_be_flushed_fails_requests_instead_of_acknowledging_them(
+    moto, dynamodb, table, tmp_path, monkeypatch
+):
+    path = tmp_path / "journal.jsonl"
+    moto.journal_writes(Journal(path), table, REGION)
+    dynamodb.put_item(TableName=table, Item=item("BEFORE"))
+
+    # WHEN the disk fails under the journal
+    def failing_fsync(fd: int) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(os, "fsync", failing_fsync)
+    # THEN the write is not acknowledged: a 500 that says why
+    with pytest.raises(ClientError) as failed:
+        dynamodb.put_item(TableName=table, Item=item("AFTER"))
+    assert failed.value.response["Error"]["Code"] == "InternalServerError"
+    assert failed.value.response["ResponseMetadata"]["HTTPStatusCode"] == 500
+    assert str(path) in failed.value.response["Error"]["Message"]
+    # ... and nor is anything after it, even once the disk answers again (after a failed
+    # fsync the kernel may have dropped what was not written): restart to recover
+    monkeypatch.undo()
+    with pytest.raises(ClientError, match="InternalServerError"):
+        dynamodb.get_item(TableName=table, Key={"pk": {"S": "BEFORE"}, "sk": {"S": "RUN"}})
+    assert ("BEFORE", "RUN") in journaled(path)
+
+
+def test_a_read_is_answered_only_once_the_writes_it_can_see_are_on_disk(
+    moto, dynamodb, table, tmp_path, monkeypatch
+):
+    # (the stream poller must not broadcast, nor the API show, a write a crash can still undo)
+    moto.journal_writes(Journal(tmp_path / "journal.jsonl"), table, REGION)
+    entered, release = threading.Event(), threading.Event()
+    real_fsync = os.fsync
+
+    def held_fsync(fd: int) -> None:
+        entered.set()
+        release.wait(10)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", held_fsync)
+    # GIVEN a write applied in moto whose fsync has not finished
+    writer = threading.Thread(target=lambda: dynamodb.put_item(TableName=table, Item=item("W")))
+    writer.start()
+    assert entered.wait(10)
+    # WHEN another client reads it
+    read: list[dict] = []
+    reader = threading.Thread(
+        target=lambda: read.append(
+            dynamodb.get_item(
+                TableName=table, Key={"pk": {"S": "W"}, "sk": {"S": "RUN"}}, ConsistentRead=True
+            )
+        )
+    )
+    reader.start()
+    # THEN the answer waits for the fsync ...
+    reader.join(0.5)
+    assert reader.is_alive() and not read
+    release.set()
+    writer.join(10)
+    reader.join(10)
+    # ... and then shows the write
+    assert read[0]["Item"]["pk"] == {"S": "W"}
