@@ -6,6 +6,7 @@ Importing this module builds no AWS client: the service is built on first use by
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from aws_lambda_powertools.event_handler import CORSConfig
@@ -18,31 +19,51 @@ from functions.api.errors import register_error_handlers
 from functions.api.observability import logger, metrics
 from functions.api.routes import router
 
-app = FlowForgeResolver(
-    cors=CORSConfig(
-        allow_origin="*",
-        # As template.yaml's CorsConfiguration (which answers in AWS; this one answers locally).
-        allow_headers=[
-            "Authorization",
-            "Content-Type",
-            "X-Amz-Content-Sha256",
-            "X-Amz-Date",
-            "X-Amz-Security-Token",
-        ],
-        expose_headers=["Retry-After", "Allow"],
-        max_age=600,
-    ),
-    enable_validation=True,
-    # A response that does not match its model is a bug (500), not a client error.
-    response_validation_error_http_code=500,
-    json_body_deserializer=parse_json_body,
-)
-app.include_router(router)
-add_docs(app)
-register_error_handlers(app, logger)
+
+def build_resolver() -> FlowForgeResolver:
+    """The resolver with every route, the docs and the error handlers."""
+    resolver = FlowForgeResolver(
+        cors=CORSConfig(
+            allow_origin="*",
+            # As template.yaml's CorsConfiguration (which answers in AWS; this one answers locally).
+            allow_headers=[
+                "Authorization",
+                "Content-Type",
+                "X-Amz-Content-Sha256",
+                "X-Amz-Date",
+                "X-Amz-Security-Token",
+            ],
+            expose_headers=["Retry-After", "Allow"],
+            max_age=600,
+        ),
+        enable_validation=True,
+        # A response that does not match its model is a bug (500), not a client error.
+        response_validation_error_http_code=500,
+        json_body_deserializer=parse_json_body,
+    )
+    resolver.include_router(router)
+    add_docs(resolver)
+    register_error_handlers(resolver, logger)
+    return resolver
+
+
+#: The resolver keeps the request it is answering on itself, so each thread gets its
+#: own: a Lambda container answers one request at a time, but the local stack (and any
+#: test) may call this handler from several threads of one process.
+_resolvers = threading.local()
+
+
+def resolver() -> FlowForgeResolver:
+    found = getattr(_resolvers, "app", None)
+    if found is None:
+        found = _resolvers.app = build_resolver()
+    return found
+
+
+app = resolver()  # the importing thread's, built at import as before (cold start)
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP, clear_state=True)
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return app.resolve(event, context)
+    return resolver().resolve(event, context)

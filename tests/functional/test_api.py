@@ -667,3 +667,29 @@ def test_seed_flow_on_dynamodb_and_sqs(aws_service, aws, stack, clock, call):
     assert_error(call("POST", f"/graph/run/{run['run_id']}/cancel"), 409, "conflict")
     assert_error(call("GET", "/graph/state/nope"), 404, "not_found")
     assert_error(call("GET", "/graph/nope"), 404, "not_found")
+
+
+def test_concurrent_requests_in_one_process_each_get_their_own_answer(service, call):
+    # GIVEN one process serving a function's requests from several threads (the local
+    # stack does; a Lambda container serves one at a time)
+    graph, _ = summarization()
+    barrier = threading.Barrier(8)
+    replies: list[tuple[str, Reply]] = []
+
+    def one(kind: str) -> None:
+        barrier.wait()
+        for _ in range(10):
+            reply = call("POST", "/graph/create", body=graph) if kind == "create" else call("GET", "/graphs")
+            replies.append((kind, reply))
+
+    # WHEN creates and lists run at once
+    threads = [threading.Thread(target=one, args=("create" if i % 2 else "list",)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    # THEN every create answered 201 with a graph id, every list 200 with a page
+    assert sorted({(kind, r.status) for kind, r in replies}) == [("create", 201), ("list", 200)]
+    assert all("graph_id" in r.json for kind, r in replies if kind == "create")
+    assert all("graphs" in r.json for kind, r in replies if kind == "list")

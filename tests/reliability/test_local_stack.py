@@ -266,10 +266,9 @@ def test_every_acknowledged_graph_and_run_survives_kill_9(local_stack):
 
 
 # -- load -------------------------------------------------------------------------------
-#: The local stack slows down as its table grows (moto copies the whole table for every
-#: transaction): 10 runs take ~7 s, 20 ~25 s, 40 ~90 s, and 200 did not finish in 9 min.
-#: FLOWFORGE_LOAD_RUNS=200 runs the issue's full load once that is fixed.
-LOAD_RUNS = int(os.environ.get("FLOWFORGE_LOAD_RUNS") or figures.scaled(10, 40))
+#: Runs started at once: 10 in ``make test``, 200 in ``make reliability``
+#: (FLOWFORGE_LOAD_RUNS overrides both).
+LOAD_RUNS = int(os.environ.get("FLOWFORGE_LOAD_RUNS") or figures.scaled(10, 200))
 
 
 def test_concurrent_runs_each_followed_over_a_websocket(local_stack):
