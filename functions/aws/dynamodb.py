@@ -258,6 +258,11 @@ class DynamoRunStore(AwsAdapter):
             return None
         snapshot, slots = items[0], items[1:]
         base = codec.applied_of(snapshot)
+        if known is not None and base < known.snapshot_applied:
+            # The run item went back (it was restored or rewritten from outside): what
+            # this store knew no longer bounds the read.
+            self._cache.pop(run_id, None)
+            return self._read_run(run_id)
         start = response.get("LastEvaluatedKey")
         while start and (not slots or codec.seq_of(slots[-1]) > base):
             missing = codec.seq_of(slots[-1]) - base if slots else SNAPSHOT_EVERY

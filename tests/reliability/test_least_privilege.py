@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from functions.api.app import handler as api_handler
-from functions.dlq import app as dlq_app  # noqa: F401  (creates the DLQ function's logger)
+from functions.dlq import app as dlq_app
 from functions.step import app as step_app
 from functions.sweeper import app as sweeper_app
 from tests.functional.pump import LambdaContext, QueuePump, load_event
@@ -255,3 +255,84 @@ def test_logging_the_event_is_opt_in_and_would_show_it(service, monkeypatch, lam
 
     # THEN the event (and so the secret) is in the log: the check above can see one
     assert SECRET in lambda_logs.getvalue()
+
+
+# -- every call each function makes is one its role allows ------------------------------------
+def allowed_actions(cfn: dict[str, Any], function: str) -> set[str]:
+    role = cfn["Resources"][f"{function}Role"]["Properties"]
+    return {
+        action
+        for policy in role.get("Policies", [])
+        for statement in policy["PolicyDocument"]["Statement"]
+        for action in as_list(statement.get("Action", []))
+    }
+
+
+class CallsByFunction:
+    """The AWS operations made while each function's handler ran (botocore hooks)."""
+
+    def __init__(self) -> None:
+        self.acting: str | None = None
+        self.made: dict[str, set[str]] = {}
+
+    def watch(self, client: Any) -> None:
+        client.meta.events.register("before-call.*.*", self._record)
+
+    def _record(self, model, **_):
+        if self.acting is not None:
+            action = f"{model.service_model.signing_name}:{model.name}"
+            self.made.setdefault(self.acting, set()).add(action)
+
+    def run(self, function: str, handler, *args, **kwargs):
+        self.acting = function
+        try:
+            return handler(*args, **kwargs)
+        finally:
+            self.acting = None
+
+
+def test_every_call_a_function_makes_is_allowed_by_its_role(service, stack, aws, clock):
+    # GIVEN every client of the service the API, step, DLQ and sweeper functions share
+    calls = CallsByFunction()
+    calls.watch(service.store.client)
+    calls.watch(service.queue.client)
+    pump = QueuePump(aws.client("sqs"), stack["queue_url"], clock, step_app.handler)
+    graph = {"start": "a", "nodes": {"a": {"fn": "rel_noop", "next": "b"}, "b": {"fn": "rel_noop"}}}
+
+    # WHEN a graph is stored, runs start, run, are read, one is cancelled and one dead-lettered
+    api = lambda *a, **kw: calls.run("ApiFunction", call, api_handler, *a, **kw)  # noqa: E731
+    graph_id = api("POST", "/graph/create", json_body=graph).json["graph_id"]
+    api("GET", "/graphs")
+    api("GET", f"/graph/{graph_id}")
+    runs = [
+        api("POST", "/graph/run", json_body={"graph_id": graph_id, "state": {}, "background": True}).json[
+            "run_id"
+        ]
+        for _ in range(3)
+    ]
+    assert api("POST", f"/graph/run/{runs[0]}/cancel").status == 200
+    dead = load_event("sqs_dlq_message")
+    dead["Records"][0]["body"] = json.dumps({"run_id": runs[1], "step": 0})
+    calls.run("DlqFunction", dlq_app.handler, dead, LambdaContext(function_name="flowforge-DlqFunction"))
+    calls.acting = "StepFunction"
+    pump.drain()
+    calls.acting = None
+    api("GET", f"/graph/state/{runs[2]}")
+    # ... and the sweeper finds a run whose snapshot lags its end, and mends it
+    lagging = aws.client("dynamodb").get_item(
+        TableName=stack["table"], Key={"pk": {"S": f"RUN#{runs[2]}"}, "sk": {"S": "RUN"}}
+    )["Item"]
+    lagging.update(
+        status={"S": "running"}, applied={"N": "0"}, gsi1pk={"S": "RUNNING#0"}, gsi1sk={"S": "0" * 15}
+    )
+    aws.client("dynamodb").put_item(TableName=stack["table"], Item=lagging)
+    clock.advance(service.stall_after_s + 60)
+    sweeper = LambdaContext(function_name="flowforge-SweeperFunction")
+    calls.run("SweeperFunction", sweeper_app.handler, load_event("sweeper_schedule"), sweeper)
+
+    # THEN each function made only calls its own role allows
+    cfn = translate()
+    assert set(calls.made) == {"ApiFunction", "DlqFunction", "StepFunction", "SweeperFunction"}
+    assert {"dynamodb:PutItem", "dynamodb:Query"} <= calls.made["SweeperFunction"]
+    denied = {f: sorted(made - allowed_actions(cfn, f)) for f, made in calls.made.items()}
+    assert denied == {f: [] for f in calls.made}
