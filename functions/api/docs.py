@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response, content_types
@@ -24,12 +25,43 @@ _INTERNAL_ERROR = {
 }
 
 
+#: The request each thread is answering (see FlowForgeResolver).
+_answering = threading.local()
+
+
 class FlowForgeResolver(APIGatewayHttpResolver):
-    """The HTTP API resolver, whose OpenAPI document lists the errors it really returns.
+    """The HTTP API resolver, whose OpenAPI document lists the errors it really returns,
+    and which keeps each thread's request apart.
 
     Powertools documents a 422 for request validation and a 500 with its own shape for
     response validation; this API answers 400 and 500 in its one error shape instead.
+
+    Powertools keeps the request being answered (``current_event``, ``lambda_context``)
+    in class attributes shared by every resolver and router: right for a Lambda
+    container, which answers one request at a time, wrong for a process that answers
+    several from threads (the local stack). Here they live per thread.
     """
+
+    @property  # type: ignore[override]
+    def current_event(self) -> Any:
+        return _answering.event
+
+    @current_event.setter
+    def current_event(self, value: Any) -> None:
+        _answering.event = value
+
+    @property  # type: ignore[override]
+    def lambda_context(self) -> Any:
+        return _answering.context
+
+    @lambda_context.setter
+    def lambda_context(self, value: Any) -> None:
+        _answering.context = value
+
+    def resolve(self, event: dict[str, Any], context: Any) -> dict[str, Any]:
+        self.current_event = self._to_proxy_event(event)
+        self.lambda_context = context
+        return super().resolve(event, context)
 
     def get_openapi_schema(self, **kwargs: Any) -> OpenAPI:
         schema = super().get_openapi_schema(**kwargs)

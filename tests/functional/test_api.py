@@ -23,6 +23,7 @@ from engine.errors import StoreUnavailableError
 from engine.memory import InMemoryRunStore, InMemoryStepQueue
 from engine.service import RunService
 from functions.api.app import handler
+from functions.api.docs import FlowForgeResolver
 from functions.runtime import set_service
 from tests.functional import fixtures as moto
 
@@ -693,3 +694,29 @@ def test_concurrent_requests_in_one_process_each_get_their_own_answer(service, c
     assert sorted({(kind, r.status) for kind, r in replies}) == [("create", 201), ("list", 200)]
     assert all("graph_id" in r.json for kind, r in replies if kind == "create")
     assert all("graphs" in r.json for kind, r in replies if kind == "list")
+
+
+def test_the_resolver_keeps_each_threads_request_apart():
+    # GIVEN a resolver whose route waits until two threads are both inside it
+    app = FlowForgeResolver()
+    both_inside = threading.Barrier(2)
+    seen: dict[str, tuple[str, str]] = {}
+
+    @app.get("/who/<name>")
+    def who(name: str):
+        both_inside.wait(timeout=5)
+        seen[name] = (app.current_event.path, app.lambda_context.aws_request_id)
+        return {}
+
+    # WHEN two threads answer /who/a and /who/b at once, each with its own Lambda context
+    def answer(name: str) -> None:
+        app.resolve(api_event("GET", f"/who/{name}"), FakeLambdaContext(aws_request_id=name))
+
+    threads = [threading.Thread(target=answer, args=(name,)) for name in "ab"]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    # THEN each saw its own request and context, not the one resolved last
+    assert seen == {"a": ("/who/a", "a"), "b": ("/who/b", "b")}
