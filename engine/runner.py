@@ -13,13 +13,17 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from json import loads
 from typing import Any
 
 from engine.graph import CompiledGraph
-from engine.state import DEFAULT_MAX_STATE_BYTES, StateSize, encode_state
+from engine.state import DEFAULT_MAX_STATE_BYTES, StateSize, decode_state, encode_state
 from engine.step import Cursor, enforce_limits, run_step
 
 Sleep = Callable[[float], Awaitable[Any]]
+#: JSON values that read back as the same Python value, and those that may not.
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+_CONTAINERS = frozenset({dict, list})
 
 
 async def _no_sleep(_: float) -> None:
@@ -68,20 +72,35 @@ async def run_graph(
     :class:`~engine.errors.InvalidStateError` when the initial state is unusable.
     """
     run_id = run_id or uuid.uuid4().hex
-    state = dict(state or {})
-    size = StateSize(encode_state(state), max_state_bytes)
+    # The state is kept as the store keeps it, one JSON text per key, and each step gets
+    # it freshly decoded: a value a tool changes in place without returning it is not an
+    # update, here as in the step Lambda.
+    stored = encode_state(dict(state or {}))
+    size = StateSize(stored, max_state_bytes)
+    values = decode_state(stored)
+    # Only lists and objects can be changed in place: those are decoded again each step,
+    # from their stored text (key -> text).
+    mutable = {key: stored[key] for key, value in values.items() if type(value) in _CONTAINERS}
     sleep = sleep or _no_sleep
     cursor: Cursor | None = Cursor(graph.start)
-    result = RunResult(run_id, "running", state)
+    result = RunResult(run_id, "running", values)
     while cursor is not None:
-        outcome = await run_step(graph, cursor, state, run_id=run_id, now=now, rng=rng)
-        outcome, _ = enforce_limits(outcome, size, state)
-        log, status, error, state = outcome.log, outcome.run_status, outcome.error, outcome.state
+        before = {**values, **{key: loads(text) for key, text in mutable.items()}} if mutable else values
+        outcome = await run_step(graph, cursor, before, run_id=run_id, now=now, rng=rng)
+        outcome, update = enforce_limits(outcome, size, before)
+        for key, value in outcome.update.items():
+            if type(value) in _SCALARS:
+                values[key] = value
+                mutable.pop(key, None)
+            else:  # as stored: a tuple comes back a list, a container a copy of its own
+                values[key] = loads(update[key])
+                mutable[key] = update[key]
+        log, status, error = outcome.log, outcome.run_status, outcome.error
         result.logs.append(log)
         if on_log is not None:
             on_log(log)
         if status != "running":
-            result.status, result.error, result.state = status, error, state
+            result.status, result.error, result.state = status, error, values
             return result
         if outcome.delay_s:
             await sleep(outcome.delay_s)

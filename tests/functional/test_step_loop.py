@@ -248,3 +248,23 @@ def test_a_batch_whose_every_record_failed_is_reported_not_raised(service, pump,
 
     # THEN the handler returns it as a batch item failure instead of raising
     assert response == {"batchItemFailures": [{"itemIdentifier": message["MessageId"]}]}
+
+
+def test_a_value_changed_in_place_is_not_an_update_in_the_runner_either(service, pump):
+    # GIVEN a tool that appends to a list of the state in place, returning only a count
+    graph = {
+        "start": "a",
+        "nodes": {"a": {"fn": "test_append_in_place", "next": "b"}, "b": {"fn": "test_append_in_place"}},
+    }
+    state = {"items": []}
+
+    # WHEN it runs through the step handler and in the in-process runner
+    run_id = start(service, graph, state)
+    pump.drain()
+    in_process = run_graph_sync(compile_graph(graph), state, sleep=None)
+
+    # THEN both kept only what the tool returned: each step saw the list as stored
+    assert decode_state(service.get_run(run_id).state) == {"items": [], "seen": 1}
+    assert in_process.state == {"items": [], "seen": 1}
+    assert [e["result"] for e in in_process.logs] == [{"seen": 1}, {"seen": 1}]
+    assert state == {"items": []}  # the caller's state is not touched either

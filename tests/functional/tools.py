@@ -98,3 +98,10 @@ FLAKY = {
 }
 
 VANISHING = {"name": "vanishing", "start": "only", "nodes": {"only": {"fn": "test_vanishing"}}}
+
+
+@default_registry.tool("test_append_in_place")
+async def append_in_place(state, ctx):
+    """Appends to a list it was given without returning it: a change that is not an update."""
+    state["items"].append(ctx.step)
+    return {"seen": len(state["items"])}
