@@ -61,7 +61,9 @@ def rules(draw, ids: list[str], depth: int = 0) -> Any:
 @st.composite
 def nodes(draw, index: int, ids: list[str]) -> dict[str, Any]:
     tool = draw(
-        st.sampled_from(["rel_add", "rel_add_sync", "rel_flaky", "rel_flaky", "rel_slow", "rel_noop"])
+        st.sampled_from(
+            ["rel_add", "rel_add_sync", "rel_add_in_place", "rel_flaky", "rel_flaky", "rel_slow", "rel_noop"]
+        )
     )
     node: dict[str, Any] = {
         "fn": tool,

@@ -29,6 +29,16 @@ async def rel_add(state, ctx):
     return _add(state, ctx)
 
 
+@default_registry.tool("rel_add_in_place")
+async def rel_add_in_place(state, ctx):
+    """Append this node to ``trail`` in place — not an update, so it is lost — and add
+    ``params.by`` to ``state[params.key]`` (returned)."""
+    if isinstance(state.get("trail"), list):
+        state["trail"].append(ctx.node)
+    key = ctx.params.get("key", "a")
+    return {key: state.get(key, 0) + ctx.params.get("by", 1)}
+
+
 @default_registry.tool("rel_add_sync")
 def rel_add_sync(state, ctx):
     """:func:`rel_add` as a sync tool."""
