@@ -87,9 +87,18 @@ class LambdaContext:
     aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     log_group_name: str = "/aws/lambda/flowforge"
     log_stream_name: str = "2025/06/15/[$LATEST]0123456789abcdef"
+    remaining_ms: int = 300_000
 
     def get_remaining_time_in_millis(self) -> int:
-        return 300_000
+        return self.remaining_ms
+
+    @classmethod
+    def api(cls, **fields: Any) -> LambdaContext:
+        """The API function's context (its 29 s timeout; a test may shorten it)."""
+        name = "flowforge-ApiFunction"
+        arn = f"arn:aws:lambda:us-east-1:123456789012:function:{name}"
+        return cls(**{"function_name": name, "memory_limit_in_mb": 256, "invoked_function_arn": arn,
+                      "aws_request_id": "0f3d3f3e-2b4c-4d5e-8f9a-0123456789ab", "remaining_ms": 30_000, **fields})  # fmt: skip
 
 
 class QueuePump:

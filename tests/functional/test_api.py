@@ -26,6 +26,7 @@ from functions.api.app import handler
 from functions.api.docs import FlowForgeResolver
 from functions.runtime import set_service
 from tests.functional import fixtures as moto
+from tests.functional.pump import LambdaContext
 
 ROOT = Path(__file__).resolve().parents[2]
 EVENTS = ROOT / "tests" / "events"
@@ -84,18 +85,6 @@ def api_event(
 
 
 @dataclass
-class FakeLambdaContext:
-    function_name: str = "flowforge-api"
-    memory_limit_in_mb: int = 256
-    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:flowforge-api"
-    aws_request_id: str = "c6af9ac6-7b61-11e6-9a41-93e812345678"
-    remaining_ms: int = 30_000
-
-    def get_remaining_time_in_millis(self) -> int:
-        return self.remaining_ms
-
-
-@dataclass
 class Reply:
     status: int
     headers: dict[str, str]
@@ -107,8 +96,8 @@ class Reply:
 
 
 @pytest.fixture
-def lambda_context() -> FakeLambdaContext:
-    return FakeLambdaContext()
+def lambda_context() -> LambdaContext:
+    return LambdaContext.api()
 
 
 @pytest.fixture
@@ -599,7 +588,7 @@ def test_an_unexpected_error_is_500_with_request_id_and_no_trace(broken, call, c
 
     # THEN the client gets a generic 500 with the request id, nothing of the error itself
     error = assert_error(reply, 500, "internal")
-    assert error["details"] == {"request_id": FakeLambdaContext.aws_request_id}
+    assert error["details"] == {"request_id": LambdaContext.api().aws_request_id}
     assert "secret" not in reply.raw and "KeyError" not in reply.raw and ".py" not in reply.raw
     # AND the exception, with its trace, is in the log
     logged = [r for r in caplog.records if r.exc_info]
@@ -710,7 +699,7 @@ def test_the_resolver_keeps_each_threads_request_apart():
 
     # WHEN two threads answer /who/a and /who/b at once, each with its own Lambda context
     def answer(name: str) -> None:
-        app.resolve(api_event("GET", f"/who/{name}"), FakeLambdaContext(aws_request_id=name))
+        app.resolve(api_event("GET", f"/who/{name}"), LambdaContext.api(aws_request_id=name))
 
     threads = [threading.Thread(target=answer, args=(name,)) for name in "ab"]
     for thread in threads:

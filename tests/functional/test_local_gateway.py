@@ -43,7 +43,10 @@ class StandIns:
             raise RuntimeError("the handler crashed")
         if "sized" in event["rawPath"]:  # /graph/sized-N: a result of exactly N bytes of JSON
             size = int(event["rawPath"].rsplit("-", 1)[1])
-            return {"statusCode": 200, "body": "x" * (size - len(json.dumps({"statusCode": 200, "body": ""})))}
+            return {
+                "statusCode": 200,
+                "body": "x" * (size - len(json.dumps({"statusCode": 200, "body": ""}))),
+            }
         assert context.get_remaining_time_in_millis() > 0
         body = {"route": event["routeKey"], "params": event.get("pathParameters")}
         return {

@@ -13,21 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
-from tests.functional.pump import load_event
-
-
-@dataclass
-class ApiContext:
-    """The Lambda context the API handler reads (a short deadline keeps foreground waits short)."""
-
-    function_name: str = "flowforge-ApiFunction"
-    memory_limit_in_mb: int = 256
-    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:flowforge-ApiFunction"
-    aws_request_id: str = "0f3d3f3e-2b4c-4d5e-8f9a-0123456789ab"
-    remaining_ms: int = 30_000
-
-    def get_remaining_time_in_millis(self) -> int:
-        return self.remaining_ms
+from tests.functional.pump import LambdaContext, load_event
 
 
 @dataclass
@@ -72,13 +58,13 @@ def http_event(
 
 
 def call(
-    handler, method: str, path: str, *, json_body: Any = None, context: ApiContext | None = None, **kwargs
+    handler, method: str, path: str, *, json_body: Any = None, context: LambdaContext | None = None, **kwargs
 ) -> Reply:
     """One request through ``handler``; ``json_body`` is serialized, ``body=`` is sent as is."""
     if json_body is not None:
         kwargs["body"] = json.dumps(json_body)
     event = http_event(method, path, **kwargs)
-    response = handler(event, context or ApiContext())
+    response = handler(event, context or LambdaContext.api())
     text = response.get("body") or ""
     if response.get("isBase64Encoded"):
         text = base64.b64decode(text).decode("utf-8", "replace")

@@ -35,8 +35,9 @@ from engine.memory import InMemoryRunStore, InMemoryStepQueue
 from engine.service import RunService
 from functions.api.app import handler
 from functions.runtime import set_service
+from tests.functional.pump import LambdaContext
 from tests.reliability import figures
-from tests.reliability.api_client import ApiContext, call
+from tests.reliability.api_client import call
 
 pytestmark = pytest.mark.filterwarnings("ignore:No application metrics to publish")
 
@@ -53,7 +54,7 @@ CHECKS = [
     negative_data_rejection,
 ]
 #: 2.1 s left: a foreground run waits at most 0.1 s (the handler keeps 2 s in reserve).
-SHORT_DEADLINE = ApiContext(remaining_ms=2_100)
+SHORT_DEADLINE = LambdaContext.api(remaining_ms=2_100)
 BASE_URL = "https://abc123.execute-api.us-east-1.amazonaws.com"
 GRAPH = {
     "name": "fuzzed",
