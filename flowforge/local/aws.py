@@ -116,11 +116,26 @@ class _SerializeDynamoDB:
         return [json.dumps(body).encode()]
 
 
+class _Dispatcher(DomainDispatcherApplication):
+    """moto's dispatcher, remembering which backend serves each host: moto finds out by
+    listing its own package directory for every request (in a profile with 20 runs in
+    flight, ~8% of the local stack's busy time)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._backends: dict[str | None, Any] = {}
+
+    def get_backend_for_host(self, host: str | None) -> Any:
+        if host not in self._backends:
+            self._backends[host] = super().get_backend_for_host(host)
+        return self._backends[host]
+
+
 class MotoServer:
     """moto's server on ``host:port`` (0 picks a free port). Binding happens here."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 5000) -> None:
-        self._app = _SerializeDynamoDB(DomainDispatcherApplication(create_backend_app))
+        self._app = _SerializeDynamoDB(_Dispatcher(create_backend_app))
         self._server: BaseWSGIServer = make_server(
             host, port, self._app, threaded=True, request_handler=_QuietHandler
         )
