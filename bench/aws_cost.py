@@ -4,8 +4,10 @@ Workloads, each on a fresh stack from template.yaml:
 
 - the summarization graph with its sample state, runs one after another;
 - a 1,000-step loop (one trivial node repeated until ``i`` reaches 1,000, ~1 KB of
-  state) as a lone run: every step is an SQS batch of one;
-- the same loop as 20 concurrent runs of 50 steps: batches of up to 10 records.
+  state) as a lone run: every step is an SQS batch of one, handled by the one warm
+  container, which knows the run it just committed (no read);
+- the same loop as 20 concurrent runs of 50 steps: batches of up to 10 records, each
+  invocation in a fresh container (every step reads its run: the most a step costs).
 
 Requests are split into the step handler's (FlowForge's code) and the Lambda event
 source mapping's (ReceiveMessage and DeleteMessageBatch per batch, amortized per node),

@@ -142,8 +142,11 @@ class Trace:
 class MotoStack:
     """template.yaml's stack on moto, the functions wired to it, every client metered."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, container_per_invocation: bool = False) -> None:
         self._exit = contextlib.ExitStack()
+        #: Each invocation in a fresh container (nothing remembered of any run), rather
+        #: than every invocation in the one warm container.
+        self.container_per_invocation = container_per_invocation
 
     def __enter__(self) -> MotoStack:
         self._exit.enter_context(_environment(_ENV, _UNSET))
@@ -220,6 +223,8 @@ class MotoStack:
 
     def _invoke(self, messages: list[dict[str, Any]]) -> Invocation:
         event = {"Records": [self._record(m) for m in messages]}
+        if self.container_per_invocation:
+            self.service.store.forget()
         mark, overhead = self.meter.mark(), self.meter.overhead_s
         with self.meter.acting("flowforge"), contextlib.redirect_stdout(_devnull()):
             t0 = time.process_time()
@@ -262,10 +267,12 @@ def run_workload(
 ) -> Trace:
     """One run per state on a fresh stack, pumped until every run has finished.
 
-    ``concurrent``: start them all, then pump (batches fill up to 10 records); else one
-    after another (each step is a batch of one, as for a lone run).
+    ``concurrent``: start them all, then pump (batches fill up to 10 records), each
+    invocation in a container that knows none of the runs (as with many containers);
+    else one after another (each step is a batch of one, as for a lone run, which one
+    warm container keeps taking).
     """
-    with MotoStack() as aws:
+    with MotoStack(container_per_invocation=concurrent) as aws:
         trace = Trace(name, len(states))
         batches = [states] if concurrent else [[state] for state in states]
         run_ids = []

@@ -54,7 +54,7 @@ class InMemoryRunStore:
             self._runs[run.run_id] = replace(run, state=dict(run.state))
             self._logs[run.run_id] = []
 
-    def get_run(self, run_id: str) -> RunRecord | None:
+    def get_run(self, run_id: str, *, step: int | None = None) -> RunRecord | None:
         with self._lock:
             run = self._runs.get(run_id)
             return replace(run, state=dict(run.state)) if run else None

@@ -76,7 +76,11 @@ class RunStore(Protocol):
     def create_run(self, run: RunRecord) -> None:
         """Store a new run; ConflictError if the id exists."""
 
-    def get_run(self, run_id: str) -> RunRecord | None: ...
+    def get_run(self, run_id: str, *, step: int | None = None) -> RunRecord | None:
+        """The run as stored. With ``step``, the caller is about to execute that step and
+        will commit it with :meth:`commit_step`: a store may then answer with what it last
+        wrote or read of the run, if that was the run running at ``step`` — a commit made
+        on a stale answer conflicts, so at worst the tool runs once for nothing."""
 
     def commit_step(self, commit: StepCommit) -> None:
         """Apply ``commit`` atomically; ConflictError if the run is not running at its step."""

@@ -204,7 +204,9 @@ class RunService:
         message is redelivered. ``on_commit`` sees the commit this call made, if any (the
         step handler's metrics: node duration, run outcome).
         """
-        run = self.store.get_run(run_id)
+        # The store may answer from what it just committed (the same container usually
+        # handles a run's next step): the commit's condition catches a stale answer.
+        run = self.store.get_run(run_id, step=step)
         if run is None:
             return Disposition.UNKNOWN_RUN
         if run.status != "running":

@@ -13,9 +13,12 @@ fold the slots after it. Reads are one strongly consistent query that returns th
 snapshot and the slots after it, newest first.
 
 The store remembers the last state it read or wrote of each run (a bounded cache per
-thread): a
-commit for step k checks against it that the run was running at step k — the slot's
-condition then guarantees it still is — and a snapshot is written from it.
+thread, as per Lambda container). A commit for step k checks against it that the run
+was running at step k — the slot's condition then guarantees it still is — and a
+snapshot is written from it. The step handler's read of the run it committed a moment
+ago is answered from it too, with no request: a container usually gets its run's next
+step, and if another took it meanwhile (or a cancel did), the slot is taken and this
+commit conflicts.
 """
 
 from __future__ import annotations
@@ -102,9 +105,17 @@ class DynamoRunStore(AwsAdapter):
         self._put_new(codec.run_item(run, applied=run.step))
         self._remember(_Folded(run, run.step, run.step, codec.due_bucket_key(run.next_at)))
 
-    def get_run(self, run_id: str) -> RunRecord | None:
-        folded = self._read_run(run_id)
-        return replace(folded.run, state=dict(folded.run.state)) if folded else None
+    def get_run(self, run_id: str, *, step: int | None = None) -> RunRecord | None:
+        """The run now (one query); with ``step``, no read at all if this store last saw
+        the run running at ``step`` (see :meth:`engine.ports.RunStore.get_run`)."""
+        known = self._cache.get(run_id) if step is not None else None
+        if known is None or known.applied != step or known.run.status != "running":
+            known = self._read_run(run_id)
+        return replace(known.run, state=dict(known.run.state)) if known else None
+
+    def forget(self) -> None:
+        """Forget every run this thread knows, as a new Lambda container would."""
+        self._cache.clear()
 
     def commit_step(self, commit: StepCommit) -> None:
         base = self._running_at(commit.run_id, commit.expected_step)

@@ -183,3 +183,38 @@ def test_a_dead_letter_finish_at_a_step_the_run_left_conflicts(table):
             "run1", status="failed", error=None, now="t", expected_step=0
         )
     assert store.get_run("run1").status == "running"
+
+
+def test_the_read_for_the_next_step_is_answered_from_what_the_container_committed(table):
+    # GIVEN a container that committed step 0 of a run
+    table_name, client = table
+    store = DynamoRunStore(table_name, lambda: client)
+    store.create_run(run())
+    store.get_run("run1")
+    store.commit_step(commit(0))
+    calls = Calls(client)
+
+    # WHEN it reads the run to execute step 1
+    known = store.get_run("run1", step=1)
+
+    # THEN that takes no request, and the run is as committed
+    assert calls.made == [] and (known.step, known.state["n"]) == (1, "2")
+
+    # AND when another container made step 1 meanwhile, the commit on that answer conflicts
+    other = DynamoRunStore(table_name, lambda: client)
+    other.get_run("run1")
+    other.commit_step(commit(1))
+    assert store.get_run("run1", step=1).step == 1  # still answered from memory
+    with pytest.raises(ConflictError):
+        store.commit_step(commit(1, update={"n": "99"}))
+    assert store.get_run("run1", step=2).state["n"] == "3"  # re-read after the conflict
+
+
+def test_a_step_read_for_another_step_reads_the_table(table):
+    table_name, client = table
+    store = DynamoRunStore(table_name, lambda: client)
+    store.create_run(run())
+    store.commit_step(commit(0))
+    calls = Calls(client)
+    assert store.get_run("run1", step=5).step == 1
+    assert calls.names() == ["Query"]
