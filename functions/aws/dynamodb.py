@@ -60,6 +60,10 @@ class _Folded:
     snapshot_applied: int
     snapshot_bucket: str | None  # the snapshot's sweeper index key (None: not indexed)
 
+    def then(self, slot: codec.Item) -> _Folded:
+        """The run after ``slot`` (the next one), over the same snapshot."""
+        return replace(self, run=codec.apply_slot(self.run, slot), applied=self.applied + 1)
+
 
 class DynamoRunStore(AwsAdapter):
     """Graphs, runs and log entries in one table; the low-level client is built on first use."""
@@ -108,9 +112,7 @@ class DynamoRunStore(AwsAdapter):
     def get_run(self, run_id: str, *, step: int | None = None) -> RunRecord | None:
         """The run now (one query); with ``step``, no read at all if this store last saw
         the run running at ``step`` (see :meth:`engine.ports.RunStore.get_run`)."""
-        known = self._cache.get(run_id) if step is not None else None
-        if known is None or known.applied != step or known.run.status != "running":
-            known = self._read_run(run_id)
+        known = (self._known_at(run_id, step) if step is not None else None) or self._read_run(run_id)
         return replace(known.run, state=dict(known.run.state)) if known else None
 
     def forget(self) -> None:
@@ -119,13 +121,9 @@ class DynamoRunStore(AwsAdapter):
 
     def commit_step(self, commit: StepCommit) -> None:
         base = self._running_at(commit.run_id, commit.expected_step)
-        self._put_slot(commit.run_id, codec.log_item(commit))
-        after = _Folded(
-            codec.apply_slot(base.run, codec.log_item(commit)),
-            commit.expected_step + 1,
-            base.snapshot_applied,
-            base.snapshot_bucket,
-        )
+        slot = codec.log_item(commit)
+        self._put_slot(commit.run_id, slot)
+        after = base.then(slot)
         self._remember(after)
         if (
             after.run.status != "running"
@@ -141,7 +139,7 @@ class DynamoRunStore(AwsAdapter):
             "TableName": self.table_name,
             "KeyConditionExpression": "pk = :pk AND sk BETWEEN :first AND :last",
             "ExpressionAttributeValues": {
-                ":pk": codec.S(f"RUN#{run_id}"),
+                ":pk": codec.S(codec.run_pk(run_id)),
                 ":first": codec.S(codec.log_sk(max(after + 1, 0))),
                 ":last": codec.S(codec.LOG_LAST_SK),
             },
@@ -175,12 +173,7 @@ class DynamoRunStore(AwsAdapter):
                 if expected_step is not None:
                     raise
                 continue  # a step took the slot first: finish the run where it is now
-            after = _Folded(
-                codec.apply_slot(base.run, item),
-                base.applied + 1,
-                base.snapshot_applied,
-                base.snapshot_bucket,
-            )
+            after = base.then(item)
             self._remember(after)
             self._snapshot(after)
             return
@@ -254,7 +247,7 @@ class DynamoRunStore(AwsAdapter):
             "TableName": self.table_name,
             "KeyConditionExpression": "pk = :pk AND sk BETWEEN :first AND :run",
             "ExpressionAttributeValues": {
-                ":pk": codec.S(f"RUN#{run_id}"),
+                ":pk": codec.S(codec.run_pk(run_id)),
                 # Snapshots only move forward: slots before a known one are never needed.
                 ":first": codec.S(codec.log_sk(known.snapshot_applied) if known else codec.LOG_FIRST_SK),
                 ":run": codec.S(codec.RUN_SK),
@@ -280,17 +273,16 @@ class DynamoRunStore(AwsAdapter):
             response = self._call("query", **params, ExclusiveStartKey=start, Limit=missing)
             slots += response.get("Items", [])
             start = response.get("LastEvaluatedKey")
-        run = codec.run_from_item(snapshot)
-        applied = base
+        folded = _Folded(codec.run_from_item(snapshot), base, base, snapshot.get("gsi1sk", {}).get("S"))
         for slot in reversed(slots):
             seq = codec.seq_of(slot)
             if seq < base:
                 continue
-            if seq != applied:
-                raise StoreUnavailableError(f"run {run_id!r}: slot {applied} missing before slot {seq}")
-            run = codec.apply_slot(run, slot)
-            applied += 1
-        folded = _Folded(run, applied, base, snapshot.get("gsi1sk", {}).get("S"))
+            if seq != folded.applied:
+                raise StoreUnavailableError(
+                    f"run {run_id!r}: slot {folded.applied} missing before slot {seq}"
+                )
+            folded = folded.then(slot)
         self._remember(folded)
         return folded
 
@@ -299,12 +291,17 @@ class DynamoRunStore(AwsAdapter):
 
         That it was is enough: slot ``step`` is still empty only if it still is.
         """
-        known = self._cache.get(run_id)
-        if known is None or known.applied != step or known.run.status != "running":
-            known = self._read_run(run_id)
+        known = self._known_at(run_id, step) or self._read_run(run_id)
         if known is None or known.run.status != "running" or known.run.step != step:
             raise ConflictError(f"run {run_id!r} is not running at step {step}")
         return known
+
+    def _known_at(self, run_id: str, step: int) -> _Folded | None:
+        """What this store last saw of the run, if that was the run running at ``step``."""
+        known = self._cache.get(run_id)
+        return (
+            known if known is not None and known.applied == step and known.run.status == "running" else None
+        )
 
     def _put_slot(self, run_id: str, item: codec.Item) -> None:
         """Take an empty slot: the transition's commit (ConflictError if it is taken)."""

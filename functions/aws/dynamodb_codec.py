@@ -90,8 +90,17 @@ def graph_key(graph_id: str) -> Item:
     return {"pk": S(f"GRAPH#{graph_id}"), "sk": S(GRAPH_SK)}
 
 
+def run_pk(run_id: str) -> str:
+    """The partition of a run: its run item and its slots."""
+    return f"RUN#{run_id}"
+
+
 def run_key(run_id: str) -> Item:
-    return {"pk": S(f"RUN#{run_id}"), "sk": S(RUN_SK)}
+    return {"pk": S(run_pk(run_id)), "sk": S(RUN_SK)}
+
+
+def slot_key(run_id: str, seq: int) -> Item:
+    return {"pk": S(run_pk(run_id)), "sk": S(log_sk(seq))}
 
 
 def log_sk(seq: int) -> str:
@@ -232,8 +241,7 @@ def seq_of(item: Item) -> int:
 def log_item(commit: StepCommit) -> Item:
     """Slot ``commit.expected_step``: the step's log entry and what it changed."""
     item = {
-        "pk": S(f"RUN#{commit.run_id}"),
-        "sk": S(log_sk(commit.expected_step)),
+        **slot_key(commit.run_id, commit.expected_step),
         "kind": S("log"),
         "run_id": S(commit.run_id),
         "seq": N(commit.expected_step),
@@ -255,8 +263,7 @@ def log_item(commit: StepCommit) -> Item:
 def finish_item(run: RunRecord, seq: int, *, status: str, error: dict[str, Any] | None, now: str) -> Item:
     """Slot ``seq`` of ``run``: it ended with ``status`` (cancelled, dead-lettered)."""
     item = {
-        "pk": S(f"RUN#{run.run_id}"),
-        "sk": S(log_sk(seq)),
+        **slot_key(run.run_id, seq),
         "kind": S("finish"),
         "run_id": S(run.run_id),
         "seq": N(seq),

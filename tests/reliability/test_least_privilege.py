@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from functions.api.app import handler as api_handler
+from functions.aws import dynamodb_codec as codec
 from functions.dlq import app as dlq_app
 from functions.step import app as step_app
 from functions.sweeper import app as sweeper_app
@@ -319,9 +320,7 @@ def test_every_call_a_function_makes_is_allowed_by_its_role(service, stack, aws,
     calls.acting = None
     api("GET", f"/graph/state/{runs[2]}")
     # ... and the sweeper finds a run whose snapshot lags its end, and mends it
-    lagging = aws.client("dynamodb").get_item(
-        TableName=stack["table"], Key={"pk": {"S": f"RUN#{runs[2]}"}, "sk": {"S": "RUN"}}
-    )["Item"]
+    lagging = aws.client("dynamodb").get_item(TableName=stack["table"], Key=codec.run_key(runs[2]))["Item"]
     lagging.update(
         status={"S": "running"}, applied={"N": "0"}, gsi1pk={"S": "RUNNING#0"}, gsi1sk={"S": "0" * 15}
     )
