@@ -3,21 +3,21 @@ to the round trip of a bare DynamoDB GetItem and SQS SendMessage on the same mot
 
 Each repetition starts a fresh ``python -m flowforge.local`` (what ``make run`` starts)
 on free ports with a data directory of its own, so every repetition begins with an
-empty table: moto copies the whole table on each transaction, and a table filled by
-earlier repetitions would slow the later ones down. Over the HTTP API only, it
+empty table and none is slowed by what earlier ones stored. Over the HTTP API only, it
 
 1. makes one warm-up run (its first step compiles the graph; not counted);
-2. times GetItem (strongly consistent, of the warm-up run's item, as the step handler
-   reads a run) and SendMessage (a step message's size, to a queue of its own that
+2. times GetItem (strongly consistent, of the warm-up run's item: a bare DynamoDB round
+   trip) and SendMessage (a step message's size, to a queue of its own that
    nothing polls) with boto3 against the stack's moto, alternating the two;
 3. makes :data:`SEQUENTIAL_RUNS` summarization runs one after another (1 concurrent
    run), then starts :data:`CONCURRENT_RUNS` at once, all with ``"background": true``.
 
 Latency per step comes from what each log entry carries: ``started_at``, when its node
 began (milliseconds, the step handler's clock). The latency of step k of a run is
-``started_at[k] - started_at[k-1]``: node k-1's tool, its commit (TransactWriteItems),
-the SendMessage of step k, the time the message waits in the queue, the poller's
-ReceiveMessage and the step handler's GetItem of the run — everything from one node of
+``started_at[k] - started_at[k-1]``: node k-1's tool, its commit (the PutItem of its
+slot, and every 4th step of the run item), the SendMessage of step k, the time the
+message waits in the queue, the poller's ReceiveMessage and, when another thread
+committed step k-1, the step handler's Query of the run — everything from one node of
 a run to the next. The wait before step 0 (from the run's ``created_at``) is reported
 apart, in the details. Throughput counts log entries (steps) and runs over the window
 from the first run's ``created_at`` to the last run's ``finished_at``; for runs made one
@@ -30,15 +30,9 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
-import os
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -49,6 +43,7 @@ from typing import Any
 import boto3
 
 from bench.figure import Figure, format_number
+from flowforge.local.process import LocalStackProcess
 from functions.aws.dynamodb_codec import run_key
 
 NAME = "local"
@@ -137,86 +132,25 @@ def first_step_latency(run: Mapping[str, Any]) -> float:
 
 
 # -- the stack ------------------------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 class StackError(RuntimeError):
-    """The local stack did not start, or a run did not end as it should."""
+    """A run did not end as it should, or the API answered something unexpected."""
 
 
-class DevServer:
+class DevServer(LocalStackProcess):
     """``python -m flowforge.local`` on free ports with a data directory of its own."""
 
     def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self.port, self.moto_port = _free_port(), _free_port()
-        self.log_path = directory / "stack.log"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def moto_url(self) -> str:
-        return f"http://127.0.0.1:{self.moto_port}"
-
-    def start(self) -> None:
-        # The stack sets its own AWS and FlowForge variables; the caller's must not leak in.
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "FLOWFORGE_"))}
-        env["PYTHONPATH"] = str(ROOT)
-        command = [
-            sys.executable, "-m", "flowforge.local", "--port", str(self.port),
-            "--moto-port", str(self.moto_port), "--data-dir", str(self.directory / "data"), "--no-example",
-        ]  # fmt: skip
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise StackError(f"flowforge dev exited with {self.process.returncode}: {self.log_tail()}")
-            with contextlib.suppress(OSError):
-                if self.request("GET", "/graphs")[0] == 200:
-                    return
-            time.sleep(0.1)
-        raise StackError(f"flowforge dev was not ready within {READY_TIMEOUT_S:g} s: {self.log_tail()}")
+        super().__init__(directory / "data", directory / "stack.log", ready_timeout_s=READY_TIMEOUT_S)
 
     def stop(self) -> None:
         """Kill it: its data directory is thrown away, so there is nothing to shut down
         cleanly (and a clean stop would take seconds of the benchmark's budget)."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(timeout=10)
-
-    def cpu_s(self) -> float | None:
-        """CPU seconds the stack's process has used (user + system); None off Linux."""
-        assert self.process is not None
-        try:
-            fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            return None
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-    def log_tail(self) -> str:
-        return self.log_path.read_text(errors="replace")[-2000:]
-
-    def request(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-        data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(f"{self.url}{path}", data=data, method=method)
-        request.add_header("Content-Type", "application/json")
-        try:
-            with urllib.request.urlopen(request, timeout=30) as response:
-                return response.status, json.loads(response.read() or b"null")
-        except urllib.error.HTTPError as error:
-            return error.code, json.loads(error.read() or b"null")
+        self.kill()
 
     def call(self, method: str, path: str, body: Any = None, expect: int = 200) -> Any:
         status, payload = self.request(method, path, body)
         if status != expect:
-            raise StackError(f"{method} {path} -> {status} {payload}: {self.log_tail()}")
+            raise StackError(f"{method} {path} -> {status} {payload}: {self.log(2000)}")
         return payload
 
 

@@ -65,18 +65,11 @@ CHAOS_GRAPH = {
 }
 
 
-class ReliabilityStack(LocalStack):
-    """The e2e tests' local stack, with the reliability tests' tools loaded too."""
-
-    def environment(self) -> dict[str, str]:
-        env = super().environment()
-        env["FLOWFORGE_TOOLS_MODULES"] += ",tests.reliability.tools"
-        return env
-
-
 @pytest.fixture
 def local_stack(tmp_path):
-    stack = ReliabilityStack(tmp_path / "data", tmp_path / "stack.log")
+    """The e2e tests' local stack, with the reliability tests' tools loaded too."""
+    tools = "workflows,tests.e2e.slow_tools,tests.reliability.tools"
+    stack = LocalStack(tmp_path / "data", tmp_path / "stack.log", tools_modules=tools)
     stack.start()
     yield stack
     stack.kill()
