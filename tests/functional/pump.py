@@ -10,10 +10,12 @@ DLQ all behave as moto implements them, without sleeping.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -242,3 +244,33 @@ class QueuePump:
             self.clock.advance(max(0.001, min(pending, default=self.clock() + 1) - self.clock()))
             return True
         return False
+
+
+# -- an in-memory service's step loop -----------------------------------------------------
+def run_queued(service: Any, limit: int = 1000) -> int:
+    """Process an in-memory service's queued step messages, as the step Lambda would,
+    until the queue is empty (or ``limit``); how many were processed."""
+    done = 0
+    while done < limit and (message := service.queue.pop()) is not None:
+        asyncio.run(service.process_step(message.run_id, message.step))
+        done += 1
+    return done
+
+
+@contextmanager
+def step_loop(service: Any) -> Iterator[None]:
+    """Run an in-memory service's step loop in a thread (while a foreground request waits)."""
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.is_set():
+            if not run_queued(service, limit=1):
+                stop.wait(0.002)
+
+    worker = threading.Thread(target=loop, daemon=True)
+    worker.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        worker.join(timeout=5)

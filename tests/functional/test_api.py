@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 import subprocess
 import sys
 import threading
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,7 +24,7 @@ from functions.api.app import handler
 from functions.api.docs import FlowForgeResolver
 from functions.runtime import set_service
 from tests.functional import fixtures as moto
-from tests.functional.pump import LambdaContext
+from tests.functional.pump import LambdaContext, run_queued, step_loop
 
 ROOT = Path(__file__).resolve().parents[2]
 EVENTS = ROOT / "tests" / "events"
@@ -116,34 +114,6 @@ def service():
     set_service(service)
     yield service
     set_service(None)
-
-
-def pump(service: RunService, limit: int = 1000) -> int:
-    """Process queued step messages until the queue is empty, as the step Lambda would."""
-    done = 0
-    while done < limit and (message := service.queue.pop()) is not None:
-        asyncio.run(service.process_step(message.run_id, message.step))
-        done += 1
-    return done
-
-
-@contextmanager
-def pumping(service: RunService):
-    """Run the step loop in a thread while a foreground request waits."""
-    stop = threading.Event()
-
-    def loop() -> None:
-        while not stop.is_set():
-            if not pump(service, limit=1):
-                stop.wait(0.002)
-
-    worker = threading.Thread(target=loop, daemon=True)
-    worker.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        worker.join(timeout=5)
 
 
 def summarization() -> tuple[dict[str, Any], dict[str, Any]]:
@@ -260,7 +230,7 @@ def test_foreground_run_of_the_seed_graph_returns_final_state_and_logs(service, 
     graph_id = create(call, graph)
 
     # WHEN it is run in the foreground while the step loop runs
-    with pumping(service):
+    with step_loop(service):
         reply = call("POST", "/graph/run", body={"graph_id": graph_id, "state": state})
 
     # THEN the answer is the finished run: summary within target, one log entry per step
@@ -288,7 +258,7 @@ def test_background_run_answers_202_then_state_shows_it_finished(service, call):
     assert call("GET", f"/graph/state/{run_id}").json["status"] == "running"
 
     # WHEN the step loop works through it
-    pump(service)
+    run_queued(service)
     reply = call("GET", started.json["state_url"])
 
     # THEN its state shows it finished, with logs
@@ -332,7 +302,7 @@ def test_a_failing_tool_fails_the_run_without_a_stack_trace(service, call):
     graph_id = create(call, FAILING)
 
     # WHEN it is run in the foreground
-    with pumping(service):
+    with step_loop(service):
         reply = call("POST", "/graph/run", body={"graph_id": graph_id})
 
     # THEN the run failed with {node, type, message}, and no trace reaches the client
@@ -418,7 +388,7 @@ def finished_run(service, call) -> str:
     graph, state = summarization()
     graph_id = create(call, graph)
     run_id = call("POST", "/graph/run", body={"graph_id": graph_id, "state": state, "background": True})
-    pump(service)
+    run_queued(service)
     return run_id.json["run_id"]
 
 
@@ -455,7 +425,7 @@ def test_cancel_a_running_run_then_again_is_409(service, call):
     # THEN it is cancelled, and its queued step does nothing
     assert reply.status == 200
     assert reply.json["status"] == "cancelled" and reply.json["done"] is True
-    pump(service)
+    run_queued(service)
     assert call("GET", f"/graph/state/{run_id}").json["status"] == "cancelled"
 
     # WHEN it is cancelled again

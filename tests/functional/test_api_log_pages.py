@@ -5,9 +5,7 @@ template.yaml's DynamoDB table."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -22,7 +20,7 @@ from functions.api.app import handler
 from functions.runtime import get_service, set_service
 from functions.step.app import handler as step_handler
 from tests.functional import fixtures as moto
-from tests.functional.pump import QueuePump
+from tests.functional.pump import QueuePump, run_queued, step_loop
 from tests.reliability.api_client import Reply, call
 
 pytestmark = pytest.mark.filterwarnings("ignore:No application metrics to publish")
@@ -61,8 +59,7 @@ def service() -> Iterator[RunService]:
 
 def finished_run(service: RunService, graph: dict[str, Any]) -> str:
     run_id = service.start_run(service.create_graph(graph).graph_id, {}).run_id
-    while (message := service.queue.pop()) is not None:
-        asyncio.run(service.process_step(message.run_id, message.step))
+    run_queued(service)
     assert service.get_run(run_id).status == "completed"
     return run_id
 
@@ -206,24 +203,10 @@ def test_a_foreground_run_answers_its_first_page_and_where_the_rest_is(service):
     # GIVEN a graph of 10 steps, a budget of 4 entries and the step loop running
     graph_id = service.create_graph(writer(10, 500)).graph_id
     service.log_page_bytes = 4 * 700
-    stop = threading.Event()
 
-    def step_loop() -> None:
-        while not stop.is_set():
-            message = service.queue.pop()
-            if message is None:
-                stop.wait(0.002)
-            else:
-                asyncio.run(service.process_step(message.run_id, message.step))
-
-    worker = threading.Thread(target=step_loop, daemon=True)
-    worker.start()
-    try:
-        # WHEN it runs in the foreground
+    # WHEN it runs in the foreground, the step loop running
+    with step_loop(service):
         reply = call(handler, "POST", "/graph/run", json_body={"graph_id": graph_id})
-    finally:
-        stop.set()
-        worker.join(timeout=5)
 
     # THEN the finished run comes with a first page within the budget, and the rest follows
     assert reply.status == 200 and reply.json["status"] == "completed", reply.text[:300]

@@ -7,7 +7,6 @@ limits a run meets while it executes, through the step handler and the queue.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import Any
 
@@ -25,7 +24,7 @@ from functions.api.body import MAX_BODY_BYTES, MAX_BODY_DEPTH
 from functions.api.models import MAX_WAIT_S
 from functions.runtime import set_service
 from functions.step import app as step_app
-from tests.functional.pump import QueuePump
+from tests.functional.pump import QueuePump, run_queued
 from tests.functional.test_websocket import counting
 from tests.reliability import figures
 from tests.reliability.api_client import call
@@ -435,8 +434,7 @@ def test_a_run_state_response_fits_a_lambda_response():
         },
     }
     run_id = service.start_run(service.create_graph(graph).graph_id, {}).run_id
-    while (message := service.queue.pop()) is not None:
-        asyncio.run(service.process_step(message.run_id, message.step))
+    run_queued(service)
     set_service(service)
     try:
         # WHEN its state is read, then the pages its logs_next points to

@@ -11,9 +11,7 @@ with a step loop in a thread; a short Lambda deadline keeps foreground waits sho
 
 from __future__ import annotations
 
-import asyncio
 import json
-import threading
 from collections.abc import Iterator
 from urllib.parse import parse_qsl, urlsplit
 
@@ -35,7 +33,7 @@ from engine.memory import InMemoryRunStore, InMemoryStepQueue
 from engine.service import RunService
 from functions.api.app import handler
 from functions.runtime import set_service
-from tests.functional.pump import LambdaContext
+from tests.functional.pump import LambdaContext, step_loop
 from tests.reliability import figures
 from tests.reliability.api_client import call
 
@@ -75,23 +73,10 @@ class Known:
 def service() -> Iterator[RunService]:
     service = RunService(InMemoryRunStore(), InMemoryStepQueue())
     set_service(service)
-    stop = threading.Event()
-
-    def step_loop() -> None:  # the step function, consuming the queue
-        while not stop.is_set():
-            message = service.queue.pop()
-            if message is None:
-                stop.wait(0.002)
-            else:
-                asyncio.run(service.process_step(message.run_id, message.step))
-
-    worker = threading.Thread(target=step_loop, daemon=True)
-    worker.start()
     Known.graph_id = service.create_graph(GRAPH).graph_id
     Known.run_id = service.start_run(Known.graph_id, {"a": 1}).run_id
-    yield service
-    stop.set()
-    worker.join(timeout=5)
+    with step_loop(service):  # the step function, consuming the queue
+        yield service
     set_service(None)
     figures.record(
         "openapi_fuzz",
