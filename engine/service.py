@@ -16,12 +16,12 @@ from collections.abc import Callable
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from engine.errors import ConflictError, FlowForgeError, GraphValidationError, NotFoundError
+from engine.errors import ConflictError, FlowForgeError, GraphValidationError, NotFoundError, StateTooLargeError
 from engine.logpages import MAX_LOG_PAGE_BYTES, MAX_LOG_PAGE_ENTRIES, LogPage, read_log_page
 from engine.ports import GraphRecord, RunRecord, RunStore, StepCommit, StepQueue
 from engine.registry import Registry, default_registry
 from engine.state import DEFAULT_MAX_STATE_BYTES, StateSize, decode_state, encode_state
-from engine.step import TERMINAL, Cursor, enforce_limits, iso_time, run_step
+from engine.step import TERMINAL, Cursor, StepResult, enforce_limits, iso_time, refuse_update, run_step
 
 if TYPE_CHECKING:
     from engine.graph import CompiledGraph
@@ -230,23 +230,15 @@ class RunService:
         state = decode_state(run.state)
         outcome = await run_step(graph, run.cursor, state, run_id=run_id, now=self.clock)
         outcome, update = enforce_limits(outcome, StateSize(run.state, self.max_state_bytes), state)
-        done_at = self.clock()
-        stamp = iso_time(done_at)
-        commit = StepCommit(
-            run_id=run_id,
-            expected_step=step,
-            update=update,
-            cursor=outcome.next,
-            status=outcome.run_status,
-            log={**outcome.log, "run_id": run_id},
-            updated_at=stamp,
-            next_at=done_at + outcome.delay_s,
-            error=outcome.error if outcome.run_status == "failed" else None,
-            expires_at=run.expires_at,
-            finished_at=stamp if outcome.run_status in TERMINAL else None,
-        )
+        commit = self._commit_of(run, step, outcome, update)
         try:
-            self.store.commit_step(commit)
+            try:
+                self.store.commit_step(commit)
+            except StateTooLargeError as exc:
+                # The store cannot hold this step's record: fail the run with a small one.
+                outcome = refuse_update(outcome, exc, state)
+                commit = self._commit_of(run, step, outcome, {})
+                self.store.commit_step(commit)
         except FlowForgeError as exc:
             if exc.code == "conflict":
                 return Disposition.CONFLICT
@@ -256,6 +248,28 @@ class RunService:
         if on_commit is not None:
             on_commit(commit)
         return Disposition.COMMITTED
+
+    def _commit_of(self, run: RunRecord, step: int, outcome: StepResult, update: dict[str, str]) -> StepCommit:
+        """The commit of ``outcome``: run@step → run@step+1, with log entry ``step``.
+
+        Every commit pushes the run's expiry forward, so a run that is still moving is
+        never deleted by the table's TTL (its slots and snapshots carry it).
+        """
+        done_at = self.clock()
+        stamp = iso_time(done_at)
+        return StepCommit(
+            run_id=run.run_id,
+            expected_step=step,
+            update=update,
+            cursor=outcome.next,
+            status=outcome.run_status,
+            log={**outcome.log, "run_id": run.run_id},
+            updated_at=stamp,
+            next_at=done_at + outcome.delay_s,
+            error=outcome.error if outcome.run_status == "failed" else None,
+            expires_at=self._expiry(done_at) or run.expires_at,
+            finished_at=stamp if outcome.run_status in TERMINAL else None,
+        )
 
     def _fail_unrunnable(self, run: RunRecord, exc: FlowForgeError) -> Disposition:
         error = {

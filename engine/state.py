@@ -15,16 +15,19 @@ from engine.errors import InvalidStateError, StateTooLargeError
 DEFAULT_MAX_STATE_BYTES = 256 * 1024
 #: A log entry shows a node's update up to this size; larger ones are summarized.
 MAX_LOG_RESULT_BYTES = 32 * 1024
-#: Top-level state keys are map keys in DynamoDB, which refuses empty (and over 64 KB) names.
-MAX_STATE_KEY_CHARS = 1024
+#: A log entry's marker for a larger update lists key names up to this many bytes.
+MAX_MARKER_KEY_BYTES = 4096
+#: Top-level state keys are map keys in DynamoDB, which refuses empty names; they are
+#: capped in UTF-8 bytes, as every size a store counts.
+MAX_STATE_KEY_BYTES = 1024
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
 
 
 def encode_value(key: str, value: Any) -> str:
     """JSON text of one state value; a clear error for what JSON cannot hold."""
-    if not key or len(key) > MAX_STATE_KEY_CHARS:
+    if not key or (len(key) * 4 > MAX_STATE_KEY_BYTES and len(key.encode()) > MAX_STATE_KEY_BYTES):
         shown = key if len(key) <= 40 else f"{key[:40]}..."
-        raise InvalidStateError(f"state key {shown!r} must be 1 to {MAX_STATE_KEY_CHARS} characters long")
+        raise InvalidStateError(f"state key {shown!r} must be 1 to {MAX_STATE_KEY_BYTES} bytes long (UTF-8)")
     try:
         return _dumps(value)
     except (TypeError, ValueError) as exc:

@@ -19,7 +19,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal
 
 from engine.errors import FlowForgeError
-from engine.state import MAX_LOG_RESULT_BYTES, StateSize, encode_value
+from engine.state import MAX_LOG_RESULT_BYTES, MAX_MARKER_KEY_BYTES, StateSize, encode_value, entry_bytes
 
 if TYPE_CHECKING:
     from engine.graph import CompiledGraph, CompiledNode
@@ -270,8 +270,9 @@ def enforce_limits(
 
     Returns the outcome to commit and the update's per-key JSON. An update that is not
     JSON or would push the state over the cap is not applied: the run fails at this
-    node instead, with its state as it was ``before`` the step. A log ``result`` over :data:`MAX_LOG_RESULT_BYTES` is replaced by a
-    marker (the state still holds the full value).
+    node instead (:func:`refuse_update`). A log ``result`` over
+    :data:`MAX_LOG_RESULT_BYTES` is replaced by a marker (the state still holds the full
+    value) listing key names up to :data:`MAX_MARKER_KEY_BYTES`.
     """
     if not outcome.update:
         return outcome, {}
@@ -279,12 +280,10 @@ def enforce_limits(
         encoded = {key: encode_value(key, value) for key, value in outcome.update.items()}
         size.apply(encoded)
     except FlowForgeError as exc:
-        error = {"node": outcome.log["node"], "type": type(exc).__name__, "message": exc.message}
-        log = {**outcome.log, "status": "failed", "result": {}, "next": None, "error": error}
-        return StepResult("failed", "failed", {}, before, None, log, 0.0, error), {}
-    result_bytes = sum(len(k) + len(v) + 4 for k, v in encoded.items())
+        return refuse_update(outcome, exc, before), {}
+    result_bytes = sum(entry_bytes(k, v) for k, v in encoded.items())
     if result_bytes > MAX_LOG_RESULT_BYTES:
-        marker = {"_truncated": True, "bytes": result_bytes, "keys": sorted(encoded)[:50]}
+        marker = {"_truncated": True, "bytes": result_bytes, "keys": _marker_keys(encoded)}
         outcome = StepResult(
             outcome.status,
             outcome.run_status,
@@ -296,3 +295,23 @@ def enforce_limits(
             outcome.error,
         )
     return outcome, encoded
+
+
+def refuse_update(outcome: StepResult, exc: FlowForgeError, before: dict[str, Any]) -> StepResult:
+    """``outcome`` turned into a failed run at its node: its update is not applied (it is
+    not JSON, or the state or the step's record would be too large), the state stays
+    ``before``."""
+    error = {"node": outcome.log["node"], "type": type(exc).__name__, "message": exc.message}
+    log = {**outcome.log, "status": "failed", "result": {}, "next": None, "error": error}
+    return StepResult("failed", "failed", {}, before, None, log, 0.0, error)
+
+
+def _marker_keys(encoded: dict[str, str]) -> list[str]:
+    """The first key names (sorted) that fit in :data:`MAX_MARKER_KEY_BYTES`."""
+    keys, budget = [], MAX_MARKER_KEY_BYTES
+    for key in sorted(encoded):
+        budget -= len(key.encode()) + 3  # "key", in the JSON list
+        if budget < 0:
+            break
+        keys.append(key)
+    return keys

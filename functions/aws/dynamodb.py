@@ -27,16 +27,20 @@ import base64
 import binascii
 import threading
 import time
+import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from engine.errors import ConflictError, StoreUnavailableError
+from botocore.exceptions import ClientError
+
+from engine.errors import ConflictError, StateTooLargeError, StoreUnavailableError
 from engine.ports import GraphRecord, RunRecord, StepCommit
 from engine.step import TERMINAL
 from functions.aws import dynamodb_codec as codec
 from functions.aws.adapter import AwsAdapter
+from functions.aws.errors import error_code
 
 GSI = "gsi1"
 #: A run item is rewritten at least every this many steps: between two snapshots a step
@@ -120,8 +124,17 @@ class DynamoRunStore(AwsAdapter):
         self._cache.clear()
 
     def commit_step(self, commit: StepCommit) -> None:
+        """Take the step's slot (ConflictError if taken; StateTooLargeError if DynamoDB
+        cannot store it: the caller fails the run with a small slot instead)."""
         base = self._running_at(commit.run_id, commit.expected_step)
         slot = codec.log_item(commit)
+        size = codec.item_bytes(slot) + codec.WRITER_BYTES
+        if size > codec.MAX_ITEM_BYTES:
+            raise StateTooLargeError(
+                f"the step's record (its update and log entry) is {size} bytes; "
+                f"DynamoDB stores at most {codec.MAX_ITEM_BYTES} bytes per item",
+                details={"size": size, "limit": codec.MAX_ITEM_BYTES},
+            )
         self._put_slot(commit.run_id, slot)
         after = base.then(slot)
         self._remember(after)
@@ -304,12 +317,23 @@ class DynamoRunStore(AwsAdapter):
         )
 
     def _put_slot(self, run_id: str, item: codec.Item) -> None:
-        """Take an empty slot: the transition's commit (ConflictError if it is taken)."""
+        """Take an empty slot: the transition's commit (ConflictError if it is taken).
+
+        DynamoDB refuses an item it cannot store (over 400 KB) with a ValidationException
+        that every retry would meet again: StateTooLargeError, so the run fails at once.
+        """
         try:
             self._put_new(item)
         except ConflictError:
             self._cache.pop(run_id, None)  # what we knew is behind
             raise
+        except ClientError as exc:
+            if error_code(exc) != "ValidationException":
+                raise
+            message = exc.response.get("Error", {}).get("Message", "")
+            raise StateTooLargeError(
+                f"DynamoDB refused the step's record (ValidationException: {message[:200]})"
+            ) from exc
 
     def _snapshot(self, folded: _Folded) -> None:
         """Rewrite the run item as ``folded``, unless a newer snapshot is already there.
@@ -353,13 +377,39 @@ class DynamoRunStore(AwsAdapter):
 
     # -- primitives ---------------------------------------------------------------------
     def _put_new(self, item: codec.Item) -> None:
-        """Put an item that must not exist yet (ConflictError if it does)."""
-        self._call(
-            "put_item",
+        """Put an item that must not exist yet (ConflictError if it does).
+
+        The item carries a token of this write. botocore retries a request whose answer
+        was lost (a timeout, a 500): if the first attempt landed, the retry fails the
+        condition. The item is then read back, and if it holds this write's token the
+        write is ours and succeeded — a step goes on to send its next message instead
+        of leaving its run to the sweeper.
+        """
+        token = uuid.uuid4().hex
+        try:
+            self._call(
+                "put_item",
+                TableName=self.table_name,
+                Item={**item, codec.WRITER: codec.S(token)},
+                ConditionExpression="attribute_not_exists(pk)",
+            )
+        except ConflictError:
+            if self._writer_of(item) != token:
+                raise
+
+    def _writer_of(self, item: codec.Item) -> str | None:
+        """The write token stored at ``item``'s key (a Query: every role that puts may query)."""
+        response = self._call(
+            "query",
             TableName=self.table_name,
-            Item=item,
-            ConditionExpression="attribute_not_exists(pk)",
+            KeyConditionExpression="pk = :pk AND sk = :sk",
+            ExpressionAttributeValues={":pk": item["pk"], ":sk": item["sk"]},
+            ProjectionExpression="#writer",
+            ExpressionAttributeNames={"#writer": codec.WRITER},
+            ConsistentRead=True,
         )
+        found = response.get("Items", [])
+        return found[0].get(codec.WRITER, {}).get("S") if found else None
 
     def _get(self, key: codec.Item) -> codec.Item | None:
         response = self._call("get_item", TableName=self.table_name, Key=key, ConsistentRead=True)

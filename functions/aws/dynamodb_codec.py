@@ -45,6 +45,11 @@ DUE_BUCKET_S = 60
 LOG_SEQ_DIGITS = 10
 LOG_FIRST_SK = "LOG#"
 LOG_LAST_SK = "LOG#" + "9" * LOG_SEQ_DIGITS
+#: The attribute holding the token of the write that created an item (see dynamodb.py).
+WRITER = "writer"
+WRITER_BYTES = len(WRITER) + 32  # a uuid4 in hex
+#: DynamoDB's item size limit (400 KB), in bytes as it counts them (:func:`item_bytes`).
+MAX_ITEM_BYTES = 400 * 1024
 
 Item = dict[str, dict[str, Any]]
 
@@ -282,7 +287,7 @@ def apply_slot(run: RunRecord, item: Item) -> RunRecord:
         now = _str(item, "updated_at")
         return replace(
             run, status=_str(item, "status") or "", error=_json(item, "error"), updated_at=now or "",
-            finished_at=now, cursor=None,
+            finished_at=now, cursor=None, expires_at=_expires_at(item, run.expires_at),
         )  # fmt: skip
     update = {key: value["S"] for key, value in item.get("update", {}).get("M", {}).items()}
     return replace(
@@ -295,8 +300,38 @@ def apply_slot(run: RunRecord, item: Item) -> RunRecord:
         next_at=float(_num(item, "next_at") or 0),
         error=_json(item, "error"),
         finished_at=_str(item, "finished_at"),
+        expires_at=_expires_at(item, run.expires_at),
     )
+
+
+def _expires_at(item: Item, default: int | None) -> int | None:
+    """A slot's expiry, pushed forward by every transition (a live run never expires)."""
+    value = _num(item, "expires_at")
+    return int(value) if value is not None else default
 
 
 def log_from_item(item: Item) -> dict[str, Any]:
     return _json(item, "entry")
+
+
+# -- sizes --------------------------------------------------------------------------------
+def item_bytes(item: Item) -> int:
+    """An item's size as DynamoDB counts it against its 400 KB limit, rounded up: names
+    and strings in UTF-8 bytes, a number as at most 21 bytes, 3 bytes per map or list
+    plus 1 per element."""
+    return sum(len(name.encode()) + _value_bytes(value) for name, value in item.items())
+
+
+def _value_bytes(value: dict[str, Any]) -> int:
+    (kind, inner), = value.items()
+    if kind == "S":
+        return len(inner.encode())
+    if kind == "N":
+        return min(21, len(inner) + 1)
+    if kind == "M":
+        return 3 + sum(len(k.encode()) + _value_bytes(v) + 1 for k, v in inner.items())
+    if kind == "L":
+        return 3 + sum(_value_bytes(v) + 1 for v in inner)
+    if kind in ("SS", "NS"):
+        return sum(len(v.encode()) for v in inner)
+    return 1  # BOOL, NULL

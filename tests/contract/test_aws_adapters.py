@@ -7,7 +7,7 @@ import json
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError, ReadTimeoutError
 
-from engine.errors import ConflictError, StoreUnavailableError
+from engine.errors import ConflictError, StateTooLargeError, StoreUnavailableError
 from engine.ports import RunRecord, StepCommit
 from engine.step import Cursor
 from functions.aws import dynamodb_codec as codec
@@ -93,7 +93,6 @@ def test_store_errors_are_mapped_by_code(error, expected):
 @pytest.mark.parametrize(
     "error",
     [
-        client_error("ValidationException"),
         client_error("ResourceNotFoundException"),
         client_error("TransactionCanceledException", reasons=["ValidationError", "None"]),
         # A message that merely mentions a condition is still not a conflict.
@@ -107,6 +106,15 @@ def test_other_errors_propagate_unchanged(error):
     assert raised.value is error
 
 
+def test_a_slot_dynamodb_refuses_as_invalid_is_too_large_never_unavailable():
+    # regression: a ValidationException (an item over 400 KB) propagated as an
+    # infrastructure failure, so the step was retried until the dead-letter queue
+    client = SlotTakenClient(client_error("ValidationException", "PutItem"))
+    store = DynamoRunStore("table", lambda: client)
+    with pytest.raises(StateTooLargeError, match="ValidationException"):
+        store.commit_step(StepCommit("run1", 0, {"n": "2"}, Cursor("b", 1), "running", {"seq": 0}, "t", 0.0))
+
+
 def test_a_lost_condition_on_a_single_write_is_a_conflict():
     store = DynamoRunStore("table", lambda: RaisingClient(client_error("ConditionalCheckFailedException")))
     with pytest.raises(ConflictError):
@@ -114,10 +122,12 @@ def test_a_lost_condition_on_a_single_write_is_a_conflict():
 
 
 class SlotTakenClient:
-    """Answers the run read with run1 running at step 0; the slot put loses its condition."""
+    """Answers the run read with run1 running at step 0; the slot put loses its condition
+    (or raises ``error``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, error: ClientError | None = None) -> None:
         self.calls: list[tuple[str, dict]] = []
+        self.error = error or client_error("ConditionalCheckFailedException", "PutItem")
 
     def query(self, **params):
         self.calls.append(("query", params))
@@ -126,7 +136,7 @@ class SlotTakenClient:
 
     def put_item(self, **params):
         self.calls.append(("put_item", params))
-        raise client_error("ConditionalCheckFailedException", "PutItem")
+        raise self.error
 
 
 def test_a_commit_is_one_conditional_put_of_its_slot():
@@ -135,12 +145,14 @@ def test_a_commit_is_one_conditional_put_of_its_slot():
     commit = StepCommit("run1", 0, {"n": "2"}, Cursor("b", 1), "running", {"seq": 0}, "t", 0.0)
     with pytest.raises(ConflictError):
         store.commit_step(commit)
-    (_, read), (operation, put) = client.calls
+    (_, read), (operation, put), (_, check) = client.calls
     assert read["ConsistentRead"] is True and read["ScanIndexForward"] is False
     assert operation == "put_item"
     assert put["ConditionExpression"] == "attribute_not_exists(pk)"
     assert put["Item"]["sk"] == {"S": "LOG#0000000000"}
     assert put["Item"]["update"] == {"M": {"n": {"S": "2"}}}
+    # the lost condition is checked against the slot's writer: not this write, a conflict
+    assert check["ExpressionAttributeValues"] == {":pk": put["Item"]["pk"], ":sk": put["Item"]["sk"]}
 
 
 # -- SQS ------------------------------------------------------------------------------------

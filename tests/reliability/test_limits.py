@@ -17,7 +17,7 @@ from engine.logmessages import MAX_MESSAGE_BYTES, encode_message, log_message
 from engine.memory import InMemoryRunStore, InMemoryStepQueue
 from engine.model import MAX_DELAY_S, MAX_GRAPH_BYTES, MAX_NODES, MAX_STEPS_CAP, MAX_TIMEOUT_S
 from engine.service import RunService
-from engine.state import DEFAULT_MAX_STATE_BYTES, MAX_LOG_RESULT_BYTES, MAX_STATE_KEY_CHARS
+from engine.state import DEFAULT_MAX_STATE_BYTES, MAX_LOG_RESULT_BYTES, MAX_STATE_KEY_BYTES
 from engine.step import MAX_ERROR_MESSAGE_CHARS
 from functions.api.app import handler as api_handler
 from functions.api.body import MAX_BODY_BYTES, MAX_BODY_DEPTH
@@ -186,7 +186,7 @@ def test_initial_state_size_limit(service):
     }
 
 
-@pytest.mark.parametrize("key", ["", "k" * (MAX_STATE_KEY_CHARS + 1)], ids=["empty", "too-long"])
+@pytest.mark.parametrize("key", ["", "k" * (MAX_STATE_KEY_BYTES + 1)], ids=["empty", "too-long"])
 def test_state_key_limit(service, key):
     # regression: an empty key was stored, then every commit that wrote it failed (DynamoDB
     # refuses empty attribute names) until the dead-letter queue failed the run
@@ -196,7 +196,7 @@ def test_state_key_limit(service, key):
             api_handler,
             "POST",
             "/graph/run",
-            json_body={"graph_id": graph_id, "state": {"k" * MAX_STATE_KEY_CHARS: 1}, "background": True},
+            json_body={"graph_id": graph_id, "state": {"k" * MAX_STATE_KEY_BYTES: 1}, "background": True},
         ).status
         == 202
     )
@@ -207,7 +207,7 @@ def test_state_key_limit(service, key):
     shown = key if len(key) <= 40 else key[:40] + "..."
     assert reply.json["error"] == {
         "code": "invalid_state",
-        "message": f"state key {shown!r} must be 1 to {MAX_STATE_KEY_CHARS} characters long",
+        "message": f"state key {shown!r} must be 1 to {MAX_STATE_KEY_BYTES} bytes long (UTF-8)",
     }
 
 
@@ -329,7 +329,7 @@ def test_a_tool_update_with_an_empty_key_fails_the_run_clearly(service, stack, a
     run, _, pump = run_on_the_queue(service, stack, aws, clock, grow)
 
     assert run.status == "failed" and run.error["type"] == "InvalidStateError"
-    assert run.error["message"] == f"state key '' must be 1 to {MAX_STATE_KEY_CHARS} characters long"
+    assert run.error["message"] == f"state key '' must be 1 to {MAX_STATE_KEY_BYTES} bytes long (UTF-8)"
     assert len(pump.delivered) == 1
 
 
