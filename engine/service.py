@@ -16,7 +16,13 @@ from collections.abc import Callable
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from engine.errors import ConflictError, FlowForgeError, GraphValidationError, NotFoundError, StateTooLargeError
+from engine.errors import (
+    ConflictError,
+    FlowForgeError,
+    GraphValidationError,
+    NotFoundError,
+    StateTooLargeError,
+)
 from engine.logpages import MAX_LOG_PAGE_BYTES, MAX_LOG_PAGE_ENTRIES, LogPage, read_log_page
 from engine.ports import GraphRecord, RunRecord, RunStore, StepCommit, StepQueue
 from engine.registry import Registry, default_registry
@@ -249,7 +255,9 @@ class RunService:
             on_commit(commit)
         return Disposition.COMMITTED
 
-    def _commit_of(self, run: RunRecord, step: int, outcome: StepResult, update: dict[str, str]) -> StepCommit:
+    def _commit_of(
+        self, run: RunRecord, step: int, outcome: StepResult, update: dict[str, str]
+    ) -> StepCommit:
         """The commit of ``outcome``: run@step → run@step+1, with log entry ``step``.
 
         Every commit pushes the run's expiry forward, so a run that is still moving is

@@ -323,7 +323,7 @@ def item_bytes(item: Item) -> int:
 
 
 def _value_bytes(value: dict[str, Any]) -> int:
-    (kind, inner), = value.items()
+    ((kind, inner),) = value.items()
     if kind == "S":
         return len(inner.encode())
     if kind == "N":

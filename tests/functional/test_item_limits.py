@@ -98,7 +98,10 @@ def test_dynamodbs_validation_exception_on_a_slot_fails_the_run_at_once(service,
         body = json.loads(request.body)
         if body.get("Item", {}).get("kind", {}).get("S") == "log" and not refused:
             refused.append(body["Item"]["sk"]["S"])
-            error = {"Code": "ValidationException", "Message": "Item size has exceeded the maximum allowed size"}
+            error = {
+                "Code": "ValidationException",
+                "Message": "Item size has exceeded the maximum allowed size",
+            }
             raise ClientError({"Error": error}, "PutItem")
 
     client = service.store.client
