@@ -175,9 +175,14 @@ class RunService:
         return self.get_run(run_id)
 
     def fail_dead_letter(self, run_id: str, step: int, receive_count: int | None = None) -> bool:
-        """Fail a run whose step message was given up on; False if it had moved on."""
+        """Fail a run stuck at the step whose message was given up on; False if it had
+        moved on, or is at that step but not stalled: a dead duplicate must not fail a
+        run whose original message is still on its way (the sweeper re-sends a run that
+        does stall, and that message reaches the dead-letter queue in its turn)."""
         run = self.store.get_run(run_id)
         if run is None or run.status != "running" or run.step != step:
+            return False
+        if self.clock() < run.next_at + self.stall_after_s:
             return False
         tries = f" after {receive_count} deliveries" if receive_count else ""
         error = {

@@ -219,3 +219,45 @@ def test_a_poison_message_reaches_the_dlq_and_its_run_fails(service, pump, dlq_p
     assert run.error["type"] == "StepDeliveryFailed" and run.error["node"] == "merge"
     assert [e["seq"] for e in service.store.list_logs(run_id)] == [0, 1]
     assert service.store.stalled_runs(due_before=service.clock() + 10**7) == []
+
+
+def test_a_dead_lettered_duplicate_does_not_fail_a_run_that_is_progressing(service, pump, dlq_pump, clock):
+    # regression: a copy of step 2 given up on (five failed deliveries of a duplicate)
+    # failed the run as StepDeliveryFailed while the original copy of step 2 was on its way
+    # GIVEN a run that has just reached step 2
+    graph, state = summarization()
+    run_id = start(service, graph, state)
+    pump.step_once()
+    pump.step_once()
+    assert service.get_run(run_id).step == 2
+
+    # WHEN a dead copy of step 2 reaches the DLQ handler before the run has stalled
+    dlq_pump.sqs.send_message(
+        QueueUrl=dlq_pump.queue_url, MessageBody=json.dumps({"run_id": run_id, "step": 2})
+    )
+    dlq_pump.drain()
+
+    # THEN the run is left to its original message, and finishes
+    assert service.get_run(run_id).status == "running"
+    pump.drain()
+    assert violations(service, run_id, clean_run(graph, state)) == []
+
+
+def test_a_dead_letter_fails_a_run_stuck_at_its_step(service, pump, dlq_pump, clock):
+    # GIVEN a run at step 2 whose message was lost: no progress for the stall window
+    graph, state = summarization()
+    run_id = start(service, graph, state)
+    pump.step_once()
+    pump.step_once()
+    pump.receive()  # step 2's message is taken and never answered
+    clock.advance(service.stall_after_s + 1)
+
+    # WHEN a dead copy of step 2 reaches the DLQ handler
+    dlq_pump.sqs.send_message(
+        QueueUrl=dlq_pump.queue_url, MessageBody=json.dumps({"run_id": run_id, "step": 2})
+    )
+    dlq_pump.drain()
+
+    # THEN the run fails at step 2
+    run = service.get_run(run_id)
+    assert run.status == "failed" and run.step == 2 and run.error["type"] == "StepDeliveryFailed"

@@ -120,12 +120,14 @@ def test_cancel_mid_run_stops_the_step_loop(service, pump):
     assert pump.counts() == {"Messages": 0, "MessagesNotVisible": 0, "MessagesDelayed": 0}
 
 
-def test_dlq_handler_fails_a_run_whose_message_died(service, pump, dlq_pump, aws, stack):
-    # GIVEN a run whose step-0 message ended in the dead-letter queue
+def test_dlq_handler_fails_a_run_whose_message_died(service, pump, dlq_pump, aws, stack, clock):
+    # GIVEN a run whose step-0 message ended in the dead-letter queue (after its
+    # deliveries, each a visibility timeout apart)
     graph, state = summarization()
     run_id = start(service, graph, state)
     [message] = pump.receive()
     pump.sqs.delete_message(QueueUrl=stack["queue_url"], ReceiptHandle=message["ReceiptHandle"])
+    clock.advance(5 * pump.visibility_timeout)
     pump.sqs.send_message(QueueUrl=stack["dlq_url"], MessageBody=message["Body"])
 
     # WHEN the DLQ handler gets it
