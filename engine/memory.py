@@ -7,6 +7,7 @@ contract suite), including conditional commits and copy-on-read, and are thread-
 from __future__ import annotations
 
 import copy
+import math
 import threading
 from collections import deque
 from dataclasses import dataclass, replace
@@ -25,6 +26,7 @@ class InMemoryRunStore:
         self._graphs: dict[str, GraphRecord] = {}
         self._runs: dict[str, RunRecord] = {}
         self._logs: dict[str, list[dict[str, Any]]] = {}
+        self._resent: dict[str, float] = {}  # run id -> when its next step was last re-sent
 
     def put_graph(self, graph: GraphRecord) -> None:
         with self._lock:
@@ -96,9 +98,22 @@ class InMemoryRunStore:
                 run, status=status, error=error, updated_at=now, finished_at=now, cursor=None
             )
 
+    def claim_resend(self, run_id: str, now: float, window_s: float) -> bool:
+        with self._lock:
+            if run_id not in self._runs or now - self._resent.get(run_id, -math.inf) < window_s:
+                return False
+            self._resent[run_id] = now
+            return True
+
     def stalled_runs(self, due_before: float, limit: int = 100) -> list[tuple[str, int]]:
         with self._lock:
-            due = [r for r in self._runs.values() if r.status == "running" and r.next_at < due_before]
+            due = [
+                r
+                for r in self._runs.values()
+                if r.status == "running"
+                and r.next_at < due_before
+                and self._resent.get(r.run_id, -math.inf) <= due_before
+            ]
         due.sort(key=lambda r: r.next_at)
         return [(r.run_id, r.step) for r in due[:limit]]
 

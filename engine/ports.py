@@ -97,7 +97,13 @@ class RunStore(Protocol):
         """
 
     def stalled_runs(self, due_before: float, limit: int = 100) -> list[tuple[str, int]]:
-        """(run_id, step) of running runs whose next step was due before ``due_before``."""
+        """(run_id, step) of running runs whose next step was due before ``due_before``
+        and that were not re-sent after it (:meth:`claim_resend`)."""
+
+    def claim_resend(self, run_id: str, now: float, window_s: float) -> bool:
+        """Record that a stalled run's next step is being re-sent ``now``; False (nothing
+        recorded) if it was re-sent less than ``window_s`` ago, so re-sends of a run stay
+        one per stall window however many senders see it stalled."""
 
 
 class StepQueue(Protocol):

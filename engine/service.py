@@ -200,10 +200,18 @@ class RunService:
 
     def sweep(self, limit: int = 100) -> list[tuple[str, int]]:
         """Re-enqueue runs with no progress for ``stall_after_s`` past their due time."""
-        stalled = self.store.stalled_runs(self.clock() - self.stall_after_s, limit)
-        for run_id, step in stalled:
+        now = self.clock()
+        stalled = self.store.stalled_runs(now - self.stall_after_s, limit)
+        resent = [(run_id, step) for run_id, step in stalled if self._claim_resend(run_id, now)]
+        for run_id, step in resent:
             self.queue.send_step(run_id, step)
-        return stalled
+        return resent
+
+    def _claim_resend(self, run_id: str, now: float) -> bool:
+        """Whether to re-send a stalled run now: at most once per stall window, so a queue
+        backlog longer than the window does not multiply its messages (each sweep and
+        each stale duplicate would otherwise add one more copy)."""
+        return self.store.claim_resend(run_id, now, self.stall_after_s)
 
     # -- the step loop ------------------------------------------------------------------
     async def process_step(
@@ -224,7 +232,7 @@ class RunService:
             return Disposition.FINISHED
         now = self.clock()
         if step < run.step:
-            if now > run.next_at + self.stall_after_s:
+            if now > run.next_at + self.stall_after_s and self._claim_resend(run_id, now):
                 self.queue.send_step(run_id, run.step)
                 return Disposition.RESENT
             return Disposition.STALE

@@ -209,6 +209,21 @@ class DynamoRunStore(AwsAdapter):
         due.sort(key=lambda run: run.next_at)
         return [(run.run_id, run.step) for run in due[:limit]]
 
+    def claim_resend(self, run_id: str, now: float, window_s: float) -> bool:
+        """One conditional update of the run item (only when a run is re-sent)."""
+        try:
+            self._call(
+                "update_item",
+                TableName=self.table_name,
+                Key=codec.run_key(run_id),
+                UpdateExpression="SET resent_at = :now",
+                ConditionExpression="attribute_exists(pk) AND (attribute_not_exists(resent_at) OR resent_at <= :cutoff)",
+                ExpressionAttributeValues={":now": codec.N(now), ":cutoff": codec.N(now - window_s)},
+            )
+        except ConflictError:
+            return False
+        return True
+
     def _stalled_in_shard(self, shard: int, due_before: float, limit: int) -> list[RunRecord]:
         """The shard's ``limit`` runs due first (more on ties: a bucket is read whole)."""
         params: dict[str, Any] = {
@@ -228,6 +243,8 @@ class DynamoRunStore(AwsAdapter):
             if last_bucket is not None:
                 candidates = [c for c in candidates if c["gsi1sk"]["S"] == last_bucket]
             for item in self._batch_get(list(map(_table_key, candidates))):
+                if float(item.get("resent_at", {}).get("N", "-inf")) > due_before:
+                    continue  # re-sent within the stall window (see claim_resend)
                 run = self._current(item)
                 if run is not None and run.status == "running" and run.next_at < due_before:
                     due.append(run)

@@ -248,3 +248,18 @@ def test_stalled_runs_are_the_running_runs_due_before_the_cut_off(store):
     assert store.stalled_runs(due_before=T0 + 3.5, limit=1) == [("r2", 0)]
     assert store.stalled_runs(due_before=T0 + 1000) == [("r2", 0), ("r3", 0), ("r4", 0), ("r0", 1)]
     assert store.stalled_runs(due_before=T0) == []
+
+
+def test_a_stalled_run_is_re_sent_at_most_once_per_stall_window(store):
+    # GIVEN two stalled runs, the first claimed for a re-send at T0+400 (window 360 s)
+    store.create_run(run("r0", next_at=T0))
+    store.create_run(run("r1", next_at=T0 + 1))
+    assert store.claim_resend("r0", T0 + 400, 360) is True
+
+    # THEN nobody claims it again within the window, and sweeps meanwhile skip it
+    assert store.claim_resend("r0", T0 + 700, 360) is False
+    assert store.stalled_runs(due_before=T0 + 700 - 360) == [("r1", 0)]
+    # AND once the window has passed it is stalled (and may be re-sent) again
+    assert store.stalled_runs(due_before=T0 + 760 - 360) == [("r0", 0), ("r1", 0)]
+    assert store.claim_resend("r0", T0 + 760, 360) is True
+    assert store.claim_resend("unknown", T0 + 760, 360) is False
