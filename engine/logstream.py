@@ -254,9 +254,10 @@ class LogStream:
         behind = [s for s in self.subs.subscriptions(run_id) if s.last_seq < entry["seq"]]
         self._fan_out(behind, hint=entry, deadline=deadline)
 
-    def on_run_end(self, run_id: str, deadline: float | None = None) -> None:
-        """A run reached a terminal status: finish every subscriber with the done message."""
-        end = RunEnd.of(self.runs.get_run(run_id))
+    def on_run_end(self, run_id: str, deadline: float | None = None, end: RunEnd | None = None) -> None:
+        """A run reached a terminal status (``end``, read from the store when not given):
+        bring every subscriber up to date, then finish it with the done message."""
+        end = end or RunEnd.of(self.runs.get_run(run_id))
         if end is not None:
             self._fan_out(self.subs.subscriptions(run_id), end=end, deadline=deadline)
 

@@ -278,16 +278,32 @@ def apply_change(stream: LogStream, event_name: str, image: Item, deadline: floa
     stack's stream poller) cannot make it act on the wrong items.
     """
     kind = image.get("kind", {}).get("S")
-    if kind == "log" and event_name == "INSERT":
-        stream.on_log(image["run_id"]["S"], codec.log_from_item(image), deadline)
-        return "log"
-    if kind == "run" and event_name in ("INSERT", "MODIFY") and image.get("status", {}).get("S") in TERMINAL:
-        stream.on_run_end(image["run_id"]["S"], deadline)
-        return "run_end"
+    if kind in ("log", "finish") and event_name == "INSERT":
+        # Every run ends in a slot: the done message goes out from it, never waiting for
+        # the run item, a snapshot whose write is best effort.
+        run_id, end = image["run_id"]["S"], slot_end(image)
+        if end is not None:
+            stream.on_run_end(run_id, deadline, end=end)
+            return "run_end"
+        if kind == "log":
+            stream.on_log(run_id, codec.log_from_item(image), deadline)
+            return "log"
     if kind == "sub" and event_name in ("INSERT", "MODIFY") and "replay" in image:
         stream.on_replay_due(subscription_from_item(image), deadline)
         return "replay"
     return "ignored"
+
+
+def slot_end(image: Item) -> RunEnd | None:
+    """How the run ended, if this slot (a log or finish item) ended it."""
+    status = image.get("status", {}).get("S")
+    if status not in TERMINAL:
+        return None
+    seq = codec.seq_of(image)
+    error = image.get("error", {}).get("S")
+    # Slot k of a step is log entry k; a finish slot k comes after entries 0..k-1.
+    last_seq = seq if image["kind"]["S"] == "log" else seq - 1
+    return RunEnd(status, last_seq, json.loads(error) if error else None)
 
 
 # -- wiring ---------------------------------------------------------------------------------

@@ -605,7 +605,8 @@ def test_the_template_filter_wakes_the_broadcaster_for_what_it_handles():
         }
 
     assert wakes(record("INSERT", kind="log", run_id="r", seq=0, entry="{}"))
-    assert wakes(record("MODIFY", kind="run", status="completed"))
+    assert wakes(record("INSERT", kind="finish", run_id="r", seq=3, status="cancelled"))
+    assert not wakes(record("MODIFY", kind="run", status="completed"))
     assert wakes(record("INSERT", kind="sub", replay="t1"))
     assert wakes(record("MODIFY", kind="sub", replay="t2"))
     assert not wakes(record("MODIFY", kind="sub", last_seq=3))

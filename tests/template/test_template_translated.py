@@ -9,7 +9,6 @@ import re
 import pytest
 from sam_template import FUNCTIONS, ROOT, references, resources_of_type, sam_template, translate
 
-from engine.step import TERMINAL
 from flowforge.local.patterns import compile_filters
 from flowforge.template import Intrinsics, load_template, parameter_values
 from functions.aws.connections import REPLAY_FILTER_PATTERN
@@ -218,10 +217,9 @@ def stream_record(event_name: str, **image: str) -> dict:
     ("record", "wakes"),
     [
         (stream_record("INSERT", kind="log", run_id="r1"), True),
-        (stream_record("MODIFY", kind="run", status="completed"), True),
-        (stream_record("MODIFY", kind="run", status="failed"), True),
-        (stream_record("MODIFY", kind="run", status="cancelled"), True),
-        (stream_record("INSERT", kind="run", status="failed"), True),  # failed at creation
+        (stream_record("INSERT", kind="log", status="completed"), True),  # the slot ending a run
+        (stream_record("INSERT", kind="finish", status="cancelled"), True),  # cancel, dead letter
+        (stream_record("MODIFY", kind="run", status="completed"), False),  # a snapshot: the slot told
         (stream_record("MODIFY", kind="run", status="running"), False),  # every step: too many
         (stream_record("INSERT", kind="run", status="running"), False),
         (stream_record("INSERT", kind="sub", replay="1"), True),
@@ -252,8 +250,8 @@ def test_broadcaster_reads_the_stream_in_batches_reporting_failures():
     assert mapping["BatchSize"] == 100
     assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
     assert json.loads(REPLAY_FILTER_PATTERN) in patterns
-    (run_end,) = [p for p in patterns if p["dynamodb"]["NewImage"]["kind"]["S"] == ["run"]]
-    assert set(run_end["dynamodb"]["NewImage"]["status"]["S"]) == TERMINAL
+    (slots,) = [p for p in patterns if "log" in p["dynamodb"]["NewImage"]["kind"]["S"]]
+    assert slots["dynamodb"]["NewImage"]["kind"]["S"] == ["log", "finish"]
 
 
 # -------------------------------------------------------------------------- storage
