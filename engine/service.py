@@ -215,13 +215,22 @@ class RunService:
 
     # -- the step loop ------------------------------------------------------------------
     async def process_step(
-        self, run_id: str, step: int, on_commit: Callable[[StepCommit], Any] | None = None
+        self,
+        run_id: str,
+        step: int,
+        on_commit: Callable[[StepCommit], Any] | None = None,
+        *,
+        deadline: float | None = None,
+        fresh: bool = True,
     ) -> Disposition:
         """Handle step message ``(run_id, step)``: execute one node and commit, or drop.
 
         Raises only for infrastructure failures (store or queue unavailable), so the
         message is redelivered. ``on_commit`` sees the commit this call made, if any (the
-        step handler's metrics: node duration, run outcome).
+        step handler's metrics: node duration, run outcome). ``deadline`` caps the node's
+        time (see :func:`engine.step.run_step`); unless ``fresh`` (the first message of
+        an invocation), a node whose ``timeout_s`` no longer fits before it is re-sent to
+        run in an invocation of its own, rather than cut short.
         """
         # The store may answer from what it just committed (the same container usually
         # handles a run's next step): the commit's condition catches a stale answer.
@@ -246,8 +255,12 @@ class RunService:
             graph = self.compiled(run.graph_id)
         except (NotFoundError, GraphValidationError) as exc:
             return self._fail_unrunnable(run, exc)
+        timeout = graph.nodes[run.cursor.node].timeout_s
+        if not fresh and deadline is not None and timeout is not None and deadline - now < timeout:
+            self.queue.send_step(run_id, step)
+            return Disposition.DEFERRED
         state = decode_state(run.state)
-        outcome = await run_step(graph, run.cursor, state, run_id=run_id, now=self.clock)
+        outcome = await run_step(graph, run.cursor, state, run_id=run_id, now=self.clock, deadline=deadline)
         outcome, update = enforce_limits(outcome, StateSize(run.state, self.max_state_bytes), state)
         commit = self._commit_of(run, step, outcome, update)
         try:

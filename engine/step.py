@@ -136,8 +136,8 @@ def _is_update(result: Any) -> bool:
     return True
 
 
-async def _call(node: CompiledNode, state: Mapping[str, Any], ctx: ToolContext) -> Any:
-    fn, timeout = node.tool.fn, node.timeout_s
+async def _call(node: CompiledNode, state: Mapping[str, Any], ctx: ToolContext, timeout: float | None) -> Any:
+    fn = node.tool.fn
     if node.tool.is_async:
         if timeout is None:
             return await fn(state, ctx)
@@ -158,18 +158,26 @@ async def run_step(
     run_id: str,
     now: Callable[[], float] = time.time,
     rng: random.Random | None = None,
+    deadline: float | None = None,
 ) -> StepResult:
     """Execute ``cursor.node`` once against ``state`` and route the run onwards.
 
     Never raises for a tool's failure: exceptions and timeouts become a retry, a caught
-    route or a failed run according to the node's policy.
+    route or a failed run according to the node's policy. ``deadline`` (epoch seconds on
+    ``now``'s clock) is when the caller must have the step back — the step Lambda's end,
+    less what its commit needs: the node's ``timeout_s`` is capped by it, and a node
+    without one gets it, so the node's retry and catch see a ``TimeoutError`` rather
+    than the function being killed.
     """
     node = graph.nodes[cursor.node]
     started = now()
     if cursor.step >= graph.max_steps:
         exc = MaxStepsExceeded(f"run reached max_steps={graph.max_steps}")
         return _finish(cursor, state, {}, None, "failed", started, 0.0, _error(node.id, exc, str(exc)))
-    deadline = started + node.timeout_s if node.timeout_s is not None else None
+    timeout, capped = node.timeout_s, False
+    if deadline is not None and (timeout is None or deadline - started < timeout):
+        timeout, capped = max(deadline - started, 0.001), True
+    deadline = started + timeout if timeout is not None else None
     # Read-only params: a tool must not change the compiled graph for later runs.
     params = MappingProxyType(node.params)
     ctx = ToolContext(run_id, node.id, cursor.step, cursor.attempt, cursor.iteration, deadline, params)
@@ -177,10 +185,10 @@ async def run_step(
     t0 = time.perf_counter()
     update: dict[str, Any] = {}
     try:
-        if tool.is_async and node.timeout_s is None:
+        if tool.is_async and timeout is None:
             result = await tool.fn(MappingProxyType(state), ctx)  # the common case, inline
         else:
-            result = await _call(node, MappingProxyType(state), ctx)
+            result = await _call(node, MappingProxyType(state), ctx, timeout)
         if result is not None:
             if not _is_update(result):
                 raise InvalidToolResult(
@@ -193,8 +201,12 @@ async def run_step(
     except Exception as exc:  # a tool's failure is data: it routes the run
         duration = (time.perf_counter() - t0) * 1000
         message = str(exc)
-        if not message and isinstance(exc, TimeoutError) and node.timeout_s is not None:
-            message = f"node timed out after {node.timeout_s}s"
+        if not message and isinstance(exc, TimeoutError) and timeout is not None:
+            message = (
+                f"node timed out after {timeout:.3g}s, the time the step function had left"
+                if capped
+                else f"node timed out after {timeout}s"
+            )
         return _on_failure(node, cursor, state, update, exc, message, started, duration, rng, run_id)
     duration = (time.perf_counter() - t0) * 1000
     return _finish(cursor, merged, update, target, "ok", started, duration, None)

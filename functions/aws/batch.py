@@ -40,10 +40,19 @@ class SqsRecord:
 RecordHandler = Callable[[SqsRecord, EphemeralMetrics], Any]
 
 
-def process_sqs_batch(event: Mapping[str, Any], record_handler: RecordHandler, service: str) -> dict:
+def process_sqs_batch(
+    event: Mapping[str, Any],
+    record_handler: RecordHandler,
+    service: str,
+    has_time: Callable[[], bool] | None = None,
+) -> dict:
     """Run ``record_handler`` on each record of an SQS event, in order, and answer with
     SQS's partial batch response: a record whose handler raised is listed in
     ``batchItemFailures`` (SQS redelivers it alone). Metrics are flushed at the end.
+
+    Before each record ``has_time`` (if given) says whether the invocation has time left
+    for it; when it has not, that record and the rest are listed as failures, so SQS
+    redelivers them rather than the Lambda timeout killing one halfway.
 
     Failures are reported per record even when every record failed: an invocation error
     then means a crash or a timeout (the step-errors alarm counts those). Metrics are per
@@ -52,7 +61,12 @@ def process_sqs_batch(event: Mapping[str, Any], record_handler: RecordHandler, s
     metrics = EphemeralMetrics(namespace=METRICS_NAMESPACE, service=service)
     failures: list[dict[str, str]] = []
     try:
-        for raw in event["Records"]:
+        records = event["Records"]
+        for i, raw in enumerate(records):
+            if has_time is not None and not has_time():
+                failures += [{"itemIdentifier": r["messageId"]} for r in records[i:]]
+                metrics.add_metric("RecordsLeftForRedelivery", MetricUnit.Count, len(records) - i)
+                break
             try:
                 record_handler(SqsRecord.of(raw), metrics)
             except Exception:  # the record fails alone: SQS redelivers it

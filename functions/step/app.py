@@ -34,13 +34,41 @@ def record_outcome(metrics: EphemeralMetrics, commit: StepCommit) -> None:
         metrics.add_metric(f"Runs{commit.status.title()}", MetricUnit.Count, 1)
 
 
-def process_record(record: SqsRecord, metrics: EphemeralMetrics) -> str | None:
+#: Kept after a tool's time is up, for the step's commit and the send of the next one.
+COMMIT_RESERVE_S = 5.0
+#: A message starts only with at least this long before the tools' deadline.
+MIN_STEP_S = 1.0
+
+
+class Invocation:
+    """The time one invocation has for its batch, on the service's clock."""
+
+    def __init__(self, context, clock) -> None:
+        remaining = getattr(context, "get_remaining_time_in_millis", None)
+        self.clock = clock
+        #: When tools must be done: the function's end, less what a commit and send need.
+        self.deadline = clock() + remaining() / 1000 - COMMIT_RESERVE_S if remaining else None
+        self.started = 0
+
+    def has_time(self) -> bool:
+        """Whether another message may start (else it is left for redelivery)."""
+        return self.deadline is None or self.deadline - self.clock() >= MIN_STEP_S
+
+
+def process_record(record: SqsRecord, metrics: EphemeralMetrics, invocation: Invocation) -> str | None:
     message = parse_step_message(record, logger, metrics)
     if message is None:
         return None
     logger.thread_safe_append_keys(run_id=message.run_id, step=message.step)
+    fresh, invocation.started = invocation.started == 0, invocation.started + 1
     try:
-        step = get_service().process_step(message.run_id, message.step, partial(record_outcome, metrics))
+        step = get_service().process_step(
+            message.run_id,
+            message.step,
+            partial(record_outcome, metrics),
+            deadline=invocation.deadline,
+            fresh=fresh,
+        )
         disposition = run_async(step)
         logger.info("step handled", disposition=disposition)
     except Exception:  # infrastructure: the record is reported failed and redelivered
@@ -55,4 +83,7 @@ def process_record(record: SqsRecord, metrics: EphemeralMetrics) -> str | None:
 
 @logger.inject_lambda_context
 def handler(event, context):
-    return process_sqs_batch(event, process_record, service="step")
+    invocation = Invocation(context, get_service().clock)
+    return process_sqs_batch(
+        event, partial(process_record, invocation=invocation), service="step", has_time=invocation.has_time
+    )
