@@ -144,7 +144,7 @@ def test_http_api_logs_its_access_and_throttles():
     props = stage["Properties"]
 
     assert props["AccessLogSettings"]["DestinationArn"] == {"Fn::GetAtt": ["HttpApiAccessLogs", "Arn"]}
-    assert props["DefaultRouteSettings"]["ThrottlingRateLimit"] > 0
+    assert int(resolved(props["DefaultRouteSettings"]["ThrottlingRateLimit"])) > 0
     assert cfn["Resources"]["HttpApiAccessLogs"]["Properties"]["RetentionInDays"] > 0
 
 
@@ -435,3 +435,49 @@ def test_outputs_give_the_urls_table_and_queues():
 
 def test_flowforge_reads_the_template_as_samtranslator_does():
     assert load_template() == sam_template()
+
+
+# ------------------------------------------------------------------ denial of service
+
+
+def test_each_http_route_is_throttled_and_the_routes_that_start_work_tighter():
+    stage = resources_of_type(
+        translate(RunStartRateLimit="3", RunStartBurstLimit="6"), "AWS::ApiGatewayV2::Stage"
+    )
+    settings = next(s["Properties"] for s in stage.values() if "RouteSettings" in s["Properties"])
+
+    def limits(value, **parameters):
+        return {k: int(v) for k, v in resolved(value, **parameters).items()}
+
+    assert limits(settings["DefaultRouteSettings"]) == {
+        "ThrottlingBurstLimit": 200,
+        "ThrottlingRateLimit": 100,
+    }
+    for route in ("POST /graph/run", "POST /graph/create"):
+        assert limits(settings["RouteSettings"][route], RunStartRateLimit="3", RunStartBurstLimit="6") == {
+            "ThrottlingBurstLimit": 6,
+            "ThrottlingRateLimit": 3,
+        }
+
+
+@pytest.mark.parametrize(("api", "ws"), [("20", "10"), ("0", "0")])
+def test_the_api_and_websocket_functions_cannot_take_the_step_functions_concurrency(api, ws):
+    functions = resources_of_type(
+        translate(ApiReservedConcurrency=api, WsReservedConcurrency=ws), "AWS::Lambda::Function"
+    )
+    reserved = {
+        name: resolved(f["Properties"].get("ReservedConcurrentExecutions"), ApiReservedConcurrency=api,
+                       WsReservedConcurrency=ws)
+        for name, f in functions.items()
+    }  # fmt: skip
+    reserved = {name: int(value) if value is not None else None for name, value in reserved.items()}
+
+    expected_api, expected_ws = (int(api) or None), (int(ws) or None)
+    assert reserved == {
+        "ApiFunction": expected_api,
+        "WsFunction": expected_ws,
+        "StepFunction": None,
+        "DlqFunction": None,
+        "SweeperFunction": None,
+        "BroadcastFunction": None,
+    }
