@@ -33,8 +33,9 @@ from moto.dynamodb.models import dynamodb_backends
 from bench.capacity import Index, Item
 from bench.metering import Call, CallMeter
 from engine import default_registry
-from flowforge.stack import create_resources, load_template
+from flowforge.local.stack import create_resources, load_template
 from functions import runtime
+from functions.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 GRAPHS = ROOT / "workflows" / "graphs"
@@ -163,11 +164,9 @@ class MotoStack:
         backend = dynamodb_backends[DEFAULT_ACCOUNT_ID][REGION]
         self.meter = CallMeter(functools.partial(_peek, backend), table_keys, indexes)
         self.client = clients = functools.cache(lambda name: self.meter.attach(session.client(name)))
-        self._exit.callback(setattr, runtime, "boto3_client", runtime.boto3_client)
-        runtime.boto3_client = clients
-        runtime.set_service(None)
-        self._exit.callback(runtime.set_service, None)
-        self.service = runtime.get_service()
+        runtime.set_app(runtime.build_app(Settings.from_env(), clients))
+        self._exit.callback(runtime.set_app, None)
+        self.service = runtime.current_app().service
         self.sqs = clients("sqs")
         self.queue_url = self.stack["queue_url"]
         self.queue_arn = self.stack["queue_arn"]

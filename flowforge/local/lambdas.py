@@ -79,13 +79,18 @@ class LocalFunction:
         timeout_s: float,
         concurrency: int,
         region: str = "us-east-1",
+        container: Callable[[], Any] | None = None,
     ) -> None:
+        """``container`` runs once in each worker thread before its first invocation: a
+        worker is one Lambda container (the local stack builds its App there)."""
         self.name = name
         self.handler_ref = handler if isinstance(handler, str) else None
         self.timeout_s = timeout_s
         self.region = region
         self._handler: Any = None if isinstance(handler, str) else handler
-        self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix=name)
+        self._pool = ThreadPoolExecutor(
+            max_workers=concurrency, thread_name_prefix=name, initializer=container
+        )
         self._in_flight = 0
         self._lock = threading.Lock()
 

@@ -13,7 +13,8 @@ from engine.step import Cursor
 from functions.aws import dynamodb_codec as codec
 from functions.aws.dynamodb import DynamoRunStore
 from functions.aws.sqs import MalformedStepMessage, SqsStepQueue, StepMessage, delay_seconds
-from functions.settings import SettingsError
+from functions.runtime import build_app
+from functions.settings import Settings, SettingsError
 
 
 def client_error(code: str, operation: str = "TransactWriteItems", reasons: list[str] | None = None):
@@ -170,9 +171,9 @@ def test_send_step_sends_a_step_message():
 
 
 def test_a_missing_queue_url_fails_at_first_send_naming_the_variable():
-    queue = SqsStepQueue(None, lambda: pytest.fail("no client without a queue"))
+    app = build_app(Settings("table"), lambda name: pytest.fail("no client without a queue"))
     with pytest.raises(SettingsError, match="FLOWFORGE_STEP_QUEUE_URL"):
-        queue.send_step("run1", 0)
+        app.service.queue.send_step("run1", 0)
 
 
 @pytest.mark.parametrize(

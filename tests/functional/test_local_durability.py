@@ -20,7 +20,7 @@ from botocore.exceptions import ClientError
 
 from flowforge.local.aws import MotoServer
 from flowforge.local.journal import Journal
-from flowforge.stack import DEFAULT_TEMPLATE, create_resources
+from flowforge.local.stack import DEFAULT_TEMPLATE, create_resources
 
 REGION = "us-east-1"
 

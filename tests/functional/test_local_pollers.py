@@ -22,8 +22,8 @@ from flowforge.local.aws import MotoServer
 from flowforge.local.lambdas import LocalFunction
 from flowforge.local.patterns import compile_filters
 from flowforge.local.pollers import QueuePoller, Schedule, StreamPoller
+from flowforge.local.stack import DEFAULT_TEMPLATE, create_resources
 from flowforge.local.template import read_template
-from flowforge.stack import DEFAULT_TEMPLATE, create_resources
 
 
 @pytest.fixture(scope="module")
