@@ -27,12 +27,11 @@ from typing import Any
 
 import boto3
 from moto import mock_aws
-from moto.core import DEFAULT_ACCOUNT_ID
-from moto.dynamodb.models import dynamodb_backends
 
 from bench.capacity import Index, Item
 from bench.metering import Call, CallMeter
 from engine import default_registry
+from flowforge.local import moto_internals
 from flowforge.local.stack import create_resources, load_template
 from functions import runtime
 from functions.settings import Settings
@@ -161,8 +160,7 @@ class MotoStack:
             Index(i["IndexName"], tuple(k["AttributeName"] for k in i["KeySchema"]), table_keys)
             for i in table.get("GlobalSecondaryIndexes", [])
         )
-        backend = dynamodb_backends[DEFAULT_ACCOUNT_ID][REGION]
-        self.meter = CallMeter(functools.partial(_peek, backend), table_keys, indexes)
+        self.meter = CallMeter(_peek, table_keys, indexes)
         self.client = clients = functools.cache(lambda name: self.meter.attach(session.client(name)))
         runtime.set_app(runtime.build_app(Settings.from_env(), clients))
         self._exit.callback(runtime.set_app, None)
@@ -283,9 +281,8 @@ def run_workload(
 
 
 # -- plumbing -------------------------------------------------------------------------------
-def _peek(backend: Any, table: str, key: Item) -> Item | None:
-    item = backend.get_item(table, key)
-    return item.to_json()["Attributes"] if item else None
+def _peek(table: str, key: Item) -> Item | None:
+    return moto_internals.stored_item(table, key, REGION)
 
 
 @functools.cache

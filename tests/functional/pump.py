@@ -20,8 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import moto.sqs.models
-from moto.core.botocore_stubber import BotocoreStubber
+from flowforge.local import moto_internals
 
 EVENTS = Path(__file__).resolve().parents[1] / "events"
 
@@ -55,27 +54,11 @@ class VirtualClock:
 def patch_moto(monkeypatch, clock: VirtualClock) -> None:
     """Run moto's SQS on ``clock`` and serialize moto's request handling.
 
-    moto is not thread-safe (a failed DynamoDB transaction restores a copy of the whole
-    table taken before it ran, erasing concurrent writes); real AWS serializes writes to
-    an item, so one request at a time is the faithful model for the race tests.
+    moto is not thread-safe; real AWS serializes writes to an item, so one request at a
+    time is the faithful model for the race tests.
     """
-    unix_time = moto.sqs.models.unix_time
-    monkeypatch.setattr(
-        moto.sqs.models, "unix_time", lambda dt=None: clock() if dt is None else unix_time(dt)
-    )
-    monkeypatch.setattr(
-        moto.sqs.models,
-        "unix_time_millis",
-        lambda dt=None: clock() * 1000.0 if dt is None else unix_time(dt) * 1000.0,
-    )
-    lock = threading.RLock()
-    process_request = BotocoreStubber.process_request
-
-    def serialized(self, request):
-        with lock:
-            return process_request(self, request)
-
-    monkeypatch.setattr(BotocoreStubber, "process_request", serialized)
+    moto_internals.sqs_on_clock(monkeypatch.setattr, clock)
+    moto_internals.one_request_at_a_time(monkeypatch.setattr)
 
 
 @dataclass
