@@ -54,4 +54,4 @@ def pump(service, stack, aws, clock) -> QueuePump:
 
 @pytest.fixture
 def dlq_pump(service, stack, aws, clock) -> QueuePump:
-    return QueuePump(aws.client("sqs"), stack["dlq_url"], clock, dlq_app.handler, event="sqs_dlq_message")
+    return QueuePump(aws.client("sqs"), stack["dlq_url"], clock, dlq_app.handler)

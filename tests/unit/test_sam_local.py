@@ -22,8 +22,7 @@ import workflows  # noqa: F401  (registers the summarization tools)
 from engine.memory import InMemoryRunStore, InMemoryStepQueue
 from engine.service import RunService
 from flowforge.local.dev import DevOptions
-from flowforge.local.events import ACCOUNT_ID
-from flowforge.local.lambdas import LambdaContext
+from flowforge.local.events import ACCOUNT_ID, LambdaContext
 from functions.api.app import handler as api_handler
 from functions.aws import dynamodb_codec
 from functions.aws.sqs import StepMessage
