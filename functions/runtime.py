@@ -14,9 +14,8 @@ and the benchmarks install theirs with :func:`set_app`, passing moto or metered 
 
 from __future__ import annotations
 
-import importlib
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from functions.settings import Settings, SettingsError
@@ -51,12 +50,6 @@ class AwsClients:
                         self._session = boto3.session.Session()
                     client = self._clients[name] = self._session.client(name)
         return client
-
-
-def load_tools(modules: Iterable[str]) -> None:
-    """Import the modules that register tools (``workflows`` by default)."""
-    for module in modules:
-        importlib.import_module(module)
 
 
 class _NoQueue:
@@ -105,6 +98,7 @@ class App:
 
     def _build_service(self) -> RunService:
         from engine import default_registry
+        from engine.registry import load_tools
         from engine.service import RunService
         from functions.aws.dynamodb import DynamoRunStore
         from functions.aws.sqs import SqsStepQueue

@@ -17,11 +17,8 @@ from functions.runtime import build_app
 from functions.settings import Settings, SettingsError
 
 
-def client_error(code: str, operation: str = "TransactWriteItems", reasons: list[str] | None = None):
-    response = {"Error": {"Code": code, "Message": "the message text is never read"}}
-    if reasons is not None:
-        response["CancellationReasons"] = [{"Code": reason} for reason in reasons]
-    return ClientError(response, operation)
+def client_error(code: str, operation: str = "PutItem"):
+    return ClientError({"Error": {"Code": code, "Message": "the message text is never read"}}, operation)
 
 
 class RaisingClient:
@@ -59,22 +56,6 @@ def test_clients_are_built_on_first_use_only():
 @pytest.mark.parametrize(
     ("error", "expected"),
     [
-        (
-            client_error("TransactionCanceledException", reasons=["ConditionalCheckFailed", "None"]),
-            ConflictError,
-        ),
-        (
-            client_error("TransactionCanceledException", reasons=["None", "ConditionalCheckFailed"]),
-            ConflictError,
-        ),
-        (
-            client_error("TransactionCanceledException", reasons=["ThrottlingError", "None"]),
-            StoreUnavailableError,
-        ),
-        (
-            client_error("TransactionCanceledException", reasons=["TransactionConflict", "None"]),
-            StoreUnavailableError,
-        ),
         (client_error("ProvisionedThroughputExceededException"), StoreUnavailableError),
         (client_error("ThrottlingException"), StoreUnavailableError),
         (client_error("RequestLimitExceeded"), StoreUnavailableError),
@@ -96,7 +77,6 @@ def test_store_errors_are_mapped_by_code(error, expected):
     [
         client_error("ValidationException"),
         client_error("ResourceNotFoundException"),
-        client_error("TransactionCanceledException", reasons=["ValidationError", "None"]),
         # A message that merely mentions a condition is still not a conflict.
         ClientError({"Error": {"Code": "AccessDeniedException", "Message": "ConditionalCheckFailed"}}, "X"),
     ],
