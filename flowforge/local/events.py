@@ -34,7 +34,6 @@ def new_connection_id() -> str:
     return base64.b64encode(secrets.token_bytes(10)).decode()
 
 
-
 @dataclass(slots=True)
 class LambdaContext:
     """The parts of the Lambda context object handlers (and Powertools) read."""

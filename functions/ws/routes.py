@@ -23,7 +23,6 @@ from functions.errors import STATUS_BY_CODE
 RUN_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 
 
-
 class InvalidMessageError(FlowForgeError):
     """A frame that is not JSON, or not a valid request."""
 

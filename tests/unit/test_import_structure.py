@@ -25,9 +25,7 @@ def module_name(path: Path) -> str:
 
 @cache
 def modules() -> dict[str, Path]:
-    return {
-        module_name(path): path for top in PRODUCTION for path in sorted((ROOT / top).rglob("*.py"))
-    }
+    return {module_name(path): path for top in PRODUCTION for path in sorted((ROOT / top).rglob("*.py"))}
 
 
 def package_of(module: str) -> str:
