@@ -38,6 +38,7 @@ from botocore.exceptions import ClientError
 from engine.errors import ConflictError, StateTooLargeError, StoreUnavailableError
 from engine.ports import GraphRecord, RunRecord, StepCommit
 from engine.step import TERMINAL
+from engine.transitions import apply_commit
 from functions.aws import dynamodb_codec as codec
 from functions.aws.adapter import AwsAdapter
 from functions.aws.errors import error_code
@@ -67,6 +68,10 @@ class _Folded:
     def then(self, slot: codec.Item) -> _Folded:
         """The run after ``slot`` (the next one), over the same snapshot."""
         return replace(self, run=codec.apply_slot(self.run, slot), applied=self.applied + 1)
+
+    def committed(self, commit: StepCommit) -> _Folded:
+        """The run after ``commit`` (whose slot is the next one), over the same snapshot."""
+        return replace(self, run=apply_commit(self.run, commit), applied=self.applied + 1)
 
 
 class DynamoRunStore(AwsAdapter):
@@ -136,7 +141,7 @@ class DynamoRunStore(AwsAdapter):
                 details={"size": size, "limit": codec.MAX_ITEM_BYTES},
             )
         self._put_slot(commit.run_id, slot)
-        after = base.then(slot)
+        after = base.committed(commit)
         self._remember(after)
         if (
             after.run.status != "running"

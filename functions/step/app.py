@@ -12,7 +12,7 @@ from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
 from engine.ports import StepCommit
 from engine.step import TERMINAL
 from functions.aws.batch import SqsRecord, parse_step_message, process_sqs_batch
-from functions.runtime import get_service
+from functions.runtime import current_app
 
 logger = Logger(service="flowforge-step")
 _local = threading.local()
@@ -62,7 +62,7 @@ def process_record(record: SqsRecord, metrics: EphemeralMetrics, invocation: Inv
     logger.thread_safe_append_keys(run_id=message.run_id, step=message.step)
     fresh, invocation.started = invocation.started == 0, invocation.started + 1
     try:
-        step = get_service().process_step(
+        step = current_app().service.process_step(
             message.run_id,
             message.step,
             partial(record_outcome, metrics),
@@ -83,7 +83,7 @@ def process_record(record: SqsRecord, metrics: EphemeralMetrics, invocation: Inv
 
 @logger.inject_lambda_context
 def handler(event, context):
-    invocation = Invocation(context, get_service().clock)
+    invocation = Invocation(context, current_app().service.clock)
     return process_sqs_batch(
         event, partial(process_record, invocation=invocation), service="step", has_time=invocation.has_time
     )
