@@ -13,6 +13,7 @@ included) and the WebSocket ``$connect`` require SigV4.
 
 from __future__ import annotations
 
+import fnmatch
 import io
 import json
 import logging
@@ -27,6 +28,7 @@ from functions.dlq import app as dlq_app
 from functions.step import app as step_app
 from functions.sweeper import app as sweeper_app
 from tests.functional.pump import LambdaContext, QueuePump, load_event
+from tests.functional.test_websocket import counting
 from tests.reliability.api_client import call
 from tests.template.sam_template import FUNCTIONS, resources_of_type, translate
 
@@ -335,3 +337,92 @@ def test_every_call_a_function_makes_is_allowed_by_its_role(service, stack, aws,
     assert {"dynamodb:PutItem", "dynamodb:Query"} <= calls.made["SweeperFunction"]
     denied = {f: sorted(made - allowed_actions(cfn, f)) for f, made in calls.made.items()}
     assert denied == {f: [] for f in calls.made}
+
+
+# -- the WebSocket and broadcast functions: their calls, and the partitions they touch ------
+def leading_key(params: dict[str, Any]) -> str | None:
+    """The partition key value a DynamoDB call names (what ``dynamodb:LeadingKeys`` sees)."""
+    for field in ("Key", "Item"):
+        if field in params:
+            return params[field]["pk"]["S"]
+    value = params.get("ExpressionAttributeValues", {}).get(":pk")
+    return value["S"] if value else None
+
+
+def role_allows(cfn: dict[str, Any], function: str, action: str, key: str | None) -> bool:
+    """Whether a statement of the function's role allows ``action`` on partition ``key``
+    (conditions: ``ForAllValues:StringLike`` on ``dynamodb:LeadingKeys``, the one used)."""
+    role = cfn["Resources"][f"{function}Role"]["Properties"]
+    for policy in role.get("Policies", []):
+        for statement in policy["PolicyDocument"]["Statement"]:
+            if action not in as_list(statement.get("Action", [])):
+                continue
+            condition = statement.get("Condition")
+            if condition is None:
+                return True
+            ((operator, tests),) = condition.items()
+            assert operator == "ForAllValues:StringLike" and set(tests) == {"dynamodb:LeadingKeys"}
+            if key is not None and any(fnmatch.fnmatchcase(key, p) for p in tests["dynamodb:LeadingKeys"]):
+                return True
+    return False
+
+
+class KeyedCalls(CallsByFunction):
+    """:class:`CallsByFunction`, with the partition each DynamoDB call names."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.keyed: dict[str, set[tuple[str, str | None]]] = {}
+
+    def watch(self, client: Any) -> None:
+        client.meta.events.register("before-parameter-build.*.*", self._record_keyed)
+
+    def _record_keyed(self, model, params, **_):
+        if self.acting is not None:
+            action = f"{model.service_model.signing_name}:{model.name}"
+            key = leading_key(params) if action.startswith("dynamodb:") else None
+            self.keyed.setdefault(self.acting, set()).add((action, key))
+
+
+def test_the_websocket_and_broadcast_functions_touch_only_what_their_roles_allow(ws):
+    # GIVEN the table client both functions use, and a run followed from two connections
+    calls = KeyedCalls()
+    calls.watch(ws.dynamodb)
+    run_id = ws.start(counting(3))
+    socket = lambda *a, **kw: calls.run("WsFunction", *a, **kw)  # noqa: E731
+    broadcast = lambda: calls.run("BroadcastFunction", ws.feed.deliver)  # noqa: E731
+
+    # WHEN clients connect, subscribe, follow the run live and after it ended, unsubscribe
+    # and disconnect (each handler's calls recorded under its own function)
+    socket(ws.connect, "c1")
+    socket(ws.subscribe, "c1", run_id)
+    socket(ws.connect, "c2", run_id=run_id)
+    broadcast()
+    while ws.step(feed=False):
+        broadcast()
+    socket(ws.connect, "c3")
+    socket(ws.subscribe, "c3", run_id)
+    socket(ws.send, "c3", {"action": "unsubscribe", "run_id": run_id}, route="$default")
+    socket(ws.disconnect, "c3")
+    socket(ws.send, "c1", {"action": "follow"})
+
+    # THEN both ran, and every call each made is one its role allows on that partition
+    cfn = translate()
+    assert {"WsFunction", "BroadcastFunction"} <= set(calls.keyed)
+    assert ws.api.dones("c1") and ws.api.dones("c2")
+    writes = {"dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"}
+    for function in ("WsFunction", "BroadcastFunction"):
+        made = calls.keyed[function]
+        assert {key.split("#")[0] + "#" for action, key in made if action in writes} <= {"CONN#", "SUB#"}
+        denied = sorted((a, k) for a, k in made if not role_allows(cfn, function, a, k))
+        assert denied == [], function
+
+
+def test_the_websocket_and_broadcast_functions_may_not_write_runs_or_graphs():
+    cfn = translate()
+    for function in ("WsFunction", "BroadcastFunction"):
+        for action in ("dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"):
+            assert not role_allows(cfn, function, action, "RUN#r1"), (function, action)
+            assert not role_allows(cfn, function, action, "GRAPH#g1"), (function, action)
+        assert not role_allows(cfn, function, "dynamodb:Query", "GRAPH#g1")
+        assert not role_allows(cfn, function, "dynamodb:BatchGetItem", "RUN#r1")
