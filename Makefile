@@ -10,8 +10,12 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SAM_VENV := .venv-sam
 SAM_STAMP := $(SAM_VENV)/.installed
+# checkov pins boto3/botocore far below the project's: it gets a virtualenv of its own.
+CHECKOV_VERSION := 3.3.30
+CHECKOV_VENV := .venv-checkov
+CHECKOV_STAMP := $(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION)
 
-.PHONY: help install test run validate bench lint fmt clean
+.PHONY: help install test run validate bench lint fmt clean checkov
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -31,6 +35,16 @@ $(SAM_STAMP):
 	$(SAM_VENV)/bin/python -m pip install --quiet aws-sam-cli
 	@touch $@
 
+$(CHECKOV_STAMP):
+	@test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet checkov==$(CHECKOV_VERSION)
+	@touch $@
+
+# Each finding is fixed, or skipped in template.yaml next to its resource with the reason.
+checkov: $(CHECKOV_STAMP)  ## checkov's security checks over template.yaml (offline)
+	$(CHECKOV_VENV)/bin/checkov -f template.yaml --framework cloudformation --compact --quiet --skip-download
+
 lint: $(STAMP)  ## ruff
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -39,8 +53,9 @@ fmt: $(STAMP)  ## format the code
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-test: $(STAMP)  ## ruff + the whole test suite
+test: $(STAMP) $(CHECKOV_STAMP)  ## ruff + checkov + the whole test suite
 	$(BIN)/ruff check .
+	$(MAKE) --no-print-directory checkov
 	$(BIN)/python -m pytest -q -n 2
 
 # The long versions of tests/reliability (make test runs the fast ones): more hypothesis
@@ -103,4 +118,4 @@ bench: $(BENCH_STAMP)  ## benchmarks (writes bench/results.json; BENCH_ARGS="--q
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 clean:  ## remove virtualenvs and build output
-	rm -rf $(VENV) $(SAM_VENV) .aws-sam .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(SAM_VENV) $(CHECKOV_VENV) .aws-sam .pytest_cache .ruff_cache
