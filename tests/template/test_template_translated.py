@@ -302,7 +302,7 @@ def test_functions_are_built_by_the_makefile_from_the_repository_root():
 
     for name in FUNCTIONS:
         assert source[name]["Properties"]["CodeUri"] == "."
-        assert source[name]["Metadata"] == {"BuildMethod": "makefile"}
+        assert source[name]["Metadata"]["BuildMethod"] == "makefile"
     assert set(listed.split()) == set(FUNCTIONS), "every function needs its build-<Name> target"
 
 
