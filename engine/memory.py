@@ -54,6 +54,16 @@ class InMemoryRunStore:
             self._runs[run.run_id] = replace(run, state=dict(run.state))
             self._logs[run.run_id] = []
 
+    def list_runs(self, limit: int = 50, after: str | None = None):
+        with self._lock:
+            ordered = sorted(self._runs.values(), key=lambda r: (r.created_at, r.run_id), reverse=True)
+        if after is not None:
+            ids = [r.run_id for r in ordered]
+            ordered = ordered[ids.index(after) + 1 :] if after in ids else []
+        page = [replace(r, state=dict(r.state)) for r in ordered[:limit]]
+        token = page[-1].run_id if len(ordered) > limit else None
+        return page, token
+
     def get_run(self, run_id: str, *, step: int | None = None) -> RunRecord | None:
         with self._lock:
             run = self._runs.get(run_id)
