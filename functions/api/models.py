@@ -77,7 +77,9 @@ class GraphPage(_Response):
 
 
 class GraphProblem(BaseModel):
-    path: str = Field(description="Dotted path of what is wrong, e.g. nodes.refine.next ('' for the whole graph).")
+    path: str = Field(
+        description="Dotted path of what is wrong, e.g. nodes.refine.next ('' for the whole graph)."
+    )
     message: str
 
 

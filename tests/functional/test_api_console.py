@@ -7,7 +7,11 @@ import itertools
 
 import pytest
 
-from tests.functional.test_api import GREET, assert_error, call, create, lambda_context, service  # noqa: F401
+from tests.functional import test_api
+from tests.functional.test_api import GREET, assert_error, create
+
+# The API tests' fixtures: the handler over an in-memory service.
+call, lambda_context, service = test_api.call, test_api.lambda_context, test_api.service
 
 TYPO = {
     "name": "typo",
