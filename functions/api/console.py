@@ -29,7 +29,7 @@ ASSETS = {
 }
 #: Scripts and styles come from this origin only; the API and WebSocket calls too (or
 #: the WebSocket API's own origin on AWS).
-_POLICY = (
+POLICY = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "connect-src 'self' ws: wss:; frame-ancestors 'none'; base-uri 'none'"
 )
@@ -62,7 +62,7 @@ def _shell() -> Response:
     stage = router.current_event.request_context.stage
     base = "" if stage in ("$default", None) else f"/{stage}"
     body = render_shell(base, get_settings().console_ws_url)
-    headers = {"Cache-Control": "no-store", "Content-Security-Policy": _POLICY}
+    headers = {"Cache-Control": "no-store", "Content-Security-Policy": POLICY}
     return Response(200, "text/html; charset=utf-8", body, headers=headers)
 
 

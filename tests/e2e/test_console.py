@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
+import time
+import urllib.request
 import uuid
 
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
+from flowforge.local.process import free_port
 from tests.e2e.browser import VIEWPORT, PageErrors, launch
 from tests.e2e.conftest import ROOT
 
@@ -291,3 +296,36 @@ def test_home_lists_graphs_and_runs_and_follows_a_status_live(stack, page, tmp_p
     expect(row).to_have_count(0)
     statuses = page.eval_on_selector_all("#runs tbody .badge", "els => els.map(e => e.textContent)")
     assert statuses and set(statuses) == {"failed"}
+
+
+@pytest.fixture
+def console_proxy(stack, tmp_path):
+    """``flowforge console`` forwarding to the local stack (unsigned: the stack is local)."""
+    port = free_port()
+    command = [sys.executable, "-m", "flowforge.cli", "console", "--endpoint", stack.url, "--port", str(port)]
+    log = (tmp_path / "console.log").open("wb")
+    process = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(200):
+        try:
+            urllib.request.urlopen(f"{url}/console", timeout=1).close()
+            break
+        except OSError:
+            assert process.poll() is None, (tmp_path / "console.log").read_text()
+            time.sleep(0.05)
+    yield url
+    process.terminate()
+    process.wait(10)
+    log.close()
+
+
+def test_flowforge_console_serves_the_console_and_follows_a_run_live(stack, console_proxy, page, tmp_path):
+    gate = tmp_path / f"gate-{uuid.uuid4().hex}"
+    run_id = start(stack, create(stack, gated(gate)), {}, background=True)["run_id"]
+
+    page.goto(f"{console_proxy}/console/runs/{run_id}")
+    expect(page.locator(".g-node.current")).to_have_attribute("data-node", "gate")
+    gate.touch()
+
+    expect(page.locator("#run-status")).to_have_text("completed")
+    expect(page.locator("#timeline li")).to_have_count(3)

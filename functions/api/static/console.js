@@ -174,10 +174,12 @@
     const refresh = async () => {
       const page = await api("/runs?limit=100");
       for (const r of page.runs) {
+        // Keep each run's object: the socket's handlers update the one they were given.
         const known = byId.get(r.run_id);
-        byId.set(r.run_id, r);
-        if (r.status === "running" && (!known || !live.handlers.has(r.run_id)) && live.handlers.size < 20) followRun(r);
-        else if (known && live.handlers.has(r.run_id)) Object.assign(known, r);
+        if (known) Object.assign(known, r);
+        else byId.set(r.run_id, r);
+        const run = known || r;
+        if (run.status === "running" && !live.handlers.has(run.run_id) && live.handlers.size < 20) followRun(run);
       }
       renderRuns();
     };
@@ -344,13 +346,21 @@
     if (run.status === "running") {
       const ticker = setInterval(() => { metaDuration.textContent = duration(run); }, 1000);
       let stateTimer = null;
+      let finished = false;
       const refreshState = () => {
         clearTimeout(stateTimer);
-        stateTimer = setTimeout(async () => update(await api(`/graph/state/${encodeURIComponent(runId)}?logs=false`)), 250);
+        // Only the state: the status changes with the socket's final message, which
+        // comes after every entry (a read may see the run finished before they arrive).
+        stateTimer = setTimeout(async () => {
+          const view = await api(`/graph/state/${encodeURIComponent(runId)}?logs=false`);
+          if (!finished) update({ state: view.state });
+        }, 250);
       };
       live.follow(runId, entries.length ? entries[entries.length - 1].seq : -1,
         (entry) => { addEntry(entry); refreshState(); },
         async () => {
+          finished = true;
+          clearTimeout(stateTimer);
           clearInterval(ticker);
           const final = await api(`/graph/state/${encodeURIComponent(runId)}?logs=false`);
           update(final);
