@@ -17,7 +17,7 @@ from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.api_gateway import Router
 
 from engine.errors import NotFoundError
-from functions.settings import get_settings
+from functions.runtime import current_app
 
 STATIC = Path(__file__).with_name("static")
 #: The assets the shell loads, with their content types (nothing else is served).
@@ -61,7 +61,7 @@ def asset(name: str) -> tuple[str, str]:
 def _shell() -> Response:
     stage = router.current_event.request_context.stage
     base = "" if stage in ("$default", None) else f"/{stage}"
-    body = render_shell(base, get_settings().console_ws_url)
+    body = render_shell(base, current_app().settings.console_ws_url)
     headers = {"Cache-Control": "no-store", "Content-Security-Policy": POLICY}
     return Response(200, "text/html; charset=utf-8", body, headers=headers)
 

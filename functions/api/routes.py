@@ -31,7 +31,7 @@ from functions.api.models import (
 )
 from functions.api.observability import logger, metrics
 from functions.api.waiting import wait_budget, wait_for_run
-from functions.runtime import get_service
+from functions.runtime import current_app
 
 router = Router()
 
@@ -88,7 +88,7 @@ def create_graph(
 ) -> GraphCreated:
     # The engine validates (SkipValidation keeps the schema for the docs only), so a
     # 400 reports every problem at once, not just pydantic's first layer.
-    graph = get_service().create_graph(definition)
+    graph = current_app().service.create_graph(definition)
     logger.info("graph created", extra={"graph_id": graph.graph_id})
     metrics.add_metric(name="graphs_created", unit=MetricUnit.Count, value=1)
     return GraphCreated.of(graph)
@@ -108,7 +108,7 @@ def validate_graph(
     definition: Annotated[Any, Body(description="A graph definition, as for POST /graph/create.")],
 ) -> GraphValidation:
     try:
-        get_service().validate_graph(definition)
+        current_app().service.validate_graph(definition)
     except GraphValidationError as exc:
         problems = [GraphProblem(path=p.path, message=p.message) for p in exc.problems]
         return GraphValidation(valid=False, problems=problems)
@@ -125,7 +125,7 @@ def list_graphs(
     limit: Annotated[int, Query(ge=1, le=100, description="Page size.")] = 50,
     next_token: Annotated[str | None, Query(max_length=1024, description="From the previous page.")] = None,
 ) -> GraphPage:
-    graphs, token = get_service().store.list_graphs(limit=limit, after=next_token)
+    graphs, token = current_app().service.store.list_graphs(limit=limit, after=next_token)
     return GraphPage.of(graphs, token)
 
 
@@ -136,7 +136,7 @@ def list_graphs(
     tags=["graphs"],
 )
 def get_graph(graph_id: GraphId) -> GraphDetail:
-    return GraphDetail.of(get_service().get_graph(graph_id))
+    return GraphDetail.of(current_app().service.get_graph(graph_id))
 
 
 @router.post(
@@ -156,7 +156,7 @@ def get_graph(graph_id: GraphId) -> GraphDetail:
     tags=["runs"],
 )
 def start_run(request: Annotated[RunRequest, Body(description="What to run, and how.")]):
-    service = get_service()
+    service = current_app().service
     run = service.start_run(request.graph_id, request.state)
     logger.append_keys(run_id=run.run_id, graph_id=run.graph_id)
     logger.info("run started", extra={"background": request.background})
@@ -182,7 +182,7 @@ def list_runs(
     limit: Annotated[int, Query(ge=1, le=100, description="Page size.")] = 50,
     next_token: Annotated[str | None, Query(max_length=1024, description="From the previous page.")] = None,
 ) -> RunPage:
-    runs, token = get_service().store.list_runs(limit=limit, after=next_token)
+    runs, token = current_app().service.store.list_runs(limit=limit, after=next_token)
     return RunPage.of(runs, token)
 
 
@@ -200,7 +200,7 @@ def get_state(
     after: LogsAfter = -1,
     limit: LogsLimit = MAX_LOG_PAGE_ENTRIES,
 ) -> RunView:
-    service = get_service()
+    service = current_app().service
     run = service.get_run(run_id)
     return RunView.of(run, service.log_page(run_id, after, limit) if logs else None)
 
@@ -212,7 +212,7 @@ def get_state(
     tags=["runs"],
 )
 def cancel_run(run_id: RunId) -> RunView:
-    run = get_service().cancel(run_id)
+    run = current_app().service.cancel(run_id)
     logger.info("run cancelled", extra={"run_id": run_id})
     return RunView.of(run, None)
 
@@ -220,4 +220,4 @@ def cancel_run(run_id: RunId) -> RunView:
 @router.get("/tools", summary="Registered tools and conditions", tags=["tools"])
 def list_tools() -> ToolListing:
     # Through the service: building it imports the tool modules (FLOWFORGE_TOOLS_MODULES).
-    return ToolListing.model_validate(get_service().registry.describe())
+    return ToolListing.model_validate(current_app().service.registry.describe())

@@ -7,6 +7,8 @@ import itertools
 
 import pytest
 
+from functions.runtime import build_app, set_app
+from functions.settings import Settings
 from tests.functional import test_api
 from tests.functional.test_api import GREET, assert_error, create
 
@@ -24,18 +26,6 @@ TYPO = {
 }
 
 pytestmark = pytest.mark.filterwarnings("ignore:No application metrics to publish")
-
-
-@pytest.fixture(autouse=True)
-def settings(monkeypatch):
-    """The API function's environment always names its table; the console reads its settings."""
-    from functions.settings import get_settings
-
-    monkeypatch.setenv("FLOWFORGE_TABLE", "flowforge-Table")
-    monkeypatch.delenv("FLOWFORGE_CONSOLE_WS_URL", raising=False)
-    get_settings.cache_clear()
-    yield
-    get_settings.cache_clear()
 
 
 # -- POST /graph/validate --------------------------------------------------------------
@@ -131,11 +121,10 @@ def test_console_under_a_named_stage_prefixes_its_assets_and_api_calls(service, 
     assert 'src="/v1/console/assets/graph.js"' in reply.raw
 
 
-def test_console_connects_to_the_configured_websocket_url(service, call, monkeypatch):
-    from functions.settings import get_settings
-
-    monkeypatch.setenv("FLOWFORGE_CONSOLE_WS_URL", "wss://ws.example/v1")
-    get_settings.cache_clear()
+def test_console_connects_to_the_configured_websocket_url(service, call):
+    # GIVEN the API function deployed with its WebSocket API's URL
+    settings = Settings("flowforge-Table", console_ws_url="wss://ws.example/v1")
+    set_app(build_app(settings, lambda name: None, service=service))
 
     reply = call("GET", "/console")
 
