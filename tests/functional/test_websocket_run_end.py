@@ -23,11 +23,17 @@ def snapshots_lost(ws):
     return ws
 
 
-def test_a_run_whose_final_snapshot_was_lost_still_ends_with_done(snapshots_lost):
-    ws = snapshots_lost
-    run_id = ws.start(counting(3))
+def followed(ws, steps: int) -> str:
+    """A run of ``steps`` steps, followed by connection c1 from its start."""
+    run_id = ws.start(counting(steps))
     ws.connect("c1")
     ws.subscribe("c1", run_id)
+    return run_id
+
+
+def test_a_run_whose_final_snapshot_was_lost_still_ends_with_done(snapshots_lost):
+    ws = snapshots_lost
+    run_id = followed(ws, 3)
 
     ws.finish()
 
@@ -37,9 +43,7 @@ def test_a_run_whose_final_snapshot_was_lost_still_ends_with_done(snapshots_lost
 
 def test_a_cancel_whose_snapshot_was_lost_still_ends_with_done(snapshots_lost):
     ws = snapshots_lost
-    run_id = ws.start(counting(10))
-    ws.connect("c1")
-    ws.subscribe("c1", run_id)
+    run_id = followed(ws, 10)
     ws.step()
 
     ws.service.cancel(run_id)
@@ -47,19 +51,3 @@ def test_a_cancel_whose_snapshot_was_lost_still_ends_with_done(snapshots_lost):
 
     assert ws.api.entries("c1") == [0]
     assert [d["status"] for d in ws.api.dones("c1")] == ["cancelled"]
-
-
-def test_a_failed_run_ends_with_the_error_of_its_last_slot(ws):
-    graph = {
-        "start": "count",
-        "nodes": {"count": {"fn": "ws_fn_count", "next": "boom"}, "boom": {"fn": "ws_fn_explode"}},
-    }
-    run_id = ws.start(graph)
-    ws.connect("c1")
-    ws.subscribe("c1", run_id)
-
-    ws.finish()
-
-    *_, failed, done = ws.api.messages("c1")
-    assert done == {"run_id": run_id, "done": True, "status": "failed", "error": failed["error"]}
-    assert_complete(ws, "c1", run_id, status="failed")
