@@ -129,7 +129,7 @@ def _add_events(local: LocalTemplate, logical_id: str, events: Mapping[str, Any]
                     queue=queue,
                     batch_size=int(_resolve(intrinsics, props.get("BatchSize", 10))),
                     report_failures="ReportBatchItemFailures" in (props.get("FunctionResponseTypes") or []),
-                    max_concurrency=_resolve(intrinsics, scaling.get("MaximumConcurrency")),
+                    max_concurrency=_int_or_none(_resolve(intrinsics, scaling.get("MaximumConcurrency"))),
                 )
             )
         elif kind == "DynamoDB":
@@ -193,3 +193,8 @@ def read_template(path: str | Path, parameters: Mapping[str, Any] | None = None)
     if not local.http_routes:
         raise TemplateError(f"{path}: no HttpApi events, so the local gateway has no route")
     return local
+
+
+def _int_or_none(value) -> int | None:
+    """A number from the template (a parameter reference resolves to its text)."""
+    return None if value is None else int(value)

@@ -23,8 +23,8 @@ def broadcast_filter():
     ("record", "wakes"),
     [
         (_record("INSERT", kind="log"), True),
-        (_record("MODIFY", kind="run", status="completed"), True),
-        (_record("MODIFY", kind="run", status="cancelled"), True),
+        (_record("INSERT", kind="finish", status="cancelled"), True),
+        (_record("MODIFY", kind="run", status="completed"), False),  # a snapshot: its slot told
         (_record("MODIFY", kind="run", status="running"), False),
         (_record("INSERT", kind="graph"), False),
         (_record("MODIFY", kind="sub", replay="lease-1"), True),
