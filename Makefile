@@ -39,8 +39,9 @@ fmt: $(STAMP)  ## format the code
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-test: $(STAMP)  ## ruff + the whole test suite
+test: $(STAMP)  ## ruff + mypy + the whole test suite
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -q -n 2
 
 # The long versions of tests/reliability (make test runs the fast ones): more hypothesis

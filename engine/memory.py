@@ -38,7 +38,7 @@ class InMemoryRunStore:
             graph = self._graphs.get(graph_id)
             return copy.deepcopy(graph) if graph else None
 
-    def list_graphs(self, limit: int = 50, after: str | None = None):
+    def list_graphs(self, limit: int = 50, after: str | None = None) -> tuple[list[GraphRecord], str | None]:
         with self._lock:
             ordered = sorted(self._graphs.values(), key=lambda g: (g.created_at, g.graph_id), reverse=True)
         if after is not None:
@@ -73,7 +73,15 @@ class InMemoryRunStore:
             logs = self._logs.get(run_id, [])
             return [copy.deepcopy(e) for e in logs[max(after + 1, 0) : max(after + 1, 0) + limit]]
 
-    def finish_run(self, run_id, *, status, error, now, expected_step=None) -> None:
+    def finish_run(
+        self,
+        run_id: str,
+        *,
+        status: str,
+        error: dict[str, Any] | None,
+        now: str,
+        expected_step: int | None = None,
+    ) -> None:
         if status not in TERMINAL:
             raise ValueError(f"not a terminal status: {status!r}")
         with self._lock:
