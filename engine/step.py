@@ -168,7 +168,7 @@ async def run_step(
     started = now()
     if cursor.step >= graph.max_steps:
         exc = MaxStepsExceeded(f"run reached max_steps={graph.max_steps}")
-        return _finish(cursor, state, {}, None, "failed", started, 0.0, _error(node.id, exc, str(exc)))
+        return _result(cursor, state, {}, None, "failed", started, 0.0, _error(node.id, exc, str(exc)))
     deadline = started + node.timeout_s if node.timeout_s is not None else None
     # Read-only params: a tool must not change the compiled graph for later runs.
     params = MappingProxyType(node.params)
@@ -197,7 +197,7 @@ async def run_step(
             message = f"node timed out after {node.timeout_s}s"
         return _on_failure(node, cursor, state, update, exc, message, started, duration, rng, run_id)
     duration = (time.perf_counter() - t0) * 1000
-    return _finish(cursor, merged, update, target, "ok", started, duration, None)
+    return _result(cursor, merged, update, target, "ok", started, duration, None)
 
 
 def _route(node: CompiledNode, cursor: Cursor, state: dict[str, Any]) -> Cursor | None:
@@ -247,19 +247,19 @@ def _on_failure(
             rng = random.Random(f"{run_id}:{cursor.step}")
         delay = retry.delay_s(cursor.attempt, rng)
         retry_at = Cursor(node.id, cursor.step + 1, cursor.attempt + 1, cursor.iteration)
-        return _finish(cursor, state, {}, retry_at, "retry", started, duration, error, delay)
+        return _result(cursor, state, {}, retry_at, "retry", started, duration, error, delay)
     if not isinstance(exc, MaxStepsExceeded):
         for rule in node.catch:
             if _matches(rule.on, names):
                 caught = {**update, rule.result_key: error}
                 target = Cursor(rule.next, cursor.step + 1)
-                return _finish(
+                return _result(
                     cursor, {**state, **caught}, caught, target, "caught", started, duration, error
                 )
-    return _finish(cursor, state, {}, None, "failed", started, duration, error)
+    return _result(cursor, state, {}, None, "failed", started, duration, error)
 
 
-def _finish(
+def _result(
     cursor: Cursor,
     state: dict[str, Any],
     update: dict[str, Any],
