@@ -53,8 +53,9 @@ fmt: $(STAMP)  ## format the code
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-test: $(STAMP) $(CHECKOV_STAMP) chromium  ## ruff + checkov + the whole test suite (the console's tests run in headless Chromium)
+test: $(STAMP) $(CHECKOV_STAMP) chromium  ## ruff + mypy + checkov + the whole test suite (the console's tests run in headless Chromium)
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 	$(MAKE) --no-print-directory checkov
 	$(BIN)/python -m pytest -q -n 2
 

@@ -195,9 +195,7 @@ class RunService:
             "message": f"step {step} could not be processed{tries}; its message went to the dead-letter queue",
         }
         try:
-            self.store.finish_run(
-                run_id, status="failed", error=error, now=iso_time(self.clock()), expected_step=step
-            )
+            self.store.finish_run(run_id, status="failed", error=error, now=iso_time(self.clock()), step=step)
         except FlowForgeError:
             return False
         return True
@@ -297,7 +295,7 @@ class RunService:
         stamp = iso_time(done_at)
         return StepCommit(
             run_id=run.run_id,
-            expected_step=step,
+            step=step,
             update=update,
             cursor=outcome.next,
             status=outcome.run_status,
@@ -317,7 +315,7 @@ class RunService:
         }
         try:
             self.store.finish_run(
-                run.run_id, status="failed", error=error, now=iso_time(self.clock()), expected_step=run.step
+                run.run_id, status="failed", error=error, now=iso_time(self.clock()), step=run.step
             )
         except FlowForgeError as conflict:
             if conflict.code != "conflict":

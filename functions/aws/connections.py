@@ -242,7 +242,7 @@ class DynamoSubscriptionStore(AwsAdapter):
         item = self._update(subscription_key(run_id, connection_id), expression, condition, **values)
         return item is not None
 
-    def finish(self, run_id: str, connection_id: str, token: str) -> None:
+    def done(self, run_id: str, connection_id: str, token: str) -> None:
         try:
             self._call(
                 "delete_item",
@@ -298,7 +298,7 @@ def slot_end(image: Item) -> RunEnd | None:
     status = image.get("status", {}).get("S")
     if status not in TERMINAL:
         return None
-    seq = codec.seq_of(image)
+    seq = codec.step_of(image)
     error = image.get("error", {}).get("S")
     # Slot k of a step is log entry k; a finish slot k comes after entries 0..k-1.
     last_seq = seq if image["kind"]["S"] == "log" else seq - 1
