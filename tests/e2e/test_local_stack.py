@@ -208,6 +208,37 @@ def test_the_cli_creates_runs_and_follows_against_the_stack(stack):
     assert missing.returncode == 2 and "404 not_found" in missing.stderr
 
 
+def test_the_cli_shows_the_outcome_and_what_changed_and_says_what_went_wrong(stack):
+    env = {**os.environ, "FLOWFORGE_ENDPOINT": stack.url}
+
+    def flowforge(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "flowforge.cli", *args]
+        return subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+
+    graph_file = ROOT / "workflows" / "graphs" / "summarization.json"
+    graph_id = flowforge("graph", "create", str(graph_file)).stdout.strip()
+    # WHEN the seed's graph runs on a state of just {"text": ...}
+    ran = flowforge("run", graph_id, "--state", json.dumps({"text": SUMMARIZATION_STATE["text"]}))
+
+    # THEN the answer is the outcome and the keys the run changed, not the input text
+    assert ran.returncode == 0, ran.stderr
+    first, *changed = ran.stdout.splitlines()
+    assert first.startswith("completed (") and "[run " in first
+    run_id = first.rsplit("[run ", 1)[1].rstrip("]")
+    assert changed[0].startswith("  summary") and SUMMARIZATION_STATE["text"][:60] not in ran.stdout
+    assert changed[-1].endswith("--full prints the whole run)")
+    full = flowforge("state", run_id, "--full")
+    assert json.loads(full.stdout)["state"]["text"] == SUMMARIZATION_STATE["text"]
+
+    # WHEN the finished run is cancelled, or an unknown run is followed
+    cancelled = flowforge("cancel", run_id)
+    unknown = flowforge("logs", "nope", "--follow")
+
+    # THEN the exit codes say so: 3 for a run that already finished, 2 for an unknown one
+    assert cancelled.returncode == 3 and "409 conflict" in cancelled.stderr
+    assert unknown.returncode == 2 and "run 'nope' not found" in unknown.stderr
+
+
 def test_a_taken_port_is_one_clear_line_and_exit_2(stack, tmp_path):
     command = [
         sys.executable,
