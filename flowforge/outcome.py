@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from engine import RunResult
 
 #: Keys shown before "… N more keys"; values are cut to one terminal line.
-SHOWN_KEYS = 8
+SHOWN_KEYS = 5
 VALUE_CHARS = 100
 
 

@@ -225,7 +225,8 @@ def test_the_cli_shows_the_outcome_and_what_changed_and_says_what_went_wrong(sta
     first, *changed = ran.stdout.splitlines()
     assert first.startswith("completed (") and "[run " in first
     run_id = first.rsplit("[run ", 1)[1].rstrip("]")
-    assert changed[0].startswith("  summary") and SUMMARIZATION_STATE["text"][:60] not in ran.stdout
+    assert any(line.startswith("  summary = ") for line in changed)
+    assert SUMMARIZATION_STATE["text"][:60] not in ran.stdout
     assert changed[-1].endswith("--full prints the whole run)")
     full = flowforge("state", run_id, "--full")
     assert json.loads(full.stdout)["state"]["text"] == SUMMARIZATION_STATE["text"]
@@ -239,21 +240,33 @@ def test_the_cli_shows_the_outcome_and_what_changed_and_says_what_went_wrong(sta
     assert unknown.returncode == 2 and "run 'nope' not found" in unknown.stderr
 
 
-def test_a_taken_port_is_one_clear_line_and_exit_2(stack, tmp_path):
+@pytest.mark.parametrize(
+    ("option", "what"), [("--port", "the API gateway"), ("--moto-port", "moto (local AWS)")]
+)
+def test_a_taken_port_is_one_clear_line_naming_its_option_and_exit_2(stack, tmp_path, option, what):
+    # GIVEN a running stack: its gateway port, or its moto port, is taken
+    port = stack.port if option == "--port" else stack.moto_port
+    other = "--moto-port" if option == "--port" else "--port"
     command = [
         sys.executable,
         "-m",
         "flowforge.local",
-        "--port",
-        str(stack.port),
+        option,
+        str(port),
+        other,
+        "0",
         "--data-dir",
         str(tmp_path),
     ]
+
+    # WHEN another stack starts on it
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=30)
+
+    # THEN one line names the port, what it is for, and the option that moves it
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        f"flowforge dev: 127.0.0.1:{stack.port} is already in use (another `make run`?); "
-        "choose other ports with --port / --moto-port"
+        f"flowforge dev: 127.0.0.1:{port} ({what}) is already in use (another `make run`?); "
+        f"choose another with {option}: bin/flowforge dev {option} <port>"
     ]
 
 
