@@ -13,7 +13,7 @@ from functions.api.media import JsonRequestValidation
 TITLE = "FlowForge"
 #: Version of the HTTP contract (not of the package, whose metadata Lambda artifacts lack):
 #: bump the minor for additions, the major for anything a client could notice breaking.
-API_VERSION = "1.1.0"
+API_VERSION = "1.2.0"
 DESCRIPTION = (
     "Graph workflows on AWS serverless. Create a graph, run it in the foreground or the "
     'background, read its state and logs. Every error is `{"error": {"code", "message", '
