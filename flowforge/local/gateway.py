@@ -177,7 +177,8 @@ class Gateway:
 
     def application(self) -> web.Application:
         app = web.Application(client_max_size=MAX_HTTP_BODY)
-        app.router.add_route("*", "/{tail:.*}", self.dispatch)
+        # Any path, newlines included (API Gateway passes %0A in a path parameter along).
+        app.router.add_route("*", r"/{tail:[\s\S]*}", self.dispatch)
         app.on_shutdown.append(self._close_sockets)
         return app
 

@@ -232,3 +232,14 @@ def test_the_per_run_path_closes_normally_after_its_runs_done_and_ws_stays_open(
             assert json.loads((await multi.receive(timeout=5)).data)["route"] == "subscribe"
 
     run(test)
+
+
+def test_a_path_parameter_with_a_newline_still_reaches_its_route():
+    async def test(session, url, stand_ins, gateway):
+        # WHEN a path parameter holds an encoded newline (as a fuzzer sends)
+        async with session.get(f"{url}/graph/a%0Ab%0D") as response:
+            # THEN the route's function answers it, as API Gateway would route it
+            assert response.status == 201, await response.text()
+            assert (await response.json())["params"] == {"graph_id": "a\nb\r"}
+
+    run(test)
