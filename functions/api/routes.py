@@ -31,7 +31,7 @@ from functions.api.models import (
 )
 from functions.api.observability import logger, metrics
 from functions.api.waiting import wait_budget, wait_for_run
-from functions.runtime import get_service
+from functions.runtime import current_app
 
 router = Router()
 
@@ -92,7 +92,7 @@ def create_graph(
 ) -> GraphCreated:
     # The engine validates (SkipValidation keeps the schema for the docs only), so a
     # 400 reports every problem at once, not just pydantic's first layer.
-    graph = get_service().create_graph(definition)
+    graph = current_app().service.create_graph(definition)
     logger.info("graph created", extra={"graph_id": graph.graph_id})
     metrics.add_metric(name="graphs_created", unit=MetricUnit.Count, value=1)
     return GraphCreated.of(graph)
@@ -108,7 +108,7 @@ def list_graphs(
     limit: Annotated[int, Query(ge=1, le=100, description="Page size.")] = 50,
     next_token: Annotated[str | None, Query(max_length=1024, description="From the previous page.")] = None,
 ) -> GraphPage:
-    graphs, token = get_service().store.list_graphs(limit=limit, after=next_token)
+    graphs, token = current_app().service.store.list_graphs(limit=limit, after=next_token)
     return GraphPage.of(graphs, token)
 
 
@@ -119,7 +119,7 @@ def list_graphs(
     tags=["graphs"],
 )
 def get_graph(graph_id: GraphId) -> GraphDetail:
-    return GraphDetail.of(get_service().get_graph(graph_id))
+    return GraphDetail.of(current_app().service.get_graph(graph_id))
 
 
 @router.post(
@@ -142,7 +142,7 @@ def start_run(
     request: Annotated[RunRequest, Body(description="What to run, and how.")], fields: Fields = None
 ):
     selection = parse_fields(fields)
-    service = get_service()
+    service = current_app().service
     run = service.start_run(request.graph_id, request.state)
     logger.append_keys(run_id=run.run_id, graph_id=run.graph_id)
     logger.info("run started", extra={"background": request.background})
@@ -177,7 +177,7 @@ def get_state(
     fields: Fields = None,
 ):
     selection = parse_fields(fields)
-    service = get_service()
+    service = current_app().service
     return _answer(service.get_run(run_id), service, selection, logs=logs, after=after, limit=limit)
 
 
@@ -205,7 +205,7 @@ def _answer(
     tags=["runs"],
 )
 def cancel_run(run_id: RunId) -> RunView:
-    run = get_service().cancel(run_id)
+    run = current_app().service.cancel(run_id)
     logger.info("run cancelled", extra={"run_id": run_id})
     return RunView.of(run, None)
 
@@ -213,4 +213,4 @@ def cancel_run(run_id: RunId) -> RunView:
 @router.get("/tools", summary="Registered tools and conditions", tags=["tools"])
 def list_tools() -> ToolListing:
     # Through the service: building it imports the tool modules (FLOWFORGE_TOOLS_MODULES).
-    return ToolListing.model_validate(get_service().registry.describe())
+    return ToolListing.model_validate(current_app().service.registry.describe())

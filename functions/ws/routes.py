@@ -20,19 +20,9 @@ from engine.graph import MAX_STEPS_CAP
 from engine.jsontext import json_problem
 from engine.logmessages import error_message
 from engine.logstream import LogStream
+from functions.errors import STATUS_BY_CODE
 
 RUN_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
-
-#: Status codes of route responses (what ``$connect`` answers; logged for the others).
-STATUS_BY_CODE = {
-    "invalid_request": 400,
-    "invalid_message": 400,
-    "unknown_action": 400,
-    "not_found": 404,
-    "too_many_subscriptions": 429,
-    "unavailable": 503,
-    "push_unavailable": 503,
-}
 
 
 class InvalidMessageError(FlowForgeError):
@@ -131,21 +121,23 @@ def handle(stream: LogStream, event: dict[str, Any], deadline: float | None = No
 def _connect(stream: LogStream, connection_id: str, query: dict[str, str]) -> dict[str, Any]:
     problem = json_problem(query, "query")
     if problem is not None:
-        return _refuse(400, "invalid_request", str(problem))
+        return _refuse("invalid_request", str(problem))
     try:
         params = ConnectQuery.model_validate(query)
         stream.connect(connection_id, params.run_id, params.after)
     except ValidationError as exc:
-        return _refuse(400, "invalid_request", _problems(exc))
-    except FlowForgeError as exc:
-        return _refuse(STATUS_BY_CODE.get(exc.code, 500), exc.code, exc.message)
+        return _refuse("invalid_request", _problems(exc))
+    except FlowForgeError as exc:  # an unknown run, an after no log reaches, a throttled store
+        if exc.code not in STATUS_BY_CODE:
+            raise
+        return _refuse(exc.code, exc.message)
     return {"statusCode": 200}
 
 
-def _refuse(status: int, code: str, message: str) -> dict[str, Any]:
-    """A refused ``$connect``: the client's handshake fails with this status and body."""
+def _refuse(code: str, message: str) -> dict[str, Any]:
+    """A refused ``$connect``: the client's handshake fails with the code's status and this body."""
     return {
-        "statusCode": status,
+        "statusCode": STATUS_BY_CODE[code],
         "headers": {"Content-Type": "application/json"},
         "body": json.dumps(error_message(code, message)),
     }
