@@ -70,6 +70,20 @@ GRAPH = {
 CALLS: list[int] = []
 
 
+def fuzzing(examples: int) -> settings:
+    """Hypothesis settings of both fuzz tests: ``examples`` per operation in the fuzzing phase."""
+    return settings(
+        max_examples=examples,
+        deadline=None,
+        derandomize=not figures.LONG,
+        suppress_health_check=[
+            HealthCheck.function_scoped_fixture,
+            HealthCheck.too_slow,
+            HealthCheck.filter_too_much,
+        ],
+    )
+
+
 class Known:
     """A stored graph and a finished run, whose ids the fuzzer may use."""
 
@@ -140,16 +154,7 @@ def send(case: schemathesis.Case) -> schemathesis.Response:
 
 @SCHEMA.parametrize()
 @SCHEMA.given(data=st.data())
-@settings(
-    max_examples=figures.scaled(25, 300),
-    deadline=None,
-    derandomize=not figures.LONG,
-    suppress_health_check=[
-        HealthCheck.function_scoped_fixture,
-        HealthCheck.too_slow,
-        HealthCheck.filter_too_much,
-    ],
-)
+@fuzzing(examples=figures.scaled(25, 300))
 def test_every_operation_answers_as_documented_and_never_5xx(service, case, data):
     use_known_ids(case, data)
     case.validate_response(send(case), checks=CHECKS)
@@ -184,16 +189,7 @@ def local_stack(tmp_path_factory) -> Iterator[LocalStack]:
 @pytest.mark.e2e
 @SCHEMA.parametrize()
 @SCHEMA.given(data=st.data())
-@settings(
-    max_examples=figures.scaled(10, 200),
-    deadline=None,
-    derandomize=not figures.LONG,
-    suppress_health_check=[
-        HealthCheck.function_scoped_fixture,
-        HealthCheck.too_slow,
-        HealthCheck.filter_too_much,
-    ],
-)
+@fuzzing(examples=figures.scaled(10, 200))
 def test_the_local_stack_answers_as_documented_and_never_5xx(local_stack, case, data):
     use_known_ids(case, data)
     if isinstance(case.body, dict) and "wait_s" in case.body:
