@@ -104,9 +104,7 @@ def check(
     ops = keys - {"var"}
     unknown = sorted(ops - set(OPERATORS))
     if unknown:
-        problems.append(
-            Problem(path, f"unknown operator {unknown[0]!r}; use one of {', '.join(OPERATORS)}")
-        )
+        problems.append(Problem(path, f"unknown operator {unknown[0]!r}; use one of {', '.join(OPERATORS)}"))
     elif len(ops) != 1:
         problems.append(Problem(path, "a rule has exactly one operator besides 'var'"))
     else:

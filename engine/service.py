@@ -105,6 +105,10 @@ class RunService:
         self._graphs[record.graph_id] = compiled
         return record
 
+    def validate_graph(self, definition: Any) -> CompiledGraph:
+        """Validate a graph without storing it (GraphValidationError lists every problem)."""
+        return compile_graph(definition, self.registry)
+
     def get_graph(self, graph_id: str) -> GraphRecord:
         record = self.store.get_graph(graph_id)
         if record is None:

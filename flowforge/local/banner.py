@@ -37,6 +37,7 @@ def banner(at: Endpoints) -> str:
         "",
         "FlowForge local stack: the serverless app on moto, no Docker, no AWS account (auth is off locally)",
         "",
+        f"  Console     {at.url}/console",
         f"  API         {at.url}        docs: {at.url}/docs",
         f'  WebSocket   {ws}/ws/logs/<run_id>   or {ws} then send {{"action": "subscribe", "run_id": "<run_id>"}}',
         f"  AWS (moto)  {at.moto}        table {at.table}",
@@ -55,7 +56,7 @@ def banner(at: Endpoints) -> str:
             f'      -d "{{\\"graph_id\\": \\"{graph}\\", \\"state\\": $(cat {state})}}" | python3 -m json.tool',
             f"    bin/flowforge run {graph} --state {state} --follow",
             "    bin/flowforge logs <run_id> --follow     bin/flowforge state <run_id> --full",
-            f"    xdg-open {at.url}/docs                  (macOS: open)",
+            f"    xdg-open {at.url}/console               (macOS: open)",
             "",
             f"  Optional tools, same things: wscat -c {ws}/ws/logs/<run_id>;",
             f"    AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing aws --endpoint-url {at.moto}"

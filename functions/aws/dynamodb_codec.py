@@ -4,6 +4,7 @@
 |--------|---------------|------------------|-----------------|------------------------|
 | graph  | GRAPH#<id>    | GRAPH            | GRAPH           | <created_at>#<id>      |
 | run    | RUN#<id>      | RUN              | RUNNING#<0..7>  | next_at's minute, ms   |
+| listed | RUN#<id>      | LISTED           | RUNS            | <created_at>#<id>      |
 | log    | RUN#<id>      | LOG#<seq:010d>   |                 |                        |
 | finish | RUN#<id>      | LOG#<seq:010d>   |                 |                        |
 
@@ -16,7 +17,9 @@ folded in (see dynamodb.py); a reader folds the slots at and after ``applied`` o
 "RUN" sorts after every "LOG#..." key, so one query read backwards from "RUN" returns
 the snapshot first, then the slots newest first.
 
-Only running runs carry gsi1 keys, so the sweeper's index holds exactly the runs it may
+A run's "listed" item, written once when the run is created, lists it newest first
+(console, ``GET /runs``); it holds keys only and sorts before the slots, outside every
+read of the run. Of run items, only running runs carry gsi1 keys, so the sweeper's index holds exactly the runs it may
 have to wake. Their sort key is ``next_at`` rounded down to the minute: a lower bound of
 when the run is due that changes about once a minute rather than at every step, because
 each change of an index key is billed as two index writes (a delete and a put). A run's
@@ -37,6 +40,8 @@ from engine.transitions import apply_commit, apply_finish
 GRAPH_SK = "GRAPH"
 RUN_SK = "RUN"
 GRAPHS_GSI_PK = "GRAPH"
+LISTED_SK = "LISTED"
+RUNS_GSI_PK = "RUNS"
 RUNNING_SHARDS = 8
 #: Width of the sweeper index's time buckets: a running run's index key moves (two
 #: index writes) at most once per bucket, and the sweeper re-reads runs due up to one
@@ -124,6 +129,23 @@ def due_bucket_key(next_at: float) -> str:
 
 def graph_index_sk(created_at: str, graph_id: str) -> str:
     return f"{created_at}#{graph_id}"
+
+
+def listed_key(run_id: str) -> Item:
+    return {"pk": S(run_pk(run_id)), "sk": S(LISTED_SK)}
+
+
+def listed_item(run: RunRecord) -> Item:
+    """The item that lists ``run`` in gsi1 under RUNS, newest first."""
+    item = {
+        **listed_key(run.run_id),
+        "kind": S("listed"),
+        "gsi1pk": S(RUNS_GSI_PK),
+        "gsi1sk": S(graph_index_sk(run.created_at, run.run_id)),
+    }
+    if run.expires_at is not None:
+        item["expires_at"] = N(run.expires_at)
+    return item
 
 
 # -- graphs -----------------------------------------------------------------------------
