@@ -24,7 +24,7 @@ _ID = re.compile(ID_PATTERN)
 class _GraphShape(Graph):
     """The graph's own fields; nodes are checked one by one so one bad node hides nothing."""
 
-    nodes: dict[str, Any] = Field(min_length=1)  # type: ignore[assignment]
+    nodes: dict[str, Any] = Field(min_length=1)
 
 
 def _pydantic_problems(error: ValidationError, prefix: str) -> list[Problem]:
@@ -60,7 +60,8 @@ def compile_graph(data: Any, registry: Registry | None = None) -> CompiledGraph:
         _GraphShape.model_validate(data)
     except ValidationError as exc:
         problems += _pydantic_problems(exc, "")
-    raw_nodes = data.get("nodes") if isinstance(data.get("nodes"), dict) else {}
+    found = data.get("nodes")
+    raw_nodes: dict[str, Any] = found if isinstance(found, dict) else {}
     if len(raw_nodes) > MAX_NODES:
         problems.append(Problem("nodes", f"{len(raw_nodes)} nodes; the limit is {MAX_NODES}"))
         raise GraphValidationError(problems)
@@ -197,7 +198,8 @@ def _check_reachability(start: Any, nodes: dict[str, _Edges], suggester: Suggest
 
 def _check_unconditional_cycles(nodes: dict[str, _Edges]) -> list[Problem]:
     """A cycle of nodes that have no branches only ever follows ``next``: it never ends."""
-    problems, reported = [], set()
+    problems: list[Problem] = []
+    reported: set[str] = set()
     for first in nodes:
         path: list[str] = []
         nid: str | None = first

@@ -14,8 +14,9 @@ from aws_lambda_powertools.metrics import MetricUnit
 from pydantic import SkipValidation
 
 from engine.errors import GraphValidationError
+from engine.graph import MAX_STEPS_CAP
 from engine.logpages import MAX_LOG_PAGE_ENTRIES
-from engine.model import MAX_STEPS_CAP, Graph
+from engine.model import Graph
 from engine.ports import RunRecord
 from engine.service import RunService
 from functions.api.fields import Fields, FieldSelection, parse_fields
