@@ -89,7 +89,13 @@ class RunStore(Protocol):
         """Log entries with ``seq > after``, in order."""
 
     def finish_run(
-        self, run_id: str, *, status: str, error: dict[str, Any] | None, now: str, expected_step: int | None = None
+        self,
+        run_id: str,
+        *,
+        status: str,
+        error: dict[str, Any] | None,
+        now: str,
+        expected_step: int | None = None,
     ) -> None:
         """Move a running run to a terminal ``status`` (cancel, dead letter).
 

@@ -74,10 +74,16 @@ class ToolContext:
     iteration: int
     deadline: float | None
     params: Mapping[str, Any] = field(default_factory=dict)
+    #: A map's item and its index in the list (None outside a map).
+    item: Any = None
+    index: int | None = None
 
     @property
     def idempotency_key(self) -> str:
-        """Stable across re-executions of this step (tools run at least once)."""
+        """Stable across re-executions of this step (tools run at least once); a map item's
+        and a parallel branch's key also names its index."""
+        if self.index is not None:
+            return f"{self.run_id}:{self.step}:{self.index}"
         return f"{self.run_id}:{self.step}"
 
     def remaining_s(self, now: Callable[[], float] = time.time) -> float | None:

@@ -16,6 +16,7 @@ from engine.errors import GraphValidationError, Problem
 from engine.graph import CompiledGraph, load_graph
 from engine.model import ID_PATTERN, MAX_GRAPH_BYTES, MAX_NODES, Graph, Node
 from engine.registry import Registry, default_registry
+from engine.validate_fanout import check_node_kinds, parallel_targets
 
 _ID = re.compile(ID_PATTERN)
 
@@ -78,6 +79,7 @@ def compile_graph(data: Any, registry: Registry | None = None) -> CompiledGraph:
 
     known = list(raw_nodes)
     problems += _check_references(data.get("start"), nodes, known, registry)
+    problems += check_node_kinds(data.get("start"), nodes, registry)
     # Structure checks need every node parsed. A misspelt target would make the nodes
     # behind it look unreachable, so reachability waits until every edge resolves.
     if len(nodes) == len(raw_nodes):
@@ -98,7 +100,7 @@ def _check_references(start: Any, nodes: dict[str, Node], known: list[str], regi
     tools = [r["name"] for r in registry.describe()["tools"]]
     for nid, node in nodes.items():
         base = f"nodes.{nid}"
-        if not registry.has_tool(node.fn):
+        if node.fn is not None and not registry.has_tool(node.fn):
             problems.append(Problem(f"{base}.fn", _unknown("tool", node.fn, tools)))
         if node.next is not None and node.next not in known:
             problems.append(Problem(f"{base}.next", _unknown("node", node.next, known)))
@@ -109,13 +111,14 @@ def _check_references(start: Any, nodes: dict[str, Node], known: list[str], regi
         if node.loop_condition is not None:
             problems += check(node.loop_condition, registry, f"{base}.loop_condition")
         for i, rule in enumerate(node.catch):
-            if rule.next not in known:
+            if rule.next is not None and rule.next not in known:
                 problems.append(Problem(f"{base}.catch.{i}.next", _unknown("node", rule.next, known)))
     return problems
 
 
 def _successors(node: Node) -> list[str]:
-    targets = [b.next for b in node.branches] + [c.next for c in node.catch]
+    targets = [b.next for b in node.branches] + [c.next for c in node.catch if c.next is not None]
+    targets += parallel_targets(node)
     if node.next is not None:
         targets.append(node.next)
     return targets
