@@ -48,6 +48,8 @@ async def run_fanout(
     """Run the fan-out node ``node`` that the run reached at step ``base``; ``emit`` gets
     each execution's log entry (with its ``seq``) as it finishes. Returns the join."""
     state = fresh_state()
+    if base >= graph.max_steps:
+        return max_steps_failure(graph, node, base, state, now=now)
     try:
         total = len(item_list(node, state))
     except InvalidMapItems as exc:

@@ -21,7 +21,7 @@ from engine.logpages import MAX_LOG_PAGE_BYTES, MAX_LOG_PAGE_ENTRIES, LogPage, r
 from engine.ports import GraphRecord, RunRecord, RunStore, StepCommit, StepQueue
 from engine.registry import Registry, default_registry
 from engine.state import DEFAULT_MAX_STATE_BYTES, StateSize, decode_state, encode_state
-from engine.step import TERMINAL, Cursor, enforce_limits, iso_time, run_step
+from engine.step import TERMINAL, Cursor, StepResult, enforce_limits, iso_time, run_step
 
 if TYPE_CHECKING:
     from engine.graph import CompiledGraph
@@ -62,6 +62,8 @@ class Disposition(StrEnum):
     FINISHED = "finished"  # the run already ended (or was cancelled)
     UNKNOWN_RUN = "unknown_run"
     AHEAD = "ahead"  # a step the run has not reached: cannot come from this service
+    FANNED_OUT = "fanned_out"  # a map or parallel node sent its first items
+    IN_PROGRESS = "in_progress"  # a fan-out's items are still running
 
 
 class RunService:
@@ -90,6 +92,9 @@ class RunService:
         self.clock = clock
         self.new_id = new_id
         self._graphs: dict[str, CompiledGraph] = {}  # graphs are immutable: cache forever
+        from engine.fanout_service import FanOutSteps  # it builds on this module's Disposition
+
+        self.fanouts = FanOutSteps(self)
 
     # -- graphs -------------------------------------------------------------------------
     def create_graph(self, definition: Any) -> GraphRecord:
@@ -227,8 +232,28 @@ class RunService:
             graph = self.compiled(run.graph_id)
         except (NotFoundError, GraphValidationError) as exc:
             return self._fail_unrunnable(run, exc)
+        node = graph.nodes[run.cursor.node]
+        if node.fanout is not None:
+            return await self.fanouts.step(run, graph, node)
         state = decode_state(run.state)
         outcome = await run_step(graph, run.cursor, state, run_id=run_id, now=self.clock)
+        return self.commit_outcome(run, step, outcome, state, on_commit)
+
+    async def process_item(self, run_id: str, step: int, item: int, attempt: int) -> Disposition:
+        """Handle item message ``(run_id, step, item, attempt)``: one attempt of one item
+        (or branch) of the fan-out the run reached at ``step`` (see engine/fanout_service.py)."""
+        return await self.fanouts.process_item(run_id, step, item, attempt)
+
+    def commit_outcome(
+        self,
+        run: RunRecord,
+        step: int,
+        outcome: StepResult,
+        state: dict[str, Any],
+        on_commit: Callable[[StepCommit], Any] | None = None,
+    ) -> Disposition:
+        """Commit ``outcome`` as the run's transition ``step`` and send the next step."""
+        run_id = run.run_id
         outcome, update = enforce_limits(outcome, StateSize(run.state, self.max_state_bytes), state)
         done_at = self.clock()
         stamp = iso_time(done_at)
