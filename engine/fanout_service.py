@@ -142,6 +142,7 @@ class FanOutSteps:
             failed=execution.failed,
             now=now,
             limit=graph.max_steps - base,
+            total=len(item_list(node, state)),
         )
         if claim.outcome in ("closed", "superseded"):
             return Disposition.STALE

@@ -96,8 +96,6 @@ class InMemoryRunStore:
                 raise ConflictError(f"run {run_id!r} is not running")
             if expected_step is not None and run.step != expected_step:
                 raise ConflictError(f"run {run_id!r} is not at step {expected_step}")
-            if run.cursor is not None:  # a fan-out in progress takes no execution from now on
-                self._close(run_id, run.cursor.step)
             self._runs[run_id] = replace(
                 run, status=status, error=error, updated_at=now, finished_at=now, cursor=None
             )
@@ -117,7 +115,7 @@ class InMemoryRunStore:
         with self._lock:
             return self._fanouts.get((run_id, base))
 
-    def claim_execution(self, run_id, base, index, attempt, *, final, failed, now, limit) -> Claim:
+    def claim_execution(self, run_id, base, index, attempt, *, final, failed, now, limit, total) -> Claim:
         with self._lock:
             fanout = self._fanouts.get((run_id, base))
             if fanout is None or fanout.closed_at is not None:

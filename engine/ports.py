@@ -180,11 +180,13 @@ class RunStore(Protocol):
         failed: bool,
         now: float,
         limit: int,
+        total: int,
     ) -> Claim:
         """Take the next log step for attempt ``attempt`` of item ``index``, once.
 
         At most ``limit`` executions are counted (the run's remaining steps); a claim
-        past it is ``full``. A final claim adds to ``done`` (and ``failed``).
+        past it is ``full``. A final claim adds to ``done`` (and ``failed``). ``total`` is
+        the fan-out's size, as when it was opened.
         """
 
     def put_execution(self, run_id: str, base: int, record: ExecutionRecord, now: float) -> None:

@@ -173,20 +173,45 @@ class RunService:
             ) from None
         return self.get_run(run_id)
 
-    def fail_dead_letter(self, run_id: str, step: int, receive_count: int | None = None) -> bool:
-        """Fail a run whose step message was given up on; False if it had moved on."""
+    def progress(self, run: RunRecord) -> dict[str, Any] | None:
+        """How far a running map or parallel node is: ``{node, total, done, failed}``
+        (None when the run is not at one, or it has not sent its items yet)."""
+        if run.status != "running" or run.cursor is None:
+            return None
+        node = self.compiled(run.graph_id).nodes.get(run.cursor.node)
+        if node is None or node.fanout is None:
+            return None
+        fanout = self.store.get_fanout(run.run_id, run.cursor.step)
+        if fanout is None:
+            return None
+        return {"node": node.id, "total": fanout.total, "done": fanout.done, "failed": fanout.failed}
+
+    def fail_dead_letter(
+        self, run_id: str, step: int, receive_count: int | None = None, *, item: int | None = None
+    ) -> bool:
+        """Fail a run whose step (or item) message was given up on; False if it had moved on."""
         run = self.store.get_run(run_id)
-        if run is None or run.status != "running" or run.step != step:
+        if run is None or run.status != "running":
+            return False
+        # An item message belongs to the fan-out the run reached at ``step`` (executions
+        # have moved the run's step on since).
+        at_step = run.cursor is not None and run.cursor.step == step if item is not None else run.step == step
+        if not at_step:
             return False
         tries = f" after {receive_count} deliveries" if receive_count else ""
+        what = f"item {item} of step {step}" if item is not None else f"step {step}"
         error = {
             "node": run.cursor.node if run.cursor else None,
             "type": "StepDeliveryFailed",
-            "message": f"step {step} could not be processed{tries}; its message went to the dead-letter queue",
+            "message": f"{what} could not be processed{tries}; its message went to the dead-letter queue",
         }
         try:
             self.store.finish_run(
-                run_id, status="failed", error=error, now=iso_time(self.clock()), expected_step=step
+                run_id,
+                status="failed",
+                error=error,
+                now=iso_time(self.clock()),
+                expected_step=step if item is None else None,
             )
         except FlowForgeError:
             return False
@@ -302,8 +327,9 @@ class RunService:
         return int(now + self.retention_s) if self.retention_s else None
 
 
-def run_view(run: RunRecord, logs: LogPage | None) -> dict[str, Any]:
-    """The public shape of a run (``GET /graph/state/{run_id}``), with a page of its log."""
+def run_view(run: RunRecord, logs: LogPage | None, progress: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The public shape of a run (``GET /graph/state/{run_id}``), with a page of its log
+    and, at a map or parallel node, its :meth:`RunService.progress`."""
     view: dict[str, Any] = {
         "run_id": run.run_id,
         "graph_id": run.graph_id,
@@ -316,6 +342,7 @@ def run_view(run: RunRecord, logs: LogPage | None) -> dict[str, Any]:
         "updated_at": run.updated_at,
         "finished_at": run.finished_at,
         "error": run.error,
+        "progress": progress,
     }
     if logs is not None:
         view["logs"] = logs.entries

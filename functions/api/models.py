@@ -97,6 +97,17 @@ class LogEntry(_Response):
     result: Any = Field(None, description="The update the node merged into the state.")
     next: str | None = Field(None, description="Node the run went to next; null when it ended.")
     error: dict[str, Any] | None = Field(None, description="{node, type, message} on failure.")
+    index: int | None = Field(None, description="A map item's execution: the item's index in the list.")
+    branch: str | None = Field(None, description="A parallel branch's execution: the branch node.")
+
+
+class FanOutProgress(_Response):
+    """A running map or parallel node's items (branches)."""
+
+    node: str
+    total: int = Field(description="Items (branches) to run.")
+    done: int = Field(description="Items finished for good, failed ones included.")
+    failed: int = Field(description="Items that failed after their retries.")
 
 
 class RunView(_Response):
@@ -113,6 +124,9 @@ class RunView(_Response):
     updated_at: str
     finished_at: str | None
     error: dict[str, Any] | None = Field(description="{node, type, message} when the run failed.")
+    progress: FanOutProgress | None = Field(
+        None, description="While the run is at a map or parallel node: how far its items are."
+    )
     logs: list[LogEntry] | None = Field(
         None,
         description="One page of log entries with seq > after, in order: at most limit entries "
@@ -135,8 +149,8 @@ class RunView(_Response):
         return data
 
     @classmethod
-    def of(cls, run: RunRecord, logs: LogPage | None) -> RunView:
-        return cls.model_validate(run_view(run, logs))
+    def of(cls, run: RunRecord, logs: LogPage | None, progress: dict[str, Any] | None = None) -> RunView:
+        return cls.model_validate(run_view(run, logs, progress))
 
 
 class RunAccepted(_Response):

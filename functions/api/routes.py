@@ -162,7 +162,7 @@ def get_state(
 ) -> RunView:
     service = get_service()
     run = service.get_run(run_id)
-    return RunView.of(run, service.log_page(run_id, after, limit) if logs else None)
+    return RunView.of(run, service.log_page(run_id, after, limit) if logs else None, service.progress(run))
 
 
 @router.post(

@@ -37,6 +37,8 @@ from engine.ports import GraphRecord, RunRecord, StepCommit
 from engine.step import TERMINAL
 from functions.aws import dynamodb_codec as codec
 from functions.aws.adapter import AwsAdapter
+from functions.aws.dynamodb_fanout import DynamoFanOuts
+from functions.aws.dynamodb_fanout_codec import is_execution
 
 GSI = "gsi1"
 #: A run item is rewritten at least every this many steps: between two snapshots a step
@@ -47,6 +49,8 @@ SNAPSHOT_EVERY = 4
 CACHED_RUNS = 256
 #: A cancel retries this often when steps keep taking the slot it wants.
 FINISH_ATTEMPTS = 10
+#: Slots that hold a log entry: a step's, and a fan-out execution's.
+LOG_KINDS = frozenset({"log", "exec"})
 #: BatchGetItem takes at most 100 keys per call.
 BATCH_GET_KEYS = 100
 
@@ -61,11 +65,12 @@ class _Folded:
     snapshot_bucket: str | None  # the snapshot's sweeper index key (None: not indexed)
 
     def then(self, slot: codec.Item) -> _Folded:
-        """The run after ``slot`` (the next one), over the same snapshot."""
-        return replace(self, run=codec.apply_slot(self.run, slot), applied=self.applied + 1)
+        """The run after ``slot`` (the next one, or a fan-out's execution after a gap),
+        over the same snapshot."""
+        return replace(self, run=codec.apply_slot(self.run, slot), applied=codec.seq_of(slot) + 1)
 
 
-class DynamoRunStore(AwsAdapter):
+class DynamoRunStore(DynamoFanOuts, AwsAdapter):
     """Graphs, runs and log entries in one table; the low-level client is built on first use."""
 
     def __init__(self, table_name: str, client_factory: Callable[[], Any]) -> None:
@@ -147,7 +152,7 @@ class DynamoRunStore(AwsAdapter):
         }
         # A finish item can only be the last slot: one more than asked covers it.
         items = self._query(params, limit + 1)
-        return [codec.log_from_item(item) for item in items if item["kind"]["S"] == "log"][:limit]
+        return [codec.log_from_item(item) for item in items if item["kind"]["S"] in LOG_KINDS][:limit]
 
     def finish_run(
         self,
@@ -268,17 +273,26 @@ class DynamoRunStore(AwsAdapter):
             self._cache.pop(run_id, None)
             return self._read_run(run_id)
         start = response.get("LastEvaluatedKey")
-        while start and (not slots or codec.seq_of(slots[-1]) > base):
+        run = codec.run_from_item(snapshot)
+        # A run at a fan-out stays there until its join, and its executions change nothing
+        # but the step: once the oldest slot read is one of them, so are the slots between
+        # it and the snapshot (or they are not written yet). No need to read them.
+        fanout = run.cursor.step if run.status == "running" and run.cursor is not None else None
+        while (
+            start
+            and (not slots or codec.seq_of(slots[-1]) > base)
+            and not (slots and fanout is not None and is_execution(slots[-1], fanout))
+        ):
             missing = codec.seq_of(slots[-1]) - base if slots else SNAPSHOT_EVERY
             response = self._call("query", **params, ExclusiveStartKey=start, Limit=missing)
             slots += response.get("Items", [])
             start = response.get("LastEvaluatedKey")
-        folded = _Folded(codec.run_from_item(snapshot), base, base, snapshot.get("gsi1sk", {}).get("S"))
+        folded = _Folded(run, base, base, snapshot.get("gsi1sk", {}).get("S"))
         for slot in reversed(slots):
             seq = codec.seq_of(slot)
             if seq < base:
                 continue
-            if seq != folded.applied:
+            if seq != folded.applied and not (seq > folded.applied and is_execution(slot)):
                 raise StoreUnavailableError(
                     f"run {run_id!r}: slot {folded.applied} missing before slot {seq}"
                 )

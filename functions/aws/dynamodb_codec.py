@@ -6,6 +6,8 @@
 | run    | RUN#<id>      | RUN              | RUNNING#<0..7>  | next_at's minute, ms   |
 | log    | RUN#<id>      | LOG#<seq:010d>   |                 |                        |
 | finish | RUN#<id>      | LOG#<seq:010d>   |                 |                        |
+| exec   | RUN#<id>      | LOG#<seq:010d>   |                 |                        |
+| fanout | RUN#<id>      | FAN#<step:010d>  |                 |                        |
 
 A run is its run item (a snapshot) plus the log and finish items after it. Slot ``LOG#k``
 is the run's transition k: a step's log item (its log entry and what the step changed:
@@ -15,6 +17,14 @@ the commit. The run item is rewritten now and then with every slot up to ``appli
 folded in (see dynamodb.py); a reader folds the slots at and after ``applied`` onto it.
 "RUN" sorts after every "LOG#..." key, so one query read backwards from "RUN" returns
 the snapshot first, then the slots newest first.
+
+A map or parallel node reached at step ``b`` has a fanout item ``FAN#b`` that counts its
+executions: ``n`` taken so far, ``d`` items done, ``f`` of them failed, and in the map
+``c`` each item's last claim (its step and attempt, see :func:`claim_value`). Execution
+``j`` is the exec slot ``LOG#(b + j)`` (its log entry and value); exec slots change
+nothing but the run's step, and may be written a moment after a later one (each is
+claimed first), so a reader folds them over gaps. The join is the log slot after them.
+Their items are built in dynamodb_fanout_codec.py.
 
 Only running runs carry gsi1 keys, so the sweeper's index holds exactly the runs it may
 have to wake. Their sort key is ``next_at`` rounded down to the minute: a lower bound of
@@ -277,8 +287,16 @@ def finish_item(run: RunRecord, seq: int, *, status: str, error: dict[str, Any] 
 
 
 def apply_slot(run: RunRecord, item: Item) -> RunRecord:
-    """``run`` after the transition a log or finish item records (``run`` is not changed)."""
-    if _str(item, "kind") == "finish":
+    """``run`` after the transition a log, exec or finish item records (``run`` is not changed)."""
+    kind = _str(item, "kind")
+    if kind == "exec":  # a fan-out's execution moves the run's step only (nothing after it ended)
+        if run.status != "running":
+            return run
+        return replace(
+            run, step=seq_of(item) + 1, updated_at=_str(item, "updated_at") or "",
+            next_at=float(_num(item, "next_at") or 0),
+        )  # fmt: skip
+    if kind == "finish":
         now = _str(item, "updated_at")
         return replace(
             run, status=_str(item, "status") or "", error=_json(item, "error"), updated_at=now or "",

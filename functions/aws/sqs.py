@@ -21,6 +21,8 @@ from functions.settings import SettingsError
 MAX_DELAY_S = 900
 _RUN_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _FIELDS = ("run_id", "step")
+#: An item message also names the item (or branch) and the attempt.
+_ITEM_FIELDS = ("item", "attempt")
 
 
 class MalformedStepMessage(ValueError):
@@ -33,13 +35,18 @@ class MalformedStepMessage(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class StepMessage:
-    """The body of a step message: execute step ``step`` of run ``run_id``."""
+    """The body of a step message: execute step ``step`` of run ``run_id`` — or, with
+    ``item``, attempt ``attempt`` of that item (or branch) of the fan-out at ``step``."""
 
     run_id: str
     step: int
+    item: int | None = None
+    attempt: int = 1
 
     def __post_init__(self) -> None:
         problems = _field_problems(self.run_id, self.step)
+        if self.item is not None:
+            problems += _item_problems(self.item, self.attempt)
         if problems:
             raise MalformedStepMessage(problems)
 
@@ -52,14 +59,20 @@ class StepMessage:
             raise MalformedStepMessage(["body: not JSON"]) from None
         if not isinstance(data, dict):
             raise MalformedStepMessage(["body: a step message is a JSON object"])
-        problems = [f"{key}: unknown field" for key in data if key not in _FIELDS]
-        problems += [f"{key}: missing" for key in _FIELDS if key not in data]
+        fields = _FIELDS + _ITEM_FIELDS if "item" in data or "attempt" in data else _FIELDS
+        problems = [f"{key}: unknown field" for key in data if key not in fields]
+        problems += [f"{key}: missing" for key in fields if key not in data]
         if problems:
             raise MalformedStepMessage(problems)
-        return cls(data["run_id"], data["step"])
+        if fields is _FIELDS:
+            return cls(data["run_id"], data["step"])
+        return cls(data["run_id"], data["step"], data["item"], data["attempt"])
 
     def to_json(self) -> str:
-        return json.dumps({"run_id": self.run_id, "step": self.step}, separators=(",", ":"))
+        body: dict[str, Any] = {"run_id": self.run_id, "step": self.step}
+        if self.item is not None:
+            body.update(item=self.item, attempt=self.attempt)
+        return json.dumps(body, separators=(",", ":"))
 
 
 def _field_problems(run_id: Any, step: Any) -> list[str]:
@@ -69,6 +82,15 @@ def _field_problems(run_id: Any, step: Any) -> list[str]:
     # bool is an int in Python, not in a step message
     if type(step) is not int or step < 0:
         problems.append("step: an integer >= 0")
+    return problems
+
+
+def _item_problems(item: Any, attempt: Any) -> list[str]:
+    problems = []
+    if type(item) is not int or item < 0:
+        problems.append("item: an integer >= 0")
+    if type(attempt) is not int or attempt < 1:
+        problems.append("attempt: an integer >= 1")
     return problems
 
 
@@ -85,9 +107,17 @@ class SqsStepQueue(AwsAdapter):
         self.queue_url = queue_url
 
     def send_step(self, run_id: str, step: int, delay_s: float = 0.0) -> None:
+        self._send(StepMessage(run_id, step), delay_s)
+
+    def send_item(self, run_id: str, step: int, item: int, attempt: int, delay_s: float = 0.0) -> None:
+        self._send(StepMessage(run_id, step, item, attempt), delay_s)
+
+    def _send(self, message: StepMessage, delay_s: float) -> None:
         if not self.queue_url:
             raise SettingsError("missing environment variable FLOWFORGE_STEP_QUEUE_URL")
-        body = StepMessage(run_id, step).to_json()
         self._call(
-            "send_message", QueueUrl=self.queue_url, MessageBody=body, DelaySeconds=delay_seconds(delay_s)
+            "send_message",
+            QueueUrl=self.queue_url,
+            MessageBody=message.to_json(),
+            DelaySeconds=delay_seconds(delay_s),
         )

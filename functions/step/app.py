@@ -40,7 +40,10 @@ def process_record(record: SqsRecord, metrics: EphemeralMetrics) -> str | None:
         return None
     logger.thread_safe_append_keys(run_id=message.run_id, step=message.step)
     try:
-        step = get_service().process_step(message.run_id, message.step, partial(record_outcome, metrics))
+        if message.item is None:
+            step = get_service().process_step(message.run_id, message.step, partial(record_outcome, metrics))
+        else:
+            step = get_service().process_item(message.run_id, message.step, message.item, message.attempt)
         disposition = run_async(step)
         logger.info("step handled", disposition=disposition)
     except Exception:  # infrastructure: the record is reported failed and redelivered
