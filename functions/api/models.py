@@ -100,6 +100,15 @@ class LogEntry(_Response):
     index: int | None = Field(None, description="A map item's execution: the item's index in the list.")
     branch: str | None = Field(None, description="A parallel branch's execution: the branch node.")
 
+    @model_serializer(mode="wrap")
+    def _omit_absent_execution_fields(self, serialize):
+        # An entry has index or branch only when it is one of a fan-out's executions.
+        data = serialize(self)
+        for name in ("index", "branch"):
+            if data.get(name) is None:
+                data.pop(name, None)
+        return data
+
 
 class FanOutProgress(_Response):
     """A running map or parallel node's items (branches)."""
