@@ -16,8 +16,9 @@ Then it sends what follows: the item's next attempt (after its retry delay) or t
 it reads every execution and commits the join as the run's next transition, the same
 conditional slot commit as any step; a redelivery of its message after a crash finds its
 claim again, sees the set complete and joins. A crash between the two writes leaves a
-claimed step without its entry; the join waits for it (the message is redelivered and
-the entry written). A fan-out that makes no progress for ``stall_after_s`` is found by
+claimed step without its entry; the join waits for it: it checks again a second later
+(a worker that was only slow has written it by then), and the redelivery of a worker
+that died finds its claim again, writes the entry, sees the set complete and joins. A fan-out that makes no progress for ``stall_after_s`` is found by
 the sweeper like any stalled run; its step message re-sends every item that is due and
 not finished, or joins a complete set.
 """
@@ -47,9 +48,8 @@ if TYPE_CHECKING:
     from engine.service import RunService
 
 
-class ExecutionPending(StoreUnavailableError):
-    """A claimed execution's entry is not written yet (its worker died between its two
-    writes): the join waits for its redelivery. The message is retried."""
+#: Seconds before a join that found an execution claimed but not written checks again.
+PENDING_CHECK_S = 1.0
 
 
 class ExecutionChanged(StoreUnavailableError):
@@ -148,7 +148,7 @@ class FanOutSteps:
             return Disposition.STALE
         if claim.outcome == "full":
             store.close_fanout(run_id, base, now)
-            return self._resume(run, graph, node, self._fanout(run_id, base))
+            return self._end_closed(run, graph, node, self._fanout(run_id, base), recheck=True)
         if claim.outcome == "again" and claim.final != execution.final:
             raise ExecutionChanged(
                 f"run {run_id!r} item {index} attempt {attempt} was committed "
@@ -162,7 +162,7 @@ class FanOutSteps:
         store.put_execution(run_id, base, record, now)
         self._send_next(run_id, base, node, claim, execution)
         if claim.fanout.complete:
-            return self._join(run, graph, node, claim.fanout)
+            return self._join(run, graph, node, claim.fanout, recheck=claim.outcome == "new")
         return Disposition.COMMITTED
 
     def _send_next(
@@ -182,20 +182,33 @@ class FanOutSteps:
         assert fanout is not None, "a claimed fan-out exists"
         return fanout
 
-    def _executions(self, run: RunRecord, fanout: FanOutRecord, count: int) -> list[ExecutionRecord]:
+    def _executions(
+        self, run: RunRecord, fanout: FanOutRecord, count: int, recheck: bool
+    ) -> list[ExecutionRecord] | None:
+        """The fan-out's first ``count`` executions, or None while one of them is claimed
+        but not written yet. With ``recheck`` (the claim that completed the set) a check
+        is sent for a moment later, once: a worker that was only slow has written it by
+        then; one that died finds its claim again when redelivered, sees the set complete
+        and joins itself; failing both, the sweeper finds the run stalled."""
         records = self.service.store.list_executions(run.run_id, fanout.base, count)
         if len(records) < count:
-            raise ExecutionPending(
-                f"run {run.run_id!r}: {count - len(records)} execution(s) of the fan-out at step "
-                f"{fanout.base} claimed but not written yet"
-            )
+            if recheck:
+                self.service.queue.send_step(run.run_id, fanout.base + count, PENDING_CHECK_S)
+            return None
         return records
 
     def _join(
-        self, run: RunRecord, graph: CompiledGraph, node: CompiledNode, fanout: FanOutRecord
+        self,
+        run: RunRecord,
+        graph: CompiledGraph,
+        node: CompiledNode,
+        fanout: FanOutRecord,
+        recheck: bool = False,
     ) -> Disposition:
         """Commit the join of a complete set, as the transition after its last execution."""
-        records = self._executions(run, fanout, fanout.executed)
+        records = self._executions(run, fanout, fanout.executed, recheck)
+        if records is None:
+            return Disposition.IN_PROGRESS
         finals = {
             r.index: Execution(r.index, r.attempt, r.status, r.value, r.error, r.entry)
             for r in records
@@ -207,13 +220,17 @@ class FanOutSteps:
         return self.service.commit_outcome(run, step, outcome, state)
 
     def _end_closed(
-        self, run: RunRecord, graph: CompiledGraph, node: CompiledNode, fanout: FanOutRecord
+        self,
+        run: RunRecord,
+        graph: CompiledGraph,
+        node: CompiledNode,
+        fanout: FanOutRecord,
+        recheck: bool = False,
     ) -> Disposition:
         """A fan-out closed because the run reached max_steps: fail the run at its step."""
         assert fanout.closed_at is not None
-        if fanout.closed_at < graph.max_steps:
-            return Disposition.FINISHED  # closed by a cancel or a dead letter, which ends the run itself
-        self._executions(run, fanout, fanout.closed_at - fanout.base)
+        if self._executions(run, fanout, fanout.closed_at - fanout.base, recheck) is None:
+            return Disposition.IN_PROGRESS
         state = decode_state(run.state)
         outcome = max_steps_failure(graph, node, fanout.closed_at, state, now=self.service.clock)
         return self.service.commit_outcome(run, fanout.closed_at, outcome, state)
