@@ -56,7 +56,7 @@ def start(service, graph, state) -> str:
 def normalized(logs: list[dict]) -> tuple[list[int], list[tuple], list[tuple]]:
     """Seqs, and the entries with seq taken out: executions sorted, the others in order."""
     fields = ("node", "index", "branch", "attempt", "status", "result", "error")
-    executions = sorted((tuple(str(e.get(k)) for k in fields) for e in logs if "index" in e or "branch" in e))
+    executions = sorted(tuple(str(e.get(k)) for k in fields) for e in logs if "index" in e or "branch" in e)
     others = [tuple(str(e.get(k)) for k in fields) for e in logs if "index" not in e and "branch" not in e]
     return [e["seq"] for e in logs], executions, others
 

@@ -27,13 +27,12 @@ from functions.step import app as step_app
 from functions.sweeper import app as sweeper_app
 from tests.functional.pump import LambdaContext, load_event
 from tests.reliability import figures
+from tests.reliability.canonical import canonical_logs, log_length
 from tests.reliability.chaos import BotoFaults, ChaosPump, FaultPlan
 from tests.reliability.graphs import fanout_states, graphs, states
 
 pytestmark = pytest.mark.filterwarnings("ignore:No application metrics to publish")
 
-#: What a log entry must agree on; started_at and duration_ms are timing, run_id differs.
-LOG_FIELDS = ("seq", "node", "attempt", "status", "result", "next", "error")
 RATES = [0.0, 0.05, 0.15, 0.3]
 #: Sweeper rounds a run may need: each rescue can be stranded again by further faults.
 SWEEPS = 20
@@ -43,38 +42,12 @@ def reference(graph: dict[str, Any], state: dict[str, Any]) -> RunResult:
     return run_graph_sync(compile_graph(graph), state, sleep=None)
 
 
-def canonical_logs(logs: list[dict[str, Any]], error: dict[str, Any] | None) -> list[Any]:
-    """The log as comparable across runners: a fan-out's executions are numbered in the
-    order they finished, which differs, so each run of them is compared as a sorted list
-    (with the seqs they took, which must be the same contiguous range). When the run
-    reached max_steps inside a fan-out, which executions made it there differs too: that
-    last one counts only."""
-    canonical: list[Any] = []
-    group: list[dict[str, Any]] = []
-    for entry in [*logs, None]:
-        if entry is not None and ("index" in entry or "branch" in entry):
-            group.append(entry)
-            continue
-        if group:
-            seqs = [e["seq"] for e in group]
-            rows = sorted(
-                (str(e.get("index", e.get("branch"))), e["attempt"], repr([e.get(k) for k in LOG_FIELDS[1:]]))
-                for e in group
-            )
-            cut = entry is not None and (entry.get("error") or {}).get("type") == "MaxStepsExceeded"
-            canonical.append({"seqs": seqs, "executions": len(rows) if cut else rows})
-            group = []
-        if entry is not None:
-            canonical.append({k: entry.get(k) for k in LOG_FIELDS})
-    return canonical
-
-
 def expected_outcome(result: RunResult) -> dict[str, Any]:
     return {
         "status": result.status,
         "error": result.error,
         "state": result.state,
-        "logs": canonical_logs(result.logs, result.error),
+        "logs": canonical_logs(result.logs),
     }
 
 
@@ -84,13 +57,8 @@ def stored_outcome(service, run_id: str) -> dict[str, Any]:
         "status": run.status,
         "error": run.error,
         "state": decode_state(run.state),
-        "logs": canonical_logs(service.store.list_logs(run_id), run.error),
+        "logs": canonical_logs(service.store.list_logs(run_id)),
     }
-
-
-def log_length(outcome: dict[str, Any]) -> int:
-    """Entries in a canonical log (a run of executions counts each of its steps)."""
-    return sum(len(e["seqs"]) if "seqs" in e else 1 for e in outcome["logs"])
 
 
 class World:
@@ -210,7 +178,7 @@ def test_the_distributed_loop_under_faults_matches_the_in_process_runner(world, 
     for run_id, outcome in zip(run_ids, expected, strict=True):
         assert stored_outcome(world.service, run_id) == outcome, f"faults: {dict(plan.injected)}"
     # AND every transition was committed exactly once; nothing is queued or dead-lettered
-    steps = sum(log_length(outcome) for outcome in expected)
+    steps = sum(log_length(outcome["logs"]) for outcome in expected)
     assert sorted(world.faults.commits.values()) == [1] * steps, f"faults: {dict(plan.injected)}"
     assert world.pump.counts() == {"Messages": 0, "MessagesNotVisible": 0, "MessagesDelayed": 0}
     assert world.dead_letters() == 0
@@ -245,7 +213,7 @@ def test_map_and_parallel_nodes_under_faults_match_the_in_process_runner(world, 
     # THEN each run ended as in-process; every execution and every join committed once
     for run_id, outcome in zip(run_ids, expected, strict=True):
         assert stored_outcome(world.service, run_id) == outcome, f"faults: {dict(plan.injected)}"
-    steps = sum(log_length(outcome) for outcome in expected)
+    steps = sum(log_length(outcome["logs"]) for outcome in expected)
     assert sorted(world.faults.commits.values()) == [1] * steps, f"faults: {dict(plan.injected)}"
     assert world.pump.counts() == {"Messages": 0, "MessagesNotVisible": 0, "MessagesDelayed": 0}
     assert world.dead_letters() == 0
