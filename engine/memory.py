@@ -15,6 +15,7 @@ from typing import Any
 from engine.errors import ConflictError
 from engine.ports import Claim, ExecutionRecord, FanOutRecord, GraphRecord, RunRecord, StepCommit
 from engine.step import TERMINAL
+from engine.transitions import apply_commit, apply_execution, apply_finish
 
 
 class InMemoryRunStore:
@@ -42,13 +43,7 @@ class InMemoryRunStore:
 
     def list_graphs(self, limit: int = 50, after: str | None = None):
         with self._lock:
-            ordered = sorted(self._graphs.values(), key=lambda g: (g.created_at, g.graph_id), reverse=True)
-        if after is not None:
-            ids = [g.graph_id for g in ordered]
-            ordered = ordered[ids.index(after) + 1 :] if after in ids else []
-        page = [copy.deepcopy(g) for g in ordered[:limit]]
-        token = page[-1].graph_id if len(ordered) > limit else None
-        return page, token
+            return _newest_first(self._graphs, limit, after, copy.deepcopy)
 
     def create_run(self, run: RunRecord) -> None:
         with self._lock:
@@ -56,6 +51,10 @@ class InMemoryRunStore:
                 raise ConflictError(f"run {run.run_id!r} already exists")
             self._runs[run.run_id] = replace(run, state=dict(run.state))
             self._logs[run.run_id] = {}
+
+    def list_runs(self, limit: int = 50, after: str | None = None):
+        with self._lock:
+            return _newest_first(self._runs, limit, after, lambda run: replace(run, state=dict(run.state)))
 
     def get_run(self, run_id: str, *, step: int | None = None) -> RunRecord | None:
         with self._lock:
@@ -67,18 +66,7 @@ class InMemoryRunStore:
             run = self._runs.get(commit.run_id)
             if run is None or run.status != "running" or run.step != commit.expected_step:
                 raise ConflictError(f"run {commit.run_id!r} is not running at step {commit.expected_step}")
-            state = {**run.state, **commit.update}
-            self._runs[commit.run_id] = replace(
-                run,
-                status=commit.status,
-                cursor=commit.cursor,
-                step=commit.expected_step + 1,
-                state=state,
-                updated_at=commit.updated_at,
-                next_at=commit.next_at,
-                error=commit.error,
-                finished_at=commit.finished_at,
-            )
+            self._runs[commit.run_id] = apply_commit(run, commit)
             self._logs[commit.run_id][commit.expected_step] = copy.deepcopy(commit.log)
 
     def list_logs(self, run_id: str, after: int = -1, limit: int = 1000) -> list[dict[str, Any]]:
@@ -96,9 +84,7 @@ class InMemoryRunStore:
                 raise ConflictError(f"run {run_id!r} is not running")
             if expected_step is not None and run.step != expected_step:
                 raise ConflictError(f"run {run_id!r} is not at step {expected_step}")
-            self._runs[run_id] = replace(
-                run, status=status, error=error, updated_at=now, finished_at=now, cursor=None
-            )
+            self._runs[run_id] = apply_finish(run, status=status, error=error, now=now)
 
     def stalled_runs(self, due_before: float, limit: int = 100) -> list[tuple[str, int]]:
         with self._lock:
@@ -147,8 +133,9 @@ class InMemoryRunStore:
             self._executions[(run_id, record.step)] = copy.deepcopy(record)
             self._logs[run_id][record.step] = copy.deepcopy(record.entry)
             run = self._runs[run_id]
-            if run.status == "running" and run.cursor is not None and run.cursor.step == base:
-                self._runs[run_id] = replace(run, step=max(run.step, record.step + 1), next_at=now)
+            if run.cursor is not None and run.cursor.step == base:
+                stamp = record.entry.get("started_at", run.updated_at)
+                self._runs[run_id] = apply_execution(run, record.step, updated_at=stamp, next_at=now)
 
     def list_executions(self, run_id: str, base: int, count: int) -> list[ExecutionRecord]:
         with self._lock:
@@ -167,6 +154,19 @@ class InMemoryRunStore:
             fanout = replace(fanout, closed_at=base + fanout.executed, executed=fanout.executed + 1)
             self._fanouts[(run_id, base)] = fanout
         return fanout.closed_at
+
+
+def _newest_first(
+    records: dict[str, Any], limit: int, after: str | None, copied: Any
+) -> tuple[list[Any], str | None]:
+    """A page of ``records`` (by id) newest first, ties by id; the token is the last id."""
+    ordered = sorted(records.items(), key=lambda item: (item[1].created_at, item[0]), reverse=True)
+    if after is not None:
+        ids = [record_id for record_id, _ in ordered]
+        ordered = ordered[ids.index(after) + 1 :] if after in ids else []
+    page = ordered[:limit]
+    token = page[-1][0] if len(ordered) > limit else None
+    return [copied(record) for _, record in page], token
 
 
 @dataclass(frozen=True, slots=True)

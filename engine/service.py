@@ -110,6 +110,10 @@ class RunService:
         self._graphs[record.graph_id] = compiled
         return record
 
+    def validate_graph(self, definition: Any) -> CompiledGraph:
+        """Validate a graph without storing it (GraphValidationError lists every problem)."""
+        return compile_graph(definition, self.registry)
+
     def get_graph(self, graph_id: str) -> GraphRecord:
         record = self.store.get_graph(graph_id)
         if record is None:
@@ -325,26 +329,3 @@ class RunService:
 
     def _expiry(self, now: float) -> int | None:
         return int(now + self.retention_s) if self.retention_s else None
-
-
-def run_view(run: RunRecord, logs: LogPage | None, progress: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The public shape of a run (``GET /graph/state/{run_id}``), with a page of its log
-    and, at a map or parallel node, its :meth:`RunService.progress`."""
-    view: dict[str, Any] = {
-        "run_id": run.run_id,
-        "graph_id": run.graph_id,
-        "status": run.status,
-        "done": run.status in TERMINAL,
-        "state": decode_state(run.state),
-        "current_node": run.cursor.node if run.cursor and run.status == "running" else None,
-        "step": run.step,
-        "created_at": run.created_at,
-        "updated_at": run.updated_at,
-        "finished_at": run.finished_at,
-        "error": run.error,
-        "progress": progress,
-    }
-    if logs is not None:
-        view["logs"] = logs.entries
-        view["logs_next"] = logs.next_after
-    return view

@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import lru_cache
 
 from engine.state import DEFAULT_MAX_STATE_BYTES
 
@@ -27,6 +26,9 @@ class Settings:
     """SQS queue of step messages (FLOWFORGE_STEP_QUEUE_URL); needed by api, step, sweeper."""
     ws_endpoint: str | None = None
     """API Gateway @connections endpoint, https://… (FLOWFORGE_WS_ENDPOINT); ws, broadcast."""
+    console_ws_url: str | None = None
+    """The WebSocket API's URL, wss://…/stage, which the web console connects to
+    (FLOWFORGE_CONSOLE_WS_URL; without it the console uses /ws on its own origin)."""
     max_state_bytes: int = DEFAULT_MAX_STATE_BYTES
     """Cap on a run's serialized state (FLOWFORGE_MAX_STATE_BYTES)."""
     stall_after_s: float = 360.0
@@ -47,6 +49,7 @@ class Settings:
             table=table,
             step_queue_url=env.get("FLOWFORGE_STEP_QUEUE_URL") or None,
             ws_endpoint=env.get("FLOWFORGE_WS_ENDPOINT") or None,
+            console_ws_url=env.get("FLOWFORGE_CONSOLE_WS_URL") or None,
             max_state_bytes=_number(env, "FLOWFORGE_MAX_STATE_BYTES", int, DEFAULT_MAX_STATE_BYTES),
             # A run is only "stalled" once a step could no longer be executing.
             stall_after_s=max(
@@ -58,11 +61,6 @@ class Settings:
                 m.strip() for m in env.get("FLOWFORGE_TOOLS_MODULES", "workflows").split(",") if m.strip()
             ),
         )
-
-    def require_queue(self) -> str:
-        if not self.step_queue_url:
-            raise SettingsError("missing environment variable FLOWFORGE_STEP_QUEUE_URL")
-        return self.step_queue_url
 
     def require_ws_endpoint(self) -> str:
         if not self.ws_endpoint:
@@ -81,9 +79,3 @@ def _number(env, name, kind, default):
     if value <= 0:
         raise SettingsError(f"{name} must be positive")
     return value
-
-
-@lru_cache(maxsize=1)
-def get_settings() -> Settings:
-    """The process's settings, read on first use."""
-    return Settings.from_env()

@@ -1,7 +1,7 @@
 """The HTTP API Lambda: API Gateway HTTP API (payload v2) → Powertools resolver → RunService.
 
-Importing this module builds no AWS client: the service is built on first use by
-:func:`functions.runtime.get_service`.
+Importing this module builds no AWS client: the container's App (and its service) is
+built on first use (:func:`functions.runtime.current_app`).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from aws_lambda_powertools.event_handler import CORSConfig
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from functions.api import console
 from functions.api.body import parse_json_body
 from functions.api.docs import FlowForgeResolver, add_docs
 from functions.api.errors import register_error_handlers
@@ -42,6 +43,7 @@ def build_resolver() -> FlowForgeResolver:
         json_body_deserializer=parse_json_body,
     )
     resolver.include_router(router)
+    resolver.include_router(console.router)
     add_docs(resolver)
     register_error_handlers(resolver, logger)
     return resolver

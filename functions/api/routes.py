@@ -13,6 +13,7 @@ from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
 from aws_lambda_powertools.metrics import MetricUnit
 from pydantic import SkipValidation
 
+from engine.errors import GraphValidationError
 from engine.logpages import MAX_LOG_PAGE_ENTRIES
 from engine.model import MAX_STEPS_CAP, Graph
 from functions.api.models import (
@@ -20,14 +21,17 @@ from functions.api.models import (
     GraphCreated,
     GraphDetail,
     GraphPage,
+    GraphProblem,
+    GraphValidation,
     RunAccepted,
+    RunPage,
     RunRequest,
     RunView,
     ToolListing,
 )
 from functions.api.observability import logger, metrics
 from functions.api.waiting import wait_budget, wait_for_run
-from functions.runtime import get_service
+from functions.runtime import current_app
 
 router = Router()
 
@@ -84,10 +88,31 @@ def create_graph(
 ) -> GraphCreated:
     # The engine validates (SkipValidation keeps the schema for the docs only), so a
     # 400 reports every problem at once, not just pydantic's first layer.
-    graph = get_service().create_graph(definition)
+    graph = current_app().service.create_graph(definition)
     logger.info("graph created", extra={"graph_id": graph.graph_id})
     metrics.add_metric(name="graphs_created", unit=MetricUnit.Count, value=1)
     return GraphCreated.of(graph)
+
+
+@router.post(
+    "/graph/validate",
+    summary="Validate a graph without storing it",
+    description="The body is a graph definition, as for POST /graph/create. Answers 200 with "
+    "valid and every problem at its path; nothing is stored.",
+    responses=_responses("The verdict", 400, 413),
+    tags=["graphs"],
+)
+def validate_graph(
+    # Any JSON: whatever the body holds is checked and answered with a verdict, so the
+    # schema promises nothing more (a graph that breaks it is an answer, not a 400).
+    definition: Annotated[Any, Body(description="A graph definition, as for POST /graph/create.")],
+) -> GraphValidation:
+    try:
+        current_app().service.validate_graph(definition)
+    except GraphValidationError as exc:
+        problems = [GraphProblem(path=p.path, message=p.message) for p in exc.problems]
+        return GraphValidation(valid=False, problems=problems)
+    return GraphValidation(valid=True, problems=[])
 
 
 @router.get(
@@ -100,7 +125,7 @@ def list_graphs(
     limit: Annotated[int, Query(ge=1, le=100, description="Page size.")] = 50,
     next_token: Annotated[str | None, Query(max_length=1024, description="From the previous page.")] = None,
 ) -> GraphPage:
-    graphs, token = get_service().store.list_graphs(limit=limit, after=next_token)
+    graphs, token = current_app().service.store.list_graphs(limit=limit, after=next_token)
     return GraphPage.of(graphs, token)
 
 
@@ -111,7 +136,7 @@ def list_graphs(
     tags=["graphs"],
 )
 def get_graph(graph_id: GraphId) -> GraphDetail:
-    return GraphDetail.of(get_service().get_graph(graph_id))
+    return GraphDetail.of(current_app().service.get_graph(graph_id))
 
 
 @router.post(
@@ -131,7 +156,7 @@ def get_graph(graph_id: GraphId) -> GraphDetail:
     tags=["runs"],
 )
 def start_run(request: Annotated[RunRequest, Body(description="What to run, and how.")]):
-    service = get_service()
+    service = current_app().service
     run = service.start_run(request.graph_id, request.state)
     logger.append_keys(run_id=run.run_id, graph_id=run.graph_id)
     logger.info("run started", extra={"background": request.background})
@@ -144,6 +169,21 @@ def start_run(request: Annotated[RunRequest, Body(description="What to run, and 
     if finished is None:
         return RunAccepted.of(run.run_id), 202
     return RunView.of(finished, service.log_page(run.run_id)), 200
+
+
+@router.get(
+    "/runs",
+    summary="List runs, newest first",
+    description="Each run's status and progress now, without state or logs.",
+    responses=_responses("A page of runs", 400, 503),
+    tags=["runs"],
+)
+def list_runs(
+    limit: Annotated[int, Query(ge=1, le=100, description="Page size.")] = 50,
+    next_token: Annotated[str | None, Query(max_length=1024, description="From the previous page.")] = None,
+) -> RunPage:
+    runs, token = current_app().service.store.list_runs(limit=limit, after=next_token)
+    return RunPage.of(runs, token)
 
 
 @router.get(
@@ -160,7 +200,7 @@ def get_state(
     after: LogsAfter = -1,
     limit: LogsLimit = MAX_LOG_PAGE_ENTRIES,
 ) -> RunView:
-    service = get_service()
+    service = current_app().service
     run = service.get_run(run_id)
     return RunView.of(run, service.log_page(run_id, after, limit) if logs else None, service.progress(run))
 
@@ -172,7 +212,7 @@ def get_state(
     tags=["runs"],
 )
 def cancel_run(run_id: RunId) -> RunView:
-    run = get_service().cancel(run_id)
+    run = current_app().service.cancel(run_id)
     logger.info("run cancelled", extra={"run_id": run_id})
     return RunView.of(run, None)
 
@@ -180,4 +220,4 @@ def cancel_run(run_id: RunId) -> RunView:
 @router.get("/tools", summary="Registered tools and conditions", tags=["tools"])
 def list_tools() -> ToolListing:
     # Through the service: building it imports the tool modules (FLOWFORGE_TOOLS_MODULES).
-    return ToolListing.model_validate(get_service().registry.describe())
+    return ToolListing.model_validate(current_app().service.registry.describe())

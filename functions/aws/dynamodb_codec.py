@@ -4,6 +4,7 @@
 |--------|---------------|------------------|-----------------|------------------------|
 | graph  | GRAPH#<id>    | GRAPH            | GRAPH           | <created_at>#<id>      |
 | run    | RUN#<id>      | RUN              | RUNNING#<0..7>  | next_at's minute, ms   |
+| listed | RUN#<id>      | LISTED           | RUNS            | <created_at>#<id>      |
 | log    | RUN#<id>      | LOG#<seq:010d>   |                 |                        |
 | finish | RUN#<id>      | LOG#<seq:010d>   |                 |                        |
 | exec   | RUN#<id>      | LOG#<seq:010d>   |                 |                        |
@@ -19,14 +20,16 @@ folded in (see dynamodb.py); a reader folds the slots at and after ``applied`` o
 the snapshot first, then the slots newest first.
 
 A map or parallel node reached at step ``b`` has a fanout item ``FAN#b`` that counts its
-executions: ``n`` taken so far, ``d`` items done, ``f`` of them failed, and in the map
-``c`` each item's last claim (its step and attempt, see :func:`claim_value`). Execution
-``j`` is the exec slot ``LOG#(b + j)`` (its log entry and value); exec slots change
-nothing but the run's step, and may be written a moment after a later one (each is
-claimed first), so a reader folds them over gaps. The join is the log slot after them.
-Their items are built in dynamodb_fanout_codec.py.
+executions: ``n`` taken so far, ``d`` items done, ``f`` of them failed, and ``c`` each
+item's last claim (its step and attempt). Execution ``j`` is the exec slot ``LOG#(b + j)``
+(its log entry and value); exec slots change nothing but the run's step, and may be
+written a moment after a later one (each is claimed first), so a reader folds them over
+gaps. The join is the log slot after them. Their items are built in
+dynamodb_fanout_codec.py.
 
-Only running runs carry gsi1 keys, so the sweeper's index holds exactly the runs it may
+A run's "listed" item, written once when the run is created, lists it newest first
+(console, ``GET /runs``); it holds keys only and sorts before the slots, outside every
+read of the run. Of run items, only running runs carry gsi1 keys, so the sweeper's index holds exactly the runs it may
 have to wake. Their sort key is ``next_at`` rounded down to the minute: a lower bound of
 when the run is due that changes about once a minute rather than at every step, because
 each change of an index key is billed as two index writes (a delete and a put). A run's
@@ -38,15 +41,17 @@ from __future__ import annotations
 import json
 import math
 import zlib
-from dataclasses import replace
 from typing import Any
 
 from engine.ports import GraphRecord, RunRecord, StepCommit
 from engine.step import Cursor
+from engine.transitions import apply_commit, apply_execution, apply_finish
 
 GRAPH_SK = "GRAPH"
 RUN_SK = "RUN"
 GRAPHS_GSI_PK = "GRAPH"
+LISTED_SK = "LISTED"
+RUNS_GSI_PK = "RUNS"
 RUNNING_SHARDS = 8
 #: Width of the sweeper index's time buckets: a running run's index key moves (two
 #: index writes) at most once per bucket, and the sweeper re-reads runs due up to one
@@ -134,6 +139,23 @@ def due_bucket_key(next_at: float) -> str:
 
 def graph_index_sk(created_at: str, graph_id: str) -> str:
     return f"{created_at}#{graph_id}"
+
+
+def listed_key(run_id: str) -> Item:
+    return {"pk": S(run_pk(run_id)), "sk": S(LISTED_SK)}
+
+
+def listed_item(run: RunRecord) -> Item:
+    """The item that lists ``run`` in gsi1 under RUNS, newest first."""
+    item = {
+        **listed_key(run.run_id),
+        "kind": S("listed"),
+        "gsi1pk": S(RUNS_GSI_PK),
+        "gsi1sk": S(graph_index_sk(run.created_at, run.run_id)),
+    }
+    if run.expires_at is not None:
+        item["expires_at"] = N(run.expires_at)
+    return item
 
 
 # -- graphs -----------------------------------------------------------------------------
@@ -286,34 +308,42 @@ def finish_item(run: RunRecord, seq: int, *, status: str, error: dict[str, Any] 
     return item
 
 
-def apply_slot(run: RunRecord, item: Item) -> RunRecord:
-    """``run`` after the transition a log, exec or finish item records (``run`` is not changed)."""
-    kind = _str(item, "kind")
-    if kind == "exec":  # a fan-out's execution moves the run's step only (nothing after it ended)
-        if run.status != "running":
-            return run
-        return replace(
-            run, step=seq_of(item) + 1, updated_at=_str(item, "updated_at") or "",
-            next_at=float(_num(item, "next_at") or 0),
-        )  # fmt: skip
-    if kind == "finish":
-        now = _str(item, "updated_at")
-        return replace(
-            run, status=_str(item, "status") or "", error=_json(item, "error"), updated_at=now or "",
-            finished_at=now, cursor=None,
-        )  # fmt: skip
-    update = {key: value["S"] for key, value in item.get("update", {}).get("M", {}).items()}
-    return replace(
-        run,
-        status=_str(item, "status") or "",
+def commit_from_item(item: Item) -> StepCommit:
+    """The step commit a log item records."""
+    expires_at = _num(item, "expires_at")
+    return StepCommit(
+        run_id=_str(item, "run_id") or "",
+        expected_step=seq_of(item),
+        update={key: value["S"] for key, value in item.get("update", {}).get("M", {}).items()},
         cursor=cursor_from_value(item.get("cursor")),
-        step=seq_of(item) + 1,
-        state={**run.state, **update} if update else run.state,
+        status=_str(item, "status") or "",
+        log=log_from_item(item),
         updated_at=_str(item, "updated_at") or "",
         next_at=float(_num(item, "next_at") or 0),
         error=_json(item, "error"),
+        expires_at=int(expires_at) if expires_at is not None else None,
         finished_at=_str(item, "finished_at"),
     )
+
+
+def apply_slot(run: RunRecord, item: Item) -> RunRecord:
+    """``run`` after the transition a log, exec or finish item records (``run`` is not changed)."""
+    kind = _str(item, "kind")
+    if kind == "exec":
+        return apply_execution(
+            run,
+            seq_of(item),
+            updated_at=_str(item, "updated_at") or "",
+            next_at=float(_num(item, "next_at") or 0),
+        )
+    if kind == "finish":
+        return apply_finish(
+            run,
+            status=_str(item, "status") or "",
+            error=_json(item, "error"),
+            now=_str(item, "updated_at") or "",
+        )
+    return apply_commit(run, commit_from_item(item))
 
 
 def log_from_item(item: Item) -> dict[str, Any]:

@@ -14,7 +14,8 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, pro
 from aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event import DynamoDBRecord
 
 from engine.logstream import LogStream
-from functions.aws.connections import apply_change, deadline_of, get_log_stream
+from functions.aws.connections import apply_change, deadline_of
+from functions.runtime import current_app
 
 logger = Logger(service="flowforge-broadcast")
 
@@ -29,7 +30,7 @@ def process_record(record: DynamoDBRecord, stream: LogStream, deadline: float | 
 
 @logger.inject_lambda_context
 def handler(event, context):
-    stream = get_log_stream()
+    stream = current_app().log_stream
     processor = BatchProcessor(event_type=EventType.DynamoDBStreams)
     return process_partial_response(
         event=event,

@@ -18,19 +18,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from engine.errors import FlowForgeError, NotFoundError
 from engine.logmessages import error_message
 from engine.logstream import LogStream
+from functions.errors import STATUS_BY_CODE
 
 RUN_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
-
-#: Status codes of route responses (what ``$connect`` answers; logged for the others).
-STATUS_BY_CODE = {
-    "invalid_request": 400,
-    "invalid_message": 400,
-    "unknown_action": 400,
-    "not_found": 404,
-    "too_many_subscriptions": 429,
-    "unavailable": 503,
-    "push_unavailable": 503,
-}
 
 
 class InvalidMessageError(FlowForgeError):
@@ -126,16 +116,16 @@ def _connect(stream: LogStream, connection_id: str, query: dict[str, str]) -> di
         params = ConnectQuery.model_validate(query)
         stream.connect(connection_id, params.run_id, params.after)
     except ValidationError as exc:
-        return _refuse(400, "invalid_request", _problems(exc))
+        return _refuse("invalid_request", _problems(exc))
     except NotFoundError as exc:
-        return _refuse(404, exc.code, exc.message)
+        return _refuse(exc.code, exc.message)
     return {"statusCode": 200}
 
 
-def _refuse(status: int, code: str, message: str) -> dict[str, Any]:
-    """A refused ``$connect``: the client's handshake fails with this status and body."""
+def _refuse(code: str, message: str) -> dict[str, Any]:
+    """A refused ``$connect``: the client's handshake fails with the code's status and this body."""
     return {
-        "statusCode": status,
+        "statusCode": STATUS_BY_CODE[code],
         "headers": {"Content-Type": "application/json"},
         "body": json.dumps(error_message(code, message)),
     }

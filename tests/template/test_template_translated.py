@@ -10,20 +10,24 @@ import pytest
 from sam_template import FUNCTIONS, ROOT, references, resources_of_type, sam_template, translate
 
 from engine.step import TERMINAL
+from flowforge.local.cloudformation import Intrinsics, load_template, parameter_values
 from flowforge.local.patterns import compile_filters
-from flowforge.template import Intrinsics, load_template, parameter_values
 from functions.aws.connections import REPLAY_FILTER_PATTERN
 
 HTTP_ROUTES = {
     ("post", "/graph/create"),
     ("get", "/graphs"),
+    ("post", "/graph/validate"),
     ("get", "/graph/{graph_id}"),
+    ("get", "/runs"),
     ("post", "/graph/run"),
     ("get", "/graph/state/{run_id}"),
     ("post", "/graph/run/{run_id}/cancel"),
     ("get", "/tools"),
     ("get", "/docs"),
     ("get", "/openapi.json"),
+    ("get", "/console"),
+    ("get", "/console/{proxy+}"),
 }
 # AWS managed policies SAM attaches by itself. Their statements use Resource "*" where AWS
 # requires it: CloudWatch Logs streams are created at run time, dynamodb:ListStreams and
