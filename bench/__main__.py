@@ -23,6 +23,7 @@ BENCHMARKS: dict[str, str] = {
     "engine": "bench.engine_overhead",
     "coldstart": "bench.cold_start",
     "aws": "bench.aws_cost",
+    "fanout": "bench.fanout",
     "scaling": "bench.scaling",
     "local": "bench.local_stack",
 }
