@@ -169,16 +169,7 @@ class DynamoRunStore(DynamoFanOuts, AwsAdapter):
     def list_logs(self, run_id: str, after: int = -1, limit: int = 1000) -> list[dict[str, Any]]:
         if limit <= 0:
             return []
-        params = {
-            "TableName": self.table_name,
-            "KeyConditionExpression": "pk = :pk AND sk BETWEEN :first AND :last",
-            "ExpressionAttributeValues": {
-                ":pk": codec.S(codec.run_pk(run_id)),
-                ":first": codec.S(codec.log_sk(max(after + 1, 0))),
-                ":last": codec.S(codec.LOG_LAST_SK),
-            },
-            "ConsistentRead": True,
-        }
+        params = self._slots_query(run_id, codec.log_sk(max(after + 1, 0)), codec.LOG_LAST_SK)
         # A finish item can only be the last slot: one more than asked covers it.
         items = self._query(params, limit + 1)
         return [codec.log_from_item(item) for item in items if item["kind"]["S"] in LOG_KINDS][:limit]
@@ -395,6 +386,19 @@ class DynamoRunStore(DynamoFanOuts, AwsAdapter):
             cache.popitem(last=False)
 
     # -- primitives ---------------------------------------------------------------------
+    def _slots_query(self, run_id: str, first: str, last: str) -> dict[str, Any]:
+        """A strongly consistent query of the run's slots from sort key ``first`` to ``last``."""
+        return {
+            "TableName": self.table_name,
+            "KeyConditionExpression": "pk = :pk AND sk BETWEEN :first AND :last",
+            "ExpressionAttributeValues": {
+                ":pk": codec.S(codec.run_pk(run_id)),
+                ":first": codec.S(first),
+                ":last": codec.S(last),
+            },
+            "ConsistentRead": True,
+        }
+
     def _put_new(self, item: codec.Item) -> None:
         """Put an item that must not exist yet (ConflictError if it does)."""
         self._call(

@@ -129,16 +129,7 @@ class DynamoFanOuts:
     def list_executions(self, run_id: str, base: int, count: int) -> list[ExecutionRecord]:
         if count <= 0:
             return []
-        params = {
-            "TableName": self.table_name,
-            "KeyConditionExpression": "pk = :pk AND sk BETWEEN :first AND :last",
-            "ExpressionAttributeValues": {
-                ":pk": codec.S(codec.run_pk(run_id)),
-                ":first": codec.S(codec.log_sk(base)),
-                ":last": codec.S(codec.log_sk(base + count - 1)),
-            },
-            "ConsistentRead": True,
-        }
+        params = self._slots_query(run_id, codec.log_sk(base), codec.log_sk(base + count - 1))
         items = self._query(params, count)
         return [fc.execution_from_item(item) for item in items if fc.is_execution(item, base)]
 

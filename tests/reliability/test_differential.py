@@ -163,12 +163,18 @@ def world(service, stack, aws, clock, monkeypatch) -> World:
     rate=st.sampled_from(RATES),
 )
 def test_the_distributed_loop_under_faults_matches_the_in_process_runner(world, graph, initial, seed, rate):
+    world.totals.update(cases=1)
+    assert_matches_runner_under_faults(world, graph, initial, seed, rate)
+
+
+def assert_matches_runner_under_faults(world, graph, initial, seed, rate) -> None:
     # GIVEN the outcome of each run in the in-process runner, without faults
     expected = [expected_outcome(reference(graph, state)) for state in initial]
     plan = FaultPlan(seed, rate)
     world.use(plan)
 
-    # WHEN the same runs go through the API's service, the step handler and the queue, with faults
+    # WHEN the same runs go through the API's service, the step handler and the queue, with
+    # faults (duplicated, racing, reordered deliveries, crashes at each read, write and send)
     graph_id = world.service.create_graph(graph).graph_id
     run_ids = [world.start(graph_id, state) for state in initial]
     invocations = world.settle(run_ids)
@@ -176,12 +182,13 @@ def test_the_distributed_loop_under_faults_matches_the_in_process_runner(world, 
     # THEN each ended exactly as in the runner: status, error, state, every log entry
     for run_id, outcome in zip(run_ids, expected, strict=True):
         assert stored_outcome(world.service, run_id) == outcome, f"faults: {dict(plan.injected)}"
-    # AND every transition was committed exactly once; nothing is queued or dead-lettered
+    # AND every transition (a step, an execution, a join) was committed exactly once;
+    # nothing is queued or dead-lettered
     steps = sum(log_length(outcome["logs"]) for outcome in expected)
     assert sorted(world.faults.commits.values()) == [1] * steps, f"faults: {dict(plan.injected)}"
     assert world.pump.counts() == {"Messages": 0, "MessagesNotVisible": 0, "MessagesDelayed": 0}
     assert world.dead_letters() == 0
-    world.totals.update(cases=1, runs=len(run_ids), steps=steps, invocations=invocations)
+    world.totals.update(runs=len(run_ids), steps=steps, invocations=invocations)
     world.faults_by_kind.update(plan.injected)
 
 
@@ -198,23 +205,7 @@ def test_the_distributed_loop_under_faults_matches_the_in_process_runner(world, 
     rate=st.sampled_from(RATES),
 )
 def test_map_and_parallel_nodes_under_faults_match_the_in_process_runner(world, graph, initial, seed, rate):
-    # GIVEN graphs with map and parallel nodes, items and branches that fail and retry
-    expected = [expected_outcome(reference(graph, state)) for state in initial]
-    plan = FaultPlan(seed, rate)
-    world.use(plan)
-
-    # WHEN they run through the step handler with duplicated, racing, reordered deliveries,
-    # crashes between an execution's claim and its entry and between commits and sends
-    graph_id = world.service.create_graph(graph).graph_id
-    run_ids = [world.start(graph_id, state) for state in initial]
-    invocations = world.settle(run_ids)
-
-    # THEN each run ended as in-process; every execution and every join committed once
-    for run_id, outcome in zip(run_ids, expected, strict=True):
-        assert stored_outcome(world.service, run_id) == outcome, f"faults: {dict(plan.injected)}"
-    steps = sum(log_length(outcome["logs"]) for outcome in expected)
-    assert sorted(world.faults.commits.values()) == [1] * steps, f"faults: {dict(plan.injected)}"
-    assert world.pump.counts() == {"Messages": 0, "MessagesNotVisible": 0, "MessagesDelayed": 0}
-    assert world.dead_letters() == 0
-    world.totals.update(fanout_cases=1, fanout_runs=len(run_ids), fanout_steps=steps, invocations=invocations)
-    world.faults_by_kind.update(plan.injected)
+    # (graphs with map and parallel nodes, items and branches that fail and retry; faults
+    # include crashes between an execution's claim and its entry)
+    world.totals.update(cases=1, fanout_cases=1)
+    assert_matches_runner_under_faults(world, graph, initial, seed, rate)
