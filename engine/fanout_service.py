@@ -102,6 +102,20 @@ class FanOutSteps:
             service.queue.send_item(run.run_id, fanout.base, index, attempt)
         return Disposition.RESENT
 
+    def resend_due(self, run: RunRecord, graph: CompiledGraph) -> int:
+        """Re-send the item messages of ``run``'s open fan-out that should be running now
+        (their messages were lost with the queue); how many were sent."""
+        node = graph.nodes.get(run.cursor.node) if run.cursor is not None else None
+        if node is None or node.fanout is None or run.cursor is None:
+            return 0
+        fanout = self.service.store.get_fanout(run.run_id, run.cursor.step)
+        if fanout is None or fanout.complete or fanout.closed_at is not None:
+            return 0
+        due = list(self._due(node, fanout))
+        for index, attempt in due:
+            self.service.queue.send_item(run.run_id, fanout.base, index, attempt)
+        return len(due)
+
     @staticmethod
     def _due(node: CompiledNode, fanout: FanOutRecord) -> Iterator[tuple[int, int]]:
         """(index, attempt) of each unfinished item that should be running now: item i

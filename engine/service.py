@@ -221,6 +221,13 @@ class RunService:
             return False
         return True
 
+    def resume(self, run: RunRecord) -> None:
+        """Send what a running run needs to go on when its queued messages were lost (the
+        local stack's queue is not persisted): its step message, and the messages of a
+        map's or parallel node's unfinished items. Duplicates are harmless."""
+        self.queue.send_step(run.run_id, run.step)
+        self.fanouts.resend_due(run, self.compiled(run.graph_id))
+
     def sweep(self, limit: int = 100) -> list[tuple[str, int]]:
         """Re-enqueue runs with no progress for ``stall_after_s`` past their due time."""
         stalled = self.store.stalled_runs(self.clock() - self.stall_after_s, limit)

@@ -209,3 +209,21 @@ def test_state_shows_a_running_maps_progress(service, pump):
     assert progress == {"node": "m", "done": 2, "failed": 1, "total": 3}
     pump.drain()
     assert service.progress(service.get_run(run_id)) is None
+
+
+def test_resume_resends_a_running_maps_items_whose_messages_were_lost(service, pump, aws, stack):
+    # GIVEN a map that sent its items, whose messages are then lost (the local stack's
+    # queue is not persisted across a restart)
+    graph, state = map_graph(max_concurrency=2), {"xs": [1, 2, 3]}
+    run_id = start(service, graph, state)
+    pump.step_once()
+    pump.step_once()  # item 0 ran, item 2 was sent
+    aws.client("sqs").purge_queue(QueueUrl=stack["queue_url"])
+    pump._in_flight.clear()
+
+    # WHEN the run is resumed, as the local stack does at start, and the queue drained
+    service.resume(service.get_run(run_id))
+    pump.drain()
+
+    # THEN it completed as in-process, at once (no stall window waited for)
+    assert_matches_runner(service, run_id, graph, state)
