@@ -146,7 +146,9 @@ class FanOutSteps:
         execution = await run_execution(
             graph, node, index, attempt, state, base=base, run_id=run_id, now=service.clock
         )
-        now = service.clock()
+        # When the fan-out is next due: now, or after this item's retry delay (so the
+        # sweeper does not take a pending retry for a stall).
+        now = service.clock() + execution.delay_s
         claim = store.claim_execution(
             run_id,
             base,

@@ -69,9 +69,10 @@ class FanOutRecord:
     The node started at step ``base``; its executions are log entries ``base`` …
     ``base + executed - 1`` (in commit order), its join the entry after them. ``done``
     counts items (or branches) finished for good, ``failed`` those of them that failed.
+    ``updated_at`` is when it is next due (its last claim, or a retry delay after it).
     ``claims`` maps an item's index to its last committed attempt and whether that one
-    was final. ``closed_at`` is set when the fan-out was closed before its join (cancel,
-    dead letter, max_steps): the step of the transition that ends it.
+    was final. ``closed_at`` is set when the fan-out was closed before its join (the run
+    reached max_steps): the step of the transition that ends it.
     """
 
     run_id: str
