@@ -32,9 +32,9 @@ from engine.step import (
     ToolContext,
     _call,
     _error,
-    _finish,
     _is_update,
     _matches,
+    _result,
     _route,
     _type_names,
     iso_time,
@@ -179,6 +179,7 @@ def state_item(node: CompiledNode, state: Mapping[str, Any], index: int) -> Any:
 
 
 def _checked_value(policy: CompiledNode, value: Any, is_map: bool) -> Any:
+    assert policy.tool is not None
     if is_map:
         try:  # stored as JSON: a result that is not JSON fails the item
             return json.loads(json.dumps(value, allow_nan=False))
@@ -195,7 +196,14 @@ def _checked_value(policy: CompiledNode, value: Any, is_map: bool) -> Any:
     return value
 
 
-def _failure(policy, attempt, exc, error, rng, seed) -> tuple[str, Any, float]:
+def _failure(
+    policy: CompiledNode,
+    attempt: int,
+    exc: BaseException,
+    error: dict[str, Any],
+    rng: random.Random | None,
+    seed: str,
+) -> tuple[str, Any, float]:
     names = _type_names(exc)
     retry = policy.retry
     if retry is not None and attempt < retry.max_attempts and _matches(retry.on, names):
@@ -209,7 +217,16 @@ def _failure(policy, attempt, exc, error, rng, seed) -> tuple[str, Any, float]:
     return "failed", None, 0.0
 
 
-def _entry(node, index, attempt, status, started, duration, value, error) -> dict[str, Any]:
+def _entry(
+    node: CompiledNode,
+    index: int,
+    attempt: int,
+    status: str,
+    started: float,
+    duration: float,
+    value: Any,
+    error: dict[str, Any] | None,
+) -> dict[str, Any]:
     fanout = fanout_of(node)
     where = {"index": index} if fanout.is_map else {"branch": fanout.branches[index]}
     return {
@@ -254,10 +271,17 @@ def join(
         update = exc.details if isinstance(exc.details, dict) else {}
         return node_failure(node, cursor, state, update, exc, started)
     merged = {**state, **update}
-    return _finish(cursor, merged, update, _route(node, cursor, merged), "ok", started, 0.0, None)
+    return _result(cursor, merged, update, _route(node, cursor, merged), "ok", started, 0.0, None)
 
 
-def node_failure(node, cursor, state, update, exc, started) -> StepResult:
+def node_failure(
+    node: CompiledNode,
+    cursor: Cursor,
+    state: dict[str, Any],
+    update: dict[str, Any],
+    exc: BaseException,
+    started: float,
+) -> StepResult:
     """A fan-out node failed as a whole: routed by its catch rules (never retried)."""
     error = _error(node.id, exc, str(exc))
     names = _type_names(exc)
@@ -265,14 +289,21 @@ def node_failure(node, cursor, state, update, exc, started) -> StepResult:
         if rule.next is not None and _matches(rule.on, names):
             caught = {**update, rule.result_key: error}
             target = Cursor(rule.next, cursor.step + 1)
-            return _finish(cursor, {**state, **caught}, caught, target, "caught", started, 0.0, error)
-    return _finish(cursor, state, {}, None, "failed", started, 0.0, error)
+            return _result(cursor, {**state, **caught}, caught, target, "caught", started, 0.0, error)
+    return _result(cursor, state, {}, None, "failed", started, 0.0, error)
 
 
-def max_steps_failure(graph, node, step, state, *, now=time.time) -> StepResult:
+def max_steps_failure(
+    graph: CompiledGraph,
+    node: CompiledNode,
+    step: int,
+    state: dict[str, Any],
+    *,
+    now: Callable[[], float] = time.time,
+) -> StepResult:
     """The run fails at ``step``: it reached its graph's max_steps inside a fan-out."""
     exc = MaxStepsExceeded(f"run reached max_steps={graph.max_steps}")
-    return _finish(
+    return _result(
         Cursor(node.id, step), state, {}, None, "failed", now(), 0.0, _error(node.id, exc, str(exc))
     )
 
@@ -280,9 +311,9 @@ def max_steps_failure(graph, node, step, state, *, now=time.time) -> StepResult:
 def _map_update(fanout: CompiledFanOut, finals: Mapping[int, Execution], total: int) -> dict[str, Any]:
     results = [None if finals[i].failed else finals[i].value for i in range(total)]
     errors = [
-        {"index": i, "type": finals[i].error["type"], "message": finals[i].error["message"]}
+        {"index": i, "type": error["type"], "message": error["message"]}
         for i in range(total)
-        if finals[i].failed
+        if finals[i].failed and (error := finals[i].error or {"type": "Error", "message": ""})
     ]
     update = {fanout.results: results, f"{fanout.results}_errors": errors}
     if len(errors) > fanout.tolerated_failures:

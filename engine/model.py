@@ -23,12 +23,12 @@ from engine.graph import (
     MAX_CONCURRENCY_CAP,
     MAX_DELAY_S,
     MAX_MAP_ITEMS,
+    MAX_STEPS_CAP,
     MIN_BRANCHES,
 )
 
 #: Node ids, tool names and graph names: short, printable, URL- and log-safe.
 ID_PATTERN = r"^[A-Za-z_][A-Za-z0-9_\-]{0,63}$"
-MAX_STEPS_CAP = 25_000
 MAX_NODES = 500
 MAX_GRAPH_BYTES = 256 * 1024
 MAX_TIMEOUT_S = 900.0

@@ -215,7 +215,7 @@ class RunService:
                 status="failed",
                 error=error,
                 now=iso_time(self.clock()),
-                expected_step=step if item is None else None,
+                step=step if item is None else None,
             )
         except FlowForgeError:
             return False
@@ -295,7 +295,7 @@ class RunService:
         stamp = iso_time(done_at)
         commit = StepCommit(
             run_id=run_id,
-            expected_step=step,
+            step=step,
             update=update,
             cursor=outcome.next,
             status=outcome.run_status,
@@ -326,7 +326,7 @@ class RunService:
         }
         try:
             self.store.finish_run(
-                run.run_id, status="failed", error=error, now=iso_time(self.clock()), expected_step=run.step
+                run.run_id, status="failed", error=error, now=iso_time(self.clock()), step=run.step
             )
         except FlowForgeError as conflict:
             if conflict.code != "conflict":

@@ -6,20 +6,15 @@ its other checks; each problem comes with its path and, for a misspelt name, a h
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterator
 
 from engine.errors import Problem
 from engine.model import Node
 from engine.registry import Registry
+from engine.suggest import Suggester
 
 #: What a parallel branch may not have: the run goes on by its parallel node.
 _BRANCH_FORBIDDEN = ("next", "branches", "loop_condition", "map", "parallel")
-
-
-def _unknown(kind: str, name: str, known: list[str]) -> str:
-    hint = difflib.get_close_matches(name, known, n=1)
-    return f"unknown {kind} {name!r}" + (f" (did you mean {hint[0]!r}?)" if hint else "")
 
 
 def parallel_targets(node: Node) -> list[str]:
@@ -27,8 +22,11 @@ def parallel_targets(node: Node) -> list[str]:
     return list(node.parallel or ())
 
 
-def check_node_kinds(start: object, nodes: dict[str, Node], registry: Registry) -> list[Problem]:
-    """Every problem with what the nodes run, their fan-outs and parallel branches."""
+def check_node_kinds(
+    start: object, nodes: dict[str, Node], registry: Registry, suggester: Suggester
+) -> list[Problem]:
+    """Every problem with what the nodes run, their fan-outs and parallel branches
+    (``nodes``: those that match the node model)."""
     problems: list[Problem] = []
     tools = [r["name"] for r in registry.describe()["tools"]]
     known = list(nodes)
@@ -37,10 +35,11 @@ def check_node_kinds(start: object, nodes: dict[str, Node], registry: Registry) 
         base = f"nodes.{nid}"
         problems += _check_kind(base, node)
         if node.map is not None:
-            problems += _check_map(base, node, registry, tools)
+            problems += _check_map(base, node, registry, tools, suggester)
         for i, target in enumerate(parallel_targets(node)):
             if target not in nodes:
-                problems.append(Problem(f"{base}.parallel.{i}", _unknown("node", target, known)))
+                hint = suggester.hint("node", target, known)
+                problems.append(Problem(f"{base}.parallel.{i}", f"unknown node {target!r}{hint}"))
             elif target == nid:
                 problems.append(Problem(f"{base}.parallel.{i}", "a parallel node cannot run itself"))
             elif target in parallel_targets(node)[:i]:
@@ -89,12 +88,16 @@ def _check_kind(base: str, node: Node) -> list[Problem]:
     return problems
 
 
-def _check_map(base: str, node: Node, registry: Registry, tools: list[str]) -> list[Problem]:
+def _check_map(
+    base: str, node: Node, registry: Registry, tools: list[str], suggester: Suggester
+) -> list[Problem]:
     spec = node.map
     assert spec is not None
     problems = []
     if not registry.has_tool(spec.fn):
-        problems.append(Problem(f"{base}.map.fn", _unknown("tool", spec.fn, tools)))
+        problems.append(
+            Problem(f"{base}.map.fn", f"unknown tool {spec.fn!r}{suggester.hint('tool', spec.fn, tools)}")
+        )
     if any(not part for part in spec.items.split(".")):
         problems.append(
             Problem(f"{base}.map.items", f"{spec.items!r} is not a state path like 'chunks' or 'doc.parts'")

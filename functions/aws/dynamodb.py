@@ -1,7 +1,7 @@
 """The :class:`~engine.ports.RunStore` on one DynamoDB table (layout: dynamodb_codec.py).
 
 The step invariant rests on one conditional write: a transition k of a run is the put
-of its slot ``LOG#k`` (a step's log item, or a finish item), which succeeds only if the
+of its slot ``LOG#k`` (a step's commit item, or a finish item), which succeeds only if the
 slot is empty. A step therefore costs one small write (its log entry and the state keys
 it changed) instead of a transaction rewriting the whole run item, which DynamoDB bills
 twice, in full, for every step.
@@ -58,21 +58,22 @@ BATCH_GET_KEYS = 100
 
 @dataclass(frozen=True, slots=True)
 class _Folded:
-    """A run as of slot ``applied`` (exclusive), and what its stored snapshot holds."""
+    """A run with its first ``slots`` slots folded in (the next transition takes slot
+    ``slots``), and how many its stored snapshot holds."""
 
     run: RunRecord
-    applied: int
-    snapshot_applied: int
+    slots: int
+    snapshot_slots: int
     snapshot_bucket: str | None  # the snapshot's sweeper index key (None: not indexed)
 
     def then(self, slot: codec.Item) -> _Folded:
         """The run after ``slot`` (the next one, or a fan-out's execution after a gap),
         over the same snapshot."""
-        return replace(self, run=codec.apply_slot(self.run, slot), applied=codec.seq_of(slot) + 1)
+        return replace(self, run=codec.apply_slot(self.run, slot), slots=codec.step_of(slot) + 1)
 
     def committed(self, commit: StepCommit) -> _Folded:
         """The run after ``commit`` (whose slot is the next one), over the same snapshot."""
-        return replace(self, run=apply_commit(self.run, commit), applied=self.applied + 1)
+        return replace(self, run=apply_commit(self.run, commit), slots=self.slots + 1)
 
 
 class DynamoRunStore(DynamoFanOuts, AwsAdapter):
@@ -126,7 +127,7 @@ class DynamoRunStore(DynamoFanOuts, AwsAdapter):
         # Listed first: a crash in between leaves a listed id without a run, which
         # list_runs skips, never a run missing from the list.
         self._put_new(codec.listed_item(run))
-        self._put_new(codec.run_item(run, applied=run.step))
+        self._put_new(codec.run_item(run, slots=run.step))
         self._remember(_Folded(run, run.step, run.step, codec.due_bucket_key(run.next_at)))
 
     def list_runs(self, limit: int = 50, after: str | None = None) -> tuple[list[RunRecord], str | None]:
@@ -154,14 +155,14 @@ class DynamoRunStore(DynamoFanOuts, AwsAdapter):
         self._cache.clear()
 
     def commit_step(self, commit: StepCommit) -> None:
-        base = self._running_at(commit.run_id, commit.expected_step)
-        slot = codec.log_item(commit)
+        base = self._running_at(commit.run_id, commit.step)
+        slot = codec.commit_item(commit)
         self._put_slot(commit.run_id, slot)
         after = base.committed(commit)
         self._remember(after)
         if (
             after.run.status != "running"
-            or after.applied - after.snapshot_applied >= SNAPSHOT_EVERY
+            or after.slots - after.snapshot_slots >= SNAPSHOT_EVERY
             or (codec.due_bucket_key(after.run.next_at) != after.snapshot_bucket)
         ):
             self._snapshot(after)
@@ -169,7 +170,7 @@ class DynamoRunStore(DynamoFanOuts, AwsAdapter):
     def list_logs(self, run_id: str, after: int = -1, limit: int = 1000) -> list[dict[str, Any]]:
         if limit <= 0:
             return []
-        params = self._slots_query(run_id, codec.log_sk(max(after + 1, 0)), codec.LOG_LAST_SK)
+        params = self._slots_query(run_id, codec.slot_sk(max(after + 1, 0)), codec.SLOT_LAST_SK)
         # A finish item can only be the last slot: one more than asked covers it.
         items = self._query(params, limit + 1)
         return [codec.log_from_item(item) for item in items if item["kind"]["S"] in LOG_KINDS][:limit]
@@ -181,7 +182,7 @@ class DynamoRunStore(DynamoFanOuts, AwsAdapter):
         status: str,
         error: dict[str, Any] | None,
         now: str,
-        expected_step: int | None = None,
+        step: int | None = None,
     ) -> None:
         if status not in TERMINAL:
             raise ValueError(f"not a terminal status: {status!r}")
@@ -189,13 +190,13 @@ class DynamoRunStore(DynamoFanOuts, AwsAdapter):
             base = self._read_run(run_id)
             if base is None or base.run.status != "running":
                 raise ConflictError(f"run {run_id!r} is not running")
-            if expected_step is not None and base.run.step != expected_step:
-                raise ConflictError(f"run {run_id!r} is not at step {expected_step}")
-            item = codec.finish_item(base.run, base.applied, status=status, error=error, now=now)
+            if step is not None and base.run.step != step:
+                raise ConflictError(f"run {run_id!r} is not at step {step}")
+            item = codec.finish_item(base.run, base.slots, status=status, error=error, now=now)
             try:
                 self._put_slot(run_id, item)
             except ConflictError:
-                if expected_step is not None:
+                if step is not None:
                     raise
                 continue  # a step took the slot first: finish the run where it is now
             after = base.then(item)
@@ -256,7 +257,7 @@ class DynamoRunStore(DynamoFanOuts, AwsAdapter):
         if snapshot.status != "running":
             return snapshot
         folded = self._read_run(snapshot.run_id)
-        if folded is not None and folded.applied > folded.snapshot_applied:
+        if folded is not None and folded.slots > folded.snapshot_slots:
             self._snapshot(folded)
         return folded.run if folded else None
 
@@ -274,7 +275,7 @@ class DynamoRunStore(DynamoFanOuts, AwsAdapter):
             "ExpressionAttributeValues": {
                 ":pk": codec.S(codec.run_pk(run_id)),
                 # Snapshots only move forward: slots before a known one are never needed.
-                ":first": codec.S(codec.log_sk(known.snapshot_applied) if known else codec.LOG_FIRST_SK),
+                ":first": codec.S(codec.slot_sk(known.snapshot_slots) if known else codec.SLOT_FIRST_SK),
                 ":run": codec.S(codec.RUN_SK),
             },
             "ScanIndexForward": False,
@@ -286,8 +287,8 @@ class DynamoRunStore(DynamoFanOuts, AwsAdapter):
             self._cache.pop(run_id, None)
             return None
         snapshot, slots = items[0], items[1:]
-        base = codec.applied_of(snapshot)
-        if known is not None and base < known.snapshot_applied:
+        base = codec.slots_of(snapshot)
+        if known is not None and base < known.snapshot_slots:
             # The run item went back (it was restored or rewritten from outside): what
             # this store knew no longer bounds the read.
             self._cache.pop(run_id, None)
@@ -300,22 +301,20 @@ class DynamoRunStore(DynamoFanOuts, AwsAdapter):
         fanout = run.cursor.step if run.status == "running" and run.cursor is not None else None
         while (
             start
-            and (not slots or codec.seq_of(slots[-1]) > base)
+            and (not slots or codec.step_of(slots[-1]) > base)
             and not (slots and fanout is not None and is_execution(slots[-1], fanout))
         ):
-            missing = codec.seq_of(slots[-1]) - base if slots else SNAPSHOT_EVERY
+            missing = codec.step_of(slots[-1]) - base if slots else SNAPSHOT_EVERY
             response = self._call("query", **params, ExclusiveStartKey=start, Limit=missing)
             slots += response.get("Items", [])
             start = response.get("LastEvaluatedKey")
         folded = _Folded(run, base, base, snapshot.get("gsi1sk", {}).get("S"))
         for slot in reversed(slots):
-            seq = codec.seq_of(slot)
-            if seq < base:
+            step = codec.step_of(slot)
+            if step < base:
                 continue
-            if seq != folded.applied and not (seq > folded.applied and is_execution(slot)):
-                raise StoreUnavailableError(
-                    f"run {run_id!r}: slot {folded.applied} missing before slot {seq}"
-                )
+            if step != folded.slots and not (step > folded.slots and is_execution(slot)):
+                raise StoreUnavailableError(f"run {run_id!r}: slot {folded.slots} missing before slot {step}")
             folded = folded.then(slot)
         self._remember(folded)
         return folded
@@ -333,9 +332,7 @@ class DynamoRunStore(DynamoFanOuts, AwsAdapter):
     def _known_at(self, run_id: str, step: int) -> _Folded | None:
         """What this store last saw of the run, if that was the run running at ``step``."""
         known = self._cache.get(run_id)
-        return (
-            known if known is not None and known.applied == step and known.run.status == "running" else None
-        )
+        return known if known is not None and known.slots == step and known.run.status == "running" else None
 
     def _put_slot(self, run_id: str, item: codec.Item) -> None:
         """Take an empty slot: the transition's commit (ConflictError if it is taken)."""
@@ -355,17 +352,17 @@ class DynamoRunStore(DynamoFanOuts, AwsAdapter):
             self._call(
                 "put_item",
                 TableName=self.table_name,
-                Item=codec.run_item(folded.run, folded.applied),
+                Item=codec.run_item(folded.run, folded.slots),
                 ConditionExpression="applied < :applied",
-                ExpressionAttributeValues={":applied": codec.N(folded.applied)},
+                ExpressionAttributeValues={":applied": codec.N(folded.slots)},
             )
         except (ConflictError, StoreUnavailableError):
             return
         self._remember(
             _Folded(
                 folded.run,
-                folded.applied,
-                folded.applied,
+                folded.slots,
+                folded.slots,
                 codec.due_bucket_key(folded.run.next_at) if folded.run.status == "running" else None,
             )
         )

@@ -10,19 +10,38 @@ final; then a PutItem writes the exec slot at that step.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine.errors import ConflictError
 from engine.ports import Claim, ExecutionRecord, FanOutRecord
 from functions.aws import dynamodb_codec as codec
 from functions.aws import dynamodb_fanout_codec as fc
 
+if TYPE_CHECKING:
+    from functions.aws.dynamodb import _Folded
+
 
 class DynamoFanOuts:
     """The fan-out half of the RunStore contract (mixed into DynamoRunStore)."""
 
     table_name: str
+
+    if TYPE_CHECKING:  # provided by DynamoRunStore
+
+        @property
+        def _cache(self) -> OrderedDict[str, _Folded]: ...
+
+        def _call(self, operation: str, **params: Any) -> Any: ...
+        def _put_new(self, item: codec.Item) -> None: ...
+        def _get(self, key: codec.Item) -> codec.Item | None: ...
+        def _query(self, params: dict[str, Any], limit: int) -> list[codec.Item]: ...
+        def _slots_query(self, run_id: str, first: str, last: str) -> dict[str, Any]: ...
+        def _known_at(self, run_id: str, step: int) -> _Folded | None: ...
+        def _read_run(self, run_id: str) -> _Folded | None: ...
+        def _snapshot(self, folded: _Folded) -> None: ...
+        def _remember(self, folded: _Folded) -> None: ...
 
     def open_fanout(self, run_id: str, base: int, total: int, now: float) -> FanOutRecord:
         known = self._known_at(run_id, base) or self._read_run(run_id)
@@ -33,7 +52,7 @@ class DynamoFanOuts:
             found = self.get_fanout(run_id, base)
             assert found is not None, "a fan-out item is never deleted before its run"
             return found
-        if known is not None and known.snapshot_applied < known.applied:
+        if known is not None and known.snapshot_slots < known.slots:
             # A snapshot at the fan-out's step lets readers skip its executions.
             self._snapshot(known)
         return FanOutRecord(run_id, base, total, 0, 0, 0, now)
@@ -121,15 +140,15 @@ class DynamoFanOuts:
             self._put_new(fc.execution_item(run_id, base, record, now, expires_at))
         except ConflictError:
             return  # written before: by this execution's first delivery
-        running = known is not None and known.run.status == "running" and known.run.cursor is not None
-        if running and known.run.cursor.step == base and known.applied <= record.step:
+        cursor = known.run.cursor if known is not None and known.run.status == "running" else None
+        if known is not None and cursor is not None and cursor.step == base and known.slots <= record.step:
             run = replace(known.run, step=record.step + 1, next_at=now)
-            self._remember(replace(known, run=run, applied=record.step + 1))
+            self._remember(replace(known, run=run, slots=record.step + 1))
 
     def list_executions(self, run_id: str, base: int, count: int) -> list[ExecutionRecord]:
         if count <= 0:
             return []
-        params = self._slots_query(run_id, codec.log_sk(base), codec.log_sk(base + count - 1))
+        params = self._slots_query(run_id, codec.slot_sk(base), codec.slot_sk(base + count - 1))
         items = self._query(params, count)
         return [fc.execution_from_item(item) for item in items if fc.is_execution(item, base)]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from engine.ports import ExecutionRecord, FanOutRecord
 from functions.aws.dynamodb_codec import (
-    LOG_SEQ_DIGITS,
+    SLOT_DIGITS,
     Item,
     N,
     S,
@@ -15,8 +15,8 @@ from functions.aws.dynamodb_codec import (
     _str,
     json_or_null,
     run_pk,
-    seq_of,
     slot_key,
+    step_of,
 )
 
 #: A claim's value is ``offset + CLAIM_UNIT * (4 * attempt + 2 * final + failed)``: the
@@ -26,7 +26,7 @@ CLAIM_UNIT = 100_000
 
 
 def fanout_key(run_id: str, base: int) -> Item:
-    return {"pk": S(run_pk(run_id)), "sk": S(f"FAN#{base:0{LOG_SEQ_DIGITS}d}")}
+    return {"pk": S(run_pk(run_id)), "sk": S(f"FAN#{base:0{SLOT_DIGITS}d}")}
 
 
 def fanout_item(run_id: str, base: int, total: int, now: float, expires_at: int | None) -> Item:
@@ -106,7 +106,7 @@ def execution_item(
 
 def execution_from_item(item: Item) -> ExecutionRecord:
     return ExecutionRecord(
-        step=seq_of(item),
+        step=step_of(item),
         index=int(item["index"]["N"]),
         attempt=int(item["attempt"]["N"]),
         status=_str(item, "xstatus") or "",
