@@ -367,7 +367,7 @@ async def summarize_chunk(state: Mapping[str, Any], ctx: ToolContext) -> list[in
     Returns the chunk's kept sentence numbers; the map collects them, in chunk order,
     into ``chunk_summaries``.
     """
-    target = _int_setting(state, "target_length", TARGET_LENGTH_RANGE)
+    target = _int_setting(state, "target_length", TARGET_LENGTH_RANGE, DEFAULT_TARGET_LENGTH)
     sentences = _require(state, "sentences", "split_text")
     spans = _require(state, "chunk_spans", "split_text")
     first, end = spans[ctx.index]

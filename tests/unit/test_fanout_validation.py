@@ -117,7 +117,7 @@ def test_map_fields_are_checked(field, value, message):
 
 
 def test_a_map_must_name_items_fn_and_results():
-    node = {"map": {}, "next": "merge"}
+    node = {**VALID["nodes"]["summarize"], "map": {}}
     assert problems_of(summarize=node) == [
         "nodes.summarize.map.items: Field required",
         "nodes.summarize.map.fn: Field required",
