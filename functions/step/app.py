@@ -62,13 +62,17 @@ def process_record(record: SqsRecord, metrics: EphemeralMetrics, invocation: Inv
     logger.thread_safe_append_keys(run_id=message.run_id, step=message.step)
     fresh, invocation.started = invocation.started == 0, invocation.started + 1
     try:
-        step = current_app().service.process_step(
-            message.run_id,
-            message.step,
-            partial(record_outcome, metrics),
-            deadline=invocation.deadline,
-            fresh=fresh,
-        )
+        service = current_app().service
+        if message.item is None:
+            step = service.process_step(
+                message.run_id,
+                message.step,
+                partial(record_outcome, metrics),
+                deadline=invocation.deadline,
+                fresh=fresh,
+            )
+        else:
+            step = service.process_item(message.run_id, message.step, message.item, message.attempt)
         disposition = run_async(step)
         logger.info("step handled", disposition=disposition)
     except Exception:  # infrastructure: the record is reported failed and redelivered

@@ -14,7 +14,7 @@ import pytest
 from botocore.awsrequest import AWSResponse
 from moto.core.botocore_stubber import MockRawResponse
 
-from tests.functional.tools import summarization
+from tests.functional.tools import sequential_summarization
 
 pytestmark = pytest.mark.filterwarnings("ignore:No application metrics to publish")
 
@@ -53,7 +53,7 @@ def lose(service):
 
 
 def test_a_step_whose_commit_was_acknowledged_late_sends_the_next_step(service, pump, lose):
-    graph, state = summarization()
+    graph, state = sequential_summarization()
     run_id = service.start_run(service.create_graph(graph).graph_id, state).run_id
     lost = lose("log")
 
@@ -66,7 +66,7 @@ def test_a_step_whose_commit_was_acknowledged_late_sends_the_next_step(service, 
 
 
 def test_a_run_whose_creation_was_acknowledged_late_is_started(service, pump, lose):
-    graph, state = summarization()
+    graph, state = sequential_summarization()
     graph_id = service.create_graph(graph).graph_id
     lost = lose("run")
 
@@ -80,7 +80,7 @@ def test_a_run_whose_creation_was_acknowledged_late_is_started(service, pump, lo
 def test_a_graph_whose_creation_was_acknowledged_late_is_created(service, lose):
     lost = lose("graph")
 
-    record = service.create_graph(summarization()[0])
+    record = service.create_graph(sequential_summarization()[0])
 
     assert lost.lost == ["GRAPH"]
     assert service.get_graph(record.graph_id).definition == record.definition

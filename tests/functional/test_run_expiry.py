@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.functional.tools import summarization
+from tests.functional.tools import sequential_summarization
 
 pytestmark = pytest.mark.filterwarnings("ignore:No application metrics to publish")
 
@@ -28,7 +28,7 @@ def expiries(aws, table: str, run_id: str) -> dict[str, int]:
 
 def test_a_run_longer_than_the_retention_keeps_what_it_needs(service, pump, aws, stack, clock):
     service.retention_s = DAY
-    graph, state = summarization()
+    graph, state = sequential_summarization()
     run_id = service.start_run(service.create_graph(graph).graph_id, state).run_id
 
     # each step comes 0.4 days after the last: the run lives for days on a 1-day retention

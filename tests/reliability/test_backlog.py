@@ -21,7 +21,7 @@ import pytest
 
 from engine.memory import InMemoryRunStore
 from engine.service import RunService
-from tests.functional.tools import summarization
+from tests.functional.tools import sequential_summarization
 from tests.reliability import figures
 
 BACKLOG_S = 500.0
@@ -47,7 +47,7 @@ def simulate(runs: int) -> dict[str, float]:
     now = [0.0]
     queue = BackloggedQueue(lambda: now[0])
     service = RunService(InMemoryRunStore(), queue, stall_after_s=STALL_AFTER_S, clock=lambda: now[0])
-    graph, state = summarization()
+    graph, state = sequential_summarization()
     graph_id = service.create_graph(graph).graph_id
     run_ids = [service.start_run(graph_id, state).run_id for _ in range(runs)]
     processed, next_sweep = 0, SWEEP_EVERY_S
