@@ -37,9 +37,10 @@ class InMemoryRunStore:
             graph = self._graphs.get(graph_id)
             return copy.deepcopy(graph) if graph else None
 
-    def list_graphs(self, limit: int = 50, after: str | None = None):
+    def list_graphs(self, limit: int = 50, after: str | None = None, *, owner: str | None = None):
         with self._lock:
-            ordered = sorted(self._graphs.values(), key=lambda g: (g.created_at, g.graph_id), reverse=True)
+            owned = [g for g in self._graphs.values() if g.owner == owner]
+            ordered = sorted(owned, key=lambda g: (g.created_at, g.graph_id), reverse=True)
         if after is not None:
             ids = [g.graph_id for g in ordered]
             ordered = ordered[ids.index(after) + 1 :] if after in ids else []

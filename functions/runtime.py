@@ -54,6 +54,7 @@ def build_service(settings: Settings) -> RunService:
         max_state_bytes=settings.max_state_bytes,
         stall_after_s=settings.stall_after_s,
         retention_s=settings.retention_days * 86400 if settings.retention_days else None,
+        isolated=settings.isolation == "principal",
     )
 
 

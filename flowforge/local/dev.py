@@ -35,6 +35,7 @@ from flowforge.local.journal import Journal, restore
 from flowforge.local.lambdas import LocalFunction
 from flowforge.local.patterns import compile_filters
 from flowforge.local.pollers import QueuePoller, Schedule, StreamPoller
+from flowforge.local.sigv4 import DEFAULT_ACCESS_KEY, DEFAULT_SECRET_KEY, KeyRing, load_key_ring
 from flowforge.local.template import LocalTemplate, read_template
 from flowforge.stack import DEFAULT_TEMPLATE, TemplateError, create_resources
 from functions.settings import SettingsError
@@ -52,6 +53,10 @@ class PortInUse(RuntimeError):
     """A port the local stack needs is taken."""
 
 
+class StartupError(RuntimeError):
+    """Options that cannot work together, or a credentials file that cannot be read."""
+
+
 @dataclass(frozen=True, slots=True)
 class DevOptions:
     host: str = "127.0.0.1"
@@ -64,6 +69,9 @@ class DevOptions:
     step_pollers: int = 5
     log_level: str = "WARNING"
     example: bool = True
+    auth: str = "none"  # "iam": the gateway verifies SigV4 like API Gateway's IAM authorizer
+    credentials: Path | None = None  # the key pairs --auth iam accepts (None: testing/testing)
+    isolation: str | None = None  # the template's Isolation parameter (None: its default)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -92,6 +100,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the handlers' Powertools log level (WARNING keeps the terminal readable)",
     )
     parser.add_argument("--no-example", action="store_true", help="do not register the summarization graph")
+    parser.add_argument(
+        "--auth",
+        choices=["none", "iam"],
+        default=os.environ.get("FLOWFORGE_AUTH", "none").lower() or "none",
+        help="iam: verify SigV4 on every request and WebSocket handshake, as API Gateway does"
+        " (FLOWFORGE_AUTH; default none)",
+    )
+    parser.add_argument(
+        "--credentials",
+        type=Path,
+        metavar="FILE",
+        help="with --auth iam: a JSON list of {AccessKeyId, SecretAccessKey, Arn, SessionToken?}"
+        " (default: one pair testing/testing as arn:aws:iam::123456789012:user/local)",
+    )
+    parser.add_argument(
+        "--isolation",
+        choices=["account", "principal"],
+        help="the template's Isolation parameter: principal gives each IAM principal its own graphs"
+        " and runs (needs --auth iam; default: the template's, account)",
+    )
 
 
 def options_from_args(args: argparse.Namespace) -> DevOptions:
@@ -105,6 +133,9 @@ def options_from_args(args: argparse.Namespace) -> DevOptions:
         step_pollers=args.step_pollers,
         log_level=args.log_level,
         example=not args.no_example,
+        auth=args.auth,
+        credentials=args.credentials,
+        isolation=args.isolation,
     )
 
 
@@ -139,6 +170,7 @@ class LocalStack:
     def __init__(self, options: DevOptions) -> None:
         self.options = options
         self.template: LocalTemplate = read_template(options.template)
+        self.keys = _key_ring(options)
         self.gateway_socket = _bind(options.host, options.port)
         try:
             self.moto = MotoServer(options.host, options.moto_port)
@@ -170,7 +202,17 @@ class LocalStack:
             resumed=self.summary["resumed"],
             example_graph=self.summary.get("example"),
             example_state=EXAMPLE_STATE,
+            signing_key=self._signing_key(),
+            isolation=self.summary.get("isolation", "account"),
         )
+
+    def _signing_key(self) -> tuple[str, str] | None:
+        """What the banner's examples sign with: the default pair, or a file's first key."""
+        if self.keys is None:
+            return None
+        if self.options.credentials is None:
+            return DEFAULT_ACCESS_KEY, DEFAULT_SECRET_KEY
+        return next(iter(self.keys.pairs)), "<its secret>"
 
     # -- start ---------------------------------------------------------------------------
     async def start(self) -> None:
@@ -179,9 +221,18 @@ class LocalStack:
         apply_environment(local_aws_environment(self.moto.endpoint, options.region))
         session = boto3.session.Session()
         dynamodb, sqs = session.client("dynamodb"), session.client("sqs")
-        resources = create_resources({"dynamodb": dynamodb, "sqs": sqs}, options.template)
+        parameters = {"Isolation": options.isolation} if options.isolation else None
+        resources = create_resources(
+            {"dynamodb": dynamodb, "sqs": sqs}, options.template, parameters=parameters
+        )
         self.summary["table"] = resources["table"]
-        apply_environment(handler_environment(resources, options, self.url), drop=())
+        environment = handler_environment(resources, options, self.url)
+        self.summary["isolation"] = environment.get("FLOWFORGE_ISOLATION", "account")
+        if self.summary["isolation"] == "principal" and self.keys is None:
+            raise StartupError(
+                "isolation by principal needs --auth iam: with auth off no request carries a principal to isolate by"
+            )
+        apply_environment(environment, drop=())
         from functions.runtime import set_service  # the handlers' wiring, reset to read this env
 
         set_service(None)
@@ -204,7 +255,9 @@ class LocalStack:
             if run is not None and run.status == "running":
                 service.queue.send_step(run_id, run.step)  # duplicates are harmless: commits are conditional
         if options.example:
-            self.summary["example"] = register_example(service)
+            # Isolated by principal: the example belongs to the banner's signing key.
+            owner = self.keys.principal_of(self._signing_key()[0]) if service.isolated and self.keys else None
+            self.summary["example"] = register_example(service, owner=owner)
 
         gateway = Gateway(
             self.functions,
@@ -212,6 +265,7 @@ class LocalStack:
             self.template.ws_routes,
             self.template.ws_route_selection,
             self.template.cors,
+            keys=self.keys,
         )
         self.runner = web.AppRunner(gateway.application(), access_log=None, handle_signals=False)
         await self.runner.setup()
@@ -283,6 +337,7 @@ class LocalStack:
 
     def begin_streaming(self) -> None:
         if self.stream is not None:
+            self.moto.on_stream_records(self.stream.nudge)
             self.tasks.append(asyncio.ensure_future(self.stream.run()))
 
     # -- stop ----------------------------------------------------------------------------
@@ -310,14 +365,26 @@ class LocalStack:
         return not busy
 
 
-def register_example(service: Any, path: Path = EXAMPLE_GRAPH) -> str:
-    """The summarization graph's id: the stored copy if unchanged, else a new one."""
+def _key_ring(options: DevOptions) -> KeyRing | None:
+    """The key pairs the gateway verifies signatures with; None with auth off."""
+    if options.auth != "iam":
+        if options.credentials is not None:
+            raise StartupError("--credentials needs --auth iam")
+        return None
+    try:
+        return load_key_ring(options.credentials, options.region)
+    except ValueError as exc:
+        raise StartupError(str(exc)) from None
+
+
+def register_example(service: Any, path: Path = EXAMPLE_GRAPH, owner: str | None = None) -> str:
+    """The summarization graph's id (``owner``'s): the stored copy if unchanged, else a new one."""
     definition = json.loads(path.read_text(encoding="utf-8"))
-    graphs, _ = service.store.list_graphs(limit=100)
+    graphs, _ = service.store.list_graphs(limit=100, owner=owner)
     for graph in graphs:
         if graph.definition == definition:
             return graph.graph_id
-    return service.create_graph(definition).graph_id
+    return service.create_graph(definition, owner).graph_id
 
 
 async def serve(options: DevOptions) -> int:
@@ -360,6 +427,9 @@ def run(args: argparse.Namespace) -> int:
             " with --port / --moto-port",
             file=sys.stderr,
         )
+        return 2
+    except StartupError as exc:
+        print(f"flowforge dev: {exc}", file=sys.stderr)
         return 2
     except (ImportError, TemplateError, SettingsError, OSError) as exc:
         # A handler that does not import, a template the local stack cannot read, an

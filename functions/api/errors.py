@@ -29,6 +29,7 @@ STATUS_BY_CODE: dict[str, int] = {
     "invalid_graph": 400,
     "invalid_state": 400,
     "unknown_tool": 400,
+    "forbidden": 403,
     "not_found": 404,
     "method_not_allowed": 405,
     "conflict": 409,

@@ -81,19 +81,23 @@ class DynamoRunStore(AwsAdapter):
         item = self._get(codec.graph_key(graph_id))
         return codec.graph_from_item(item) if item else None
 
-    def list_graphs(self, limit: int = 50, after: str | None = None) -> tuple[list[GraphRecord], str | None]:
-        """Newest first. The token is opaque (the index key of the page's last graph)."""
+    def list_graphs(
+        self, limit: int = 50, after: str | None = None, *, owner: str | None = None
+    ) -> tuple[list[GraphRecord], str | None]:
+        """``owner``'s graphs, newest first: one query of their own index partition. The
+        token is opaque (the index key of the page's last graph)."""
         if limit <= 0:
             return [], None
+        index_pk = codec.graphs_index_pk(owner)
         params: dict[str, Any] = {
             "TableName": self.table_name,
             "IndexName": GSI,
             "KeyConditionExpression": "gsi1pk = :pk",
-            "ExpressionAttributeValues": {":pk": codec.S(codec.GRAPHS_GSI_PK)},
+            "ExpressionAttributeValues": {":pk": codec.S(index_pk)},
             "ScanIndexForward": False,
         }
         if after is not None:
-            start = _graph_index_start(after)
+            start = _graph_index_start(after, index_pk)
             if start is None:
                 return [], None
             params["ExclusiveStartKey"] = start
@@ -413,7 +417,7 @@ def _encode_token(index_sk: str) -> str:
     return base64.urlsafe_b64encode(index_sk.encode()).decode().rstrip("=")
 
 
-def _graph_index_start(token: str) -> codec.Item | None:
+def _graph_index_start(token: str, index_pk: str) -> codec.Item | None:
     """The ExclusiveStartKey a list token stands for, or None if it is not one of ours."""
     try:
         index_sk = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
@@ -424,6 +428,6 @@ def _graph_index_start(token: str) -> codec.Item | None:
         return None
     return {
         **codec.graph_key(graph_id),
-        "gsi1pk": codec.S(codec.GRAPHS_GSI_PK),
+        "gsi1pk": codec.S(index_pk),
         "gsi1sk": codec.S(index_sk),
     }

@@ -2,7 +2,7 @@
 
 | kind   | pk            | sk               | gsi1pk          | gsi1sk                 |
 |--------|---------------|------------------|-----------------|------------------------|
-| graph  | GRAPH#<id>    | GRAPH            | GRAPH           | <created_at>#<id>      |
+| graph  | GRAPH#<id>    | GRAPH            | GRAPH[#<owner>] | <created_at>#<id>      |
 | run    | RUN#<id>      | RUN              | RUNNING#<0..7>  | next_at's minute, ms   |
 | log    | RUN#<id>      | LOG#<seq:010d>   |                 |                        |
 | finish | RUN#<id>      | LOG#<seq:010d>   |                 |                        |
@@ -15,6 +15,10 @@ the commit. The run item is rewritten now and then with every slot up to ``appli
 folded in (see dynamodb.py); a reader folds the slots at and after ``applied`` onto it.
 "RUN" sorts after every "LOG#..." key, so one query read backwards from "RUN" returns
 the snapshot first, then the slots newest first.
+
+With graphs isolated by principal, a graph and a run carry their ``owner`` (the caller's
+ARN), and a graph is listed under its owner's own index partition, so a list reads only
+the caller's graphs; without isolation neither has an owner and nothing changes.
 
 Only running runs carry gsi1 keys, so the sweeper's index holds exactly the runs it may
 have to wake. Their sort key is ``next_at`` rounded down to the minute: a lower bound of
@@ -122,6 +126,11 @@ def due_bucket_key(next_at: float) -> str:
     return due_key(math.floor(next_at / DUE_BUCKET_S) * DUE_BUCKET_S)
 
 
+def graphs_index_pk(owner: str | None) -> str:
+    """The index partition listing ``owner``'s graphs (None: the account's)."""
+    return GRAPHS_GSI_PK if owner is None else f"{GRAPHS_GSI_PK}#{owner}"
+
+
 def graph_index_sk(created_at: str, graph_id: str) -> str:
     return f"{created_at}#{graph_id}"
 
@@ -135,11 +144,13 @@ def graph_item(graph: GraphRecord) -> Item:
         "definition": S(_dumps(graph.definition)),
         "created_at": S(graph.created_at),
         "version": N(graph.version),
-        "gsi1pk": S(GRAPHS_GSI_PK),
+        "gsi1pk": S(graphs_index_pk(graph.owner)),
         "gsi1sk": S(graph_index_sk(graph.created_at, graph.graph_id)),
     }
     if graph.name is not None:
         item["name"] = S(graph.name)
+    if graph.owner is not None:
+        item["owner"] = S(graph.owner)
     return item
 
 
@@ -150,6 +161,7 @@ def graph_from_item(item: Item) -> GraphRecord:
         created_at=_str(item, "created_at") or "",
         name=_str(item, "name"),
         version=int(_num(item, "version") or 1),
+        owner=_str(item, "owner"),
     )
 
 
@@ -203,6 +215,8 @@ def run_item(run: RunRecord, applied: int) -> Item:
         item["cursor"] = cursor_value(run.cursor)
     if run.expires_at is not None:
         item["expires_at"] = N(run.expires_at)
+    if run.owner is not None:
+        item["owner"] = S(run.owner)
     if run.status == "running":
         item["gsi1pk"] = S(running_shard(run.run_id))
         item["gsi1sk"] = S(due_bucket_key(run.next_at))
@@ -225,6 +239,7 @@ def run_from_item(item: Item) -> RunRecord:
         finished_at=_str(item, "finished_at"),
         error=_json(item, "error"),
         expires_at=int(expires_at) if expires_at is not None else None,
+        owner=_str(item, "owner"),
     )
 
 

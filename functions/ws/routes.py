@@ -26,6 +26,7 @@ STATUS_BY_CODE = {
     "invalid_request": 400,
     "invalid_message": 400,
     "unknown_action": 400,
+    "forbidden": 403,
     "not_found": 404,
     "too_many_subscriptions": 429,
     "unavailable": 503,
@@ -103,7 +104,7 @@ def handle(stream: LogStream, event: dict[str, Any], deadline: float | None = No
     connection_id = ws.request_context.connection_id
     route = ws.request_context.route_key
     if route == "$connect":
-        return _connect(stream, connection_id, ws.query_string_parameters or {})
+        return _connect(stream, connection_id, ws.query_string_parameters or {}, _caller(event))
     if route == "$disconnect":
         stream.disconnect(connection_id)
         return {"statusCode": 200}
@@ -121,15 +122,31 @@ def handle(stream: LogStream, event: dict[str, Any], deadline: float | None = No
     return {"statusCode": 200}
 
 
-def _connect(stream: LogStream, connection_id: str, query: dict[str, str]) -> dict[str, Any]:
+def _connect(
+    stream: LogStream, connection_id: str, query: dict[str, str], caller: str | None
+) -> dict[str, Any]:
+    """``caller``: the IAM principal that signed the handshake (None without IAM auth)."""
+    if stream.isolated and not caller:
+        return _refuse(
+            403,
+            "forbidden",
+            "runs are isolated by principal, but the handshake has no IAM caller: the WebSocket API needs IAM auth",
+        )
     try:
         params = ConnectQuery.model_validate(query)
-        stream.connect(connection_id, params.run_id, params.after)
+        stream.connect(connection_id, params.run_id, params.after, caller)
     except ValidationError as exc:
         return _refuse(400, "invalid_request", _problems(exc))
     except NotFoundError as exc:
         return _refuse(404, exc.code, exc.message)
     return {"statusCode": 200}
+
+
+def _caller(event: dict[str, Any]) -> str | None:
+    """The IAM principal that signed ``$connect`` (``requestContext.identity.userArn``;
+    Powertools' WebSocket identity does not expose it)."""
+    identity = (event.get("requestContext") or {}).get("identity") or {}
+    return identity.get("userArn") or None
 
 
 def _refuse(status: int, code: str, message: str) -> dict[str, Any]:
