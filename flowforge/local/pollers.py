@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -40,9 +39,6 @@ LONG_POLL_S = 2
 STREAM_IDLE_POLL_S = 0.2
 STREAM_BUSY_POLL_S = 0.02
 STREAM_PAGE = 1000
-#: The stream is trimmed (what was read, and moto's spent iterators) at most this often:
-#: trimming waits for the DynamoDB lock, and under load every wait there costs.
-STREAM_TRIM_S = 1.0
 ERROR_BACKOFF_S = 1.0
 _AWS_ERRORS = (BotoCoreError, ClientError)
 
@@ -171,7 +167,6 @@ class StreamPoller:
         self.shard_id: str | None = None
         self.last_sequence: str | None = None
         self._threads = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stream-poller")
-        self._trimmed_at = 0.0
         self._news = asyncio.Event()
         self._loop_of_run: asyncio.AbstractEventLoop | None = None
 
@@ -212,9 +207,8 @@ class StreamPoller:
             records += page
             if len(page) < STREAM_PAGE:
                 break
-        if self.consumed is not None and time.monotonic() - self._trimmed_at >= STREAM_TRIM_S:
+        if self.consumed is not None:
             self.consumed(self.last_sequence)  # held here (and journaled): the stream may forget them
-            self._trimmed_at = time.monotonic()
         return records
 
     def nudge(self) -> None:
