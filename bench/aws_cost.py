@@ -158,7 +158,7 @@ def live_logs(steps: int, subscribers: int, memory_mb: int) -> dict[str, float]:
     item goes through ``apply_change`` as the table stream would deliver it.
     """
     from engine.logstream import LogStream
-    from functions.aws.connections import DynamoSubscriptionStore, apply_change
+    from functions.aws.connections import CONNECTION_TTL_S, DynamoSubscriptionStore, apply_change
     from functions.aws.dynamodb import DynamoRunStore
     from functions.aws.dynamodb_codec import log_sk, run_key
     from functions.aws.push import ApiGatewayPusher
@@ -172,6 +172,7 @@ def live_logs(steps: int, subscribers: int, memory_mb: int) -> dict[str, float]:
             DynamoRunStore(table, lambda: dynamodb),
             DynamoSubscriptionStore(table, lambda: dynamodb),
             ApiGatewayPusher(lambda: wsapi),
+            connection_ttl_s=CONNECTION_TTL_S,
             workers=1,
         )
         trace = Trace("live", 1)

@@ -27,18 +27,18 @@ from typing import Any
 
 import boto3
 from moto import mock_aws
-from moto.core import DEFAULT_ACCOUNT_ID
-from moto.dynamodb.models import dynamodb_backends
 
 from bench.capacity import Index, Item
 from bench.metering import Call, CallMeter
 from engine import default_registry
-from flowforge.stack import create_resources, load_template
+from flowforge.local import moto_internals
+from flowforge.local.events import LambdaContext, sqs_event
+from flowforge.local.stack import create_resources, load_template
 from functions import runtime
+from functions.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 GRAPHS = ROOT / "workflows" / "graphs"
-SQS_EVENT = ROOT / "tests" / "events" / "sqs_step_message.json"
 REGION = "us-east-1"
 BATCH_SIZE = 10  # the template's BatchSize for the step queue
 _ENV = {
@@ -89,20 +89,6 @@ def step_memory_mb() -> int:
     template = load_template()
     own = template["Resources"]["StepFunction"]["Properties"].get("MemorySize")
     return int(own or template["Globals"]["Function"]["MemorySize"])
-
-
-@dataclass(frozen=True)
-class LambdaContext:
-    """What Powertools reads from the Lambda context."""
-
-    memory_limit_in_mb: int
-    function_name: str = "flowforge-StepFunction"
-    function_version: str = "$LATEST"
-    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:flowforge-StepFunction"
-    aws_request_id: str = "00000000-0000-0000-0000-000000000000"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 300_000
 
 
 @dataclass
@@ -160,19 +146,17 @@ class MotoStack:
             Index(i["IndexName"], tuple(k["AttributeName"] for k in i["KeySchema"]), table_keys)
             for i in table.get("GlobalSecondaryIndexes", [])
         )
-        backend = dynamodb_backends[DEFAULT_ACCOUNT_ID][REGION]
-        self.meter = CallMeter(functools.partial(_peek, backend), table_keys, indexes)
+        self.meter = CallMeter(_peek, table_keys, indexes)
         self.client = clients = functools.cache(lambda name: self.meter.attach(session.client(name)))
-        self._exit.callback(setattr, runtime, "boto3_client", runtime.boto3_client)
-        runtime.boto3_client = clients
-        runtime.set_service(None)
-        self._exit.callback(runtime.set_service, None)
-        self.service = runtime.get_service()
+        runtime.set_app(runtime.build_app(Settings.from_env(), clients))
+        self._exit.callback(runtime.set_app, None)
+        self.service = runtime.current_app().service
         self.sqs = clients("sqs")
         self.queue_url = self.stack["queue_url"]
         self.queue_arn = self.stack["queue_arn"]
-        self.context = LambdaContext(memory_limit_in_mb=step_memory_mb())
-        self.record_template = json.loads(SQS_EVENT.read_text())["Records"][0]
+        self.context = LambdaContext(
+            memory_limit_in_mb=step_memory_mb(), aws_request_id="00000000-0000-0000-0000-000000000000"
+        )
         from functions.step import app  # after the environment: its settings are read lazily
 
         self.handler = app.handler
@@ -222,7 +206,7 @@ class MotoStack:
         return True
 
     def _invoke(self, messages: list[dict[str, Any]]) -> Invocation:
-        event = {"Records": [self._record(m) for m in messages]}
+        event = sqs_event(messages, self.queue_arn, REGION)
         if self.container_per_invocation:
             self.service.store.forget()
         mark, overhead = self.meter.mark(), self.meter.overhead_s
@@ -239,17 +223,6 @@ class MotoStack:
         bodies = [json.loads(m["Body"]) for m in messages]
         received = [(b["run_id"], b["step"]) for b in bodies]
         return Invocation(received, cpu - in_calls - (self.meter.overhead_s - overhead), calls, [])
-
-    def _record(self, message: dict[str, Any]) -> dict[str, Any]:
-        record = json.loads(json.dumps(self.record_template))
-        record.update(
-            messageId=message["MessageId"],
-            receiptHandle=message["ReceiptHandle"],
-            body=message["Body"],
-            md5OfBody=message["MD5OfBody"],
-            eventSourceARN=self.queue_arn,
-        )
-        return record
 
     def item(self, key: Item) -> Item | None:
         """A stored item, read around the meter."""
@@ -284,9 +257,8 @@ def run_workload(
 
 
 # -- plumbing -------------------------------------------------------------------------------
-def _peek(backend: Any, table: str, key: Item) -> Item | None:
-    item = backend.get_item(table, key)
-    return item.to_json()["Attributes"] if item else None
+def _peek(table: str, key: Item) -> Item | None:
+    return moto_internals.stored_item(table, key, REGION)
 
 
 @functools.cache

@@ -59,6 +59,12 @@ class RegistryError(FlowForgeError):
     code = "registry_error"
 
 
+class ToolsImportError(FlowForgeError):
+    """A module that registers tools cannot be imported (absent, or failing on import)."""
+
+    code = "tools_import"
+
+
 class StateTooLargeError(FlowForgeError):
     """The run's state, serialized as JSON, exceeds the configured cap."""
 

@@ -14,7 +14,7 @@ client subscribes, ``broadcast`` pushes new ones from the table stream. Both go 
   (clients can drop a ``seq`` they already have);
 * a replay that runs out of time releases the lease with the ``replay`` marker set; the
   marker's stream record makes the broadcaster carry on. ``$connect?run_id=`` sets the
-  marker too, because API Gateway opens the socket only after ``$connect`` returns.
+  marker too, because the socket opens only after ``connect`` has returned.
 """
 
 from __future__ import annotations
@@ -31,9 +31,6 @@ from engine.logmessages import MAX_MESSAGE_BYTES, done_message, encode_message, 
 from engine.ports import RunRecord
 from engine.step import TERMINAL
 
-#: API Gateway closes every WebSocket connection after 2 hours.
-CONNECTION_TTL_S = 7200
-
 
 class PushError(FlowForgeError):
     """A message could not be posted to a connection."""
@@ -42,7 +39,7 @@ class PushError(FlowForgeError):
 
 
 class ConnectionGoneError(PushError):
-    """The connection is closed (API Gateway's GoneException)."""
+    """The connection is closed: nothing more can be posted to it."""
 
     code = "connection_gone"
 
@@ -174,7 +171,7 @@ class SubscriptionStore(Protocol):
 
 
 class Pusher(Protocol):
-    """Posts to one WebSocket connection (API Gateway's @connections)."""
+    """Posts to one WebSocket connection."""
 
     def post(self, connection_id: str, data: bytes) -> None:
         """ConnectionGoneError if it is closed, PushUnavailableError to retry later."""
@@ -190,6 +187,7 @@ class LogStream:
         subscriptions: SubscriptionStore,
         pusher: Pusher,
         *,
+        connection_ttl_s: int,
         clock: Callable[[], float] = time.time,
         new_token: Callable[[], str] = lambda: uuid.uuid4().hex,
         lease_s: float = 30.0,
@@ -206,6 +204,9 @@ class LogStream:
         self.isolated = isolated
         self.subs = subscriptions
         self.pusher = pusher
+        self.connection_ttl_s = connection_ttl_s
+        """How long the gateway keeps a connection open: connections and subscriptions
+        expire this long after they were made."""
         self.clock = clock
         self.new_token = new_token
         self.lease_s = lease_s
@@ -228,7 +229,7 @@ class LogStream:
             raise NotFoundError(f"run {run_id!r} not found")
         now = self.clock()
         self.subs.open_connection(
-            connection_id, now, int(now) + CONNECTION_TTL_S, owner if self.isolated else None
+            connection_id, now, int(now) + self.connection_ttl_s, owner if self.isolated else None
         )
         if run_id is not None:
             self.subs.add(
@@ -407,5 +408,5 @@ class LogStream:
             last_seq=after,
             replay=replay,
             created_at=now,
-            expires_at=int(now) + CONNECTION_TTL_S,
+            expires_at=int(now) + self.connection_ttl_s,
         )

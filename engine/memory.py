@@ -15,6 +15,7 @@ from typing import Any
 from engine.errors import ConflictError
 from engine.ports import GraphRecord, RunRecord, StepCommit
 from engine.step import TERMINAL
+from engine.transitions import apply_commit, apply_finish
 
 
 class InMemoryRunStore:
@@ -65,18 +66,7 @@ class InMemoryRunStore:
             run = self._runs.get(commit.run_id)
             if run is None or run.status != "running" or run.step != commit.expected_step:
                 raise ConflictError(f"run {commit.run_id!r} is not running at step {commit.expected_step}")
-            state = {**run.state, **commit.update}
-            self._runs[commit.run_id] = replace(
-                run,
-                status=commit.status,
-                cursor=commit.cursor,
-                step=commit.expected_step + 1,
-                state=state,
-                updated_at=commit.updated_at,
-                next_at=commit.next_at,
-                error=commit.error,
-                finished_at=commit.finished_at,
-            )
+            self._runs[commit.run_id] = apply_commit(run, commit)
             self._logs[commit.run_id].append(copy.deepcopy(commit.log))
 
     def list_logs(self, run_id: str, after: int = -1, limit: int = 1000) -> list[dict[str, Any]]:
@@ -93,9 +83,7 @@ class InMemoryRunStore:
                 raise ConflictError(f"run {run_id!r} is not running")
             if expected_step is not None and run.step != expected_step:
                 raise ConflictError(f"run {run_id!r} is not at step {expected_step}")
-            self._runs[run_id] = replace(
-                run, status=status, error=error, updated_at=now, finished_at=now, cursor=None
-            )
+            self._runs[run_id] = apply_finish(run, status=status, error=error, now=now)
 
     def stalled_runs(self, due_before: float, limit: int = 100) -> list[tuple[str, int]]:
         with self._lock:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, overload
 
-from engine.errors import RegistryError, UnknownToolError
+from engine.errors import RegistryError, ToolsImportError, UnknownToolError
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]{0,63}$")
 
@@ -107,3 +108,27 @@ class Registry:
 default_registry = Registry()
 tool = default_registry.tool
 condition = default_registry.condition
+
+
+def load_tools(modules: Iterable[str], *, optional: Iterable[str] = ()) -> None:
+    """Import the modules that register tools: each of ``optional`` if it exists, then
+    each of ``modules``. :class:`ToolsImportError` names a module that cannot be imported
+    and says why."""
+    for name in optional:
+        _import_tools(name, required=False)
+    for name in modules:
+        _import_tools(name, required=True)
+
+
+def _import_tools(name: str, *, required: bool) -> None:
+    try:
+        importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name != name:
+            raise ToolsImportError(f"cannot import tools module {name!r}: {exc}") from exc
+        if required:
+            raise ToolsImportError(
+                f"no tools module {name!r} in the current directory or on PYTHONPATH"
+            ) from None
+    except Exception as exc:  # a broken module is reported in one line, naming it
+        raise ToolsImportError(f"cannot import tools module {name!r}: {type(exc).__name__}: {exc}") from exc

@@ -294,24 +294,3 @@ class RunService:
 def _visible(stored_owner: str | None, caller: str | None) -> bool:
     """Whether a graph or run owned by ``stored_owner`` exists for ``caller``."""
     return caller is None or stored_owner == caller
-
-
-def run_view(run: RunRecord, logs: LogPage | None) -> dict[str, Any]:
-    """The public shape of a run (``GET /graph/state/{run_id}``), with a page of its log."""
-    view: dict[str, Any] = {
-        "run_id": run.run_id,
-        "graph_id": run.graph_id,
-        "status": run.status,
-        "done": run.status in TERMINAL,
-        "state": decode_state(run.state),
-        "current_node": run.cursor.node if run.cursor and run.status == "running" else None,
-        "step": run.step,
-        "created_at": run.created_at,
-        "updated_at": run.updated_at,
-        "finished_at": run.finished_at,
-        "error": run.error,
-    }
-    if logs is not None:
-        view["logs"] = logs.entries
-        view["logs_next"] = logs.next_after
-    return view

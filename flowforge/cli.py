@@ -26,8 +26,10 @@ from engine import (
     GraphValidationError,
     RunResult,
     compile_graph,
+    registry,
     run_graph_sync,
 )
+from engine.errors import ToolsImportError
 
 EXIT_OK = 0
 EXIT_RUN_FAILED = 1
@@ -87,7 +89,7 @@ def read_state(value: str | None) -> dict[str, Any]:
     return state
 
 
-def load_tools(modules: Sequence[str] = ()) -> None:
+def import_tools(modules: Sequence[str] = ()) -> None:
     """Import the default tools package, then each ``--tools`` module, to register tools.
 
     Modules are found in the current directory or on ``PYTHONPATH``. The default package
@@ -98,21 +100,10 @@ def load_tools(modules: Sequence[str] = ()) -> None:
     if cwd not in sys.path:
         sys.path.insert(0, cwd)
     importlib.invalidate_caches()  # modules written since the last import are found too
-    _import_tools(DEFAULT_TOOLS_PACKAGE, required=False)
-    for name in modules:
-        _import_tools(name, required=True)
-
-
-def _import_tools(name: str, *, required: bool) -> None:
     try:
-        importlib.import_module(name)
-    except ModuleNotFoundError as exc:
-        if exc.name != name:
-            raise UsageError(f"cannot import tools module {name!r}: {exc}") from None
-        if required:
-            raise UsageError(f"no tools module {name!r} in the current directory or on PYTHONPATH") from None
-    except Exception as exc:  # a broken user module is bad input, reported in one line
-        raise UsageError(f"cannot import tools module {name!r}: {type(exc).__name__}: {exc}") from None
+        registry.load_tools(modules, optional=(DEFAULT_TOOLS_PACKAGE,))
+    except ToolsImportError as exc:  # a missing or broken user module is bad input
+        raise UsageError(exc.message) from None
 
 
 def load_graph(path: str) -> CompiledGraph:
@@ -141,7 +132,7 @@ def _validate_arguments(parser: argparse.ArgumentParser) -> None:
 
 def validate(args: argparse.Namespace) -> int:
     """Check a graph; every problem is printed as ``path: message`` (exit 2)."""
-    load_tools(args.tools)
+    import_tools(args.tools)
     graph = load_graph(args.graph)
     name = graph.name or Path(args.graph).stem
     count = len(graph.nodes)
@@ -165,7 +156,7 @@ def _run_local_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_local(args: argparse.Namespace) -> int:
     """Run a graph to the end in this process; exit 0 if it completed, 1 if it failed."""
-    load_tools(args.tools)
+    import_tools(args.tools)
     graph = load_graph(args.graph)
     state = read_state(args.state)
     options: dict[str, Any] = {"sleep": None} if args.no_sleep else {}

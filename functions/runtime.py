@@ -1,78 +1,171 @@
-"""Wiring: the one place that builds the service from settings and AWS clients.
+"""The composition root: one :class:`App` per Lambda container, built by :func:`build_app`.
 
-Clients are built lazily on first use, never at import time, so tests and the local
-stack decide the endpoint (``AWS_ENDPOINT_URL``) before anything connects. Tests may
-swap the whole service with :func:`set_service`.
+An App holds what a container keeps between invocations: the settings, the AWS clients,
+the :class:`~engine.service.RunService` and the :class:`~engine.logstream.LogStream`.
+Handlers reach it through :func:`current_app` and nothing else; the adapters
+(``functions.aws``) receive table names, URLs and clients from here and import nothing
+from this module.
+
+Nothing is built at import time. In Lambda the container's App is built from the
+environment on first use. The local stack runs several "containers" (worker threads) in
+one process, so it builds one App per worker and installs it with :func:`use_app`; tests
+and the benchmarks install theirs with :func:`set_app`, passing moto or metered clients.
 """
 
 from __future__ import annotations
 
-import importlib
 import threading
-from functools import cache
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
-from engine import default_registry
-from engine.service import RunService
-from functions.settings import Settings, get_settings
+from functions.settings import Settings, SettingsError
+
+if TYPE_CHECKING:
+    from engine.logstream import LogStream
+    from engine.service import RunService
+
+#: A boto3 client by service name ("dynamodb", "sqs", ...).
+Clients = Callable[[str], Any]
+
+
+class AwsClients:
+    """boto3 clients built on first use, one per service, all from one session: they share
+    the endpoint and the model data it loads (a session per client costs ~35 ms more per
+    client at cold start). Thread-safe: a boto3 session is not, its clients are."""
+
+    def __init__(self, session: Any = None) -> None:
+        self._session = session
+        self._clients: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, name: str) -> Any:
+        client = self._clients.get(name)
+        if client is None:
+            with self._lock:
+                client = self._clients.get(name)
+                if client is None:
+                    if self._session is None:
+                        import boto3  # deferred: keeps cold start off the import path of pure code
+
+                        self._session = boto3.session.Session()
+                    client = self._clients[name] = self._session.client(name)
+        return client
+
+
+class _NoQueue:
+    """The step queue of a function deployed without FLOWFORGE_STEP_QUEUE_URL."""
+
+    def send_step(self, run_id: str, step: int, delay_s: float = 0.0) -> None:
+        raise SettingsError("missing environment variable FLOWFORGE_STEP_QUEUE_URL")
+
+
+class App:
+    """What one Lambda container keeps: settings, clients, the service and the log stream.
+
+    The service and the log stream are built on first use: the ws and broadcast functions
+    never build a service, the others never build a log stream.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        clients: Clients,
+        *,
+        service: RunService | None = None,
+        log_stream: LogStream | None = None,
+    ) -> None:
+        self.settings = settings
+        self.clients = clients
+        self._service = service
+        self._log_stream = log_stream
+        self._lock = threading.Lock()
+
+    @property
+    def service(self) -> RunService:
+        if self._service is None:
+            with self._lock:
+                if self._service is None:
+                    self._service = self._build_service()
+        return self._service
+
+    @property
+    def log_stream(self) -> LogStream:
+        if self._log_stream is None:
+            with self._lock:
+                if self._log_stream is None:
+                    self._log_stream = self._build_log_stream()
+        return self._log_stream
+
+    def _build_service(self) -> RunService:
+        from engine import default_registry
+        from engine.registry import load_tools
+        from engine.service import RunService
+        from functions.aws.dynamodb import DynamoRunStore
+        from functions.aws.sqs import SqsStepQueue
+
+        settings = self.settings
+        load_tools(settings.tools_modules)
+        queue_url = settings.step_queue_url
+        return RunService(
+            DynamoRunStore(settings.table, lambda: self.clients("dynamodb")),
+            SqsStepQueue(queue_url, lambda: self.clients("sqs")) if queue_url else _NoQueue(),
+            default_registry,
+            max_state_bytes=settings.max_state_bytes,
+            stall_after_s=settings.stall_after_s,
+            retention_s=settings.retention_days * 86400 if settings.retention_days else None,
+            isolated=settings.isolation == "principal",
+        )
+
+    def _build_log_stream(self) -> LogStream:
+        from engine.logstream import LogStream
+        from functions.aws.connections import CONNECTION_TTL_S, DynamoSubscriptionStore
+        from functions.aws.dynamodb import DynamoRunStore
+        from functions.aws.push import ApiGatewayPusher, management_client_factory
+
+        settings = self.settings
+        endpoint = settings.require_ws_endpoint()
+        return LogStream(
+            DynamoRunStore(settings.table, lambda: self.clients("dynamodb")),
+            DynamoSubscriptionStore(settings.table, lambda: self.clients("dynamodb")),
+            ApiGatewayPusher(management_client_factory(endpoint)),
+            connection_ttl_s=CONNECTION_TTL_S,
+            isolated=settings.isolation == "principal",
+        )
+
+
+def build_app(settings: Settings, clients: Clients | None = None, **parts: Any) -> App:
+    """A container's App: ``clients`` (default: boto3's, built on first use) for its
+    adapters; ``parts`` (``service``, ``log_stream``) replace what it would build."""
+    return App(settings, clients if clients is not None else AwsClients(), **parts)
+
 
 _lock = threading.Lock()
-_service: RunService | None = None
-_session_lock = threading.Lock()  # a boto3 session is not thread-safe; its clients are
+_process_app: App | None = None
+#: The App a local stack worker installed for its thread (see :func:`use_app`).
+_worker = threading.local()
 
 
-@cache
-def boto3_client(name: str):
-    """One boto3 client per service per process, all from one session: the clients then
-    share the endpoint and model data it loads (a session per client costs ~35 ms more
-    per client at cold start)."""
-    with _session_lock:
-        return _boto3_session().client(name)
-
-
-@cache
-def _boto3_session():
-    import boto3  # deferred: keeps cold start off the import path of pure code
-
-    return boto3.session.Session()
-
-
-def load_tools(settings: Settings) -> None:
-    """Import the modules that register tools (``workflows`` by default)."""
-    for module in settings.tools_modules:
-        importlib.import_module(module)
-
-
-def build_service(settings: Settings) -> RunService:
-    from functions.aws.dynamodb import DynamoRunStore
-    from functions.aws.sqs import SqsStepQueue
-
-    load_tools(settings)
-    return RunService(
-        DynamoRunStore(settings.table, lambda: boto3_client("dynamodb")),
-        SqsStepQueue(settings.step_queue_url, lambda: boto3_client("sqs")),
-        default_registry,
-        max_state_bytes=settings.max_state_bytes,
-        stall_after_s=settings.stall_after_s,
-        retention_s=settings.retention_days * 86400 if settings.retention_days else None,
-        isolated=settings.isolation == "principal",
-    )
-
-
-def get_service() -> RunService:
-    """The process-wide service, built on first use."""
-    global _service
-    if _service is None:
+def current_app() -> App:
+    """The App of the container running this code: the local stack worker's, else the
+    process's (built from the environment on first use, as at a Lambda cold start)."""
+    app = getattr(_worker, "app", None)
+    if app is not None:
+        return app
+    global _process_app
+    if _process_app is None:
         with _lock:
-            if _service is None:
-                _service = build_service(get_settings())
-    return _service
+            if _process_app is None:
+                _process_app = build_app(Settings.from_env())
+    return _process_app
 
 
-def set_service(service: RunService | None) -> None:
-    """Replace (or with None, reset) the process-wide service — for tests."""
-    global _service
+def set_app(app: App | None) -> None:
+    """Install ``app`` as the process's App (None: build it from the environment on next use)."""
+    global _process_app
     with _lock:
-        _service = service
-    boto3_client.cache_clear()
-    _boto3_session.cache_clear()
-    get_settings.cache_clear()
+        _process_app = app
+
+
+def use_app(app: App | None) -> None:
+    """Install ``app`` for the calling thread only: a local stack worker is one container."""
+    _worker.app = app

@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import lru_cache
 
 from engine.state import DEFAULT_MAX_STATE_BYTES
 
@@ -63,11 +62,6 @@ class Settings:
             isolation=_choice(env, "FLOWFORGE_ISOLATION", ISOLATION_MODES),
         )
 
-    def require_queue(self) -> str:
-        if not self.step_queue_url:
-            raise SettingsError("missing environment variable FLOWFORGE_STEP_QUEUE_URL")
-        return self.step_queue_url
-
     def require_ws_endpoint(self) -> str:
         if not self.ws_endpoint:
             raise SettingsError("missing environment variable FLOWFORGE_WS_ENDPOINT")
@@ -96,9 +90,3 @@ def _number(env, name, kind, default):
     if value <= 0:
         raise SettingsError(f"{name} must be positive")
     return value
-
-
-@lru_cache(maxsize=1)
-def get_settings() -> Settings:
-    """The process's settings, read on first use."""
-    return Settings.from_env()

@@ -3,20 +3,15 @@ points boto3 (the handlers' and ours) at it.
 
 Why not ``moto.server.ThreadedMotoServer`` as is: it binds inside its thread, so a taken
 port hangs ``start()`` instead of raising; here the socket is bound in the caller. And
-moto serves each request in its own thread with no lock around DynamoDB: a transaction
-that fails its condition restores a deep copy of the whole table taken before it ran,
-erasing any write another thread made meanwhile (and the copy itself can crash with
-"dictionary changed size during iteration"). FlowForge's own writes are single items,
-but the journal below needs each request's stream records on their own, so DynamoDB
-(and stream) requests are serialized.
-SQS is left concurrent: its long polls must not hold a lock.
+moto serves each request in its own thread with no lock around DynamoDB, while the
+journal below needs each request's stream records on their own, so DynamoDB (and
+stream) requests are serialized. SQS is left concurrent: its long polls must not hold
+a lock. What this reads of moto's memory is in moto_internals.py.
 
 The same middleware makes DynamoDB durable (see journal.py): after each request, still
 under the lock, the stream records it added to the table's shard are appended to the
 journal, and the response leaves only once an fsync covers them (and everything the
-request could have read). The records are read from moto's memory after the request,
-not caught as moto adds them: a transaction that fails adds records, then puts back the
-copy of the table it took, shard included, and those records never happened.
+request could have read).
 """
 
 from __future__ import annotations
@@ -29,10 +24,10 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from moto.core import DEFAULT_ACCOUNT_ID
-from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+from moto.moto_server.werkzeug_app import create_backend_app
 from werkzeug.serving import BaseWSGIServer, make_server
 
+from flowforge.local import moto_internals
 from flowforge.local.journal import Journal, JournalError, to_wire
 
 log = logging.getLogger("flowforge.local")
@@ -42,13 +37,6 @@ FAKE_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "te
 _DYNAMODB_TARGETS = ("DynamoDB_", "DynamoDBStreams_")
 
 
-class _QuietHandler(MotoRequestHandler):
-    """moto's request handler without a terminal line per AWS call."""
-
-    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-        return None
-
-
 class _JournaledTable:
     """A table whose writes are journaled: the stream records moto added since the last look."""
 
@@ -56,26 +44,17 @@ class _JournaledTable:
         self.journal = journal
         self.table = table
         self.region = region
-        shard = self._shard()
+        self.shard = moto_internals.stream_shard(table, region)
+        if self.shard is None:
+            raise ValueError(f"table {table} has no stream: the local stack journals its stream records")
         # What the stream holds already (a restore's own writes) is journaled already.
-        self.through = shard.starting_sequence_number + len(shard.items) - 1
-
-    def _shard(self) -> Any:
-        from moto.dynamodb.models import dynamodb_backends
-
-        # Looked up every time: a failed transaction puts its copy of the table in place.
-        table = dynamodb_backends[DEFAULT_ACCOUNT_ID][self.region].get_table(self.table)
-        if table.stream_shard is None:
-            raise ValueError(f"table {self.table} has no stream: the local stack journals its stream records")
-        return table.stream_shard
+        self.through = moto_internals.last_sequence(self.shard)
 
     def append_new(self) -> int:
         """Append the records added since the last call (none: a read); the position to sync."""
-        shard = self._shard()
-        first = shard.starting_sequence_number  # sequence numbers are the index plus the start
-        new = shard.items[max(0, self.through + 1 - first) :]
-        position = self.journal.append([to_wire(record.to_json()) for record in new])
-        self.through = first + len(shard.items) - 1
+        new = moto_internals.records_after(self.shard, self.through)
+        position = self.journal.append([to_wire(record) for record in new])
+        self.through = moto_internals.last_sequence(self.shard)
         return position
 
 
@@ -120,28 +99,13 @@ class _SerializeDynamoDB:
         return [json.dumps(body).encode()]
 
 
-class _Dispatcher(DomainDispatcherApplication):
-    """moto's dispatcher, remembering which backend serves each host: moto finds out by
-    listing its own package directory for every request (in a profile with 20 runs in
-    flight, ~8% of the local stack's busy time)."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._backends: dict[str | None, Any] = {}
-
-    def get_backend_for_host(self, host: str | None) -> Any:
-        if host not in self._backends:
-            self._backends[host] = super().get_backend_for_host(host)
-        return self._backends[host]
-
-
 class MotoServer:
     """moto's server on ``host:port`` (0 picks a free port). Binding happens here."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 5000) -> None:
-        self._app = _SerializeDynamoDB(_Dispatcher(create_backend_app))
+        self._app = _SerializeDynamoDB(moto_internals.Dispatcher(create_backend_app))
         self._server: BaseWSGIServer = make_server(
-            host, port, self._app, threaded=True, request_handler=_QuietHandler
+            host, port, self._app, threaded=True, request_handler=moto_internals.QuietRequestHandler
         )
         self._thread = threading.Thread(target=self._server.serve_forever, name="moto", daemon=True)
 
@@ -164,33 +128,10 @@ class MotoServer:
         self._app.on_stream_records = callback
 
     def trim(self, table: str, region: str, through_sequence: str | None) -> None:
-        """Forget what moto would keep forever and the local stack no longer needs.
-
-        - Stream records up to ``through_sequence`` (read, and journaled when written):
-          DynamoDB keeps them 24 hours, moto forever (and a transaction deep-copies them
-          with the table).
-        - Shard iterators: every poll takes fresh ones (see pollers.StreamPoller).
-        - moto's registry of every model instance ever created (for its dashboard),
-          which holds every copy of the table a transaction makes: ~1 MB per commit
-          with a few hundred runs stored.
-
-        moto runs in this process, so this reaches into it, under the DynamoDB lock.
-        """
-        from moto.core.model_instances import reset_model_data
-        from moto.dynamodb.models import dynamodb_backends
-        from moto.dynamodbstreams.models import dynamodbstreams_backends
-
+        """Forget the stream records up to ``through_sequence`` and what else moto would
+        keep forever (:func:`moto_internals.forget_through`), under the DynamoDB lock."""
         with self._app.lock:
-            reset_model_data()
-            dynamodbstreams_backends[DEFAULT_ACCOUNT_ID][region].shard_iterators.clear()
-            shard = dynamodb_backends[DEFAULT_ACCOUNT_ID][region].get_table(table).stream_shard
-            if shard is None or through_sequence is None:
-                return
-            # Sequence numbers are the index plus the start: move the start with the cut.
-            consumed = int(through_sequence) + 1 - shard.starting_sequence_number
-            if consumed > 0:
-                del shard.items[:consumed]
-                shard.starting_sequence_number += consumed
+            moto_internals.forget_through(table, region, through_sequence)
 
     def stop(self) -> None:
         if self._thread.is_alive():  # shutdown() waits for serve_forever: only if it runs

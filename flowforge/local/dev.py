@@ -36,9 +36,10 @@ from flowforge.local.lambdas import LocalFunction
 from flowforge.local.patterns import compile_filters
 from flowforge.local.pollers import QueuePoller, Schedule, StreamPoller
 from flowforge.local.sigv4 import DEFAULT_ACCESS_KEY, DEFAULT_SECRET_KEY, KeyRing, load_key_ring
+from flowforge.local.stack import DEFAULT_TEMPLATE, TemplateError, create_resources
 from flowforge.local.template import LocalTemplate, read_template
-from flowforge.stack import DEFAULT_TEMPLATE, TemplateError, create_resources
-from functions.settings import SettingsError
+from functions.runtime import AwsClients, build_app, use_app
+from functions.settings import Settings, SettingsError
 
 log = logging.getLogger("flowforge.local")
 
@@ -233,9 +234,10 @@ class LocalStack:
                 "isolation by principal needs --auth iam: with auth off no request carries a principal to isolate by"
             )
         apply_environment(environment, drop=())
-        from functions.runtime import set_service  # the handlers' wiring, reset to read this env
-
-        set_service(None)
+        # One App per worker, as Lambda builds one per container; all share the clients.
+        settings, clients = Settings.from_env(), AwsClients(session)
+        self.container = lambda: use_app(build_app(settings, clients))
+        self.app = build_app(settings, clients)  # the stack's own: resumes runs, registers the example
 
         keys = [
             k["AttributeName"]
@@ -249,7 +251,7 @@ class LocalStack:
         self._create_functions()
         self._create_pollers(session, resources)
         await asyncio.get_running_loop().run_in_executor(None, self.stream.skip_existing)  # type: ignore[union-attr]
-        service = self._service()
+        service = self.app.service
         for run_id in restored.running:
             run = service.store.get_run(run_id)  # the run item may lag: the store folds in the rest
             if run is not None and run.status == "running":
@@ -271,11 +273,6 @@ class LocalStack:
         await self.runner.setup()
         await web.SockSite(self.runner, self.gateway_socket).start()
 
-    def _service(self) -> Any:
-        from functions.runtime import get_service
-
-        return get_service()
-
     def _create_functions(self) -> None:
         concurrency = {source.function: self.options.step_pollers for source in self.template.queue_sources}
         for logical_id, spec in self.template.functions.items():
@@ -286,6 +283,7 @@ class LocalStack:
                 # The API function waits for foreground runs: give it room.
                 concurrency=concurrency.get(logical_id, 32 if logical_id in self._http_functions() else 8),
                 region=self.options.region,
+                container=self.container,
             )
             function.load()
             self.functions[logical_id] = function

@@ -1,15 +1,17 @@
 """Lambda events as AWS builds them: API Gateway (HTTP API v2, WebSocket), SQS, DynamoDB
-streams and EventBridge schedules.
+streams and EventBridge schedules; and the context object an invocation gets.
 
 Pure functions of their inputs, so tests can check every shape against the parsers the
 handlers use (Powertools' models). Identifiers are local stand-ins: account
-``123456789012`` (moto's) and the API ids below.
+``123456789012`` (moto's) and the API ids below. The local stack, the tests and the
+benchmarks all invoke handlers with these.
 """
 
 from __future__ import annotations
 
 import base64
 import secrets
+import time
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -30,6 +32,48 @@ def new_request_id() -> str:
 def new_connection_id() -> str:
     """An id shaped like API Gateway's (base64, ends in ``=``), so URL quoting is exercised."""
     return base64.b64encode(secrets.token_bytes(10)).decode()
+
+
+@dataclass(slots=True)
+class LambdaContext:
+    """The parts of the Lambda context object handlers (and Powertools) read."""
+
+    function_name: str = "flowforge-StepFunction"
+    timeout_s: float = 300.0
+    region: str = "us-east-1"
+    memory_limit_in_mb: int = 512
+    function_version: str = "$LATEST"
+    aws_request_id: str = field(default_factory=new_request_id)
+    remaining_ms: int | None = None
+    """Time left, fixed (tests); None counts ``timeout_s`` down from when it was made."""
+    started: float = field(default_factory=time.monotonic)
+    log_group_name: str = ""
+    log_stream_name: str = "local"
+
+    def __post_init__(self) -> None:
+        self.log_group_name = self.log_group_name or f"/aws/lambda/{self.function_name}"
+
+    @property
+    def invoked_function_arn(self) -> str:
+        return f"arn:aws:lambda:{self.region}:{ACCOUNT_ID}:function:{self.function_name}"
+
+    def get_remaining_time_in_millis(self) -> int:
+        if self.remaining_ms is not None:
+            return self.remaining_ms
+        return max(0, int((self.timeout_s - (time.monotonic() - self.started)) * 1000))
+
+    @classmethod
+    def api(cls, **fields: Any) -> LambdaContext:
+        """The API function's context (its 29 s timeout, a fixed request id; a test may
+        shorten the time left)."""
+        defaults: dict[str, Any] = {
+            "function_name": "flowforge-ApiFunction",
+            "timeout_s": 29.0,
+            "memory_limit_in_mb": 256,
+            "aws_request_id": "0f3d3f3e-2b4c-4d5e-8f9a-0123456789ab",
+            "remaining_ms": 30_000,
+        }
+        return cls(**{**defaults, **fields})
 
 
 def _clf_time(when: datetime) -> str:

@@ -15,13 +15,11 @@ import json
 import logging
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import Any
 
-from flowforge.local.events import ACCOUNT_ID
+from flowforge.local.events import LambdaContext
 
 log = logging.getLogger("flowforge.local")
 
@@ -31,31 +29,6 @@ MAX_RESPONSE_BYTES = 6_291_556
 
 class InvocationError(RuntimeError):
     """The handler raised: Lambda reports it as a function error."""
-
-
-@dataclass(slots=True)
-class LambdaContext:
-    """The parts of the Lambda context object handlers (and Powertools) read."""
-
-    function_name: str
-    timeout_s: float
-    region: str = "us-east-1"
-    memory_limit_in_mb: int = 512
-    function_version: str = "$LATEST"
-    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
-    started: float = field(default_factory=time.monotonic)
-    log_group_name: str = ""
-    log_stream_name: str = "local"
-
-    def __post_init__(self) -> None:
-        self.log_group_name = f"/aws/lambda/{self.function_name}"
-
-    @property
-    def invoked_function_arn(self) -> str:
-        return f"arn:aws:lambda:{self.region}:{ACCOUNT_ID}:function:{self.function_name}"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return max(0, int((self.timeout_s - (time.monotonic() - self.started)) * 1000))
 
 
 def import_handler(reference: str) -> Any:
@@ -79,13 +52,18 @@ class LocalFunction:
         timeout_s: float,
         concurrency: int,
         region: str = "us-east-1",
+        container: Callable[[], Any] | None = None,
     ) -> None:
+        """``container`` runs once in each worker thread before its first invocation: a
+        worker is one Lambda container (the local stack builds its App there)."""
         self.name = name
         self.handler_ref = handler if isinstance(handler, str) else None
         self.timeout_s = timeout_s
         self.region = region
         self._handler: Any = None if isinstance(handler, str) else handler
-        self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix=name)
+        self._pool = ThreadPoolExecutor(
+            max_workers=concurrency, thread_name_prefix=name, initializer=container
+        )
         self._in_flight = 0
         self._lock = threading.Lock()
 

@@ -136,9 +136,8 @@ class QueuePoller:
 class StreamPoller:
     """A DynamoDB stream event source mapping.
 
-    Every poll takes a fresh iterator after the last sequence number read: when a
-    transaction fails, moto restores a copy of the table, stream shard included, and an
-    iterator held across that would keep reading the discarded shard.
+    Every poll takes a fresh iterator after the last sequence number read: the local
+    stack forgets the shard iterators moto would keep forever (MotoServer.trim).
     """
 
     def __init__(

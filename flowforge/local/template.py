@@ -3,8 +3,8 @@
 Everything the local stack wires (which handler serves which HTTP route or WebSocket
 route, batch sizes, filters, schedules, timeouts) comes from the template, so the local
 stack cannot drift from what ``sam deploy`` creates. Intrinsics resolve as in
-:mod:`flowforge.stack` (parameters take their defaults unless overridden); resource
-names and URLs come from :func:`flowforge.stack.create_resources`.
+:mod:`flowforge.local.stack` (parameters take their defaults unless overridden); resource
+names and URLs come from :func:`flowforge.local.stack.create_resources`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from flowforge.stack import Intrinsics, TemplateError, Unresolvable, load_template, parameter_values
+from flowforge.local.stack import Intrinsics, TemplateError, Unresolvable, load_template, parameter_values
 
 _RATE = re.compile(r"^rate\((\d+) (minute|minutes|hour|hours|day|days)\)$")
 _RATE_UNITS = {"minute": 60, "hour": 3600, "day": 86400}

@@ -1,7 +1,7 @@
 """The HTTP API Lambda: API Gateway HTTP API (payload v2) → Powertools resolver → RunService.
 
-Importing this module builds no AWS client: the service is built on first use by
-:func:`functions.runtime.get_service`.
+Importing this module builds no AWS client: the container's App (and its service) is
+built on first use (:func:`functions.runtime.current_app`).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Every error the API returns: one table from error code to HTTP status, one JSON shape.
+"""Every error the API returns: one JSON shape, with the status functions.errors gives its code.
 
 ``{"error": {"code", "message", "details"?}}`` — for engine errors (by their stable
 ``code``), request validation, bad JSON, oversized bodies, unknown routes and bugs alike.
@@ -21,24 +21,8 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import (
 )
 
 from engine.errors import FlowForgeError
+from functions.errors import STATUS_BY_CODE
 
-#: The one mapping from error code to HTTP status. A code not listed here is a bug: 500.
-STATUS_BY_CODE: dict[str, int] = {
-    "invalid_request": 400,
-    "invalid_json": 400,
-    "invalid_graph": 400,
-    "invalid_state": 400,
-    "unknown_tool": 400,
-    "forbidden": 403,
-    "not_found": 404,
-    "method_not_allowed": 405,
-    "conflict": 409,
-    "body_too_large": 413,
-    "state_too_large": 413,
-    "unsupported_media_type": 415,
-    "internal": 500,
-    "unavailable": 503,
-}
 #: Seconds a client should wait before retrying after a 503 (store or queue throttled).
 RETRY_AFTER_S = 1
 

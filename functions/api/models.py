@@ -13,7 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_serializer
 
 from engine.logpages import MAX_LOG_PAGE_BYTES, LogPage
 from engine.ports import GraphRecord, RunRecord
-from engine.service import run_view
+from engine.state import decode_state
+from engine.step import TERMINAL
 
 #: The longest a foreground ``POST /graph/run`` waits (API Gateway gives up at 30 s).
 MAX_WAIT_S = 25.0
@@ -176,3 +177,24 @@ class ErrorResponse(BaseModel):
     """Every error the API returns has this shape."""
 
     error: ErrorInfo
+
+
+def run_view(run: RunRecord, logs: LogPage | None) -> dict[str, Any]:
+    """The public shape of a run (``GET /graph/state/{run_id}``), with a page of its log."""
+    view: dict[str, Any] = {
+        "run_id": run.run_id,
+        "graph_id": run.graph_id,
+        "status": run.status,
+        "done": run.status in TERMINAL,
+        "state": decode_state(run.state),
+        "current_node": run.cursor.node if run.cursor and run.status == "running" else None,
+        "step": run.step,
+        "created_at": run.created_at,
+        "updated_at": run.updated_at,
+        "finished_at": run.finished_at,
+        "error": run.error,
+    }
+    if logs is not None:
+        view["logs"] = logs.entries
+        view["logs_next"] = logs.next_after
+    return view

@@ -28,14 +28,14 @@ from functions.api.models import (
 from functions.api.observability import logger, metrics
 from functions.api.principal import request_owner
 from functions.api.waiting import wait_budget, wait_for_run
-from functions.runtime import get_service
+from functions.runtime import current_app
 
 router = Router()
 
 
 def _owner() -> str | None:
     """The caller whose graphs and runs this request sees (None: the account's, all)."""
-    return request_owner(router.current_event, get_service().isolated)
+    return request_owner(router.current_event, current_app().service.isolated)
 
 
 _ERROR_TEXT = {
@@ -91,7 +91,7 @@ def create_graph(
 ) -> GraphCreated:
     # The engine validates (SkipValidation keeps the schema for the docs only), so a
     # 400 reports every problem at once, not just pydantic's first layer.
-    graph = get_service().create_graph(definition, _owner())
+    graph = current_app().service.create_graph(definition, _owner())
     logger.info("graph created", extra={"graph_id": graph.graph_id})
     metrics.add_metric(name="graphs_created", unit=MetricUnit.Count, value=1)
     return GraphCreated.of(graph)
@@ -107,7 +107,7 @@ def list_graphs(
     limit: Annotated[int, Query(ge=1, le=100, description="Page size.")] = 50,
     next_token: Annotated[str | None, Query(max_length=1024, description="From the previous page.")] = None,
 ) -> GraphPage:
-    graphs, token = get_service().store.list_graphs(limit=limit, after=next_token, owner=_owner())
+    graphs, token = current_app().service.store.list_graphs(limit=limit, after=next_token, owner=_owner())
     return GraphPage.of(graphs, token)
 
 
@@ -118,7 +118,7 @@ def list_graphs(
     tags=["graphs"],
 )
 def get_graph(graph_id: GraphId) -> GraphDetail:
-    return GraphDetail.of(get_service().get_graph(graph_id, _owner()))
+    return GraphDetail.of(current_app().service.get_graph(graph_id, _owner()))
 
 
 @router.post(
@@ -138,7 +138,7 @@ def get_graph(graph_id: GraphId) -> GraphDetail:
     tags=["runs"],
 )
 def start_run(request: Annotated[RunRequest, Body(description="What to run, and how.")]):
-    service = get_service()
+    service = current_app().service
     run = service.start_run(request.graph_id, request.state, _owner())
     logger.append_keys(run_id=run.run_id, graph_id=run.graph_id)
     logger.info("run started", extra={"background": request.background})
@@ -167,7 +167,7 @@ def get_state(
     after: LogsAfter = -1,
     limit: LogsLimit = MAX_LOG_PAGE_ENTRIES,
 ) -> RunView:
-    service = get_service()
+    service = current_app().service
     run = service.get_run(run_id, _owner())
     return RunView.of(run, service.log_page(run_id, after, limit) if logs else None)
 
@@ -179,7 +179,7 @@ def get_state(
     tags=["runs"],
 )
 def cancel_run(run_id: RunId) -> RunView:
-    run = get_service().cancel(run_id, _owner())
+    run = current_app().service.cancel(run_id, _owner())
     logger.info("run cancelled", extra={"run_id": run_id})
     return RunView.of(run, None)
 
@@ -187,4 +187,4 @@ def cancel_run(run_id: RunId) -> RunView:
 @router.get("/tools", summary="Registered tools and conditions", tags=["tools"])
 def list_tools() -> ToolListing:
     # Through the service: building it imports the tool modules (FLOWFORGE_TOOLS_MODULES).
-    return ToolListing.model_validate(get_service().registry.describe())
+    return ToolListing.model_validate(current_app().service.registry.describe())

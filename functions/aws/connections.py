@@ -15,7 +15,6 @@ The lease protocol over these items is explained in :mod:`engine.logstream`.
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -24,10 +23,10 @@ from engine.logstream import Claim, LogStream, RunEnd, Subscription, TooManySubs
 from engine.step import TERMINAL
 from functions.aws import dynamodb_codec as codec
 from functions.aws.adapter import AwsAdapter
-from functions.aws.dynamodb import DynamoRunStore
-from functions.aws.push import ApiGatewayPusher, management_client_factory
-from functions.runtime import boto3_client
-from functions.settings import Settings, get_settings
+
+#: API Gateway closes every WebSocket connection after 2 hours: connections and
+#: subscriptions expire (DynamoDB TTL) with it.
+CONNECTION_TTL_S = 7200
 
 Item = codec.Item
 S, N = codec.S, codec.N
@@ -295,39 +294,6 @@ def apply_change(stream: LogStream, event_name: str, image: Item, deadline: floa
         stream.on_replay_due(subscription_from_item(image), deadline)
         return "replay"
     return "ignored"
-
-
-# -- wiring ---------------------------------------------------------------------------------
-_lock = threading.Lock()
-_stream: LogStream | None = None
-
-
-def build_log_stream(settings: Settings) -> LogStream:
-    """The log stream of the ws and broadcast functions, on the table and @connections."""
-    endpoint = settings.require_ws_endpoint()
-    return LogStream(
-        DynamoRunStore(settings.table, lambda: boto3_client("dynamodb")),
-        DynamoSubscriptionStore(settings.table, lambda: boto3_client("dynamodb")),
-        ApiGatewayPusher(management_client_factory(endpoint)),
-        isolated=settings.isolation == "principal",
-    )
-
-
-def get_log_stream() -> LogStream:
-    """The process-wide log stream, built on first use."""
-    global _stream
-    if _stream is None:
-        with _lock:
-            if _stream is None:
-                _stream = build_log_stream(get_settings())
-    return _stream
-
-
-def set_log_stream(stream: LogStream | None) -> None:
-    """Replace (or with None, reset) the process-wide log stream — for tests and the local stack."""
-    global _stream
-    with _lock:
-        _stream = stream
 
 
 def deadline_of(stream: LogStream, context: Any, reserve_s: float = 3.0) -> float | None:

@@ -35,6 +35,7 @@ from typing import Any
 from engine.errors import ConflictError, StoreUnavailableError
 from engine.ports import GraphRecord, RunRecord, StepCommit
 from engine.step import TERMINAL
+from engine.transitions import apply_commit
 from functions.aws import dynamodb_codec as codec
 from functions.aws.adapter import AwsAdapter
 
@@ -63,6 +64,10 @@ class _Folded:
     def then(self, slot: codec.Item) -> _Folded:
         """The run after ``slot`` (the next one), over the same snapshot."""
         return replace(self, run=codec.apply_slot(self.run, slot), applied=self.applied + 1)
+
+    def committed(self, commit: StepCommit) -> _Folded:
+        """The run after ``commit`` (whose slot is the next one), over the same snapshot."""
+        return replace(self, run=apply_commit(self.run, commit), applied=self.applied + 1)
 
 
 class DynamoRunStore(AwsAdapter):
@@ -127,7 +132,7 @@ class DynamoRunStore(AwsAdapter):
         base = self._running_at(commit.run_id, commit.expected_step)
         slot = codec.log_item(commit)
         self._put_slot(commit.run_id, slot)
-        after = base.then(slot)
+        after = base.committed(commit)
         self._remember(after)
         if (
             after.run.status != "running"

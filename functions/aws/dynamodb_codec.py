@@ -32,11 +32,11 @@ from __future__ import annotations
 import json
 import math
 import zlib
-from dataclasses import replace
 from typing import Any
 
 from engine.ports import GraphRecord, RunRecord, StepCommit
 from engine.step import Cursor
+from engine.transitions import apply_commit, apply_finish
 
 GRAPH_SK = "GRAPH"
 RUN_SK = "RUN"
@@ -291,26 +291,34 @@ def finish_item(run: RunRecord, seq: int, *, status: str, error: dict[str, Any] 
     return item
 
 
-def apply_slot(run: RunRecord, item: Item) -> RunRecord:
-    """``run`` after the transition a log or finish item records (``run`` is not changed)."""
-    if _str(item, "kind") == "finish":
-        now = _str(item, "updated_at")
-        return replace(
-            run, status=_str(item, "status") or "", error=_json(item, "error"), updated_at=now or "",
-            finished_at=now, cursor=None,
-        )  # fmt: skip
-    update = {key: value["S"] for key, value in item.get("update", {}).get("M", {}).items()}
-    return replace(
-        run,
-        status=_str(item, "status") or "",
+def commit_from_item(item: Item) -> StepCommit:
+    """The step commit a log item records."""
+    expires_at = _num(item, "expires_at")
+    return StepCommit(
+        run_id=_str(item, "run_id") or "",
+        expected_step=seq_of(item),
+        update={key: value["S"] for key, value in item.get("update", {}).get("M", {}).items()},
         cursor=cursor_from_value(item.get("cursor")),
-        step=seq_of(item) + 1,
-        state={**run.state, **update} if update else run.state,
+        status=_str(item, "status") or "",
+        log=log_from_item(item),
         updated_at=_str(item, "updated_at") or "",
         next_at=float(_num(item, "next_at") or 0),
         error=_json(item, "error"),
+        expires_at=int(expires_at) if expires_at is not None else None,
         finished_at=_str(item, "finished_at"),
     )
+
+
+def apply_slot(run: RunRecord, item: Item) -> RunRecord:
+    """``run`` after the transition a log or finish item records (``run`` is not changed)."""
+    if _str(item, "kind") == "finish":
+        return apply_finish(
+            run,
+            status=_str(item, "status") or "",
+            error=_json(item, "error"),
+            now=_str(item, "updated_at") or "",
+        )
+    return apply_commit(run, commit_from_item(item))
 
 
 def log_from_item(item: Item) -> dict[str, Any]:

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from functions.aws.adapter import AwsAdapter
-from functions.settings import SettingsError
 
 #: SQS DelaySeconds range; a longer retry delay is re-deferred by the step handler.
 MAX_DELAY_S = 900
@@ -80,13 +79,11 @@ def delay_seconds(delay_s: float) -> int:
 class SqsStepQueue(AwsAdapter):
     """Sends step messages; the client is built on first use."""
 
-    def __init__(self, queue_url: str | None, client_factory: Callable[[], Any]) -> None:
+    def __init__(self, queue_url: str, client_factory: Callable[[], Any]) -> None:
         super().__init__(client_factory)
         self.queue_url = queue_url
 
     def send_step(self, run_id: str, step: int, delay_s: float = 0.0) -> None:
-        if not self.queue_url:
-            raise SettingsError("missing environment variable FLOWFORGE_STEP_QUEUE_URL")
         body = StepMessage(run_id, step).to_json()
         self._call(
             "send_message", QueueUrl=self.queue_url, MessageBody=body, DelaySeconds=delay_seconds(delay_s)

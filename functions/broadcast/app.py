@@ -9,15 +9,16 @@ from __future__ import annotations
 
 from aws_lambda_powertools import Logger
 
-from functions.aws.connections import apply_change, deadline_of, get_log_stream
+from functions.aws.connections import apply_change, deadline_of
 from functions.broadcast.batch import Record, process
+from functions.runtime import current_app
 
 logger = Logger(service="flowforge-broadcast")
 
 
 @logger.inject_lambda_context
 def handler(event, context):
-    stream = get_log_stream()
+    stream = current_app().log_stream
     deadline = deadline_of(stream, context)
 
     def act(record: Record) -> str:

@@ -6,7 +6,7 @@ from aws_lambda_powertools import Logger
 from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
 
 from functions.aws.batch import SqsRecord, parse_step_message, process_sqs_batch
-from functions.runtime import get_service
+from functions.runtime import current_app
 
 logger = Logger(service="flowforge-dlq")
 
@@ -15,7 +15,7 @@ def process_record(record: SqsRecord, metrics: EphemeralMetrics) -> bool:
     message = parse_step_message(record, logger, metrics)
     if message is None:
         return False
-    failed = get_service().fail_dead_letter(message.run_id, message.step, record.receive_count)
+    failed = current_app().service.fail_dead_letter(message.run_id, message.step, record.receive_count)
     logger.warning(
         "dead letter handled",
         run_id=message.run_id,

@@ -12,7 +12,7 @@ from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
 from engine.ports import StepCommit
 from engine.step import TERMINAL
 from functions.aws.batch import SqsRecord, parse_step_message, process_sqs_batch
-from functions.runtime import get_service
+from functions.runtime import current_app
 
 logger = Logger(service="flowforge-step")
 _local = threading.local()
@@ -40,7 +40,9 @@ def process_record(record: SqsRecord, metrics: EphemeralMetrics) -> str | None:
         return None
     logger.thread_safe_append_keys(run_id=message.run_id, step=message.step)
     try:
-        step = get_service().process_step(message.run_id, message.step, partial(record_outcome, metrics))
+        step = current_app().service.process_step(
+            message.run_id, message.step, partial(record_outcome, metrics)
+        )
         disposition = run_async(step)
         logger.info("step handled", disposition=disposition)
     except Exception:  # infrastructure: the record is reported failed and redelivered

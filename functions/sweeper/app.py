@@ -9,7 +9,7 @@ from __future__ import annotations
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 
-from functions.runtime import get_service
+from functions.runtime import current_app
 
 logger = Logger(service="flowforge-sweeper")
 metrics = Metrics(namespace="FlowForge", service="sweeper")
@@ -18,7 +18,7 @@ metrics = Metrics(namespace="FlowForge", service="sweeper")
 @logger.inject_lambda_context
 @metrics.log_metrics
 def handler(event, context):
-    resent = get_service().sweep()
+    resent = current_app().service.sweep()
     metrics.add_metric("StalledRunsResent", MetricUnit.Count, len(resent))
     if resent:
         logger.warning("stalled runs re-enqueued", runs=[{"run_id": r, "step": s} for r, s in resent])

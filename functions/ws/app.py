@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from aws_lambda_powertools import Logger
 
-from functions.aws.connections import deadline_of, get_log_stream
+from functions.aws.connections import deadline_of
+from functions.runtime import current_app
 from functions.ws.routes import handle
 
 logger = Logger(service="flowforge-ws")
@@ -14,5 +15,5 @@ logger = Logger(service="flowforge-ws")
 
 @logger.inject_lambda_context(correlation_id_path="requestContext.connectionId")
 def handler(event, context):
-    stream = get_log_stream()
+    stream = current_app().log_stream
     return handle(stream, event, deadline_of(stream, context))

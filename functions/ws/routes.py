@@ -18,20 +18,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from engine.errors import FlowForgeError, NotFoundError
 from engine.logmessages import error_message
 from engine.logstream import LogStream
+from functions.errors import STATUS_BY_CODE
 
 RUN_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
-
-#: Status codes of route responses (what ``$connect`` answers; logged for the others).
-STATUS_BY_CODE = {
-    "invalid_request": 400,
-    "invalid_message": 400,
-    "unknown_action": 400,
-    "forbidden": 403,
-    "not_found": 404,
-    "too_many_subscriptions": 429,
-    "unavailable": 503,
-    "push_unavailable": 503,
-}
 
 
 class InvalidMessageError(FlowForgeError):
@@ -128,7 +117,6 @@ def _connect(
     """``caller``: the IAM principal that signed the handshake (None without IAM auth)."""
     if stream.isolated and not caller:
         return _refuse(
-            403,
             "forbidden",
             "runs are isolated by principal, but the handshake has no IAM caller: the WebSocket API needs IAM auth",
         )
@@ -136,9 +124,9 @@ def _connect(
         params = ConnectQuery.model_validate(query)
         stream.connect(connection_id, params.run_id, params.after, caller)
     except ValidationError as exc:
-        return _refuse(400, "invalid_request", _problems(exc))
+        return _refuse("invalid_request", _problems(exc))
     except NotFoundError as exc:
-        return _refuse(404, exc.code, exc.message)
+        return _refuse(exc.code, exc.message)
     return {"statusCode": 200}
 
 
@@ -149,10 +137,10 @@ def _caller(event: dict[str, Any]) -> str | None:
     return identity.get("userArn") or None
 
 
-def _refuse(status: int, code: str, message: str) -> dict[str, Any]:
-    """A refused ``$connect``: the client's handshake fails with this status and body."""
+def _refuse(code: str, message: str) -> dict[str, Any]:
+    """A refused ``$connect``: the client's handshake fails with the code's status and this body."""
     return {
-        "statusCode": status,
+        "statusCode": STATUS_BY_CODE[code],
         "headers": {"Content-Type": "application/json"},
         "body": json.dumps(error_message(code, message)),
     }

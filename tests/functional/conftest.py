@@ -12,7 +12,7 @@ import pytest
 import tests.functional.tools  # noqa: F401  (registers the test tools once)
 from engine.service import RunService
 from functions.dlq import app as dlq_app
-from functions.runtime import get_service, set_service
+from functions.runtime import current_app, set_app
 from functions.step import app as step_app
 from tests.functional import fixtures
 from tests.functional.crashes import CountingQueue, FaultyStore
@@ -27,14 +27,14 @@ def env(stack, monkeypatch):
     """The functions' environment from template.yaml; the service is rebuilt per test."""
     for name, value in stack["env"].items():
         monkeypatch.setenv(name, value)
-    set_service(None)
+    set_app(fixtures.moto_app())
     yield stack["env"]
-    set_service(None)
+    set_app(None)
 
 
 @pytest.fixture
 def service(env, clock) -> RunService:
-    service = get_service()
+    service = current_app().service
     service.clock = clock
     return service
 
@@ -54,4 +54,4 @@ def pump(service, stack, aws, clock) -> QueuePump:
 
 @pytest.fixture
 def dlq_pump(service, stack, aws, clock) -> QueuePump:
-    return QueuePump(aws.client("sqs"), stack["dlq_url"], clock, dlq_app.handler, event="sqs_dlq_message")
+    return QueuePump(aws.client("sqs"), stack["dlq_url"], clock, dlq_app.handler)

@@ -12,9 +12,11 @@ import boto3
 import pytest
 from moto import mock_aws
 
-import flowforge.stack
-from flowforge.stack import create_resources
-from functions import runtime
+import flowforge.local.stack
+from engine.service import RunService
+from flowforge.local.stack import create_resources
+from functions.runtime import App, build_app
+from functions.settings import Settings
 from tests.functional.pump import VirtualClock, patch_moto
 
 REGION = "us-east-1"
@@ -29,7 +31,7 @@ def session() -> boto3.session.Session:
     return boto3.session.Session(region_name=REGION)
 
 
-_load_template = flowforge.stack.load_template
+_load_template = flowforge.local.stack.load_template
 
 
 @functools.cache
@@ -37,7 +39,7 @@ def _parsed_template(path) -> dict:
     return _load_template(path)
 
 
-def cached_template(path=flowforge.stack.DEFAULT_TEMPLATE) -> dict:
+def cached_template(path=flowforge.local.stack.DEFAULT_TEMPLATE) -> dict:
     """template.yaml parsed once per test process (parsing it costs ~0.2 s a test)."""
     return copy.deepcopy(_parsed_template(path))
 
@@ -52,7 +54,7 @@ def clock() -> VirtualClock:
 def aws(monkeypatch, clock):
     """moto for every AWS call, with fake credentials; yields a boto3 session.
 
-    The functions' clients (functions.runtime.boto3_client) come from the same session.
+    The functions' clients (:func:`moto_app`) come from the same session.
     """
     for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_SESSION_TOKEN"):
         monkeypatch.delenv(name, raising=False)
@@ -61,13 +63,26 @@ def aws(monkeypatch, clock):
     monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
     monkeypatch.setenv("AWS_REGION", REGION)
     patch_moto(monkeypatch, clock)
-    monkeypatch.setattr(runtime, "boto3_client", functools.cache(lambda name: session().client(name)))
     with mock_aws():
         yield session()
+
+
+def moto_app() -> App:
+    """The functions' App as deployed: settings from the environment, clients on moto."""
+    return build_app(Settings.from_env(), functools.cache(lambda name: session().client(name)))
+
+
+def service_app(service: RunService) -> App:
+    """An App whose service is ``service`` (in memory, or wrapped by a test)."""
+    return build_app(Settings("unused"), _no_clients, service=service)
+
+
+def _no_clients(name: str):
+    raise AssertionError(f"an in-memory service asked for a {name} client")
 
 
 @pytest.fixture
 def stack(aws, monkeypatch) -> dict:
     """The table and queues of template.yaml, created in moto."""
-    monkeypatch.setattr(flowforge.stack, "load_template", cached_template)
+    monkeypatch.setattr(flowforge.local.stack, "load_template", cached_template)
     return create_resources(aws)

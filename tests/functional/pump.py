@@ -13,16 +13,15 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import moto.sqs.models
-from moto.core.botocore_stubber import BotocoreStubber
+from flowforge.local import moto_internals
+from flowforge.local.events import LambdaContext, sqs_event
 
+REGION = "us-east-1"
 EVENTS = Path(__file__).resolve().parents[1] / "events"
 
 
@@ -55,52 +54,11 @@ class VirtualClock:
 def patch_moto(monkeypatch, clock: VirtualClock) -> None:
     """Run moto's SQS on ``clock`` and serialize moto's request handling.
 
-    moto is not thread-safe (a failed DynamoDB transaction restores a copy of the whole
-    table taken before it ran, erasing concurrent writes); real AWS serializes writes to
-    an item, so one request at a time is the faithful model for the race tests.
+    moto is not thread-safe; real AWS serializes writes to an item, so one request at a
+    time is the faithful model for the race tests.
     """
-    unix_time = moto.sqs.models.unix_time
-    monkeypatch.setattr(
-        moto.sqs.models, "unix_time", lambda dt=None: clock() if dt is None else unix_time(dt)
-    )
-    monkeypatch.setattr(
-        moto.sqs.models,
-        "unix_time_millis",
-        lambda dt=None: clock() * 1000.0 if dt is None else unix_time(dt) * 1000.0,
-    )
-    lock = threading.RLock()
-    process_request = BotocoreStubber.process_request
-
-    def serialized(self, request):
-        with lock:
-            return process_request(self, request)
-
-    monkeypatch.setattr(BotocoreStubber, "process_request", serialized)
-
-
-@dataclass
-class LambdaContext:
-    """The parts of the Lambda context object Powertools reads."""
-
-    function_name: str = "flowforge-StepFunction"
-    function_version: str = "$LATEST"
-    memory_limit_in_mb: int = 512
-    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:flowforge-StepFunction"
-    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
-    log_group_name: str = "/aws/lambda/flowforge"
-    log_stream_name: str = "2025/06/15/[$LATEST]0123456789abcdef"
-    remaining_ms: int = 300_000
-
-    def get_remaining_time_in_millis(self) -> int:
-        return self.remaining_ms
-
-    @classmethod
-    def api(cls, **fields: Any) -> LambdaContext:
-        """The API function's context (its 29 s timeout; a test may shorten it)."""
-        name = "flowforge-ApiFunction"
-        arn = f"arn:aws:lambda:us-east-1:123456789012:function:{name}"
-        return cls(**{"function_name": name, "memory_limit_in_mb": 256, "invoked_function_arn": arn,
-                      "aws_request_id": "0f3d3f3e-2b4c-4d5e-8f9a-0123456789ab", "remaining_ms": 30_000, **fields})  # fmt: skip
+    moto_internals.sqs_on_clock(monkeypatch.setattr, clock)
+    moto_internals.one_request_at_a_time(monkeypatch.setattr)
 
 
 class QueuePump:
@@ -119,14 +77,12 @@ class QueuePump:
         clock: VirtualClock,
         handler: Callable[[dict, Any], Any],
         *,
-        event: str = "sqs_step_message",
         batch_size: int = 10,
     ) -> None:
         self.sqs, self.queue_url, self.clock, self.handler = sqs, queue_url, clock, handler
         attributes = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["All"])["Attributes"]
         self.queue_arn = attributes["QueueArn"]
         self.visibility_timeout = int(attributes.get("VisibilityTimeout", 30))
-        self.record_template = load_event(event)["Records"][0]
         self.batch_size = batch_size
         self.duplicate = False
         self.workers = 1
@@ -158,21 +114,7 @@ class QueuePump:
 
     # -- delivery -----------------------------------------------------------------------
     def event(self, messages: list[dict[str, Any]]) -> dict[str, Any]:
-        records = []
-        for message in messages:
-            record = json.loads(json.dumps(self.record_template))
-            record.update(
-                messageId=message["MessageId"],
-                receiptHandle=message["ReceiptHandle"],
-                body=message["Body"],
-                md5OfBody=message["MD5OfBody"],
-                eventSourceARN=self.queue_arn,
-            )
-            record["attributes"].update(
-                {k: v for k, v in message.get("Attributes", {}).items() if k in record["attributes"]}
-            )
-            records.append(record)
-        return {"Records": records}
+        return sqs_event(messages, self.queue_arn, REGION)
 
     def invoke(self, messages: list[dict[str, Any]]) -> set[str]:
         """One invocation; returns the ids it did not acknowledge."""

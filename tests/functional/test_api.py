@@ -22,7 +22,7 @@ from engine.memory import InMemoryRunStore, InMemoryStepQueue
 from engine.service import RunService
 from functions.api.app import handler
 from functions.api.docs import FlowForgeResolver
-from functions.runtime import set_service
+from functions.runtime import set_app
 from tests.functional import fixtures as moto
 from tests.functional.pump import LambdaContext, run_queued, step_loop
 
@@ -111,9 +111,9 @@ def call(lambda_context):
 @pytest.fixture
 def service():
     service = RunService(InMemoryRunStore(), InMemoryStepQueue())
-    set_service(service)
+    set_app(moto.service_app(service))
     yield service
-    set_service(None)
+    set_app(None)
 
 
 def summarization() -> tuple[dict[str, Any], dict[str, Any]]:
@@ -545,9 +545,9 @@ class BrokenStore(InMemoryRunStore):
 @pytest.fixture
 def broken(request):
     service = RunService(BrokenStore(request.param), InMemoryStepQueue())
-    set_service(service)
+    set_app(moto.service_app(service))
     yield service
-    set_service(None)
+    set_app(None)
 
 
 @pytest.mark.parametrize("broken", [KeyError("secret-table-key /var/task/store.py")], indirect=True)
@@ -599,9 +599,9 @@ def aws_service(stack, monkeypatch):
     """The service as deployed: built by functions.runtime from the stack's environment."""
     for name, value in stack["env"].items():
         monkeypatch.setenv(name, value)
-    set_service(None)
+    set_app(moto.moto_app())
     yield
-    set_service(None)
+    set_app(None)
 
 
 def test_seed_flow_on_dynamodb_and_sqs(aws_service, aws, stack, clock, call):

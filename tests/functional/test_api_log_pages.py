@@ -17,7 +17,7 @@ from engine.memory import InMemoryRunStore, InMemoryStepQueue
 from engine.model import MAX_STEPS_CAP
 from engine.service import RunService
 from functions.api.app import handler
-from functions.runtime import get_service, set_service
+from functions.runtime import current_app, set_app
 from functions.step.app import handler as step_handler
 from tests.functional import fixtures as moto
 from tests.functional.pump import QueuePump, run_queued, step_loop
@@ -52,9 +52,9 @@ def writer(steps: int, size: int, char: str = "x") -> dict[str, Any]:
 @pytest.fixture
 def service() -> Iterator[RunService]:
     service = RunService(InMemoryRunStore(), InMemoryStepQueue())
-    set_service(service)
+    set_app(moto.service_app(service))
     yield service
-    set_service(None)
+    set_app(None)
 
 
 def finished_run(service: RunService, graph: dict[str, Any]) -> str:
@@ -222,11 +222,11 @@ def test_a_foreground_run_answers_its_first_page_and_where_the_rest_is(service):
 def aws_service(stack, clock, monkeypatch) -> Iterator[RunService]:
     for name, value in stack["env"].items():
         monkeypatch.setenv(name, value)
-    set_service(None)
-    service = get_service()
+    set_app(moto.moto_app())
+    service = current_app().service
     service.clock = clock
     yield service
-    set_service(None)
+    set_app(None)
 
 
 def test_pages_on_dynamodb_hold_every_entry_once(aws_service, aws, stack, clock):

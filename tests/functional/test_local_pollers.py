@@ -1,8 +1,7 @@
 """The local event source mappings against a real moto server (in a thread of the test).
 
 Queue: partial batch failures come back after the visibility timeout and reach the DLQ
-after maxReceiveCount. Stream: only filtered records wake the function, and the poller
-survives moto swapping the table on a failed transaction. (The journal is written by the
+after maxReceiveCount. Stream: only filtered records wake the function. (The journal is written by the
 moto server as writes happen: test_local_durability.py.)
 """
 
@@ -10,21 +9,20 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextlib
 import json
 import threading
-import time
 from functools import partial
 
 import boto3
 import pytest
 
+from flowforge.local import moto_internals
 from flowforge.local.aws import MotoServer
 from flowforge.local.lambdas import LocalFunction
 from flowforge.local.patterns import compile_filters
 from flowforge.local.pollers import QueuePoller, Schedule, StreamPoller
+from flowforge.local.stack import DEFAULT_TEMPLATE, create_resources
 from flowforge.local.template import read_template
-from flowforge.stack import DEFAULT_TEMPLATE, create_resources
 
 
 @pytest.fixture(scope="module")
@@ -132,7 +130,7 @@ def stack(client, request):
     )
 
 
-def test_the_stream_is_filtered_and_survives_a_failed_transaction(client, stack):
+def test_the_stream_is_filtered(client, stack):
     dynamodb = client("dynamodb")
     table = stack["table"]
     delivered: list[dict] = []
@@ -160,19 +158,6 @@ def test_the_stream_is_filtered_and_survives_a_failed_transaction(client, stack)
         }
 
     dynamodb.put_item(TableName=table, Item=log(0))
-    # a transaction that fails its condition makes moto restore a copy of the table
-    with pytest.raises(dynamodb.exceptions.TransactionCanceledException):
-        dynamodb.transact_write_items(
-            TransactItems=[
-                {
-                    "Put": {
-                        "TableName": table,
-                        "Item": log(0),
-                        "ConditionExpression": "attribute_not_exists(pk)",
-                    }
-                }
-            ]
-        )
     dynamodb.put_item(TableName=table, Item=log(1))
     dynamodb.put_item(
         TableName=table, Item={"pk": {"S": "GRAPH#g"}, "sk": {"S": "GRAPH"}, "kind": {"S": "graph"}}
@@ -184,47 +169,9 @@ def test_the_stream_is_filtered_and_survives_a_failed_transaction(client, stack)
     assert all(r["eventSourceARN"] == stack["stream_arn"] for r in delivered)
 
 
-def test_conflicting_transactions_never_erase_concurrent_writes(client, stack):
-    # moto restores a deep copy of the table when a transaction fails; unserialized, that
-    # copy erases writes other threads made meanwhile. The local server serializes them.
-    table = stack["table"]
-
-    def conflicts():
-        dynamodb = client("dynamodb")
-        put = {
-            "TableName": table,
-            "Item": {"pk": {"S": "x"}, "sk": {"S": "x"}},
-            "ConditionExpression": "attribute_exists(pk)",
-        }
-        for _ in range(60):
-            with contextlib.suppress(dynamodb.exceptions.TransactionCanceledException):
-                dynamodb.transact_write_items(TransactItems=[{"Put": put}])
-
-    def writes():
-        dynamodb = client("dynamodb")
-        for i in range(150):
-            dynamodb.put_item(TableName=table, Item={"pk": {"S": f"w{i}"}, "sk": {"S": "w"}})
-
-    threads = [
-        threading.Thread(target=conflicts),
-        threading.Thread(target=conflicts),
-        threading.Thread(target=writes),
-    ]
-    started = time.monotonic()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert time.monotonic() - started < 30
-    dynamodb = client("dynamodb")
-    count = sum(page["Count"] for page in dynamodb.get_paginator("scan").paginate(TableName=table))
-    assert count == 150
-
-
 def test_consumed_stream_records_are_forgotten_and_reading_carries_on(client, stack, moto):
-    # moto keeps stream records forever and copies them on every transaction: the local
-    # stack drops what it has read, and sequence numbers must carry on across the cut
-    from moto.dynamodb.models import dynamodb_backends
+    # moto keeps stream records forever: the local stack drops what it has read, and
+    # sequence numbers must carry on across the cut
 
     dynamodb = client("dynamodb")
     table = stack["table"]
@@ -246,7 +193,7 @@ def test_consumed_stream_records_are_forgotten_and_reading_carries_on(client, st
     )
 
     def shard():
-        return dynamodb_backends["123456789012"]["us-east-1"].get_table(table).stream_shard
+        return moto_internals.stream_shard(table, "us-east-1")
 
     for round_ in range(3):
         for i in range(5):

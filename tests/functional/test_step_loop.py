@@ -11,9 +11,10 @@ from engine import compile_graph, run_graph_sync
 from engine.registry import Registry
 from engine.service import RunService
 from engine.state import decode_state
-from functions.runtime import set_service
+from functions.runtime import set_app
 from functions.step import app as step_app
 from functions.sweeper import app as sweeper_app
+from tests.functional import fixtures
 from tests.functional.pump import LambdaContext, load_event
 from tests.functional.tools import FLAKY, VANISHING, summarization
 
@@ -184,7 +185,7 @@ def test_sweeper_reenqueues_a_stalled_run_and_nothing_else(service, pump, clock)
 def test_run_fails_cleanly_when_its_tool_is_gone(service, pump, clock):
     # GIVEN a run of a graph whose tool a new deployment no longer registers
     run_id = start(service, VANISHING, {})
-    set_service(RunService(service.store, service.queue, Registry(), clock=clock))
+    set_app(fixtures.service_app(RunService(service.store, service.queue, Registry(), clock=clock)))
 
     # WHEN its step is delivered
     pump.drain()

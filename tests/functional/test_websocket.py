@@ -26,11 +26,13 @@ from engine.memory import InMemoryStepQueue
 from engine.service import RunService
 from engine.step import MAX_ERROR_MESSAGE_CHARS
 from flowforge.local.patterns import compile_filters
-from flowforge.stack import load_template
-from functions.aws.connections import REPLAY_FILTER_PATTERN, DynamoSubscriptionStore, set_log_stream
+from flowforge.local.stack import load_template
+from functions import runtime
+from functions.aws.connections import CONNECTION_TTL_S, REPLAY_FILTER_PATTERN, DynamoSubscriptionStore
 from functions.aws.dynamodb import DynamoRunStore
 from functions.aws.push import ApiGatewayPusher
 from functions.broadcast.app import handler as broadcast_handler
+from functions.settings import Settings
 from functions.ws.app import handler as ws_handler
 from tests.functional.connections_standin import ConnectionsStandIn
 from tests.functional.fixtures import REGION
@@ -224,8 +226,6 @@ class Harness:
 
 @pytest.fixture
 def ws(aws, stack, clock, monkeypatch):
-    monkeypatch.setenv("FLOWFORGE_TABLE", stack["table"])
-    monkeypatch.setenv("FLOWFORGE_WS_ENDPOINT", ENDPOINT)
     dynamodb = aws.client("dynamodb")
     store = DynamoRunStore(stack["table"], lambda: dynamodb)
     api = ConnectionsStandIn()
@@ -233,17 +233,19 @@ def ws(aws, stack, clock, monkeypatch):
         store,
         DynamoSubscriptionStore(stack["table"], lambda: dynamodb),
         ApiGatewayPusher(lambda: api),
+        connection_ttl_s=CONNECTION_TTL_S,
         clock=clock,
         workers=8,
     )
-    set_log_stream(stream)
+    settings = Settings(stack["table"], ws_endpoint=ENDPOINT)
+    runtime.set_app(runtime.build_app(settings, aws.client, log_stream=stream))
     queue = InMemoryStepQueue()
     service = RunService(store, queue, default_registry, clock=clock)
     # An explicit endpoint: botocore would otherwise pick an account-based one moto does not serve.
     streams = aws.client("dynamodbstreams", endpoint_url=f"https://streams.dynamodb.{REGION}.amazonaws.com")
     feed = StreamFeed(streams, stack["stream_arn"])
     yield Harness(service, queue, stream, api, feed, dynamodb, stack["table"], clock)
-    set_log_stream(None)
+    runtime.set_app(None)
 
 
 def assert_complete(ws: Harness, connection_id: str, run_id: str, status: str = "completed") -> None:

@@ -18,11 +18,11 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from moto.dynamodb.models.table import StreamShard
 
 from engine import RunResult, compile_graph, run_graph_sync
 from engine.errors import StoreUnavailableError
 from engine.state import decode_state
+from flowforge.local import moto_internals
 from functions.step import app as step_app
 from functions.sweeper import app as sweeper_app
 from tests.functional.pump import LambdaContext, load_event
@@ -137,9 +137,8 @@ class World:
 
 @pytest.fixture
 def world(service, stack, aws, clock, monkeypatch) -> World:
-    # Nothing here reads the table's stream, and moto copies every stream record it
-    # keeps in every transaction (a step's cost would grow with the run's length).
-    monkeypatch.setattr(StreamShard, "add", lambda self, old, new: None)
+    # Nothing here reads the table's stream: moto need not keep its records.
+    moto_internals.keep_no_stream_records(monkeypatch.setattr)
     world = World(service, stack, aws, clock)
     yield world
     figures.record(

@@ -22,8 +22,9 @@ from engine.step import MAX_ERROR_MESSAGE_CHARS
 from functions.api.app import handler as api_handler
 from functions.api.body import MAX_BODY_BYTES, MAX_BODY_DEPTH
 from functions.api.models import MAX_WAIT_S
-from functions.runtime import set_service
+from functions.runtime import set_app
 from functions.step import app as step_app
+from tests.functional.fixtures import service_app
 from tests.functional.pump import QueuePump, run_queued
 from tests.functional.test_websocket import counting
 from tests.reliability import figures
@@ -435,7 +436,7 @@ def test_a_run_state_response_fits_a_lambda_response():
     }
     run_id = service.start_run(service.create_graph(graph).graph_id, {}).run_id
     run_queued(service)
-    set_service(service)
+    set_app(service_app(service))
     try:
         # WHEN its state is read, then the pages its logs_next points to
         replies = [call(api_handler, "GET", f"/graph/state/{run_id}")]
@@ -443,7 +444,7 @@ def test_a_run_state_response_fits_a_lambda_response():
             after = replies[-1].json["logs_next"]
             replies.append(call(api_handler, "GET", f"/graph/state/{run_id}", query={"after": after}))
     finally:
-        set_service(None)
+        set_app(None)
 
     # THEN each answer fits in a Lambda response, and together they hold every entry once
     assert all(r.status == 200 and len(r.text.encode()) <= LAMBDA_RESPONSE_BYTES for r in replies)

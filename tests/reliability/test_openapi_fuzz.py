@@ -32,7 +32,8 @@ from schemathesis.specs.openapi.checks import (
 from engine.memory import InMemoryRunStore, InMemoryStepQueue
 from engine.service import RunService
 from functions.api.app import handler
-from functions.runtime import set_service
+from functions.runtime import set_app
+from tests.functional.fixtures import service_app
 from tests.functional.pump import LambdaContext, step_loop
 from tests.reliability import figures
 from tests.reliability.api_client import call
@@ -72,12 +73,12 @@ class Known:
 @pytest.fixture(scope="module")
 def service() -> Iterator[RunService]:
     service = RunService(InMemoryRunStore(), InMemoryStepQueue())
-    set_service(service)
+    set_app(service_app(service))
     Known.graph_id = service.create_graph(GRAPH).graph_id
     Known.run_id = service.start_run(Known.graph_id, {"a": 1}).run_id
     with step_loop(service):  # the step function, consuming the queue
         yield service
-    set_service(None)
+    set_app(None)
     figures.record(
         "openapi_fuzz",
         {"requests": len(CALLS), "server_errors": sum(s >= 500 for s in CALLS)},

@@ -17,7 +17,7 @@ from typing import Any
 from samtranslator.translator.transform import transform
 from samtranslator.yaml_helper import yaml_parse
 
-from flowforge.template import Intrinsics, parameter_values, references
+from flowforge.local.cloudformation import Intrinsics, parameter_values, references
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE_PATH = ROOT / "template.yaml"

@@ -1,5 +1,5 @@
 """The table and queues of template.yaml, created in moto: by CloudFormation from the
-translated stack, and by flowforge.stack.create_resources (tests and the local stack)."""
+translated stack, and by flowforge.local.stack.create_resources (tests and the local stack)."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from moto import mock_aws
 from moto.server import ThreadedMotoServer
 from sam_template import FUNCTIONS, TEMPLATE_PATH, translate, without
 
-from flowforge.stack import TemplateError, create_resources
-from flowforge.template import load_template
+from flowforge.local.cloudformation import load_template
+from flowforge.local.stack import TemplateError, create_resources
 from functions.settings import Settings
 
 
@@ -240,7 +240,7 @@ def test_the_template_environment_configures_every_function(session):
 
     # THEN nothing is missing or malformed, and the values are the template's defaults
     assert settings.table == "flowforge-Table"
-    assert settings.require_queue().endswith("/flowforge-StepQueue")
+    assert settings.step_queue_url and settings.step_queue_url.endswith("/flowforge-StepQueue")
     assert settings.require_ws_endpoint() == "https://ws.example/v1"
     assert settings.stall_after_s == 360
     assert settings.max_state_bytes == 262144

@@ -10,8 +10,8 @@ import pytest
 from sam_template import FUNCTIONS, ROOT, references, resources_of_type, sam_template, translate
 
 from engine.step import TERMINAL
+from flowforge.local.cloudformation import Intrinsics, load_template, parameter_values
 from flowforge.local.patterns import compile_filters
-from flowforge.template import Intrinsics, load_template, parameter_values
 from functions.aws.connections import REPLAY_FILTER_PATTERN
 
 HTTP_ROUTES = {

@@ -11,7 +11,7 @@ from sam_template import translate
 from test_template_resources import deploy_with_cloudformation
 
 import workflows  # noqa: F401  (registers the summarization tools)
-from functions.runtime import get_service, set_service
+from functions.runtime import current_app, set_app
 from functions.step import app as step_app
 from tests.functional import fixtures
 from tests.functional.pump import QueuePump
@@ -42,14 +42,14 @@ def stack_env(aws, monkeypatch) -> dict[str, str]:
     }
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    set_service(None)
+    set_app(fixtures.moto_app())
     yield env
-    set_service(None)
+    set_app(None)
 
 
 def test_the_summarization_workflow_runs_on_the_stack_cloudformation_created(aws, clock, stack_env):
     # GIVEN the functions' environment pointing at the stack CloudFormation created
-    service = get_service()
+    service = current_app().service
     service.clock = clock
     definition = json.loads((ROOT / "workflows/graphs/summarization.json").read_text())
     state = json.loads((ROOT / "workflows/graphs/summarization.state.json").read_text())

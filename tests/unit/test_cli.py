@@ -66,7 +66,7 @@ def workdir(tmp_path, monkeypatch):
     ``tmp_path``, are forgotten afterwards, so the next test can define them again.
     """
     monkeypatch.setattr(sys, "path", list(sys.path))
-    cli.load_tools()  # the default package's tools stay registered for everyone
+    cli.import_tools()  # the default package's tools stay registered for everyone
     monkeypatch.setattr(default_registry, "_tools", dict(default_registry._tools))
     monkeypatch.setattr(default_registry, "_conditions", dict(default_registry._conditions))
     monkeypatch.chdir(tmp_path)

@@ -45,7 +45,7 @@ FIRST_MESSAGE = textwrap.dedent(
     from engine.step import Cursor
     from functions import runtime
 
-    service = runtime.get_service()
+    service = runtime.current_app().service
     service.store, service.queue = InMemoryRunStore(), InMemoryStepQueue()
     graph = json.load(open("workflows/graphs/summarization.json"))
     state = json.load(open("workflows/graphs/summarization.state.json"))

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from flowforge.local.patterns import PatternError, compile_filters, matches
+from flowforge.local.stack import DEFAULT_TEMPLATE
 from flowforge.local.template import read_template
-from flowforge.stack import DEFAULT_TEMPLATE
 
 
 def _record(event_name: str, **image) -> dict:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from flowforge.local.stack import DEFAULT_TEMPLATE, load_template
 from flowforge.local.template import read_template
-from flowforge.stack import DEFAULT_TEMPLATE, load_template
 
 
 def test_every_function_and_its_handler_and_timeout_come_from_the_template():

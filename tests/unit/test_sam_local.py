@@ -22,13 +22,13 @@ import workflows  # noqa: F401  (registers the summarization tools)
 from engine.memory import InMemoryRunStore, InMemoryStepQueue
 from engine.service import RunService
 from flowforge.local.dev import DevOptions
-from flowforge.local.events import ACCOUNT_ID
-from flowforge.local.lambdas import LambdaContext
+from flowforge.local.events import ACCOUNT_ID, LambdaContext
 from functions.api.app import handler as api_handler
 from functions.aws import dynamodb_codec
 from functions.aws.sqs import StepMessage
-from functions.runtime import set_service
+from functions.runtime import set_app
 from functions.ws.routes import Subscribe, parse_frame
+from tests.functional.fixtures import service_app
 
 ROOT = Path(__file__).resolve().parents[2]
 EVENTS = ROOT / "events"
@@ -77,9 +77,9 @@ def test_env_local_points_at_the_local_stacks_resources_and_ports(env_local):
 @pytest.fixture
 def in_memory_service():
     service = RunService(InMemoryRunStore(), InMemoryStepQueue())
-    set_service(service)
+    set_app(service_app(service))
     yield service
-    set_service(None)
+    set_app(None)
 
 
 def test_api_events_are_served_by_the_api_handler(in_memory_service):

@@ -20,6 +20,7 @@ from engine.logstream_memory import InMemorySubscriptionStore
 from engine.memory import InMemoryRunStore, InMemoryStepQueue
 from engine.service import RunService
 from engine.step import TERMINAL
+from functions.aws.connections import CONNECTION_TTL_S
 from functions.aws.push import ApiGatewayPusher
 from tests.functional.connections_standin import ConnectionsStandIn
 
@@ -73,7 +74,12 @@ class World:
         self.subs = InMemorySubscriptionStore()
         self.api = ConnectionsStandIn()
         self.stream = LogStream(
-            self.store, self.subs, ApiGatewayPusher(lambda: self.api), clock=self.clock, workers=4
+            self.store,
+            self.subs,
+            ApiGatewayPusher(lambda: self.api),
+            connection_ttl_s=CONNECTION_TTL_S,
+            clock=self.clock,
+            workers=4,
         )
         self.run_id = ""
 

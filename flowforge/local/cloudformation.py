@@ -2,7 +2,7 @@
 
 Enough of CloudFormation's semantics (parameters, conditions, Ref, Fn::GetAtt, Fn::Sub,
 Fn::If, Fn::FindInMap) to create the stack's tables and queues outside CloudFormation
-(:mod:`flowforge.stack`) and to check the template in tests.
+(:mod:`flowforge.local.stack`) and to check the template in tests.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-DEFAULT_TEMPLATE = Path(__file__).resolve().parent.parent / "template.yaml"
+DEFAULT_TEMPLATE = Path(__file__).resolve().parents[2] / "template.yaml"
 """The repository's template.yaml (next to the flowforge package)."""
 
 

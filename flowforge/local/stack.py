@@ -17,7 +17,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from flowforge.template import (
+from flowforge.local.cloudformation import (
     DEFAULT_TEMPLATE,
     NO_VALUE,
     Intrinsics,

@@ -1,0 +1,136 @@
+"""Every use of moto beyond its public API (``mock_aws`` and its server), in one place.
+
+The local stack, the tests and the benchmarks need a few things moto has no API for: the
+records in a table's stream shard and their sequence numbers (the local stack's journal),
+forgetting what moto would keep forever (stream records, shard iterators, its registry of
+model instances), an item read without a request (the benchmarks' meter), SQS on a test's
+clock, one in-process request at a time, and a server dispatcher that remembers hosts.
+These are moto's internals: pyproject.toml pins moto's minor version for them, and
+tests/unit/test_moto_internals.py checks each one, so an upgrade that moves one fails
+there, by name, rather than as a strange failure elsewhere.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from moto.core import DEFAULT_ACCOUNT_ID
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler
+
+#: The account moto serves (every local ARN and queue URL names it).
+ACCOUNT_ID = DEFAULT_ACCOUNT_ID
+#: ``monkeypatch.setattr``, or anything with its signature: the caller decides about undoing.
+SetAttr = Callable[[Any, str, Any], None]
+
+
+# -- DynamoDB streams: the local stack's journal --------------------------------------------
+def stream_shard(table: str, region: str) -> Any:
+    """The table's (only) stream shard, or None when it has no stream."""
+    from moto.dynamodb.models import dynamodb_backends
+
+    return dynamodb_backends[ACCOUNT_ID][region].get_table(table).stream_shard
+
+
+def last_sequence(shard: Any) -> int:
+    """The sequence number of the shard's last record (its first one less 1 when empty).
+
+    moto numbers records by their index in ``shard.items`` plus ``starting_sequence_number``.
+    """
+    return shard.starting_sequence_number + len(shard.items) - 1
+
+
+def records_after(shard: Any, through: int) -> list[dict[str, Any]]:
+    """The shard's records after sequence number ``through``, as GetRecords returns them."""
+    first = shard.starting_sequence_number
+    return [record.to_json() for record in shard.items[max(0, through + 1 - first) :]]
+
+
+def forget_through(table: str, region: str, through_sequence: str | None) -> None:
+    """Forget what moto would keep forever and the local stack no longer needs.
+
+    - Stream records up to ``through_sequence`` (read, and journaled when written):
+      DynamoDB keeps them 24 hours, moto forever. Sequence numbers carry on.
+    - Shard iterators: every poll takes fresh ones (see pollers.StreamPoller).
+    - moto's registry of every model instance ever created (for its dashboard).
+    """
+    from moto.core.model_instances import reset_model_data
+    from moto.dynamodbstreams.models import dynamodbstreams_backends
+
+    reset_model_data()
+    dynamodbstreams_backends[ACCOUNT_ID][region].shard_iterators.clear()
+    shard = stream_shard(table, region)
+    if shard is None or through_sequence is None:
+        return
+    consumed = int(through_sequence) + 1 - shard.starting_sequence_number
+    if consumed > 0:
+        del shard.items[:consumed]
+        shard.starting_sequence_number += consumed
+
+
+def stored_item(table: str, key: dict[str, Any], region: str) -> dict[str, Any] | None:
+    """An item as stored (DynamoDB JSON), read from moto's memory without a request."""
+    from moto.dynamodb.models import dynamodb_backends
+
+    item = dynamodb_backends[ACCOUNT_ID][region].get_item(table, key)
+    return item.to_json()["Attributes"] if item else None
+
+
+def keep_no_stream_records(setattr: SetAttr) -> None:
+    """Stop moto from keeping stream records: for runs no one reads the stream of."""
+    from moto.dynamodb.models.table import StreamShard
+
+    setattr(StreamShard, "add", lambda self, old, new: None)
+
+
+# -- in-process moto (mock_aws): tests ---------------------------------------------------------
+def sqs_on_clock(setattr: SetAttr, clock: Callable[[], float]) -> None:
+    """Run moto's SQS (delays, visibility timeouts, receive counts) on ``clock``."""
+    import moto.sqs.models as sqs_models
+
+    unix_time = sqs_models.unix_time
+    setattr(sqs_models, "unix_time", lambda dt=None: clock() if dt is None else unix_time(dt))
+    setattr(
+        sqs_models,
+        "unix_time_millis",
+        lambda dt=None: clock() * 1000.0 if dt is None else unix_time(dt) * 1000.0,
+    )
+
+
+def one_request_at_a_time(setattr: SetAttr) -> None:
+    """Serialize the requests in-process moto answers (it is not thread-safe; real AWS
+    serializes the writes to an item, so this is the faithful model for race tests)."""
+    from moto.core.botocore_stubber import BotocoreStubber
+
+    lock = threading.RLock()
+    process_request = BotocoreStubber.process_request
+
+    def serialized(self: Any, request: Any) -> Any:
+        with lock:
+            return process_request(self, request)
+
+    setattr(BotocoreStubber, "process_request", serialized)
+
+
+# -- moto's server: the local stack ------------------------------------------------------------
+class QuietRequestHandler(MotoRequestHandler):
+    """moto's request handler without a terminal line per AWS call."""
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        return None
+
+
+class Dispatcher(DomainDispatcherApplication):
+    """moto's dispatcher, remembering which backend serves each host: moto finds out by
+    listing its own package directory for every request (in a profile with 20 runs in
+    flight, ~8% of the local stack's busy time)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._backends: dict[str | None, Any] = {}
+
+    def get_backend_for_host(self, host: str | None) -> Any:
+        if host not in self._backends:
+            self._backends[host] = super().get_backend_for_host(host)
+        return self._backends[host]
