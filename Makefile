@@ -39,9 +39,19 @@ fmt: $(STAMP)  ## format the code
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-test: $(STAMP)  ## ruff + the whole test suite
+test: $(STAMP) chromium  ## ruff + the whole test suite (the console's tests run in headless Chromium)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q -n 2
+
+# The console's browser tests drive the system's Chromium (Debian's package) with
+# Playwright: installed here when missing, never downloaded by Playwright.
+CHROMIUM ?= /usr/bin/chromium
+.PHONY: chromium screenshots
+chromium:
+	@test -x $(CHROMIUM) || { apt-get update && apt-get install -y chromium; }
+
+screenshots: $(STAMP) chromium  ## the console's screenshots in docs/ (README), from a fresh local stack
+	FLOWFORGE_CHROMIUM=$(CHROMIUM) $(BIN)/python -m tests.e2e.screenshots docs
 
 # The long versions of tests/reliability (make test runs the fast ones): more hypothesis
 # examples, more faults, kills and load; the figures end up in .flowforge/reliability.json.

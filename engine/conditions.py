@@ -97,9 +97,7 @@ def check(cond: Any, registry: Registry, path: str, depth: int = 0) -> list[Prob
     ops = keys - {"var"}
     unknown = sorted(ops - set(OPERATORS))
     if unknown:
-        problems.append(
-            Problem(path, f"unknown operator {unknown[0]!r}; use one of {', '.join(OPERATORS)}")
-        )
+        problems.append(Problem(path, f"unknown operator {unknown[0]!r}; use one of {', '.join(OPERATORS)}"))
     elif len(ops) != 1:
         problems.append(Problem(path, "a rule has exactly one operator besides 'var'"))
     else:

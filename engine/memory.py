@@ -40,14 +40,7 @@ class InMemoryRunStore:
 
     def list_graphs(self, limit: int = 50, after: str | None = None, *, owner: str | None = None):
         with self._lock:
-            owned = [g for g in self._graphs.values() if g.owner == owner]
-            ordered = sorted(owned, key=lambda g: (g.created_at, g.graph_id), reverse=True)
-        if after is not None:
-            ids = [g.graph_id for g in ordered]
-            ordered = ordered[ids.index(after) + 1 :] if after in ids else []
-        page = [copy.deepcopy(g) for g in ordered[:limit]]
-        token = page[-1].graph_id if len(ordered) > limit else None
-        return page, token
+            return _newest_first(self._graphs, limit, after, copy.deepcopy, owner)
 
     def create_run(self, run: RunRecord) -> None:
         with self._lock:
@@ -55,6 +48,12 @@ class InMemoryRunStore:
                 raise ConflictError(f"run {run.run_id!r} already exists")
             self._runs[run.run_id] = replace(run, state=dict(run.state))
             self._logs[run.run_id] = []
+
+    def list_runs(self, limit: int = 50, after: str | None = None, *, owner: str | None = None):
+        with self._lock:
+            return _newest_first(
+                self._runs, limit, after, lambda run: replace(run, state=dict(run.state)), owner
+            )
 
     def get_run(self, run_id: str, *, step: int | None = None) -> RunRecord | None:
         with self._lock:
@@ -90,6 +89,20 @@ class InMemoryRunStore:
             due = [r for r in self._runs.values() if r.status == "running" and r.next_at < due_before]
         due.sort(key=lambda r: r.next_at)
         return [(r.run_id, r.step) for r in due[:limit]]
+
+
+def _newest_first(
+    records: dict[str, Any], limit: int, after: str | None, copied: Any, owner: str | None
+) -> tuple[list[Any], str | None]:
+    """A page of ``owner``'s ``records`` (by id) newest first, ties by id; the token is the last id."""
+    owned = [(record_id, record) for record_id, record in records.items() if record.owner == owner]
+    ordered = sorted(owned, key=lambda item: (item[1].created_at, item[0]), reverse=True)
+    if after is not None:
+        ids = [record_id for record_id, _ in ordered]
+        ordered = ordered[ids.index(after) + 1 :] if after in ids else []
+    page = ordered[:limit]
+    token = page[-1][0] if len(ordered) > limit else None
+    return [copied(record) for _, record in page], token
 
 
 @dataclass(frozen=True, slots=True)

@@ -83,6 +83,12 @@ class RunStore(Protocol):
     def create_run(self, run: RunRecord) -> None:
         """Store a new run; ConflictError if the id exists."""
 
+    def list_runs(
+        self, limit: int = 50, after: str | None = None, *, owner: str | None = None
+    ) -> tuple[list[RunRecord], str | None]:
+        """Runs as they are now, newest first (by ``created_at``); the page and a token
+        for the next one (or None)."""
+
     def get_run(self, run_id: str, *, step: int | None = None) -> RunRecord | None:
         """The run as stored. With ``step``, the caller is about to execute that step and
         will commit it with :meth:`commit_step`: a store may then answer with what it last

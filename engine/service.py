@@ -114,6 +114,10 @@ class RunService:
         self._graph_owners[record.graph_id] = owner
         return record
 
+    def validate_graph(self, definition: Any) -> CompiledGraph:
+        """Validate a graph without storing it (GraphValidationError lists every problem)."""
+        return compile_graph(definition, self.registry)
+
     def get_graph(self, graph_id: str, owner: str | None = None) -> GraphRecord:
         record = self.store.get_graph(graph_id)
         if record is None or not _visible(record.owner, owner):

@@ -128,15 +128,74 @@ def _add_graph_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _validate_arguments(parser: argparse.ArgumentParser) -> None:
     _add_graph_arguments(parser)
+    parser.add_argument(
+        "--endpoint",
+        metavar="URL",
+        help="check against a stack's tools with POST /graph/validate (nothing is stored); "
+        "a deployed stack's URL is signed with SigV4 from your AWS credentials",
+    )
+    parser.set_defaults(ws_url=None)
 
 
 def validate(args: argparse.Namespace) -> int:
     """Check a graph; every problem is printed as ``path: message`` (exit 2)."""
+    if args.endpoint:
+        return _api_command(_validate_remotely)(args)
     import_tools(args.tools)
     graph = load_graph(args.graph)
     name = graph.name or Path(args.graph).stem
     count = len(graph.nodes)
     print(f"ok: {name} ({count} node{'s' if count != 1 else ''})")
+    return EXIT_OK
+
+
+async def _validate_remotely(api: Any, args: argparse.Namespace) -> int:
+    definition = parse_json(read_text(args.graph, "graph file"), f"graph file {args.graph!r}")
+    verdict = (await api.request("POST", "/graph/validate", definition))[1]
+    for problem in verdict["problems"]:
+        print(
+            f"{problem['path']}: {problem['message']}" if problem["path"] else problem["message"],
+            file=sys.stderr,
+        )
+    if not verdict["valid"]:
+        return EXIT_USAGE
+    name = definition.get("name") or Path(args.graph).stem
+    count = len(definition["nodes"])
+    print(f"ok: {name} ({count} node{'s' if count != 1 else ''}) on {api.endpoint.http}")
+    return EXIT_OK
+
+
+# -- console ------------------------------------------------------------------------------
+
+
+def _console_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--endpoint",
+        metavar="URL",
+        help="the stack's HTTP API (FLOWFORGE_ENDPOINT; the stack output HttpApiUrl), else the local stack",
+    )
+    parser.add_argument(
+        "--ws-url", metavar="URL", help="its WebSocket API (FLOWFORGE_WS_URL; the stack output WebSocketUrl)"
+    )
+    parser.add_argument("--port", type=int, default=8300, help="local port to serve on (default 8300)")
+
+
+def console(args: argparse.Namespace) -> int:
+    """Serve the web console on 127.0.0.1, forwarding its calls to the stack, signed."""
+    from flowforge.client import ClientError, Endpoint
+    from flowforge.console import serve
+
+    try:
+        serve(Endpoint.resolve(args.endpoint, args.ws_url), "127.0.0.1", args.port)
+    except ClientError as exc:
+        print(f"flowforge console: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as exc:
+        print(
+            f"flowforge console: error: cannot listen on 127.0.0.1:{args.port} ({exc.strerror})",
+            file=sys.stderr,
+        )
+        return EXIT_RUN_FAILED
     return EXIT_OK
 
 
@@ -404,6 +463,7 @@ COMMANDS: tuple[Command, ...] = (
     Command("state", "a run's status, state and logs", _run_id_arguments, _api_command(_state)),
     Command("logs", "a run's log, or --follow it live", _logs_arguments, _api_command(_logs)),
     Command("cancel", "cancel a running run", _run_id_arguments, _api_command(_cancel)),
+    Command("console", "serve the web console for a stack, signing its calls", _console_arguments, console),
 )
 
 

@@ -26,6 +26,9 @@ class Settings:
     """SQS queue of step messages (FLOWFORGE_STEP_QUEUE_URL); needed by api, step, sweeper."""
     ws_endpoint: str | None = None
     """API Gateway @connections endpoint, https://… (FLOWFORGE_WS_ENDPOINT); ws, broadcast."""
+    console_ws_url: str | None = None
+    """The WebSocket API's URL, wss://…/stage, which the web console connects to
+    (FLOWFORGE_CONSOLE_WS_URL; without it the console uses /ws on its own origin)."""
     max_state_bytes: int = DEFAULT_MAX_STATE_BYTES
     """Cap on a run's serialized state (FLOWFORGE_MAX_STATE_BYTES)."""
     stall_after_s: float = 360.0
@@ -49,6 +52,7 @@ class Settings:
             table=table,
             step_queue_url=env.get("FLOWFORGE_STEP_QUEUE_URL") or None,
             ws_endpoint=env.get("FLOWFORGE_WS_ENDPOINT") or None,
+            console_ws_url=env.get("FLOWFORGE_CONSOLE_WS_URL") or None,
             max_state_bytes=_number(env, "FLOWFORGE_MAX_STATE_BYTES", int, DEFAULT_MAX_STATE_BYTES),
             # A run is only "stalled" once a step could no longer be executing.
             stall_after_s=max(

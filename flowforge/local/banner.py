@@ -47,6 +47,7 @@ def banner(at: Endpoints) -> str:
         "FlowForge local stack: the serverless app on moto, no Docker, no AWS account",
         f"  mode        {_mode(at)}",
         "",
+        f"  Console     {at.url}/console",
         f"  API         {at.url}        docs: {at.url}/docs",
         f'  WebSocket   {ws}/ws/logs/<run_id>   or {ws} then send {{"action": "subscribe", "run_id": "<run_id>"}}',
         f"  AWS (moto)  {at.moto}        table {at.table}",

@@ -59,6 +59,7 @@ class GraphSummary(_Response):
     graph_id: str
     name: str | None = Field(description="The graph's name, if it has one.")
     created_at: str = Field(description="ISO 8601 UTC timestamp.")
+    nodes: int | None = Field(None, description="Number of nodes.")
 
 
 class GraphPage(_Response):
@@ -67,8 +68,27 @@ class GraphPage(_Response):
 
     @classmethod
     def of(cls, graphs: list[GraphRecord], next_token: str | None) -> GraphPage:
-        summaries = [GraphSummary(graph_id=g.graph_id, name=g.name, created_at=g.created_at) for g in graphs]
+        summaries = [
+            GraphSummary(
+                graph_id=g.graph_id, name=g.name, created_at=g.created_at, nodes=len(g.definition["nodes"])
+            )
+            for g in graphs
+        ]
         return cls(graphs=summaries, next_token=next_token)
+
+
+class GraphProblem(BaseModel):
+    path: str = Field(
+        description="Dotted path of what is wrong, e.g. nodes.refine.next ('' for the whole graph)."
+    )
+    message: str
+
+
+class GraphValidation(_Response):
+    """What POST /graph/validate found; nothing is stored."""
+
+    valid: bool = Field(description="true when POST /graph/create would accept the graph.")
+    problems: list[GraphProblem] = Field(description="Every problem, each at its path; empty when valid.")
 
 
 class GraphDetail(GraphSummary):
@@ -81,6 +101,7 @@ class GraphDetail(GraphSummary):
             graph_id=graph.graph_id,
             name=graph.name,
             created_at=graph.created_at,
+            nodes=len(graph.definition["nodes"]),
             version=graph.version,
             definition=graph.definition,
         )
@@ -138,6 +159,39 @@ class RunView(_Response):
     @classmethod
     def of(cls, run: RunRecord, logs: LogPage | None) -> RunView:
         return cls.model_validate(run_view(run, logs))
+
+
+class RunSummary(_Response):
+    """A run in a list: its status and progress, without state or logs."""
+
+    run_id: str
+    graph_id: str
+    status: str = Field(description="running, completed, failed or cancelled.")
+    step: int = Field(description="Steps made so far.")
+    created_at: str
+    updated_at: str
+    finished_at: str | None
+
+
+class RunPage(_Response):
+    runs: list[RunSummary] = Field(description="Newest first.")
+    next_token: str | None = Field(description="Pass as ?next_token= for the next page; null at the end.")
+
+    @classmethod
+    def of(cls, runs: list[RunRecord], next_token: str | None) -> RunPage:
+        summaries = [
+            RunSummary(
+                run_id=r.run_id,
+                graph_id=r.graph_id,
+                status=r.status,
+                step=r.step,
+                created_at=r.created_at,
+                updated_at=r.updated_at,
+                finished_at=r.finished_at,
+            )
+            for r in runs
+        ]
+        return cls(runs=summaries, next_token=next_token)
 
 
 class RunAccepted(_Response):

@@ -13,6 +13,7 @@ from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
 from aws_lambda_powertools.metrics import MetricUnit
 from pydantic import SkipValidation
 
+from engine.errors import GraphValidationError
 from engine.logpages import MAX_LOG_PAGE_ENTRIES
 from engine.model import MAX_STEPS_CAP, Graph
 from functions.api.models import (
@@ -20,7 +21,10 @@ from functions.api.models import (
     GraphCreated,
     GraphDetail,
     GraphPage,
+    GraphProblem,
+    GraphValidation,
     RunAccepted,
+    RunPage,
     RunRequest,
     RunView,
     ToolListing,
@@ -97,6 +101,27 @@ def create_graph(
     return GraphCreated.of(graph)
 
 
+@router.post(
+    "/graph/validate",
+    summary="Validate a graph without storing it",
+    description="The body is a graph definition, as for POST /graph/create. Answers 200 with "
+    "valid and every problem at its path; nothing is stored.",
+    responses=_responses("The verdict", 400, 413),
+    tags=["graphs"],
+)
+def validate_graph(
+    # Any JSON: whatever the body holds is checked and answered with a verdict, so the
+    # schema promises nothing more (a graph that breaks it is an answer, not a 400).
+    definition: Annotated[Any, Body(description="A graph definition, as for POST /graph/create.")],
+) -> GraphValidation:
+    try:
+        current_app().service.validate_graph(definition)
+    except GraphValidationError as exc:
+        problems = [GraphProblem(path=p.path, message=p.message) for p in exc.problems]
+        return GraphValidation(valid=False, problems=problems)
+    return GraphValidation(valid=True, problems=[])
+
+
 @router.get(
     "/graphs",
     summary="List graphs, newest first",
@@ -151,6 +176,21 @@ def start_run(request: Annotated[RunRequest, Body(description="What to run, and 
     if finished is None:
         return RunAccepted.of(run.run_id), 202
     return RunView.of(finished, service.log_page(run.run_id)), 200
+
+
+@router.get(
+    "/runs",
+    summary="List runs, newest first",
+    description="Each run's status and progress now, without state or logs.",
+    responses=_responses("A page of runs", 400, 503),
+    tags=["runs"],
+)
+def list_runs(
+    limit: Annotated[int, Query(ge=1, le=100, description="Page size.")] = 50,
+    next_token: Annotated[str | None, Query(max_length=1024, description="From the previous page.")] = None,
+) -> RunPage:
+    runs, token = current_app().service.store.list_runs(limit=limit, after=next_token, owner=_owner())
+    return RunPage.of(runs, token)
 
 
 @router.get(

@@ -91,32 +91,57 @@ class DynamoRunStore(AwsAdapter):
     ) -> tuple[list[GraphRecord], str | None]:
         """``owner``'s graphs, newest first: one query of their own index partition. The
         token is opaque (the index key of the page's last graph)."""
+        items, token = self._index_page(codec.graphs_index_pk(owner), codec.graph_key, limit, after)
+        return [codec.graph_from_item(item) for item in self._batch_get(items)], token
+
+    def _index_page(
+        self, partition: str, key_of: Callable[[str], codec.Item], limit: int, after: str | None
+    ) -> tuple[list[codec.Item], str | None]:
+        """Table keys of one page of a gsi1 partition whose sort keys are ``<created_at>#<id>``,
+        newest first, and the token of the next page."""
         if limit <= 0:
             return [], None
-        index_pk = codec.graphs_index_pk(owner)
         params: dict[str, Any] = {
             "TableName": self.table_name,
             "IndexName": GSI,
             "KeyConditionExpression": "gsi1pk = :pk",
-            "ExpressionAttributeValues": {":pk": codec.S(index_pk)},
+            "ExpressionAttributeValues": {":pk": codec.S(partition)},
             "ScanIndexForward": False,
         }
         if after is not None:
-            start = _graph_index_start(after, index_pk)
+            start = _index_start(after, partition, key_of)
             if start is None:
                 return [], None
             params["ExclusiveStartKey"] = start
         # One more than asked for says whether there is a next page.
         found = self._query(params, limit + 1)
         page = found[:limit]
-        graphs = [codec.graph_from_item(item) for item in self._batch_get(list(map(_table_key, page)))]
         token = _encode_token(page[-1]["gsi1sk"]["S"]) if len(found) > limit else None
-        return graphs, token
+        return list(map(_table_key, page)), token
 
     # -- runs ---------------------------------------------------------------------------
     def create_run(self, run: RunRecord) -> None:
+        # Listed first: a crash in between leaves a listed id without a run, which
+        # list_runs skips, never a run missing from the list.
+        self._put_new(codec.listed_item(run))
         self._put_new(codec.run_item(run, applied=run.step))
         self._remember(_Folded(run, run.step, run.step, codec.due_bucket_key(run.next_at)))
+
+    def list_runs(
+        self, limit: int = 50, after: str | None = None, *, owner: str | None = None
+    ) -> tuple[list[RunRecord], str | None]:
+        """``owner``'s runs, newest first, each as it is now: the snapshots of the page in
+        one batch, and those still running folded (their snapshot may lag)."""
+        listed, token = self._index_page(codec.runs_index_pk(owner), codec.listed_key, limit, after)
+        runs = []
+        for item in self._batch_get([{**key, "sk": codec.S(codec.RUN_SK)} for key in listed]):
+            run: RunRecord | None = codec.run_from_item(item)
+            if run is not None and run.status == "running":
+                folded = self._read_run(run.run_id)
+                run = folded.run if folded else None
+            if run is not None:
+                runs.append(replace(run, state=dict(run.state)))
+        return runs, token
 
     def get_run(self, run_id: str, *, step: int | None = None) -> RunRecord | None:
         """The run now (one query); with ``step``, no read at all if this store last saw
@@ -422,17 +447,13 @@ def _encode_token(index_sk: str) -> str:
     return base64.urlsafe_b64encode(index_sk.encode()).decode().rstrip("=")
 
 
-def _graph_index_start(token: str, index_pk: str) -> codec.Item | None:
+def _index_start(token: str, partition: str, key_of: Callable[[str], codec.Item]) -> codec.Item | None:
     """The ExclusiveStartKey a list token stands for, or None if it is not one of ours."""
     try:
         index_sk = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
     except (binascii.Error, UnicodeDecodeError, ValueError):
         return None
-    _, sep, graph_id = index_sk.partition("#")
-    if not sep or not graph_id:
+    _, sep, item_id = index_sk.partition("#")
+    if not sep or not item_id:
         return None
-    return {
-        **codec.graph_key(graph_id),
-        "gsi1pk": codec.S(index_pk),
-        "gsi1sk": codec.S(index_sk),
-    }
+    return {**key_of(item_id), "gsi1pk": codec.S(partition), "gsi1sk": codec.S(index_sk)}

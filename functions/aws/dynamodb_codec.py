@@ -4,6 +4,7 @@
 |--------|---------------|------------------|-----------------|------------------------|
 | graph  | GRAPH#<id>    | GRAPH            | GRAPH[#<owner>] | <created_at>#<id>      |
 | run    | RUN#<id>      | RUN              | RUNNING#<0..7>  | next_at's minute, ms   |
+| listed | RUN#<id>      | LISTED           | RUNS[#<owner>]  | <created_at>#<id>      |
 | log    | RUN#<id>      | LOG#<seq:010d>   |                 |                        |
 | finish | RUN#<id>      | LOG#<seq:010d>   |                 |                        |
 
@@ -16,11 +17,12 @@ folded in (see dynamodb.py); a reader folds the slots at and after ``applied`` o
 "RUN" sorts after every "LOG#..." key, so one query read backwards from "RUN" returns
 the snapshot first, then the slots newest first.
 
-With graphs isolated by principal, a graph and a run carry their ``owner`` (the caller's
-ARN), and a graph is listed under its owner's own index partition, so a list reads only
-the caller's graphs; without isolation neither has an owner and nothing changes.
-
-Only running runs carry gsi1 keys, so the sweeper's index holds exactly the runs it may
+A run's "listed" item, written once when the run is created, lists it newest first
+(console, ``GET /runs``); it holds keys only and sorts before the slots, outside every
+read of the run. With graphs and runs isolated by principal, a graph and a run carry
+their ``owner`` (the caller's ARN), and graphs and listed runs sit in their owner's own
+index partitions, so a list reads only the caller's; without isolation nothing has an
+owner and nothing changes. Of run items, only running runs carry gsi1 keys, so the sweeper's index holds exactly the runs it may
 have to wake. Their sort key is ``next_at`` rounded down to the minute: a lower bound of
 when the run is due that changes about once a minute rather than at every step, because
 each change of an index key is billed as two index writes (a delete and a put). A run's
@@ -41,6 +43,8 @@ from engine.transitions import apply_commit, apply_finish
 GRAPH_SK = "GRAPH"
 RUN_SK = "RUN"
 GRAPHS_GSI_PK = "GRAPH"
+LISTED_SK = "LISTED"
+RUNS_GSI_PK = "RUNS"
 RUNNING_SHARDS = 8
 #: Width of the sweeper index's time buckets: a running run's index key moves (two
 #: index writes) at most once per bucket, and the sweeper re-reads runs due up to one
@@ -131,8 +135,30 @@ def graphs_index_pk(owner: str | None) -> str:
     return GRAPHS_GSI_PK if owner is None else f"{GRAPHS_GSI_PK}#{owner}"
 
 
+def runs_index_pk(owner: str | None) -> str:
+    """The index partition listing ``owner``'s runs (None: the account's)."""
+    return RUNS_GSI_PK if owner is None else f"{RUNS_GSI_PK}#{owner}"
+
+
 def graph_index_sk(created_at: str, graph_id: str) -> str:
     return f"{created_at}#{graph_id}"
+
+
+def listed_key(run_id: str) -> Item:
+    return {"pk": S(run_pk(run_id)), "sk": S(LISTED_SK)}
+
+
+def listed_item(run: RunRecord) -> Item:
+    """The item that lists ``run`` in gsi1 under RUNS, newest first."""
+    item = {
+        **listed_key(run.run_id),
+        "kind": S("listed"),
+        "gsi1pk": S(runs_index_pk(run.owner)),
+        "gsi1sk": S(graph_index_sk(run.created_at, run.run_id)),
+    }
+    if run.expires_at is not None:
+        item["expires_at"] = N(run.expires_at)
+    return item
 
 
 # -- graphs -----------------------------------------------------------------------------

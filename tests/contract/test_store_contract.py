@@ -112,6 +112,17 @@ def test_a_runs_owner_survives_its_commits_and_snapshots(store):
     assert store.get_run("run1").owner == owner
 
 
+def test_runs_of_an_owner_are_listed_apart(store):
+    alice, bob = "arn:aws:iam::123456789012:user/alice", "arn:aws:iam::123456789012:user/bob"
+    for i, owner in enumerate([alice, None, bob, alice]):
+        store.create_run(run(f"r{i}", owner=owner, created_at=f"2025-06-15T10:00:0{i}.000Z"))
+    first, token = store.list_runs(limit=1, owner=alice)
+    second, last = store.list_runs(limit=1, after=token, owner=alice)
+    assert [r.run_id for r in first + second] == ["r3", "r0"] and last is None
+    assert [r.run_id for r in store.list_runs(owner=bob)[0]] == ["r2"]
+    assert [r.run_id for r in store.list_runs()[0]] == ["r1"]
+
+
 # -- runs ---------------------------------------------------------------------------------
 def test_create_and_get_run_round_trips(store):
     store.create_run(run())
@@ -124,6 +135,32 @@ def test_create_run_with_an_existing_id_conflicts(store):
     with pytest.raises(ConflictError):
         store.create_run(run(graph_id="other"))
     assert store.get_run("run1").graph_id == "g1"
+
+
+def test_list_runs_pages_newest_first_each_as_it_is_now(store):
+    # GIVEN four runs, two started in the same millisecond; one has made a step since its
+    # last snapshot, one was cancelled
+    stamps = ["10:00:01", "10:00:03", "10:00:02", "10:00:03"]
+    for i, stamp in enumerate(stamps):
+        store.create_run(run(f"r{i}", created_at=f"2025-06-15T{stamp}.000Z"))
+    store.commit_step(commit(0, run_id="r2"))
+    store.finish_run("r0", status="cancelled", error=None, now="2025-06-15T10:01:00.000Z")
+
+    # WHEN they are listed two at a time
+    pages, token, listed = [], None, []
+    while True:
+        page, token = store.list_runs(limit=2, after=token)
+        pages.append([r.run_id for r in page])
+        listed += page
+        if token is None:
+            break
+
+    # THEN every run comes once, newest first (ties by id, descending), as it is now
+    assert pages == [["r3", "r1"], ["r2", "r0"]]
+    now = {r.run_id: r for r in listed}
+    assert now["r2"] == store.get_run("r2") and now["r2"].step == 1
+    assert now["r0"].status == "cancelled"
+    assert store.list_runs(limit=10, after="not a token") == ([], None)
 
 
 def test_commit_step_advances_the_run_and_appends_its_log_entry(store):

@@ -6,6 +6,7 @@ Names start with ``e2e_`` so they cannot collide with real tools.
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 from engine import tool
 
@@ -21,3 +22,21 @@ async def e2e_nap(state, ctx):
 async def e2e_mark(state, ctx):
     """Record which node ran, in order."""
     return {"marks": [*state.get("marks", []), ctx.node]}
+
+
+@tool
+async def e2e_gate(state, ctx):
+    """Wait until the file ``params.path`` exists (at most ``params.timeout_s``, 30 s):
+    a step that finishes when the test says so."""
+    path = Path(ctx.params["path"])
+    for _ in range(int(float(ctx.params.get("timeout_s", 30)) / 0.05)):
+        if path.exists():
+            return {"gate": path.name}
+        await asyncio.sleep(0.05)
+    raise TimeoutError(f"{path} never appeared")
+
+
+@tool
+async def e2e_explode(state, ctx):
+    """Always fails with ``params.message``."""
+    raise RuntimeError(ctx.params.get("message", "exploded"))

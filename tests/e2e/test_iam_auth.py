@@ -179,8 +179,9 @@ def test_principals_see_only_their_own_graphs_and_runs(alice, bob):
     )
     assert status == 202
     run_id = started["run_id"]
-    # Bob lists none of Alice's graphs, and every one of her ids is unknown to him.
+    # Bob lists none of Alice's graphs and runs, and every one of her ids is unknown to him.
     assert graph["graph_id"] not in [g["graph_id"] for g in bob.request("GET", "/graphs")[1]["graphs"]]
+    assert run_id not in [r["run_id"] for r in bob.request("GET", "/runs")[1]["runs"]]
     for method, path, body in [
         ("GET", f"/graph/{graph['graph_id']}", None),
         ("POST", "/graph/run", {"graph_id": graph["graph_id"], "state": state}),
@@ -192,6 +193,7 @@ def test_principals_see_only_their_own_graphs_and_runs(alice, bob):
     # Alice still sees hers.
     assert graph["graph_id"] in [g["graph_id"] for g in alice.request("GET", "/graphs")[1]["graphs"]]
     assert alice.request("GET", f"/graph/state/{run_id}?logs=false")[0] == 200
+    assert run_id in [r["run_id"] for r in alice.request("GET", "/runs")[1]["runs"]]
 
 
 def test_a_principal_cannot_follow_another_principals_run_over_the_websocket(alice, bob):

@@ -194,7 +194,7 @@ def test_list_graphs_pages_newest_first(service, call):
     assert second.json["next_token"] is None
     listed = first.json["graphs"] + second.json["graphs"]
     assert sorted(g["graph_id"] for g in listed) == sorted(ids)
-    assert set(listed[0]) == {"graph_id", "name", "created_at"}
+    assert set(listed[0]) == {"graph_id", "name", "created_at", "nodes"}
 
 
 def test_list_graphs_refuses_a_limit_out_of_range(service, call):
@@ -472,7 +472,9 @@ def test_openapi_json_documents_every_route_and_the_error_shape(service, call):
     assert spec["info"]["title"] == "FlowForge" and spec["info"]["version"]
     assert set(spec["paths"]) == {
         "/graph/create",
+        "/graph/validate",
         "/graphs",
+        "/runs",
         "/graph/{graph_id}",
         "/graph/run",
         "/graph/state/{run_id}",

@@ -17,13 +17,17 @@ from functions.aws.connections import REPLAY_FILTER_PATTERN
 HTTP_ROUTES = {
     ("post", "/graph/create"),
     ("get", "/graphs"),
+    ("post", "/graph/validate"),
     ("get", "/graph/{graph_id}"),
+    ("get", "/runs"),
     ("post", "/graph/run"),
     ("get", "/graph/state/{run_id}"),
     ("post", "/graph/run/{run_id}/cancel"),
     ("get", "/tools"),
     ("get", "/docs"),
     ("get", "/openapi.json"),
+    ("get", "/console"),
+    ("get", "/console/{proxy+}"),
 }
 # AWS managed policies SAM attaches by itself. Their statements use Resource "*" where AWS
 # requires it: CloudWatch Logs streams are created at run time, dynamodb:ListStreams and

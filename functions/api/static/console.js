@@ -1,0 +1,479 @@
+/* FlowForge console: the pages, over the HTTP API and the WebSocket API. */
+(function () {
+  "use strict";
+  const BASE = document.body.dataset.base || "";
+  const WS_URL = document.body.dataset.wsUrl || `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`;
+  const main = document.getElementById("main");
+  const STATUSES = ["running", "completed", "failed", "cancelled"];
+
+  // -- small helpers ------------------------------------------------------------------
+  function h(tag, attrs, ...children) {
+    const node = document.createElement(tag);
+    for (const [k, v] of Object.entries(attrs || {})) {
+      if (v == null || v === false) continue;
+      if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
+      else if (k === "class") node.className = v;
+      else node.setAttribute(k, v === true ? "" : v);
+    }
+    for (const child of children.flat()) {
+      if (child == null || child === false) continue;
+      node.append(child instanceof Node ? child : String(child));
+    }
+    return node;
+  }
+  const link = (path, text, attrs) => h("a", { href: BASE + path, ...attrs }, text);
+  const badge = (status) => h("span", { class: `badge ${status}`, "data-status": status }, status);
+  const json = (value) => JSON.stringify(value, null, 2);
+  const shortId = (id) => (id.length > 12 ? id.slice(0, 8) + "…" : id);
+
+  function when(iso) {
+    if (!iso) return "";
+    const d = new Date(iso);
+    return d.toLocaleString(undefined, { month: "short", day: "numeric", hour: "2-digit", minute: "2-digit", second: "2-digit" });
+  }
+  function duration(run) {
+    const start = Date.parse(run.created_at);
+    const end = run.finished_at ? Date.parse(run.finished_at) : run.status === "running" ? Date.now() : Date.parse(run.updated_at);
+    const ms = Math.max(0, end - start);
+    if (ms < 1000) return `${ms} ms`;
+    if (ms < 60000) return `${(ms / 1000).toFixed(1)} s`;
+    return `${Math.floor(ms / 60000)} min ${Math.round((ms % 60000) / 1000)} s`;
+  }
+
+  class ApiError extends Error {
+    constructor(status, body) {
+      const err = (body && body.error) || {};
+      super(err.message || body?.message || `HTTP ${status}`);
+      this.status = status;
+      this.code = err.code;
+      this.details = err.details;
+    }
+  }
+  async function api(path, options = {}) {
+    const init = { method: options.method || "GET", headers: { accept: "application/json" } };
+    if (options.body !== undefined) {
+      init.headers["content-type"] = "application/json";
+      init.body = typeof options.body === "string" ? options.body : JSON.stringify(options.body);
+    }
+    const response = await fetch(BASE + path, init);
+    const text = await response.text();
+    let body = null;
+    try {
+      body = text ? JSON.parse(text) : null;
+    } catch {
+      body = { message: text };
+    }
+    if (!response.ok) throw new ApiError(response.status, body);
+    return body;
+  }
+  function showError(err) {
+    main.replaceChildren(h("div", { class: "errorbox" }, h("h2", {}, "Something went wrong"), err.message));
+  }
+
+  // -- live updates: one WebSocket, many runs -------------------------------------------
+  const live = {
+    socket: null,
+    handlers: new Map(), // run_id → {after, onEntry, onDone}
+    open: false,
+    retry: 500,
+    badge: document.getElementById("live"),
+    connect() {
+      if (this.socket || !("WebSocket" in window)) return;
+      this.badge.hidden = false;
+      const socket = (this.socket = new WebSocket(WS_URL));
+      socket.onopen = () => {
+        this.open = true;
+        this.retry = 500;
+        this.badge.textContent = "live";
+        this.badge.classList.add("on");
+        for (const [runId, handler] of this.handlers) this.send(runId, handler.after);
+      };
+      socket.onmessage = (event) => this.receive(event.data);
+      socket.onclose = () => {
+        this.socket = null;
+        this.open = false;
+        this.badge.textContent = "reconnecting";
+        this.badge.classList.remove("on");
+        if (this.handlers.size) setTimeout(() => this.connect(), (this.retry = Math.min(this.retry * 2, 10000)));
+      };
+      socket.onerror = () => {}; // onclose follows and reconnects
+    },
+    send(runId, after) {
+      this.socket.send(JSON.stringify({ action: "subscribe", run_id: runId, after }));
+    },
+    follow(runId, after, onEntry, onDone) {
+      this.handlers.set(runId, { after, onEntry, onDone });
+      if (this.open) this.send(runId, after);
+      else this.connect();
+    },
+    unfollow(runId) {
+      if (!this.handlers.delete(runId) || !this.open) return;
+      this.socket.send(JSON.stringify({ action: "unsubscribe", run_id: runId }));
+    },
+    receive(data) {
+      let message;
+      try {
+        message = JSON.parse(data);
+      } catch {
+        return;
+      }
+      const handler = this.handlers.get(message.run_id);
+      if (!handler) return;
+      if (message.done) {
+        this.handlers.delete(message.run_id);
+        handler.onDone(message);
+      } else if (typeof message.seq === "number" && message.seq > handler.after) {
+        handler.after = message.seq; // a seq seen twice (a redelivery) is dropped
+        handler.onEntry(message);
+      }
+    },
+  };
+
+  // -- /console ---------------------------------------------------------------------------
+  async function homePage() {
+    const [graphs, runs] = await Promise.all([api("/graphs?limit=100"), api("/runs?limit=100")]);
+    const names = new Map(graphs.graphs.map((g) => [g.graph_id, g.name || shortId(g.graph_id)]));
+    let filter = new URLSearchParams(location.search).get("status") || "all";
+    const byId = new Map(runs.runs.map((r) => [r.run_id, r]));
+
+    const graphRows = graphs.graphs.map((g) =>
+      h("tr", { "data-graph": g.graph_id },
+        h("td", {}, link(`/console/graphs/${g.graph_id}`, g.name || "(unnamed)")),
+        h("td", { class: "mono muted" }, shortId(g.graph_id)),
+        h("td", {}, when(g.created_at)),
+        h("td", { class: "num" }, g.nodes ?? ""))
+    );
+    const runBody = h("tbody", {});
+    const filters = h("div", { class: "filters", role: "group", "aria-label": "Filter runs by status" });
+    const counts = {};
+    const renderRuns = () => {
+      for (const s of ["all", ...STATUSES]) counts[s] = 0;
+      for (const r of byId.values()) {
+        counts.all++;
+        counts[r.status] = (counts[r.status] || 0) + 1;
+      }
+      filters.replaceChildren(...["all", ...STATUSES].map((s) =>
+        h("button", { type: "button", "data-filter": s, "aria-pressed": String(filter === s), onclick: () => { filter = s; history.replaceState(null, "", s === "all" ? location.pathname : `?status=${s}`); renderRuns(); } },
+          `${s} (${counts[s] || 0})`)));
+      const shown = [...byId.values()]
+        .filter((r) => filter === "all" || r.status === filter)
+        .sort((a, b) => (a.created_at < b.created_at ? 1 : a.created_at > b.created_at ? -1 : 0));
+      runBody.replaceChildren(...(shown.length ? shown.map((r) =>
+        h("tr", { "data-run": r.run_id },
+          h("td", {}, badge(r.status)),
+          h("td", { class: "mono" }, link(`/console/runs/${r.run_id}`, shortId(r.run_id))),
+          h("td", {}, link(`/console/graphs/${r.graph_id}`, names.get(r.graph_id) || shortId(r.graph_id))),
+          h("td", {}, when(r.created_at)),
+          h("td", { class: "num" }, r.step),
+          h("td", { class: "num" }, duration(r)))) : [h("tr", {}, h("td", { colspan: 6, class: "empty" }, "No runs."))]));
+    };
+    const followRun = (r) => live.follow(r.run_id, r.step - 1,
+      (entry) => { r.step = Math.max(r.step, entry.seq + 1); r.updated_at = entry.started_at || r.updated_at; renderRuns(); },
+      (done) => { r.status = done.status; r.finished_at = new Date().toISOString(); refreshSoon(); renderRuns(); });
+    let pending = null;
+    const refresh = async () => {
+      const page = await api("/runs?limit=100");
+      for (const r of page.runs) {
+        // Keep each run's object: the socket's handlers update the one they were given.
+        const known = byId.get(r.run_id);
+        if (known) Object.assign(known, r);
+        else byId.set(r.run_id, r);
+        const run = known || r;
+        if (run.status === "running" && !live.handlers.has(run.run_id) && live.handlers.size < 20) followRun(run);
+      }
+      renderRuns();
+    };
+    const refreshSoon = () => { clearTimeout(pending); pending = setTimeout(() => refresh().catch(() => {}), 300); };
+    runs.runs.filter((r) => r.status === "running").slice(0, 20).forEach(followRun);
+    renderRuns();
+    setInterval(() => refresh().catch(() => {}), 5000); // new runs, and runs beyond 20 followed
+
+    main.replaceChildren(
+      h("div", { class: "pagehead" }, h("h1", {}, "Graphs & runs"), h("span", { class: "spacer" }),
+        h("a", { class: "button", href: BASE + "/console/edit" }, "New graph")),
+      h("div", { class: "grid cols-home" },
+        h("section", { class: "panel" }, h("h2", {}, "Graphs"),
+          h("div", { class: "tablewrap" }, h("table", { id: "graphs" },
+            h("thead", {}, h("tr", {}, h("th", {}, "Name"), h("th", {}, "Id"), h("th", {}, "Created"), h("th", { class: "num" }, "Nodes"))),
+            h("tbody", {}, graphRows.length ? graphRows : h("tr", {}, h("td", { colspan: 4, class: "empty" }, "No graphs yet.")))))),
+        h("section", { class: "panel" }, h("h2", {}, "Recent runs"), filters,
+          h("div", { class: "tablewrap" }, h("table", { id: "runs" },
+            h("thead", {}, h("tr", {}, h("th", {}, "Status"), h("th", {}, "Run"), h("th", {}, "Graph"), h("th", {}, "Started"), h("th", { class: "num" }, "Steps"), h("th", { class: "num" }, "Duration"))),
+            runBody))))
+    );
+  }
+
+  // -- /console/graphs/{id} ---------------------------------------------------------------
+  function legend() {
+    return h("div", { class: "legend" },
+      h("span", {}, h("i", {}), "next"), h("span", {}, h("i", { class: "branch" }), "branch"),
+      h("span", {}, h("i", { class: "loop" }), "loop"), h("span", {}, h("i", { class: "catch" }), "catch"),
+      h("span", {}, h("i", { class: "fork" }), "parallel branch"));
+  }
+
+  async function graphPage(graphId) {
+    const graph = await api(`/graph/${encodeURIComponent(graphId)}`);
+    const drawing = h("div", { class: "graphbox", id: "drawing" });
+    const stateInput = h("textarea", { id: "run-state", rows: 7, spellcheck: "false", "aria-label": "Initial state (JSON)" }, "{}");
+    const runError = h("div", { id: "run-error" });
+    const runButton = h("button", { class: "primary", type: "submit", id: "run-button" }, "Run");
+    const form = h("form", { id: "run-form", onsubmit: async (event) => {
+      event.preventDefault();
+      runError.replaceChildren();
+      let state;
+      try {
+        state = JSON.parse(stateInput.value || "{}");
+      } catch (err) {
+        runError.replaceChildren(h("p", { class: "problem" }, `State is not JSON: ${err.message}`));
+        return;
+      }
+      runButton.disabled = true;
+      try {
+        const run = await api("/graph/run", { method: "POST", body: { graph_id: graphId, state, background: true } });
+        location.assign(`${BASE}/console/runs/${run.run_id}`);
+      } catch (err) {
+        runButton.disabled = false;
+        const details = Array.isArray(err.details) ? err.details.map((d) => `${d.path}: ${d.message}`) : [];
+        runError.replaceChildren(h("div", { class: "problem" }, err.message, ...details.map((d) => h("div", { class: "mono" }, d))));
+      }
+    } }, h("h2", {}, "Run"), h("label", { class: "muted", for: "run-state" }, "Initial state (JSON object)"), stateInput,
+      h("div", { class: "form-row" }, runButton), runError);
+
+    main.replaceChildren(
+      h("div", { class: "pagehead" }, h("h1", {}, graph.name || "(unnamed graph)"), h("span", { class: "spacer" }),
+        h("a", { class: "button", id: "edit-as-new", href: `${BASE}/console/edit?from=${encodeURIComponent(graphId)}` }, "Edit as new")),
+      h("div", { class: "meta" }, h("span", {}, "id ", h("b", { class: "mono" }, graph.graph_id)),
+        h("span", {}, "created ", h("b", {}, when(graph.created_at))), h("span", {}, h("b", {}, graph.nodes), " nodes")),
+      h("div", { class: "grid cols-2" },
+        h("section", { class: "panel" }, h("h2", {}, "Graph"), drawing, legend()),
+        h("div", { class: "stack" },
+          h("section", { class: "panel" }, form),
+          h("section", { class: "panel" }, h("h2", {}, "Definition"), h("pre", { class: "json", id: "definition" }, json(graph.definition)))))
+    );
+    FlowGraph.draw(drawing, graph.definition);
+  }
+
+  // -- /console/runs/{id} -----------------------------------------------------------------
+  async function runPage(runId) {
+    let run = await api(`/graph/state/${encodeURIComponent(runId)}`);
+    const entries = [...run.logs];
+    while (run.logs_next != null) {
+      const page = await api(`/graph/state/${encodeURIComponent(runId)}?after=${run.logs_next}`);
+      entries.push(...page.logs);
+      run = page;
+    }
+    const graph = await api(`/graph/${encodeURIComponent(run.graph_id)}`);
+    const loops = new Set(Object.entries(graph.definition.nodes).filter(([, n]) => n && n.loop_condition != null).map(([id]) => id));
+
+    const drawing = h("div", { class: "graphbox", id: "drawing" });
+    const status = h("span", { id: "run-status" });
+    const metaSteps = h("b", {});
+    const metaDuration = h("b", {});
+    const errorBox = h("div", { id: "run-error" });
+    const timeline = h("ol", { class: "timeline", id: "timeline" });
+    const detail = h("div", { class: "detail", id: "entry-detail" }, h("p", { class: "muted" }, "Click a log entry to see its result."));
+    const statePre = h("pre", { class: "json", id: "run-state" });
+    const cancel = h("button", { class: "danger", type: "button", id: "cancel", onclick: async () => {
+      cancel.disabled = true;
+      try {
+        update(await api(`/graph/run/${encodeURIComponent(runId)}/cancel`, { method: "POST" }));
+      } catch (err) {
+        errorBox.replaceChildren(h("div", { class: "problem" }, err.message));
+      }
+    } }, "Cancel");
+
+    main.replaceChildren(
+      h("div", { class: "pagehead" }, h("h1", {}, "Run ", h("span", { class: "mono" }, shortId(runId))), status,
+        h("span", { class: "spacer" }), cancel),
+      h("div", { class: "meta" }, h("span", {}, "id ", h("b", { class: "mono" }, runId)),
+        h("span", {}, "graph ", link(`/console/graphs/${run.graph_id}`, graph.name || shortId(run.graph_id))),
+        h("span", {}, "started ", h("b", {}, when(run.created_at))), h("span", {}, "steps ", metaSteps),
+        h("span", {}, "duration ", metaDuration)),
+      errorBox,
+      h("div", { class: "grid cols-2" },
+        h("section", { class: "panel" }, h("h2", {}, "Graph"), drawing, legend()),
+        h("div", { class: "stack" },
+          h("section", { class: "panel" }, h("h2", {}, "Timeline"), timeline, detail),
+          h("section", { class: "panel" }, h("h2", {}, "State"), statePre)))
+    );
+    const view = FlowGraph.draw(drawing, graph.definition);
+    const iterations = new Map();
+
+    function select(item, entry) {
+      for (const li of timeline.children) li.classList.toggle("selected", li === item);
+      const keys = entry.result && typeof entry.result === "object" && !Array.isArray(entry.result) ? Object.keys(entry.result) : [];
+      detail.replaceChildren(
+        h("h3", {}, `#${entry.seq} ${entry.node} — attempt ${entry.attempt ?? 1}`),
+        h("div", { class: "muted" }, `${when(entry.started_at)} · ${entry.duration_ms ?? "?"} ms · next: ${entry.next ?? "(end)"}`),
+        h("h3", {}, "State keys changed"),
+        keys.length ? h("div", { class: "keys", id: "changed-keys" }, keys.map((k) => h("code", {}, k))) : h("p", { class: "muted" }, "none"),
+        h("h3", {}, "Result"), h("pre", { class: "json", id: "entry-result" }, json(entry.result ?? null)),
+        entry.error ? [h("h3", {}, "Error"), h("pre", { class: "json" }, json(entry.error))] : null);
+    }
+    function addEntry(entry) {
+      const item = h("li", { "data-seq": entry.seq, "data-node": entry.node, tabindex: 0 },
+        h("span", { class: "seq" }, `#${entry.seq}`), h("span", { class: "node" }, entry.node),
+        h("span", { class: "dur" }, entry.duration_ms != null ? `${Math.round(entry.duration_ms)} ms` : ""), badge(entry.status));
+      item.addEventListener("click", () => select(item, entry));
+      item.addEventListener("keydown", (e) => { if (e.key === "Enter") select(item, entry); });
+      timeline.append(item);
+      view.setNodeStatus(entry.node, entry.status);
+      if (loops.has(entry.node) && entry.status === "ok") {
+        iterations.set(entry.node, (iterations.get(entry.node) || 0) + 1);
+        view.setIterations(entry.node, iterations.get(entry.node));
+      }
+      if (run.status === "running") {
+        run.current_node = entry.next;
+        view.setCurrent(entry.next);
+      }
+      run.step = Math.max(run.step, entry.seq + 1);
+      metaSteps.textContent = run.step;
+    }
+    function update(next) {
+      run = { ...run, ...next };
+      status.replaceChildren(badge(run.status));
+      cancel.hidden = run.status !== "running";
+      metaSteps.textContent = run.step;
+      metaDuration.textContent = duration(run);
+      statePre.textContent = json(run.state);
+      view.setCurrent(run.status === "running" ? run.current_node : null);
+      if (run.status === "cancelled" && run.current_node) view.setNodeStatus(run.current_node, "cancelled");
+      errorBox.replaceChildren(...(run.error ? [h("div", { class: "errorbox", id: "failure" },
+        h("h2", {}, `Failed at ${run.error.node ?? "?"}: ${run.error.type ?? "error"}`), h("div", { class: "mono" }, run.error.message ?? ""))] : []));
+    }
+    entries.forEach(addEntry);
+    update(run);
+    if (run.status === "running") {
+      const ticker = setInterval(() => { metaDuration.textContent = duration(run); }, 1000);
+      let stateTimer = null;
+      let finished = false;
+      const refreshState = () => {
+        clearTimeout(stateTimer);
+        // Only the state: the status changes with the socket's final message, which
+        // comes after every entry (a read may see the run finished before they arrive).
+        stateTimer = setTimeout(async () => {
+          const view = await api(`/graph/state/${encodeURIComponent(runId)}?logs=false`);
+          if (!finished) update({ state: view.state });
+        }, 250);
+      };
+      live.follow(runId, entries.length ? entries[entries.length - 1].seq : -1,
+        (entry) => { addEntry(entry); refreshState(); },
+        async () => {
+          finished = true;
+          clearTimeout(stateTimer);
+          clearInterval(ticker);
+          const final = await api(`/graph/state/${encodeURIComponent(runId)}?logs=false`);
+          update(final);
+        });
+    }
+  }
+
+  // -- /console/edit ----------------------------------------------------------------------
+  const BLANK = { name: "my_graph", start: "first", nodes: { first: { fn: "split_text", next: "second" }, second: { fn: "summarize_chunks" } } };
+
+  async function editPage() {
+    const from = new URLSearchParams(location.search).get("from");
+    let definition = BLANK;
+    if (from) definition = (await api(`/graph/${encodeURIComponent(from)}`)).definition;
+    const source = h("textarea", { id: "definition-input", class: "editor-area", rows: 28, spellcheck: "false", "aria-label": "Graph definition (JSON)" }, json(definition));
+    const drawing = h("div", { class: "graphbox", id: "drawing" });
+    const verdict = h("div", { id: "verdict" });
+    const save = h("button", { class: "primary", type: "button", id: "save", disabled: true }, "Save as new graph");
+    let seq = 0;
+    let timer = null;
+
+    function showProblems(problems) {
+      if (!problems.length) {
+        verdict.replaceChildren(h("p", { class: "valid", id: "valid" }, "✓ Valid — ready to save."));
+        return;
+      }
+      verdict.replaceChildren(h("p", { class: "muted" }, `${problems.length} problem${problems.length === 1 ? "" : "s"}`),
+        h("ul", { class: "problems", id: "problems" }, problems.map((p) =>
+          h("li", { "data-path": p.path }, h("code", {}, p.path || "(graph)"), p.message))));
+    }
+    async function check() {
+      const mine = ++seq;
+      let parsed;
+      try {
+        parsed = JSON.parse(source.value);
+      } catch (err) {
+        save.disabled = true;
+        showProblems([{ path: "", message: `not JSON: ${err.message}` }]);
+        return;
+      }
+      let view = null;
+      try {
+        view = FlowGraph.draw(drawing, parsed);
+      } catch (err) {
+        drawing.replaceChildren(h("p", { class: "muted" }, "Nothing to draw yet."));
+      }
+      try {
+        const result = await api("/graph/validate", { method: "POST", body: source.value });
+        if (mine !== seq) return; // an older answer: the text has changed since
+        save.disabled = !result.valid;
+        showProblems(result.problems);
+        if (view) view.markProblems(new Set(result.problems.map((p) => (p.path.match(/^nodes\.([^.]+)/) || [])[1]).filter(Boolean)));
+      } catch (err) {
+        if (mine !== seq) return;
+        save.disabled = true;
+        const details = Array.isArray(err.details) ? err.details : [{ path: "", message: err.message }];
+        showProblems(details.map((d) => ({ path: d.path ?? "", message: d.message ?? String(d) })));
+      }
+    }
+    source.addEventListener("input", () => { clearTimeout(timer); timer = setTimeout(check, 200); });
+    source.addEventListener("keydown", (e) => {
+      if (e.key === "Tab" && !e.shiftKey) {
+        e.preventDefault();
+        source.setRangeText("  ", source.selectionStart, source.selectionEnd, "end");
+        source.dispatchEvent(new Event("input"));
+      }
+    });
+    save.addEventListener("click", async () => {
+      save.disabled = true;
+      try {
+        const created = await api("/graph/create", { method: "POST", body: source.value });
+        location.assign(`${BASE}/console/graphs/${created.graph_id}`);
+      } catch (err) {
+        const details = Array.isArray(err.details) ? err.details : [{ path: "", message: err.message }];
+        showProblems(details.map((d) => ({ path: d.path ?? "", message: d.message ?? String(d) })));
+      }
+    });
+
+    main.replaceChildren(
+      h("div", { class: "pagehead" }, h("h1", {}, from ? "Edit as new graph" : "New graph"), h("span", { class: "spacer" }), save),
+      from ? h("div", { class: "meta" }, h("span", {}, "from ", link(`/console/graphs/${from}`, from, { class: "mono" })), h("span", {}, "graphs are immutable: saving creates a new one")) : null,
+      h("div", { class: "grid cols-2" },
+        h("section", { class: "panel" }, h("h2", {}, "Drawing"), drawing, legend()),
+        h("div", { class: "stack" },
+          h("section", { class: "panel" }, h("h2", {}, "Definition"), source),
+          h("section", { class: "panel" }, h("h2", {}, "Validation"), verdict)))
+    );
+    await check();
+  }
+
+  // -- routing ------------------------------------------------------------------------------
+  async function route() {
+    const path = location.pathname.slice(BASE.length).replace(/\/+$/, "");
+    const nav = path.startsWith("/console/edit") ? "edit" : path === "/console" ? "home" : "";
+    for (const a of document.querySelectorAll("[data-nav]")) a.classList.toggle("active", a.dataset.nav === nav);
+    let match;
+    if (path === "/console") {
+      document.title = "FlowForge console";
+      return homePage();
+    }
+    if ((match = path.match(/^\/console\/graphs\/([^/]+)$/))) {
+      document.title = "Graph · FlowForge";
+      return graphPage(decodeURIComponent(match[1]));
+    }
+    if ((match = path.match(/^\/console\/runs\/([^/]+)$/))) {
+      document.title = "Run · FlowForge";
+      return runPage(decodeURIComponent(match[1]));
+    }
+    if (path === "/console/edit") {
+      document.title = "Editor · FlowForge";
+      return editPage();
+    }
+    main.replaceChildren(h("div", { class: "errorbox" }, "No such console page."));
+  }
+  route().catch(showError);
+})();

@@ -1,0 +1,26 @@
+"""What `make run` prints once the local stack is ready."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from flowforge.local.banner import Endpoints, banner
+
+
+def test_the_console_url_comes_first():
+    # GIVEN a stack on port 3000
+    at = Endpoints(
+        url="http://127.0.0.1:3000",
+        moto="http://127.0.0.1:5000",
+        region="us-east-1",
+        table="flowforge-Table",
+        data_dir=Path(".flowforge"),
+        restored=0,
+        resumed=0,
+        example_graph="g1",
+        example_state=Path("workflows/graphs/summarization.state.json"),
+    )
+
+    # WHEN the banner is printed, THEN its first URL is the console's
+    urls = [line.split()[1] for line in banner(at).splitlines() if "http://" in line]
+    assert urls[0] == "http://127.0.0.1:3000/console"
