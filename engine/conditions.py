@@ -44,7 +44,7 @@ def resolve(state: Any, path: tuple[str, ...]) -> Any:
 
 
 #: ``OP(value, expected)`` for each comparing operator; ``in`` and ``contains`` are mirrors.
-_COMPARISONS: dict[str, Callable[[Any, Any], Any]] = {
+_COMPARISONS: dict[str, Callable[[Any, Any], bool]] = {
     "eq": operator.eq,
     "ne": operator.ne,
     "lt": operator.lt,
@@ -56,8 +56,8 @@ _COMPARISONS: dict[str, Callable[[Any, Any], Any]] = {
 }
 
 
-def _unchecked(op: str) -> Callable[[Any, Any], Any]:
-    def fail(left: Any, right: Any) -> Any:
+def _unchecked(op: str) -> Callable[[Any, Any], bool]:
+    def fail(left: Any, right: Any) -> bool:
         raise AssertionError(op)  # pragma: no cover - check() rejects unknown operators
 
     return fail

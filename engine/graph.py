@@ -13,7 +13,7 @@ from __future__ import annotations
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from engine.conditions import Predicate, compile_condition
 from engine.registry import Registered, Registry
@@ -35,7 +35,7 @@ class CompiledRetry:
     interval_s: float = 1.0
     backoff_rate: float = 2.0
     max_delay_s: float = MAX_DELAY_S
-    jitter: str = "none"
+    jitter: Literal["none", "full"] = "none"
     on: tuple[str, ...] = ANY_ERROR
 
     def delay_s(self, failed_attempt: int, rng: random.Random | None = None) -> float:

@@ -28,6 +28,7 @@ from typing import Any, Protocol
 
 from engine.errors import FlowForgeError, NotFoundError
 from engine.logmessages import MAX_MESSAGE_BYTES, done_message, encode_message, log_message
+from engine.logpages import RunLog
 from engine.ports import RunRecord
 from engine.step import TERMINAL
 
@@ -101,17 +102,6 @@ class Claim:
     held: bool
 
 
-class RunLog(Protocol):
-    """What delivery reads about runs (a :class:`~engine.ports.RunStore` provides it).
-
-    ``list_logs`` must be strongly consistent: a sender woken by an entry must see it.
-    """
-
-    def get_run(self, run_id: str) -> RunRecord | None: ...
-
-    def list_logs(self, run_id: str, after: int = -1, limit: int = 1000) -> list[dict[str, Any]]: ...
-
-
 class SubscriptionStore(Protocol):
     """Connections and their subscriptions, with the lease that serializes delivery."""
 
@@ -166,7 +156,7 @@ class SubscriptionStore(Protocol):
         False — and nothing changed — if the lease is not ours or ``ver`` moved on.
         """
 
-    def finish(self, run_id: str, connection_id: str, token: str) -> None:
+    def done(self, run_id: str, connection_id: str, token: str) -> None:
         """Delete a subscription whose done message was sent (if the lease is still ours)."""
 
 
@@ -275,7 +265,7 @@ class LogStream:
         self._fan_out(behind, hint=entry, deadline=deadline)
 
     def on_run_end(self, run_id: str, deadline: float | None = None, run: RunRecord | None = None) -> None:
-        """A run reached a terminal status: finish every subscriber with the done message.
+        """A run reached a terminal status: send every subscriber the done message.
 
         ``run``: the ended run if the caller has it (a terminal run item is final), else it is read.
         """
@@ -358,7 +348,7 @@ class LogStream:
                         return  # re-subscribed meanwhile: the new subscription takes over
                 if sub.end is not None and (sent >= sub.end.last_seq or exhausted):
                     self._post(connection_id, done_message(run_id, sub.end.status, sub.end.error))
-                    self.subs.finish(run_id, connection_id, token)
+                    self.subs.done(run_id, connection_id, token)
                     return
                 if len(entries) >= self.page_size:
                     continue  # a full page: fetch the next before letting go

@@ -23,7 +23,7 @@ _ID = re.compile(ID_PATTERN)
 class _GraphShape(Graph):
     """The graph's own fields; nodes are checked one by one so one bad node hides nothing."""
 
-    nodes: dict[str, Any] = Field(min_length=1)  # type: ignore[assignment]
+    nodes: dict[str, Any] = Field(min_length=1)
 
 
 def _pydantic_problems(error: ValidationError, prefix: str) -> list[Problem]:
@@ -62,7 +62,8 @@ def compile_graph(data: Any, registry: Registry | None = None) -> CompiledGraph:
         _GraphShape.model_validate(data)
     except ValidationError as exc:
         problems += _pydantic_problems(exc, "")
-    raw_nodes = data.get("nodes") if isinstance(data.get("nodes"), dict) else {}
+    found = data.get("nodes")
+    raw_nodes: dict[str, Any] = found if isinstance(found, dict) else {}
     if len(raw_nodes) > MAX_NODES:
         problems.append(Problem("nodes", f"{len(raw_nodes)} nodes; the limit is {MAX_NODES}"))
         raise GraphValidationError(problems)
@@ -91,7 +92,9 @@ def compile_graph(data: Any, registry: Registry | None = None) -> CompiledGraph:
     return load_graph(data, registry)
 
 
-def _check_references(start: Any, nodes: dict[str, Node], known: list[str], registry: Registry):
+def _check_references(
+    start: Any, nodes: dict[str, Node], known: list[str], registry: Registry
+) -> list[Problem]:
     problems: list[Problem] = []
     if isinstance(start, str) and start not in known:
         problems.append(Problem("start", _unknown("node", start, known)))
@@ -135,9 +138,11 @@ def _check_reachability(start: str, nodes: dict[str, Node]) -> list[Problem]:
 
 def _check_unconditional_cycles(nodes: dict[str, Node]) -> list[Problem]:
     """A cycle of nodes that have no branches only ever follows ``next``: it never ends."""
-    problems, reported = [], set()
+    problems: list[Problem] = []
+    reported: set[str] = set()
     for first in nodes:
-        path, nid = [], first
+        path: list[str] = []
+        nid: str | None = first
         while nid in nodes and nid not in path and nid not in reported:
             node = nodes[nid]
             if node.branches:

@@ -258,7 +258,12 @@ class LocalStack:
                 service.queue.send_step(run_id, run.step)  # duplicates are harmless: commits are conditional
         if options.example:
             # Isolated by principal: the example belongs to the banner's signing key.
-            owner = self.keys.principal_of(self._signing_key()[0]) if service.isolated and self.keys else None
+            signing_key = self._signing_key()
+            owner = (
+                self.keys.principal_of(signing_key[0])
+                if service.isolated and self.keys and signing_key
+                else None
+            )
             self.summary["example"] = register_example(service, owner=owner)
 
         gateway = Gateway(
@@ -315,16 +320,16 @@ class LocalStack:
             self.tasks.append(asyncio.ensure_future(poller.run()))
         if len(self.template.stream_sources) > 1:
             raise TemplateError("the local stack polls one table stream; the template maps several")
-        for source in self.template.stream_sources:
+        for stream in self.template.stream_sources:
             self.stream = StreamPoller(
                 session.client("dynamodbstreams"),
                 resources["stream_arn"],
-                self.functions[source.function],
-                batch_size=source.batch_size,
-                report_failures=source.report_failures,
-                max_retries=source.max_retries,
-                accepts=compile_filters(source.filters),
-                consumed=partial(self.moto.trim, resources["names"][source.table], region),
+                self.functions[stream.function],
+                batch_size=stream.batch_size,
+                report_failures=stream.report_failures,
+                max_retries=stream.max_retries,
+                accepts=compile_filters(stream.filters),
+                consumed=partial(self.moto.trim, resources["names"][stream.table], region),
                 region=region,
             )
         for schedule in self.template.schedules:

@@ -76,7 +76,7 @@ class KeyPair(BaseModel):
     AccessKeyId: str = Field(min_length=1, pattern=r"^\S+$")
     SecretAccessKey: str = Field(min_length=1)
     Arn: str = Field(pattern=_ARN, description="the principal these keys belong to")
-    SessionToken: str | None = Field(None, min_length=1, description="temporary credentials only")
+    SessionToken: str | None = Field(default=None, min_length=1, description="temporary credentials only")
     PrincipalOrgId: str | None = None
 
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import threading
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, cast
 
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response, content_types
 from aws_lambda_powertools.event_handler.openapi.models import OpenAPI
@@ -42,7 +43,7 @@ class FlowForgeResolver(APIGatewayHttpResolver):
     several from threads (the local stack). Here they live per thread.
     """
 
-    @property  # type: ignore[override]
+    @property
     def current_event(self) -> Any:
         return _answering.event
 
@@ -50,7 +51,7 @@ class FlowForgeResolver(APIGatewayHttpResolver):
     def current_event(self, value: Any) -> None:
         _answering.event = value
 
-    @property  # type: ignore[override]
+    @property
     def lambda_context(self) -> Any:
         return _answering.context
 
@@ -58,8 +59,8 @@ class FlowForgeResolver(APIGatewayHttpResolver):
     def lambda_context(self, value: Any) -> None:
         _answering.context = value
 
-    def resolve(self, event: dict[str, Any], context: Any) -> dict[str, Any]:
-        self.current_event = self._to_proxy_event(event)
+    def resolve(self, event: Mapping[str, Any], context: Any) -> dict[str, Any]:
+        self.current_event = self._to_proxy_event(cast(dict[str, Any], event))
         self.lambda_context = context
         return super().resolve(event, context)
 

@@ -203,7 +203,7 @@ class RunAccepted(_Response):
 
     @classmethod
     def of(cls, run_id: str) -> RunAccepted:
-        return cls(run_id=run_id, state_url=f"/graph/state/{run_id}")
+        return cls(run_id=run_id, status="running", state_url=f"/graph/state/{run_id}")
 
 
 class RegisteredFunction(_Response):

@@ -6,7 +6,7 @@ context (``requestContext.authorizer.iam.userArn``).
 
 from __future__ import annotations
 
-from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEventV2
+from typing import Any
 
 from functions.api.errors import ApiError
 
@@ -17,14 +17,14 @@ class NoPrincipalError(ApiError):
     code = "forbidden"
 
 
-def request_owner(event: APIGatewayProxyEventV2, isolated: bool) -> str | None:
+def request_owner(event: dict[str, Any], isolated: bool) -> str | None:
     """The owner of what this request creates and the only one whose items it sees;
     None when graphs and runs are not ``isolated`` (they belong to the account: no filtering)."""
     if not isolated:
         return None
-    authorizer = event.request_context.authorizer
-    arn = authorizer.iam.user_arn if authorizer is not None and authorizer.iam is not None else None
-    if not arn:
+    authorizer = (event.get("requestContext") or {}).get("authorizer") or {}
+    arn = (authorizer.get("iam") or {}).get("userArn")
+    if not isinstance(arn, str) or not arn:
         raise NoPrincipalError(
             "graphs and runs are isolated by principal, but the request has no IAM caller: "
             "the API needs IAM auth (AuthMode=IAM)"

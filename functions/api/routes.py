@@ -39,7 +39,7 @@ router = Router()
 
 def _owner() -> str | None:
     """The caller whose graphs and runs this request sees (None: the account's, all)."""
-    return request_owner(router.current_event, current_app().service.isolated)
+    return request_owner(router.current_event.raw_event, current_app().service.isolated)
 
 
 _ERROR_TEXT = {

@@ -672,9 +672,9 @@ def test_contract_finish_and_close(store):
     store.add(sub("r1", "c2"), 20)
     assert [s.connection_id for s in store.subscriptions("r1")] == ["c1", "c2"]
     assert store.acquire("r1", "c1", "t", now=100, until=130, end=None).held
-    store.finish("r1", "c1", "not-the-holder")
+    store.done("r1", "c1", "not-the-holder")
     assert store.get("r1", "c1") is not None
-    store.finish("r1", "c1", "t")
+    store.done("r1", "c1", "t")
     assert store.get("r1", "c1") is None
     store.remove("r2", "c1")
     assert store.close_connection("c1") == ["r3"]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEventV2
 
 from engine.errors import NotFoundError
 from engine.memory import InMemoryRunStore, InMemoryStepQueue
@@ -16,9 +15,9 @@ BOB = "arn:aws:iam::123456789012:user/bob"
 GRAPH = {"start": "a", "nodes": {"a": {"fn": "split_text"}}}
 
 
-def event(user_arn: str | None) -> APIGatewayProxyEventV2:
+def event(user_arn: str | None) -> dict:
     context = {"authorizer": {"iam": {"userArn": user_arn}}} if user_arn else {}
-    return APIGatewayProxyEventV2({"requestContext": context})
+    return {"requestContext": context}
 
 
 def test_the_owner_is_the_callers_arn_only_when_isolated():
