@@ -110,7 +110,7 @@ def test_the_cli_signs_create_list_run_follow_and_logs_follow(signed_cli, capsys
 
 
 def test_the_cli_with_a_wrong_secret_fails_with_api_gateways_reason(signed_cli, capsys):
-    assert signed_cli("graph", "list", secret="not-the-secret") == 1
+    assert signed_cli("graph", "list", secret="not-the-secret") == 2
     error = capsys.readouterr().err
     assert "403" in error
     assert "The request signature we calculated does not match the signature you provided" in error
@@ -119,7 +119,7 @@ def test_the_cli_with_a_wrong_secret_fails_with_api_gateways_reason(signed_cli, 
 def test_the_cli_with_a_skewed_clock_fails_with_signature_expired(signed_cli, capsys):
     skewed = datetime.now(UTC).replace(tzinfo=None) - timedelta(minutes=10)
     with mock.patch("botocore.auth.get_current_datetime", return_value=skewed):
-        assert signed_cli("graph", "list") == 1
+        assert signed_cli("graph", "list") == 2
     error = capsys.readouterr().err
     assert "403" in error and "Signature expired" in error and "- 5 min.)" in error
 
