@@ -246,6 +246,7 @@ def repetition(quick: bool) -> Repetition:
         cpu.append(server.cpu_s())
         concurrent = run_batch(server, graph_id, state, CONCURRENT_RUNS)
         cpu.append(server.cpu_s())
+        time.sleep(SETTLE_S)  # the broadcaster catches up with the polled runs' entries
         followed = follow_runs(server.url, server.ws_url, graph_id, state, CONCURRENT_RUNS)
         time.sleep(SETTLE_S)
         replays = replay_starts(server.ws_url, [f.run_id for f in followed[:REPLAYS]])
