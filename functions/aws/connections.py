@@ -110,17 +110,23 @@ class DynamoSubscriptionStore(AwsAdapter):
             return None
 
     # -- connections ----------------------------------------------------------------------
-    def open_connection(self, connection_id: str, now: float, expires_at: int) -> None:
-        self._call(
-            "put_item",
-            Item={
-                **connection_key(connection_id),
-                "kind": S("conn"),
-                "connection_id": S(connection_id),
-                "connected_at": N(now),
-                "expires_at": N(expires_at),
-            },
-        )
+    def open_connection(
+        self, connection_id: str, now: float, expires_at: int, owner: str | None = None
+    ) -> None:
+        item = {
+            **connection_key(connection_id),
+            "kind": S("conn"),
+            "connection_id": S(connection_id),
+            "connected_at": N(now),
+            "expires_at": N(expires_at),
+        }
+        if owner is not None:
+            item["owner"] = S(owner)
+        self._call("put_item", Item=item)
+
+    def connection_owner(self, connection_id: str) -> str | None:
+        item = self._call("get_item", Key=connection_key(connection_id), ConsistentRead=True).get("Item")
+        return item["owner"]["S"] if item and "owner" in item else None
 
     def close_connection(self, connection_id: str) -> list[str]:
         item = self._call("get_item", Key=connection_key(connection_id), ConsistentRead=True).get("Item")
