@@ -163,6 +163,21 @@ def test_run_page_goes_from_running_to_completed_live(stack, page, tmp_path):
     assert json.loads(page.locator("#entry-result").inner_text()) == run["logs"][1]["result"]
 
 
+def test_cancel_stops_a_running_run_from_its_page(stack, page, tmp_path):
+    gate = tmp_path / f"gate-{uuid.uuid4().hex}"
+    run_id = start(stack, create(stack, gated(gate)), {}, background=True)["run_id"]
+    page.goto(f"{stack.url}/console/runs/{run_id}")
+    expect(page.locator(".g-node.current")).to_have_attribute("data-node", "gate")
+
+    page.locator("#cancel").click()
+
+    expect(page.locator("#run-status")).to_have_text("cancelled")
+    expect(page.locator('.g-node[data-node="gate"]')).to_have_attribute("data-status", "cancelled")
+    expect(page.locator("#cancel")).to_be_hidden()
+    assert stack.request("GET", f"/graph/state/{run_id}?logs=false")[1]["status"] == "cancelled"
+    gate.touch()  # let the step in flight end (its commit loses to the cancel)
+
+
 def test_run_page_counts_loop_iterations(stack, page):
     graph_id = create(stack, SUMMARIZATION)
     run = start(stack, graph_id, SUMMARIZATION_STATE)
