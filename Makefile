@@ -39,8 +39,9 @@ fmt: $(STAMP)  ## format the code
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-test: $(STAMP) chromium  ## ruff + the whole test suite (the console's tests run in headless Chromium)
+test: $(STAMP) chromium  ## ruff + mypy + the whole test suite (the console's tests run in headless Chromium)
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -q -n 2
 
 # The console's browser tests drive the system's Chromium (Debian's package) with

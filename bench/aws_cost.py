@@ -160,7 +160,7 @@ def live_logs(steps: int, subscribers: int, memory_mb: int) -> dict[str, float]:
     from engine.logstream import LogStream
     from functions.aws.connections import CONNECTION_TTL_S, DynamoSubscriptionStore, apply_change
     from functions.aws.dynamodb import DynamoRunStore
-    from functions.aws.dynamodb_codec import log_sk, run_key
+    from functions.aws.dynamodb_codec import run_key, slot_sk
     from functions.aws.push import ApiGatewayPusher
 
     with MotoStack() as aws:
@@ -184,7 +184,7 @@ def live_logs(steps: int, subscribers: int, memory_mb: int) -> dict[str, float]:
         for step in range(steps):
             aws.pump_one(trace)
             with aws.meter.acting("broadcast"):
-                image = aws.item({"pk": {"S": f"RUN#{run_id}"}, "sk": {"S": log_sk(step)}})
+                image = aws.item({"pk": {"S": f"RUN#{run_id}"}, "sk": {"S": slot_sk(step)}})
                 apply_change(stream, "INSERT", image)
         with aws.meter.acting("broadcast"):
             apply_change(stream, "MODIFY", aws.item(run_key(run_id)))

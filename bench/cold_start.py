@@ -66,7 +66,7 @@ STEP_FIRST = "functions.step.app first message (no I/O)"
 _STEP_FIRST = (
     "import json, functions.step.app; from functions import runtime; "
     "from engine.service import load_stored_graph; "
-    "from functions.aws.sqs import StepMessage; app = runtime.current_app(); service = app.service; "
+    "from engine.stepmessage import StepMessage; app = runtime.current_app(); service = app.service; "
     "app.clients('dynamodb'); app.clients('sqs'); "
     'StepMessage.from_json(\'{"run_id": "r1", "step": 0}\'); '
     "load_stored_graph(json.load(open('workflows/graphs/summarization.json')), service.registry)"

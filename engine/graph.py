@@ -13,12 +13,14 @@ from __future__ import annotations
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from engine.conditions import Predicate, compile_condition
 from engine.registry import Registered, Registry
 
 DEFAULT_MAX_STEPS = 1000
+#: No run makes more steps than this; a log entry's seq is below it.
+MAX_STEPS_CAP = 25_000
 DEFAULT_MAX_ITERATIONS = 100
 #: SQS DelaySeconds tops out at 15 minutes, so no single retry delay may exceed it.
 MAX_DELAY_S = 900.0
@@ -35,7 +37,7 @@ class CompiledRetry:
     interval_s: float = 1.0
     backoff_rate: float = 2.0
     max_delay_s: float = MAX_DELAY_S
-    jitter: str = "none"
+    jitter: Literal["none", "full"] = "none"
     on: tuple[str, ...] = ANY_ERROR
 
     def delay_s(self, failed_attempt: int, rng: random.Random | None = None) -> float:

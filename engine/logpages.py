@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from engine.ports import RunRecord
 
 #: Bytes of log-entry JSON one page holds (the run's state comes on top, at most its cap):
 #: far under Lambda's 6 MB response limit, and quick to send and parse.
@@ -27,8 +30,15 @@ FIRST_CHUNK = 25
 _dumps = json.JSONEncoder(separators=(",", ":")).encode
 
 
-class LogSource(Protocol):
-    """What paging reads (a :class:`~engine.ports.RunStore` provides it)."""
+class RunLog(Protocol):
+    """What reading a run's log needs: the run and its entries (a
+    :class:`~engine.ports.RunStore` provides both). Paging reads the entries only.
+
+    ``list_logs`` must be strongly consistent: a live-log sender woken by an entry must
+    see it.
+    """
+
+    def get_run(self, run_id: str) -> RunRecord | None: ...
 
     def list_logs(self, run_id: str, after: int = -1, limit: int = 1000) -> list[dict[str, Any]]: ...
 
@@ -48,7 +58,7 @@ def entry_size(entry: dict[str, Any]) -> int:
 
 
 def read_log_page(
-    logs: LogSource,
+    logs: RunLog,
     run_id: str,
     after: int = -1,
     *,

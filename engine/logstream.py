@@ -27,9 +27,24 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from engine.errors import FlowForgeError, NotFoundError
+from engine.graph import MAX_STEPS_CAP
 from engine.logmessages import MAX_MESSAGE_BYTES, done_message, encode_message, log_message
+from engine.logpages import RunLog
 from engine.ports import RunRecord
 from engine.step import TERMINAL
+
+
+class InvalidAfterError(FlowForgeError):
+    """``after`` is not a seq a log can hold (-1 … :data:`MAX_STEPS_CAP`)."""
+
+    code = "invalid_request"
+
+
+def _check_after(after: int) -> None:
+    # Checked before anything is stored: the subscription item keeps ``after``, and
+    # DynamoDB numbers hold 38 digits at most.
+    if isinstance(after, bool) or not isinstance(after, int) or not -1 <= after <= MAX_STEPS_CAP:
+        raise InvalidAfterError(f"after must be an integer from -1 to {MAX_STEPS_CAP}")
 
 
 class PushError(FlowForgeError):
@@ -101,17 +116,6 @@ class Claim:
     held: bool
 
 
-class RunLog(Protocol):
-    """What delivery reads about runs (a :class:`~engine.ports.RunStore` provides it).
-
-    ``list_logs`` must be strongly consistent: a sender woken by an entry must see it.
-    """
-
-    def get_run(self, run_id: str) -> RunRecord | None: ...
-
-    def list_logs(self, run_id: str, after: int = -1, limit: int = 1000) -> list[dict[str, Any]]: ...
-
-
 class SubscriptionStore(Protocol):
     """Connections and their subscriptions, with the lease that serializes delivery."""
 
@@ -160,7 +164,7 @@ class SubscriptionStore(Protocol):
         False — and nothing changed — if the lease is not ours or ``ver`` moved on.
         """
 
-    def finish(self, run_id: str, connection_id: str, token: str) -> None:
+    def done(self, run_id: str, connection_id: str, token: str) -> None:
         """Delete a subscription whose done message was sent (if the lease is still ours)."""
 
 
@@ -213,6 +217,7 @@ class LogStream:
         Sends nothing: the socket opens only once ``$connect`` has returned, so the
         replay is left to the broadcaster through the subscription's ``replay`` marker.
         """
+        _check_after(after)
         if run_id is not None and self.runs.get_run(run_id) is None:
             raise NotFoundError(f"run {run_id!r} not found")
         now = self.clock()
@@ -226,6 +231,7 @@ class LogStream:
         self, connection_id: str, run_id: str, after: int = -1, deadline: float | None = None
     ) -> None:
         """Follow ``run_id`` from entry ``after + 1``: replay, then live entries, then done."""
+        _check_after(after)
         now = self.clock()
         self.subs.add(self._new_sub(run_id, connection_id, after, now, None), self.max_subscriptions)
         # Read the run after the subscription exists: an end committed after this read
@@ -256,7 +262,7 @@ class LogStream:
         self._fan_out(behind, hint=entry, deadline=deadline)
 
     def on_run_end(self, run_id: str, deadline: float | None = None) -> None:
-        """A run reached a terminal status: finish every subscriber with the done message."""
+        """A run reached a terminal status: send every subscriber the done message."""
         end = RunEnd.of(self.runs.get_run(run_id))
         if end is not None:
             self._fan_out(self.subs.subscriptions(run_id), end=end, deadline=deadline)
@@ -336,7 +342,7 @@ class LogStream:
                         return  # re-subscribed meanwhile: the new subscription takes over
                 if sub.end is not None and (sent >= sub.end.last_seq or exhausted):
                     self._post(connection_id, done_message(run_id, sub.end.status, sub.end.error))
-                    self.subs.finish(run_id, connection_id, token)
+                    self.subs.done(run_id, connection_id, token)
                     return
                 if len(entries) >= self.page_size:
                     continue  # a full page: fetch the next before letting go

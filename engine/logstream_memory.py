@@ -94,7 +94,7 @@ class InMemorySubscriptionStore:
             )
             return True
 
-    def finish(self, run_id: str, connection_id: str, token: str) -> None:
+    def done(self, run_id: str, connection_id: str, token: str) -> None:
         with self._lock:
             sub = self.subs.get((run_id, connection_id))
             if sub is not None and sub.lease == token:

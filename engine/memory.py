@@ -9,12 +9,13 @@ from __future__ import annotations
 import copy
 import threading
 from collections import deque
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 from engine.errors import ConflictError
 from engine.ports import GraphRecord, RunRecord, StepCommit
 from engine.step import TERMINAL
+from engine.stepmessage import StepMessage
 from engine.transitions import apply_commit, apply_finish
 
 
@@ -38,7 +39,7 @@ class InMemoryRunStore:
             graph = self._graphs.get(graph_id)
             return copy.deepcopy(graph) if graph else None
 
-    def list_graphs(self, limit: int = 50, after: str | None = None):
+    def list_graphs(self, limit: int = 50, after: str | None = None) -> tuple[list[GraphRecord], str | None]:
         with self._lock:
             return _newest_first(self._graphs, limit, after, copy.deepcopy)
 
@@ -49,7 +50,7 @@ class InMemoryRunStore:
             self._runs[run.run_id] = replace(run, state=dict(run.state))
             self._logs[run.run_id] = []
 
-    def list_runs(self, limit: int = 50, after: str | None = None):
+    def list_runs(self, limit: int = 50, after: str | None = None) -> tuple[list[RunRecord], str | None]:
         with self._lock:
             return _newest_first(self._runs, limit, after, lambda run: replace(run, state=dict(run.state)))
 
@@ -61,8 +62,8 @@ class InMemoryRunStore:
     def commit_step(self, commit: StepCommit) -> None:
         with self._lock:
             run = self._runs.get(commit.run_id)
-            if run is None or run.status != "running" or run.step != commit.expected_step:
-                raise ConflictError(f"run {commit.run_id!r} is not running at step {commit.expected_step}")
+            if run is None or run.status != "running" or run.step != commit.step:
+                raise ConflictError(f"run {commit.run_id!r} is not running at step {commit.step}")
             self._runs[commit.run_id] = apply_commit(run, commit)
             self._logs[commit.run_id].append(copy.deepcopy(commit.log))
 
@@ -71,15 +72,23 @@ class InMemoryRunStore:
             logs = self._logs.get(run_id, [])
             return [copy.deepcopy(e) for e in logs[max(after + 1, 0) : max(after + 1, 0) + limit]]
 
-    def finish_run(self, run_id, *, status, error, now, expected_step=None) -> None:
+    def finish_run(
+        self,
+        run_id: str,
+        *,
+        status: str,
+        error: dict[str, Any] | None,
+        now: str,
+        step: int | None = None,
+    ) -> None:
         if status not in TERMINAL:
             raise ValueError(f"not a terminal status: {status!r}")
         with self._lock:
             run = self._runs.get(run_id)
             if run is None or run.status != "running":
                 raise ConflictError(f"run {run_id!r} is not running")
-            if expected_step is not None and run.step != expected_step:
-                raise ConflictError(f"run {run_id!r} is not at step {expected_step}")
+            if step is not None and run.step != step:
+                raise ConflictError(f"run {run_id!r} is not at step {step}")
             self._runs[run_id] = apply_finish(run, status=status, error=error, now=now)
 
     def stalled_runs(self, due_before: float, limit: int = 100) -> list[tuple[str, int]]:
@@ -102,25 +111,18 @@ def _newest_first(
     return [copied(record) for _, record in page], token
 
 
-@dataclass(frozen=True, slots=True)
-class QueuedStep:
-    run_id: str
-    step: int
-    delay_s: float
-
-
 class InMemoryStepQueue:
     """A :class:`~engine.ports.StepQueue` that records messages in FIFO order."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self.messages: deque[QueuedStep] = deque()
+        self.messages: deque[StepMessage] = deque()
 
     def send_step(self, run_id: str, step: int, delay_s: float = 0.0) -> None:
         with self._lock:
-            self.messages.append(QueuedStep(run_id, step, delay_s))
+            self.messages.append(StepMessage(run_id, step, delay_s))
 
-    def pop(self) -> QueuedStep | None:
+    def pop(self) -> StepMessage | None:
         with self._lock:
             return self.messages.popleft() if self.messages else None
 

@@ -44,13 +44,13 @@ class RunRecord:
 
 @dataclass(frozen=True, slots=True)
 class StepCommit:
-    """Run@``expected_step`` → run@``expected_step + 1`` plus log entry ``expected_step``.
+    """Run@``step`` → run@``step + 1`` plus log entry ``step``.
 
-    Applied atomically and only if the run is still running at ``expected_step``.
+    Applied atomically and only if the run is still running at ``step``.
     """
 
     run_id: str
-    expected_step: int
+    step: int
     update: dict[str, str]
     cursor: Cursor | None
     status: str
@@ -99,11 +99,11 @@ class RunStore(Protocol):
         status: str,
         error: dict[str, Any] | None,
         now: str,
-        expected_step: int | None = None,
+        step: int | None = None,
     ) -> None:
         """Move a running run to a terminal ``status`` (cancel, dead letter).
 
-        ConflictError if the run is not running (or not at ``expected_step`` when given).
+        ConflictError if the run is not running (or not at ``step`` when given).
         """
 
     def stalled_runs(self, due_before: float, limit: int = 100) -> list[tuple[str, int]]:

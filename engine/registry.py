@@ -7,10 +7,12 @@ import inspect
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, overload
+from typing import Any, TypeVar, overload
 
 from engine.errors import RegistryError, ToolsImportError, UnknownToolError
 
+#: A tool or condition function, as registered (and returned unchanged by the decorators).
+F = TypeVar("F", bound=Callable[..., Any])
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]{0,63}$")
 
 
@@ -44,7 +46,7 @@ class Registry:
         self._conditions: dict[str, Registered] = {}
 
     # -- registration ---------------------------------------------------------------
-    def _add(self, table: dict[str, Registered], kind: str, name: str, fn: Callable) -> None:
+    def _add(self, table: dict[str, Registered], kind: str, name: str, fn: Callable[..., Any]) -> None:
         if not callable(fn):
             raise RegistryError(f"{kind} {name!r} is not callable")
         if not isinstance(name, str) or not _NAME.match(name):
@@ -54,26 +56,32 @@ class Registry:
             raise RegistryError(f"{kind} {name!r} is already registered by {_origin(existing.fn)}")
         table[name] = Registered(name, fn, inspect.iscoroutinefunction(fn), _doc(fn))
 
-    def _decorator(self, table, kind, name_or_fn):
+    def _decorator(
+        self, table: dict[str, Registered], kind: str, name_or_fn: str | F | None
+    ) -> F | Callable[[F], F]:
         if callable(name_or_fn):
             self._add(table, kind, name_or_fn.__name__, name_or_fn)
             return name_or_fn
 
-        def register(fn):
+        def register(fn: F) -> F:
             self._add(table, kind, fn.__name__ if name_or_fn is None else name_or_fn, fn)
             return fn
 
         return register
 
     @overload
-    def tool(self, name_or_fn: Callable) -> Callable: ...
+    def tool(self, name_or_fn: F) -> F: ...
     @overload
-    def tool(self, name_or_fn: str | None = None) -> Callable[[Callable], Callable]: ...
-    def tool(self, name_or_fn=None):
+    def tool(self, name_or_fn: str | None = None) -> Callable[[F], F]: ...
+    def tool(self, name_or_fn: str | F | None = None) -> F | Callable[[F], F]:
         """Register a tool: ``@tool`` uses the function's name, ``@tool("name")`` another."""
         return self._decorator(self._tools, "tool", name_or_fn)
 
-    def condition(self, name_or_fn=None):
+    @overload
+    def condition(self, name_or_fn: F) -> F: ...
+    @overload
+    def condition(self, name_or_fn: str | None = None) -> Callable[[F], F]: ...
+    def condition(self, name_or_fn: str | F | None = None) -> F | Callable[[F], F]:
         """Register a predicate ``(state) -> bool`` usable wherever a condition is allowed."""
         return self._decorator(self._conditions, "condition", name_or_fn)
 

@@ -184,9 +184,7 @@ class RunService:
             "message": f"step {step} could not be processed{tries}; its message went to the dead-letter queue",
         }
         try:
-            self.store.finish_run(
-                run_id, status="failed", error=error, now=iso_time(self.clock()), expected_step=step
-            )
+            self.store.finish_run(run_id, status="failed", error=error, now=iso_time(self.clock()), step=step)
         except FlowForgeError:
             return False
         return True
@@ -238,7 +236,7 @@ class RunService:
         stamp = iso_time(done_at)
         commit = StepCommit(
             run_id=run_id,
-            expected_step=step,
+            step=step,
             update=update,
             cursor=outcome.next,
             status=outcome.run_status,
@@ -269,7 +267,7 @@ class RunService:
         }
         try:
             self.store.finish_run(
-                run.run_id, status="failed", error=error, now=iso_time(self.clock()), expected_step=run.step
+                run.run_id, status="failed", error=error, now=iso_time(self.clock()), step=run.step
             )
         except FlowForgeError as conflict:
             if conflict.code != "conflict":

@@ -11,7 +11,7 @@ import asyncio
 import math
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -122,7 +122,7 @@ def _type_names(exc: BaseException) -> tuple[str, ...]:
     return tuple(c.__name__ for c in type(exc).__mro__ if c not in (object, BaseException))
 
 
-def _matches(patterns: list[str], names: tuple[str, ...]) -> bool:
+def _matches(patterns: Sequence[str], names: tuple[str, ...]) -> bool:
     return any(p == "*" or p in names for p in patterns)
 
 
@@ -168,7 +168,7 @@ async def run_step(
     started = now()
     if cursor.step >= graph.max_steps:
         exc = MaxStepsExceeded(f"run reached max_steps={graph.max_steps}")
-        return _finish(cursor, state, {}, None, "failed", started, 0.0, _error(node.id, exc, str(exc)))
+        return _result(cursor, state, {}, None, "failed", started, 0.0, _error(node.id, exc, str(exc)))
     deadline = started + node.timeout_s if node.timeout_s is not None else None
     # Read-only params: a tool must not change the compiled graph for later runs.
     params = MappingProxyType(node.params)
@@ -197,7 +197,7 @@ async def run_step(
             message = f"node timed out after {node.timeout_s}s"
         return _on_failure(node, cursor, state, update, exc, message, started, duration, rng, run_id)
     duration = (time.perf_counter() - t0) * 1000
-    return _finish(cursor, merged, update, target, "ok", started, duration, None)
+    return _result(cursor, merged, update, target, "ok", started, duration, None)
 
 
 def _route(node: CompiledNode, cursor: Cursor, state: dict[str, Any]) -> Cursor | None:
@@ -220,31 +220,57 @@ def _error(node_id: str, exc: BaseException, message: str) -> dict[str, Any]:
     return {"node": node_id, "type": type(exc).__name__, "message": message}
 
 
-def _on_failure(node, cursor, state, update, exc, message, started, duration, rng, run_id):
+def _on_failure(
+    node: CompiledNode,
+    cursor: Cursor,
+    state: dict[str, Any],
+    update: dict[str, Any],
+    exc: BaseException,
+    message: str,
+    started: float,
+    duration: float,
+    rng: random.Random | None,
+    run_id: str,
+) -> StepResult:
     error = _error(node.id, exc, message)
     names = _type_names(exc)
     retry = node.retry
     # Retrying cannot make an exhausted loop succeed; it would only exceed max_iterations.
-    retryable = retry is not None and not isinstance(exc, LoopLimitExceeded)
-    if retryable and cursor.attempt < retry.max_attempts and _matches(retry.on, names):
+    if (
+        retry is not None
+        and not isinstance(exc, LoopLimitExceeded)
+        and cursor.attempt < retry.max_attempts
+        and _matches(retry.on, names)
+    ):
         if retry.jitter == "full" and rng is None:
             # Deterministic per step, so a re-executed step schedules the same delay.
             rng = random.Random(f"{run_id}:{cursor.step}")
         delay = retry.delay_s(cursor.attempt, rng)
         retry_at = Cursor(node.id, cursor.step + 1, cursor.attempt + 1, cursor.iteration)
-        return _finish(cursor, state, {}, retry_at, "retry", started, duration, error, delay)
+        return _result(cursor, state, {}, retry_at, "retry", started, duration, error, delay)
     if not isinstance(exc, MaxStepsExceeded):
         for rule in node.catch:
             if _matches(rule.on, names):
                 caught = {**update, rule.result_key: error}
                 target = Cursor(rule.next, cursor.step + 1)
-                return _finish(
+                return _result(
                     cursor, {**state, **caught}, caught, target, "caught", started, duration, error
                 )
-    return _finish(cursor, state, {}, None, "failed", started, duration, error)
+    return _result(cursor, state, {}, None, "failed", started, duration, error)
 
 
-def _finish(cursor, state, update, target, status, started, duration_ms, error, delay_s=0.0):
+def _result(
+    cursor: Cursor,
+    state: dict[str, Any],
+    update: dict[str, Any],
+    target: Cursor | None,
+    status: StepStatus,
+    started: float,
+    duration_ms: float,
+    error: dict[str, Any] | None,
+    delay_s: float = 0.0,
+) -> StepResult:
+    run_status: RunStatus
     if status == "failed":
         run_status = "failed"
     else:

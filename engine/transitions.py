@@ -15,13 +15,13 @@ from engine.ports import RunRecord, StepCommit
 
 
 def apply_commit(run: RunRecord, commit: StepCommit) -> RunRecord:
-    """``run`` after step ``commit.expected_step`` (``run`` itself is not changed)."""
+    """``run`` after step ``commit.step`` (``run`` itself is not changed)."""
     update = commit.update
     return replace(
         run,
         status=commit.status,
         cursor=commit.cursor,
-        step=commit.expected_step + 1,
+        step=commit.step + 1,
         state={**run.state, **update} if update else run.state,
         updated_at=commit.updated_at,
         next_at=commit.next_at,

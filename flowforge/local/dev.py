@@ -50,7 +50,12 @@ SHUTDOWN_GRACE_S = 5.0
 
 
 class PortInUse(RuntimeError):
-    """A port the local stack needs is taken."""
+    """A port the local stack needs is taken; ``option`` is the flag that moves it."""
+
+    def __init__(self, address: str, option: str) -> None:
+        super().__init__(address)
+        self.address = address
+        self.option = option
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,7 +119,7 @@ def _bind(host: str, port: int) -> socket.socket:
         return socket.create_server((host, port))
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:
-            raise PortInUse(f"{host}:{port}") from None
+            raise PortInUse(f"{host}:{port}", "--port") from None
         raise
 
 
@@ -146,7 +151,7 @@ class LocalStack:
         except OSError as exc:
             self.gateway_socket.close()
             if exc.errno == errno.EADDRINUSE:
-                raise PortInUse(f"{options.host}:{options.moto_port}") from None
+                raise PortInUse(f"{options.host}:{options.moto_port}", "--moto-port") from None
             raise
         self.functions: dict[str, LocalFunction] = {}
         self.journal = Journal(options.data_dir / "journal.jsonl")
@@ -261,16 +266,16 @@ class LocalStack:
             self.tasks.append(asyncio.ensure_future(poller.run()))
         if len(self.template.stream_sources) > 1:
             raise TemplateError("the local stack polls one table stream; the template maps several")
-        for source in self.template.stream_sources:
+        for stream in self.template.stream_sources:
             self.stream = StreamPoller(
                 session.client("dynamodbstreams"),
                 resources["stream_arn"],
-                self.functions[source.function],
-                batch_size=source.batch_size,
-                report_failures=source.report_failures,
-                max_retries=source.max_retries,
-                accepts=compile_filters(source.filters),
-                consumed=partial(self.moto.trim, resources["names"][source.table], region),
+                self.functions[stream.function],
+                batch_size=stream.batch_size,
+                report_failures=stream.report_failures,
+                max_retries=stream.max_retries,
+                accepts=compile_filters(stream.filters),
+                consumed=partial(self.moto.trim, resources["names"][stream.table], region),
                 region=region,
             )
         for schedule in self.template.schedules:
@@ -353,9 +358,10 @@ def run(args: argparse.Namespace) -> int:
     try:
         return asyncio.run(serve(options_from_args(args)))
     except PortInUse as exc:
+        what = "moto (local AWS)" if exc.option == "--moto-port" else "the API gateway"
         print(
-            f"flowforge dev: {exc} is already in use (another `make run`?); choose other ports"
-            " with --port / --moto-port",
+            f"flowforge dev: {exc.address} ({what}) is already in use (another `make run`?);"
+            f" choose another with {exc.option}: bin/flowforge dev {exc.option} <port>",
             file=sys.stderr,
         )
         return 2

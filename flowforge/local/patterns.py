@@ -116,7 +116,7 @@ def _check(pattern: Any) -> None:
 
 def compile_filters(filters: Iterable[Mapping[str, Any]] | None) -> Callable[[Any], bool]:
     """``FilterCriteria.Filters`` → a predicate; no filters lets every record through."""
-    patterns = []
+    patterns: list[Any] = []
     for entry in filters or ():
         raw = entry.get("Pattern")
         try:

@@ -112,8 +112,9 @@ class QueuePoller:
         if not self.report_failures or not isinstance(result, dict):
             return set()
         failures = result.get("batchItemFailures") or []
-        failed = {f.get("itemIdentifier") if isinstance(f, dict) else None for f in failures}
-        if not failed <= ids:
+        named = {f.get("itemIdentifier") if isinstance(f, dict) else None for f in failures}
+        failed = {i for i in named if isinstance(i, str)}
+        if len(failed) < len(named) or not failed <= ids:
             # Lambda's rule: an unknown or empty identifier fails the whole batch.
             log.warning(
                 "%s: batchItemFailures names unknown messages: whole batch retried", self.function.name

@@ -112,7 +112,9 @@ def _function_spec(
     return FunctionSpec(logical_id, handler, float(timeout or 3))
 
 
-def _add_events(local: LocalTemplate, logical_id: str, events: Mapping[str, Any], intrinsics) -> None:
+def _add_events(
+    local: LocalTemplate, logical_id: str, events: Mapping[str, Any] | None, intrinsics: Any
+) -> None:
     for name, event in (events or {}).items():
         kind, props = event.get("Type"), event.get("Properties") or {}
         if kind == "HttpApi":

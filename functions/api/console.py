@@ -12,12 +12,16 @@ from __future__ import annotations
 import html
 from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.api_gateway import Router
 
 from engine.errors import NotFoundError
 from functions.runtime import current_app
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEventV2
 
 STATIC = Path(__file__).with_name("static")
 #: The assets the shell loads, with their content types (nothing else is served).
@@ -59,7 +63,7 @@ def asset(name: str) -> tuple[str, str]:
 
 
 def _shell() -> Response:
-    stage = router.current_event.request_context.stage
+    stage = cast("APIGatewayProxyEventV2", router.current_event).request_context.stage
     base = "" if stage in ("$default", None) else f"/{stage}"
     body = render_shell(base, current_app().settings.console_ws_url)
     headers = {"Cache-Control": "no-store", "Content-Security-Policy": POLICY}

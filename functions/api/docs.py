@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import threading
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, cast
 
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response, content_types
 from aws_lambda_powertools.event_handler.openapi.models import OpenAPI
 
+from functions.api.media import JsonRequestValidation
+
 TITLE = "FlowForge"
 #: Version of the HTTP contract (not of the package, whose metadata Lambda artifacts lack):
 #: bump the minor for additions, the major for anything a client could notice breaking.
-API_VERSION = "1.1.0"
+API_VERSION = "1.2.0"
 DESCRIPTION = (
     "Graph workflows on AWS serverless. Create a graph, run it in the foreground or the "
     'background, read its state and logs. Every error is `{"error": {"code", "message", '
@@ -42,7 +45,7 @@ class FlowForgeResolver(APIGatewayHttpResolver):
     several from threads (the local stack). Here they live per thread.
     """
 
-    @property  # type: ignore[override]
+    @property
     def current_event(self) -> Any:
         return _answering.event
 
@@ -50,7 +53,7 @@ class FlowForgeResolver(APIGatewayHttpResolver):
     def current_event(self, value: Any) -> None:
         _answering.event = value
 
-    @property  # type: ignore[override]
+    @property
     def lambda_context(self) -> Any:
         return _answering.context
 
@@ -58,8 +61,24 @@ class FlowForgeResolver(APIGatewayHttpResolver):
     def lambda_context(self, value: Any) -> None:
         _answering.context = value
 
-    def resolve(self, event: dict[str, Any], context: Any) -> dict[str, Any]:
-        self.current_event = self._to_proxy_event(event)
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if self._enable_validation:
+            # Powertools has no hook to refuse a body before its validation parses it.
+            self._request_validation_middleware = JsonRequestValidation()
+
+    def _resolve(self) -> Any:
+        # A path some static route serves (``/graph/create``) answers 405 for other
+        # methods, never a route with a parameter there (``GET /graph/{graph_id}``).
+        method = self.current_event.http_method.upper()
+        path = self._remove_prefix(self.current_event.path)
+        statics = {route.method for route in self._static_routes if route.rule.match(path)}
+        if statics and method not in statics and method != "OPTIONS":
+            return self._handle_not_found(method=method, path=path)
+        return super()._resolve()
+
+    def resolve(self, event: Mapping[str, Any], context: Any) -> dict[str, Any]:
+        self.current_event = self._to_proxy_event(cast(dict[str, Any], event))
         self.lambda_context = context
         return super().resolve(event, context)
 

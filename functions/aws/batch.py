@@ -17,7 +17,7 @@ from typing import Any
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
 
-from functions.aws.sqs import MalformedStepMessage, StepMessage
+from engine.stepmessage import MalformedStepMessage, StepMessage
 
 METRICS_NAMESPACE = "FlowForge"
 

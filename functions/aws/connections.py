@@ -242,7 +242,7 @@ class DynamoSubscriptionStore(AwsAdapter):
         item = self._update(subscription_key(run_id, connection_id), expression, condition, **values)
         return item is not None
 
-    def finish(self, run_id: str, connection_id: str, token: str) -> None:
+    def done(self, run_id: str, connection_id: str, token: str) -> None:
         try:
             self._call(
                 "delete_item",

@@ -1,7 +1,7 @@
 """The :class:`~engine.ports.RunStore` on one DynamoDB table (layout: dynamodb_codec.py).
 
 The step invariant rests on one conditional write: a transition k of a run is the put
-of its slot ``LOG#k`` (a step's log item, or a finish item), which succeeds only if the
+of its slot ``LOG#k`` (a step's commit item, or a finish item), which succeeds only if the
 slot is empty. A step therefore costs one small write (its log entry and the state keys
 it changed) instead of a transaction rewriting the whole run item, which DynamoDB bills
 twice, in full, for every step.
@@ -54,20 +54,21 @@ BATCH_GET_KEYS = 100
 
 @dataclass(frozen=True, slots=True)
 class _Folded:
-    """A run as of slot ``applied`` (exclusive), and what its stored snapshot holds."""
+    """A run with its first ``slots`` slots folded in (the next transition takes slot
+    ``slots``), and how many its stored snapshot holds."""
 
     run: RunRecord
-    applied: int
-    snapshot_applied: int
+    slots: int
+    snapshot_slots: int
     snapshot_bucket: str | None  # the snapshot's sweeper index key (None: not indexed)
 
     def then(self, slot: codec.Item) -> _Folded:
         """The run after ``slot`` (the next one), over the same snapshot."""
-        return replace(self, run=codec.apply_slot(self.run, slot), applied=self.applied + 1)
+        return replace(self, run=codec.apply_slot(self.run, slot), slots=self.slots + 1)
 
     def committed(self, commit: StepCommit) -> _Folded:
         """The run after ``commit`` (whose slot is the next one), over the same snapshot."""
-        return replace(self, run=apply_commit(self.run, commit), applied=self.applied + 1)
+        return replace(self, run=apply_commit(self.run, commit), slots=self.slots + 1)
 
 
 class DynamoRunStore(AwsAdapter):
@@ -121,7 +122,7 @@ class DynamoRunStore(AwsAdapter):
         # Listed first: a crash in between leaves a listed id without a run, which
         # list_runs skips, never a run missing from the list.
         self._put_new(codec.listed_item(run))
-        self._put_new(codec.run_item(run, applied=run.step))
+        self._put_new(codec.run_item(run, slots=run.step))
         self._remember(_Folded(run, run.step, run.step, codec.due_bucket_key(run.next_at)))
 
     def list_runs(self, limit: int = 50, after: str | None = None) -> tuple[list[RunRecord], str | None]:
@@ -149,14 +150,14 @@ class DynamoRunStore(AwsAdapter):
         self._cache.clear()
 
     def commit_step(self, commit: StepCommit) -> None:
-        base = self._running_at(commit.run_id, commit.expected_step)
-        slot = codec.log_item(commit)
+        base = self._running_at(commit.run_id, commit.step)
+        slot = codec.commit_item(commit)
         self._put_slot(commit.run_id, slot)
         after = base.committed(commit)
         self._remember(after)
         if (
             after.run.status != "running"
-            or after.applied - after.snapshot_applied >= SNAPSHOT_EVERY
+            or after.slots - after.snapshot_slots >= SNAPSHOT_EVERY
             or (codec.due_bucket_key(after.run.next_at) != after.snapshot_bucket)
         ):
             self._snapshot(after)
@@ -169,8 +170,8 @@ class DynamoRunStore(AwsAdapter):
             "KeyConditionExpression": "pk = :pk AND sk BETWEEN :first AND :last",
             "ExpressionAttributeValues": {
                 ":pk": codec.S(codec.run_pk(run_id)),
-                ":first": codec.S(codec.log_sk(max(after + 1, 0))),
-                ":last": codec.S(codec.LOG_LAST_SK),
+                ":first": codec.S(codec.slot_sk(max(after + 1, 0))),
+                ":last": codec.S(codec.SLOT_LAST_SK),
             },
             "ConsistentRead": True,
         }
@@ -185,7 +186,7 @@ class DynamoRunStore(AwsAdapter):
         status: str,
         error: dict[str, Any] | None,
         now: str,
-        expected_step: int | None = None,
+        step: int | None = None,
     ) -> None:
         if status not in TERMINAL:
             raise ValueError(f"not a terminal status: {status!r}")
@@ -193,13 +194,13 @@ class DynamoRunStore(AwsAdapter):
             base = self._read_run(run_id)
             if base is None or base.run.status != "running":
                 raise ConflictError(f"run {run_id!r} is not running")
-            if expected_step is not None and base.run.step != expected_step:
-                raise ConflictError(f"run {run_id!r} is not at step {expected_step}")
-            item = codec.finish_item(base.run, base.applied, status=status, error=error, now=now)
+            if step is not None and base.run.step != step:
+                raise ConflictError(f"run {run_id!r} is not at step {step}")
+            item = codec.finish_item(base.run, base.slots, status=status, error=error, now=now)
             try:
                 self._put_slot(run_id, item)
             except ConflictError:
-                if expected_step is not None:
+                if step is not None:
                     raise
                 continue  # a step took the slot first: finish the run where it is now
             after = base.then(item)
@@ -260,7 +261,7 @@ class DynamoRunStore(AwsAdapter):
         if snapshot.status != "running":
             return snapshot
         folded = self._read_run(snapshot.run_id)
-        if folded is not None and folded.applied > folded.snapshot_applied:
+        if folded is not None and folded.slots > folded.snapshot_slots:
             self._snapshot(folded)
         return folded.run if folded else None
 
@@ -278,7 +279,7 @@ class DynamoRunStore(AwsAdapter):
             "ExpressionAttributeValues": {
                 ":pk": codec.S(codec.run_pk(run_id)),
                 # Snapshots only move forward: slots before a known one are never needed.
-                ":first": codec.S(codec.log_sk(known.snapshot_applied) if known else codec.LOG_FIRST_SK),
+                ":first": codec.S(codec.slot_sk(known.snapshot_slots) if known else codec.SLOT_FIRST_SK),
                 ":run": codec.S(codec.RUN_SK),
             },
             "ScanIndexForward": False,
@@ -290,27 +291,25 @@ class DynamoRunStore(AwsAdapter):
             self._cache.pop(run_id, None)
             return None
         snapshot, slots = items[0], items[1:]
-        base = codec.applied_of(snapshot)
-        if known is not None and base < known.snapshot_applied:
+        base = codec.slots_of(snapshot)
+        if known is not None and base < known.snapshot_slots:
             # The run item went back (it was restored or rewritten from outside): what
             # this store knew no longer bounds the read.
             self._cache.pop(run_id, None)
             return self._read_run(run_id)
         start = response.get("LastEvaluatedKey")
-        while start and (not slots or codec.seq_of(slots[-1]) > base):
-            missing = codec.seq_of(slots[-1]) - base if slots else SNAPSHOT_EVERY
+        while start and (not slots or codec.step_of(slots[-1]) > base):
+            missing = codec.step_of(slots[-1]) - base if slots else SNAPSHOT_EVERY
             response = self._call("query", **params, ExclusiveStartKey=start, Limit=missing)
             slots += response.get("Items", [])
             start = response.get("LastEvaluatedKey")
         folded = _Folded(codec.run_from_item(snapshot), base, base, snapshot.get("gsi1sk", {}).get("S"))
         for slot in reversed(slots):
-            seq = codec.seq_of(slot)
-            if seq < base:
+            step = codec.step_of(slot)
+            if step < base:
                 continue
-            if seq != folded.applied:
-                raise StoreUnavailableError(
-                    f"run {run_id!r}: slot {folded.applied} missing before slot {seq}"
-                )
+            if step != folded.slots:
+                raise StoreUnavailableError(f"run {run_id!r}: slot {folded.slots} missing before slot {step}")
             folded = folded.then(slot)
         self._remember(folded)
         return folded
@@ -328,9 +327,7 @@ class DynamoRunStore(AwsAdapter):
     def _known_at(self, run_id: str, step: int) -> _Folded | None:
         """What this store last saw of the run, if that was the run running at ``step``."""
         known = self._cache.get(run_id)
-        return (
-            known if known is not None and known.applied == step and known.run.status == "running" else None
-        )
+        return known if known is not None and known.slots == step and known.run.status == "running" else None
 
     def _put_slot(self, run_id: str, item: codec.Item) -> None:
         """Take an empty slot: the transition's commit (ConflictError if it is taken)."""
@@ -350,17 +347,17 @@ class DynamoRunStore(AwsAdapter):
             self._call(
                 "put_item",
                 TableName=self.table_name,
-                Item=codec.run_item(folded.run, folded.applied),
+                Item=codec.run_item(folded.run, folded.slots),
                 ConditionExpression="applied < :applied",
-                ExpressionAttributeValues={":applied": codec.N(folded.applied)},
+                ExpressionAttributeValues={":applied": codec.N(folded.slots)},
             )
         except (ConflictError, StoreUnavailableError):
             return
         self._remember(
             _Folded(
                 folded.run,
-                folded.applied,
-                folded.applied,
+                folded.slots,
+                folded.slots,
                 codec.due_bucket_key(folded.run.next_at) if folded.run.status == "running" else None,
             )
         )

@@ -5,15 +5,16 @@
 | graph  | GRAPH#<id>    | GRAPH            | GRAPH           | <created_at>#<id>      |
 | run    | RUN#<id>      | RUN              | RUNNING#<0..7>  | next_at's minute, ms   |
 | listed | RUN#<id>      | LISTED           | RUNS            | <created_at>#<id>      |
-| log    | RUN#<id>      | LOG#<seq:010d>   |                 |                        |
-| finish | RUN#<id>      | LOG#<seq:010d>   |                 |                        |
+| log    | RUN#<id>      | LOG#<step:010d>  |                 |                        |
+| finish | RUN#<id>      | LOG#<step:010d>  |                 |                        |
 
-A run is its run item (a snapshot) plus the log and finish items after it. Slot ``LOG#k``
-is the run's transition k: a step's log item (its log entry and what the step changed:
-state keys, cursor, status) or a finish item (cancelled, or failed by the dead-letter
-handler). Each slot is written once, with a condition that it is empty, so that write is
-the commit. The run item is rewritten now and then with every slot up to ``applied``
-folded in (see dynamodb.py); a reader folds the slots at and after ``applied`` onto it.
+A run is its run item (a snapshot) plus the commit and finish items after it. Slot
+``LOG#k`` is the run's transition k: step k's commit item (kind "log": its log entry and
+what the step changed: state keys, cursor, status; ``seq`` is k) or a finish item
+(cancelled, or failed by the dead-letter handler). Each slot is written once, with a
+condition that it is empty, so that write is the commit. The run item is rewritten now
+and then with its first ``applied`` slots folded in (see dynamodb.py); a reader folds
+the slots from ``applied`` on onto it.
 "RUN" sorts after every "LOG#..." key, so one query read backwards from "RUN" returns
 the snapshot first, then the slots newest first.
 
@@ -47,9 +48,9 @@ RUNNING_SHARDS = 8
 #: index writes) at most once per bucket, and the sweeper re-reads runs due up to one
 #: bucket after its cut-off, then keeps those really due.
 DUE_BUCKET_S = 60
-LOG_SEQ_DIGITS = 10
-LOG_FIRST_SK = "LOG#"
-LOG_LAST_SK = "LOG#" + "9" * LOG_SEQ_DIGITS
+SLOT_DIGITS = 10
+SLOT_FIRST_SK = "LOG#"
+SLOT_LAST_SK = "LOG#" + "9" * SLOT_DIGITS
 
 Item = dict[str, dict[str, Any]]
 
@@ -104,12 +105,13 @@ def run_key(run_id: str) -> Item:
     return {"pk": S(run_pk(run_id)), "sk": S(RUN_SK)}
 
 
-def slot_key(run_id: str, seq: int) -> Item:
-    return {"pk": S(run_pk(run_id)), "sk": S(log_sk(seq))}
+def slot_key(run_id: str, step: int) -> Item:
+    return {"pk": S(run_pk(run_id)), "sk": S(slot_sk(step))}
 
 
-def log_sk(seq: int) -> str:
-    return f"LOG#{seq:0{LOG_SEQ_DIGITS}d}"
+def slot_sk(step: int) -> str:
+    """The sort key of the slot that holds transition ``step``."""
+    return f"LOG#{step:0{SLOT_DIGITS}d}"
 
 
 def running_shard(run_id: str) -> str:
@@ -203,8 +205,8 @@ def state_value(state: dict[str, str]) -> dict[str, Any]:
     return {"M": {key: S(text) for key, text in state.items()}}
 
 
-def run_item(run: RunRecord, applied: int) -> Item:
-    """The snapshot of ``run`` with slots ``0..applied-1`` folded in."""
+def run_item(run: RunRecord, slots: int) -> Item:
+    """The snapshot of ``run`` with slots ``0..slots-1`` folded in."""
     item = {
         **run_key(run.run_id),
         "kind": S("run"),
@@ -213,7 +215,7 @@ def run_item(run: RunRecord, applied: int) -> Item:
         "graph_version": N(run.graph_version),
         "status": S(run.status),
         "step": N(run.step),
-        "applied": N(applied),
+        "applied": N(slots),
         "state": state_value(run.state),
         "created_at": S(run.created_at),
         "updated_at": S(run.updated_at),
@@ -250,23 +252,24 @@ def run_from_item(item: Item) -> RunRecord:
     )
 
 
-def applied_of(item: Item) -> int:
+def slots_of(item: Item) -> int:
     """How many slots a run item (snapshot) has folded in."""
     return int(_num(item, "applied") or 0)
 
 
-def seq_of(item: Item) -> int:
+def step_of(item: Item) -> int:
+    """The transition a slot holds (its ``seq`` attribute)."""
     return int(item["seq"]["N"])
 
 
-# -- slots: log entries (step commits) and finishes ---------------------------------------
-def log_item(commit: StepCommit) -> Item:
-    """Slot ``commit.expected_step``: the step's log entry and what it changed."""
+# -- slots: step commits (kind "log": the log entry and what the step changed) and finishes --
+def commit_item(commit: StepCommit) -> Item:
+    """Slot ``commit.step``: the step's log entry and what it changed."""
     item = {
-        **slot_key(commit.run_id, commit.expected_step),
+        **slot_key(commit.run_id, commit.step),
         "kind": S("log"),
         "run_id": S(commit.run_id),
-        "seq": N(commit.expected_step),
+        "seq": N(commit.step),
         "entry": S(_dumps(commit.log)),
         "status": S(commit.status),
         "update": state_value(commit.update),
@@ -282,13 +285,13 @@ def log_item(commit: StepCommit) -> Item:
     return item
 
 
-def finish_item(run: RunRecord, seq: int, *, status: str, error: dict[str, Any] | None, now: str) -> Item:
-    """Slot ``seq`` of ``run``: it ended with ``status`` (cancelled, dead-lettered)."""
+def finish_item(run: RunRecord, step: int, *, status: str, error: dict[str, Any] | None, now: str) -> Item:
+    """Slot ``step`` of ``run``: it ended with ``status`` (cancelled, dead-lettered)."""
     item = {
-        **slot_key(run.run_id, seq),
+        **slot_key(run.run_id, step),
         "kind": S("finish"),
         "run_id": S(run.run_id),
-        "seq": N(seq),
+        "seq": N(step),
         "status": S(status),
         "error": json_or_null(error),
         "updated_at": S(now),
@@ -303,7 +306,7 @@ def commit_from_item(item: Item) -> StepCommit:
     expires_at = _num(item, "expires_at")
     return StepCommit(
         run_id=_str(item, "run_id") or "",
-        expected_step=seq_of(item),
+        step=step_of(item),
         update={key: value["S"] for key, value in item.get("update", {}).get("M", {}).items()},
         cursor=cursor_from_value(item.get("cursor")),
         status=_str(item, "status") or "",

@@ -1,74 +1,17 @@
-"""The :class:`~engine.ports.StepQueue` on SQS, and the step message both ends agree on.
-
-The message is two fields that this service writes and reads itself, so it is a
-dataclass checked by hand rather than a pydantic model: pydantic's import and model
-building would be most of the step Lambda's cold start, for the one model it needs.
-"""
+"""The :class:`~engine.ports.StepQueue` on SQS: a :class:`~engine.stepmessage.StepMessage`
+as the message body, its delay as ``DelaySeconds``."""
 
 from __future__ import annotations
 
-import json
 import math
-import re
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
+from engine.stepmessage import StepMessage
 from functions.aws.adapter import AwsAdapter
 
 #: SQS DelaySeconds range; a longer retry delay is re-deferred by the step handler.
 MAX_DELAY_S = 900
-_RUN_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
-_FIELDS = ("run_id", "step")
-
-
-class MalformedStepMessage(ValueError):
-    """A body that is not ``{"run_id": <id>, "step": <integer >= 0>}``; ``problems`` says why."""
-
-    def __init__(self, problems: list[str]) -> None:
-        super().__init__("; ".join(problems))
-        self.problems = problems
-
-
-@dataclass(frozen=True, slots=True)
-class StepMessage:
-    """The body of a step message: execute step ``step`` of run ``run_id``."""
-
-    run_id: str
-    step: int
-
-    def __post_init__(self) -> None:
-        problems = _field_problems(self.run_id, self.step)
-        if problems:
-            raise MalformedStepMessage(problems)
-
-    @classmethod
-    def from_json(cls, body: str) -> StepMessage:
-        """Parse a message body; :class:`MalformedStepMessage` lists what is wrong with it."""
-        try:
-            data = json.loads(body)
-        except (ValueError, RecursionError):  # RecursionError: nested too deep
-            raise MalformedStepMessage(["body: not JSON"]) from None
-        if not isinstance(data, dict):
-            raise MalformedStepMessage(["body: a step message is a JSON object"])
-        problems = [f"{key}: unknown field" for key in data if key not in _FIELDS]
-        problems += [f"{key}: missing" for key in _FIELDS if key not in data]
-        if problems:
-            raise MalformedStepMessage(problems)
-        return cls(data["run_id"], data["step"])
-
-    def to_json(self) -> str:
-        return json.dumps({"run_id": self.run_id, "step": self.step}, separators=(",", ":"))
-
-
-def _field_problems(run_id: Any, step: Any) -> list[str]:
-    problems = []
-    if not isinstance(run_id, str) or not _RUN_ID.fullmatch(run_id):
-        problems.append("run_id: 1 to 64 letters, digits, '_' or '-'")
-    # bool is an int in Python, not in a step message
-    if type(step) is not int or step < 0:
-        problems.append("step: an integer >= 0")
-    return problems
 
 
 def delay_seconds(delay_s: float) -> int:

@@ -24,7 +24,8 @@ def process_record(record: DynamoDBRecord, stream: LogStream, deadline: float | 
     change = record.raw_event
     image = change.get("dynamodb", {}).get("NewImage", {})
     kind = apply_change(stream, change.get("eventName", ""), image, deadline)
-    logger.debug("stream record handled", change=kind, sequence_number=record.dynamodb.sequence_number)
+    sequence_number = record.dynamodb.sequence_number if record.dynamodb else None
+    logger.debug("stream record handled", change=kind, sequence_number=sequence_number)
     return kind
 
 

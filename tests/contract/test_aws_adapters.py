@@ -10,9 +10,10 @@ from botocore.exceptions import ClientError, EndpointConnectionError, ReadTimeou
 from engine.errors import ConflictError, StoreUnavailableError
 from engine.ports import RunRecord, StepCommit
 from engine.step import Cursor
+from engine.stepmessage import MalformedStepMessage, StepMessage
 from functions.aws import dynamodb_codec as codec
 from functions.aws.dynamodb import DynamoRunStore
-from functions.aws.sqs import MalformedStepMessage, SqsStepQueue, StepMessage, delay_seconds
+from functions.aws.sqs import SqsStepQueue, delay_seconds
 from functions.runtime import build_app
 from functions.settings import Settings, SettingsError
 
@@ -103,7 +104,7 @@ class SlotTakenClient:
     def query(self, **params):
         self.calls.append(("query", params))
         run = RunRecord("run1", "g", "running", Cursor("a"), 0, {"n": "1"}, "t", "t", 0.0)
-        return {"Items": [codec.run_item(run, applied=0)]}
+        return {"Items": [codec.run_item(run, slots=0)]}
 
     def put_item(self, **params):
         self.calls.append(("put_item", params))

@@ -77,9 +77,9 @@ def test_a_step_writes_one_slot_and_the_run_item_every_few_steps(table):
     assert calls.names().count("Query") == 10
     assert "TransactWriteItems" not in calls.names() and "UpdateItem" not in calls.names()
     # a slot holds what the step changed, not the whole state
-    slot = client.get_item(TableName=table_name, Key={"pk": {"S": "RUN#run1"}, "sk": {"S": codec.log_sk(9)}})
+    slot = client.get_item(TableName=table_name, Key={"pk": {"S": "RUN#run1"}, "sk": {"S": codec.slot_sk(9)}})
     assert slot["Item"]["update"] == {"M": {"n": {"S": "11"}}}
-    assert codec.applied_of(stored_run_item(table_name, client)) == 8
+    assert codec.slots_of(stored_run_item(table_name, client)) == 8
 
     # AND another container reads the run as of step 10
     other = DynamoRunStore(table_name, lambda: client)
@@ -104,7 +104,7 @@ def test_lost_snapshots_lose_nothing(table):
     )
 
     # THEN the run item is still the one created, yet any reader folds the whole run
-    assert codec.applied_of(stored_run_item(table_name, client)) == 0
+    assert codec.slots_of(stored_run_item(table_name, client)) == 0
     other = DynamoRunStore(table_name, lambda: client)
     folded = other.get_run("run1")
     assert (folded.status, folded.step, folded.state["n"]) == ("completed", steps, str(steps + 1))
@@ -113,7 +113,7 @@ def test_lost_snapshots_lose_nothing(table):
     # AND the sweeper, finding the ended run still in its index, mends its run item
     assert other.stalled_runs(due_before=T0 + 10**6) == []
     item = stored_run_item(table_name, client)
-    assert (item["status"]["S"], codec.applied_of(item)) == ("completed", steps)
+    assert (item["status"]["S"], codec.slots_of(item)) == ("completed", steps)
     assert "gsi1pk" not in item
 
 
@@ -180,7 +180,7 @@ def test_a_dead_letter_finish_at_a_step_the_run_left_conflicts(table):
     store.commit_step(commit(0))
     with pytest.raises(ConflictError):
         DynamoRunStore(table_name, lambda: client).finish_run(
-            "run1", status="failed", error=None, now="t", expected_step=0
+            "run1", status="failed", error=None, now="t", step=0
         )
     assert store.get_run("run1").status == "running"
 

@@ -37,7 +37,7 @@ def run(run_id: str = "run1", **overrides) -> RunRecord:
 def commit(step: int = 0, run_id: str = "run1", **overrides) -> StepCommit:
     fields = {
         "run_id": run_id,
-        "expected_step": step,
+        "step": step,
         "update": {"n": str(step + 2)},
         "cursor": Cursor("a", step + 1),
         "status": "running",
@@ -243,9 +243,9 @@ def test_finish_run_at_an_expected_step(store):
     store.create_run(run())
     store.commit_step(commit(0))
     with pytest.raises(ConflictError):
-        store.finish_run("run1", status="failed", error=None, now="t", expected_step=0)
+        store.finish_run("run1", status="failed", error=None, now="t", step=0)
     assert store.get_run("run1").status == "running"
-    store.finish_run("run1", status="failed", error=None, now="t", expected_step=1)
+    store.finish_run("run1", status="failed", error=None, now="t", step=1)
     assert store.get_run("run1").status == "failed"
 
 

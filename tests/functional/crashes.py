@@ -37,7 +37,7 @@ class FaultyStore:
         return getattr(self.store, name)
 
     def commit_step(self, commit: StepCommit) -> None:
-        step = commit.expected_step
+        step = commit.step
         if (commit.run_id, step) in self.unavailable:
             raise StoreUnavailableError(f"injected: commit {step} throttled, again")
         if self._take(self.crash_before_commit, step):

@@ -11,7 +11,7 @@ from engine.logpages import FIRST_CHUNK, entry_size, read_log_page
 
 
 class CountingLog:
-    """A run's log in a list, counting what is read from it (a LogSource)."""
+    """A run's log in a list, counting what is read from it (what paging reads of a RunLog)."""
 
     def __init__(self, sizes: list[int]) -> None:
         self.entries = [{"seq": seq, "result": "x" * size} for seq, size in enumerate(sizes)]

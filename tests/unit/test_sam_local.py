@@ -21,11 +21,11 @@ from samtranslator.yaml_helper import yaml_parse
 import workflows  # noqa: F401  (registers the summarization tools)
 from engine.memory import InMemoryRunStore, InMemoryStepQueue
 from engine.service import RunService
+from engine.stepmessage import StepMessage
 from flowforge.local.dev import DevOptions
 from flowforge.local.events import ACCOUNT_ID, LambdaContext
 from functions.api.app import handler as api_handler
 from functions.aws import dynamodb_codec
-from functions.aws.sqs import StepMessage
 from functions.runtime import set_app
 from functions.ws.routes import Subscribe, parse_frame
 from tests.functional.fixtures import service_app
