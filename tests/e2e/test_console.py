@@ -348,3 +348,23 @@ def test_flowforge_console_serves_the_console_and_follows_a_run_live(stack, cons
 
     expect(page.locator("#run-status")).to_have_text("completed")
     expect(page.locator("#timeline li")).to_have_count(3)
+
+
+def test_run_page_colours_each_parallel_branch_by_its_own_entries(stack, page):
+    graph = {
+        "name": "fanning",
+        "start": "both",
+        "nodes": {
+            "both": {"parallel": ["calm", "boom"]},
+            "calm": {"fn": "e2e_nap", "params": {"seconds": 0}},
+            "boom": {"fn": "e2e_explode", "catch": [{"on": ["*"], "result_key": "boom_error"}]},
+        },
+    }
+    run = start(stack, create(stack, graph), {})
+    assert run["status"] == "completed"
+
+    page.goto(f"{stack.url}/console/runs/{run['run_id']}")
+
+    expect(page.locator('.g-node[data-node="calm"]')).to_have_attribute("data-status", "ok")
+    expect(page.locator('.g-node[data-node="boom"]')).to_have_attribute("data-status", "caught")
+    expect(page.locator("#timeline li", has_text="both \u203a boom")).to_have_count(1)

@@ -312,12 +312,14 @@
     }
     function addEntry(entry) {
       const item = h("li", { "data-seq": entry.seq, "data-node": entry.node, tabindex: 0 },
-        h("span", { class: "seq" }, `#${entry.seq}`), h("span", { class: "node" }, entry.node),
+        h("span", { class: "seq" }, `#${entry.seq}`),
+        h("span", { class: "node" }, entry.node, entry.branch != null ? ` › ${entry.branch}` : entry.index != null ? ` [${entry.index}]` : ""),
         h("span", { class: "dur" }, entry.duration_ms != null ? `${Math.round(entry.duration_ms)} ms` : ""), badge(entry.status));
       item.addEventListener("click", () => select(item, entry));
       item.addEventListener("keydown", (e) => { if (e.key === "Enter") select(item, entry); });
       timeline.append(item);
       view.setNodeStatus(entry.node, entry.status);
+      if (entry.branch != null) view.setNodeStatus(entry.branch, entry.status); // a parallel branch's own entry
       if (loops.has(entry.node) && entry.status === "ok") {
         iterations.set(entry.node, (iterations.get(entry.node) || 0) + 1);
         view.setIterations(entry.node, iterations.get(entry.node));
