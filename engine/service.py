@@ -232,6 +232,7 @@ class RunService:
         state = decode_state(run.state)
         outcome = await run_step(graph, run.cursor, state, run_id=run_id, now=self.clock)
         outcome, update = enforce_limits(outcome, StateSize(run.state, self.max_state_bytes), state)
+        outcome.log["run_id"] = run_id  # the entry as stored and served: built once, not copied
         done_at = self.clock()
         stamp = iso_time(done_at)
         commit = StepCommit(
@@ -240,7 +241,7 @@ class RunService:
             update=update,
             cursor=outcome.next,
             status=outcome.run_status,
-            log={**outcome.log, "run_id": run_id},
+            log=outcome.log,
             updated_at=stamp,
             next_at=done_at + outcome.delay_s,
             error=outcome.error if outcome.run_status == "failed" else None,
