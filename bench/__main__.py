@@ -22,6 +22,7 @@ from bench.report import describe_machine, machine_info, table, write_results
 BENCHMARKS: dict[str, str] = {
     "engine": "bench.engine_overhead",
     "coldstart": "bench.cold_start",
+    "validation": "bench.validation",
     "aws": "bench.aws_cost",
     "scaling": "bench.scaling",
     "local": "bench.local_stack",

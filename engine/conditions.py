@@ -63,11 +63,18 @@ def _unchecked(op: str) -> Callable[[Any, Any], bool]:
     return fail
 
 
-def check(cond: Any, registry: Registry, path: str, depth: int = 0) -> list[Problem]:
-    """Every problem with ``cond``, each at its dotted path."""
+def _no_hint(name: str) -> str:
+    return ""
+
+
+def check(
+    cond: Any, registry: Registry, path: str, depth: int = 0, hint: Callable[[str], str] = _no_hint
+) -> list[Problem]:
+    """Every problem with ``cond``, each at its dotted path; ``hint(name)`` may add a
+    "did you mean" to an unknown condition's message."""
     if isinstance(cond, str):
         if not registry.has_condition(cond):
-            return [Problem(path, f"unknown condition {cond!r}; register it with @condition")]
+            return [Problem(path, f"unknown condition {cond!r}{hint(cond)}; register it with @condition")]
         return []
     if not isinstance(cond, dict):
         return [Problem(path, "a condition is a registered name or a rule object")]
@@ -81,12 +88,12 @@ def check(cond: Any, registry: Registry, path: str, depth: int = 0) -> list[Prob
         (name,) = combinators
         items = cond[name]
         if name == "not":
-            return check(items, registry, f"{path}.not", depth + 1)
+            return check(items, registry, f"{path}.not", depth + 1, hint)
         if not isinstance(items, list) or not items:
             return [Problem(f"{path}.{name}", "expects a non-empty list of conditions")]
         problems: list[Problem] = []
         for i, item in enumerate(items):
-            problems += check(item, registry, f"{path}.{name}.{i}", depth + 1)
+            problems += check(item, registry, f"{path}.{name}.{i}", depth + 1, hint)
         return problems
     if "var" not in keys:
         return [Problem(path, "a rule needs 'var' and one operator, or all/any/not")]

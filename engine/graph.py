@@ -19,6 +19,8 @@ from engine.conditions import Predicate, compile_condition
 from engine.registry import Registered, Registry
 
 DEFAULT_MAX_STEPS = 1000
+#: No run makes more steps than this; a log entry's seq is below it.
+MAX_STEPS_CAP = 25_000
 DEFAULT_MAX_ITERATIONS = 100
 #: SQS DelaySeconds tops out at 15 minutes, so no single retry delay may exceed it.
 MAX_DELAY_S = 900.0

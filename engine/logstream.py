@@ -29,10 +29,24 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from engine.errors import FlowForgeError, NotFoundError
+from engine.graph import MAX_STEPS_CAP
 from engine.logmessages import MAX_MESSAGE_BYTES, done_message, encode_message, log_message
 from engine.logpages import RunLog
 from engine.ports import RunRecord
 from engine.step import TERMINAL
+
+
+class InvalidAfterError(FlowForgeError):
+    """``after`` is not a seq a log can hold (-1 … :data:`MAX_STEPS_CAP`)."""
+
+    code = "invalid_request"
+
+
+def _check_after(after: int) -> None:
+    # Checked before anything is stored: the subscription item keeps ``after``, and
+    # DynamoDB numbers hold 38 digits at most.
+    if isinstance(after, bool) or not isinstance(after, int) or not -1 <= after <= MAX_STEPS_CAP:
+        raise InvalidAfterError(f"after must be an integer from -1 to {MAX_STEPS_CAP}")
 
 
 class PushError(FlowForgeError):
@@ -212,6 +226,7 @@ class LogStream:
         Sends nothing: the socket opens only once ``$connect`` has returned, so the
         replay is left to the broadcaster through the subscription's ``replay`` marker.
         """
+        _check_after(after)
         if run_id is not None and self.runs.get_run(run_id) is None:
             raise NotFoundError(f"run {run_id!r} not found")
         now = self.clock()
@@ -225,6 +240,7 @@ class LogStream:
         self, connection_id: str, run_id: str, after: int = -1, deadline: float | None = None
     ) -> None:
         """Follow ``run_id`` from entry ``after + 1``: replay, then live entries, then done."""
+        _check_after(after)
         now = self.clock()
         self.subs.add(self._new_sub(run_id, connection_id, after, now, None), self.max_subscriptions)
         # Read the run after the subscription exists: an end committed after this read

@@ -19,11 +19,11 @@ from engine.graph import (
     DEFAULT_RESULT_KEY,
     DEFAULT_RETRY,
     MAX_DELAY_S,
+    MAX_STEPS_CAP,
 )
 
 #: Node ids, tool names and graph names: short, printable, URL- and log-safe.
 ID_PATTERN = r"^[A-Za-z_][A-Za-z0-9_\-]{0,63}$"
-MAX_STEPS_CAP = 25_000
 MAX_NODES = 500
 MAX_GRAPH_BYTES = 256 * 1024
 MAX_TIMEOUT_S = 900.0

@@ -4,9 +4,9 @@ Lambda also calls, without validation, on definitions stored after passing this 
 
 from __future__ import annotations
 
-import difflib
 import json
 import re
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import Field, ValidationError
@@ -16,6 +16,7 @@ from engine.errors import GraphValidationError, Problem
 from engine.graph import CompiledGraph, load_graph
 from engine.model import ID_PATTERN, MAX_GRAPH_BYTES, MAX_NODES, Graph, Node
 from engine.registry import Registry, default_registry
+from engine.suggest import Suggester
 
 _ID = re.compile(ID_PATTERN)
 
@@ -37,15 +38,12 @@ def _pydantic_problems(error: ValidationError, prefix: str) -> list[Problem]:
     return problems
 
 
-def _unknown(kind: str, name: str, known: list[str]) -> str:
-    hint = difflib.get_close_matches(name, known, n=1)
-    return f"unknown {kind} {name!r}" + (f" (did you mean {hint[0]!r}?)" if hint else "")
-
-
 def compile_graph(data: Any, registry: Registry | None = None) -> CompiledGraph:
     """Validate ``data`` (a parsed JSON object) and resolve its tools and conditions.
 
-    Raises :class:`GraphValidationError` listing every problem, each with its path.
+    Raises :class:`GraphValidationError` listing every problem, each with its path: a
+    field of the wrong type hides nothing else (references and structure are checked on
+    whatever the definition says, with type guards, not on the nodes that parsed).
     """
     registry = registry or default_registry
     if isinstance(data, Graph):
@@ -68,75 +66,137 @@ def compile_graph(data: Any, registry: Registry | None = None) -> CompiledGraph:
         problems.append(Problem("nodes", f"{len(raw_nodes)} nodes; the limit is {MAX_NODES}"))
         raise GraphValidationError(problems)
 
-    nodes: dict[str, Node] = {}
     for node_id, raw in raw_nodes.items():
         if not _ID.match(node_id):
             problems.append(Problem(f"nodes.{node_id}", f"node id must match {ID_PATTERN}"))
         try:
-            nodes[node_id] = Node.model_validate(raw)
+            Node.model_validate(raw)
         except ValidationError as exc:
             problems += _pydantic_problems(exc, f"nodes.{node_id}")
 
-    known = list(raw_nodes)
-    problems += _check_references(data.get("start"), nodes, known, registry)
-    # Structure checks need every node parsed. A misspelt target would make the nodes
-    # behind it look unreachable, so reachability waits until every edge resolves.
-    if len(nodes) == len(raw_nodes):
-        start = data.get("start")
-        dangling = any(t not in nodes for n in nodes.values() for t in _successors(n))
-        if isinstance(start, str) and start in nodes and not dangling:
-            problems += _check_reachability(start, nodes)
-        problems += _check_unconditional_cycles(nodes)
+    nodes = {nid: _Edges.of(raw) for nid, raw in raw_nodes.items()}
+    suggester = Suggester()
+    start = data.get("start")
+    problems += _check_references(start, raw_nodes, registry, suggester)
+    problems += _check_reachability(start, nodes, suggester)
+    problems += _check_unconditional_cycles(nodes)
     if problems:
         raise GraphValidationError(problems)
     return load_graph(data, registry)
 
 
+@dataclass(frozen=True, slots=True)
+class _Edges:
+    """Where a node may go, read from its raw definition (targets that are strings)."""
+
+    next: str | None
+    branches: tuple[str, ...]
+    catch: tuple[str, ...]
+    has_branches: bool
+    #: Whether every target is a string (else a wrong type hides where the node goes).
+    complete: bool
+
+    @classmethod
+    def of(cls, raw: Any) -> _Edges:
+        raw = raw if isinstance(raw, dict) else {}
+        branches, catch = _targets(raw.get("branches", [])), _targets(raw.get("catch", []))
+        following = raw.get("next")
+        return cls(
+            next=following if isinstance(following, str) else None,
+            branches=branches or (),
+            catch=catch or (),
+            has_branches=isinstance(raw.get("branches"), list) and bool(raw["branches"]),
+            complete=isinstance(following, str | None) and branches is not None and catch is not None,
+        )
+
+    def successors(self) -> list[str]:
+        return [*self.branches, *self.catch, *([self.next] if self.next is not None else [])]
+
+
+def _targets(items: Any) -> tuple[str, ...] | None:
+    """The ``next`` of each branch or catch rule; None if one is not a string."""
+    if not isinstance(items, list):
+        return None
+    targets = tuple(i.get("next") for i in items if isinstance(i, dict))
+    if len(targets) != len(items) or not all(isinstance(t, str) for t in targets):
+        return None
+    return targets  # type: ignore[return-value]
+
+
+def _items(raw: dict[str, Any], field: str) -> list[tuple[int, dict[str, Any]]]:
+    items = raw.get(field)
+    return (
+        [(i, item) for i, item in enumerate(items) if isinstance(item, dict)]
+        if isinstance(items, list)
+        else []
+    )
+
+
 def _check_references(
-    start: Any, nodes: dict[str, Node], known: list[str], registry: Registry
+    start: Any, raw_nodes: dict[str, Any], registry: Registry, suggester: Suggester
 ) -> list[Problem]:
     problems: list[Problem] = []
-    if isinstance(start, str) and start not in known:
-        problems.append(Problem("start", _unknown("node", start, known)))
-    tools = [r["name"] for r in registry.describe()["tools"]]
-    for nid, node in nodes.items():
+    known = list(raw_nodes)
+    described = registry.describe()
+    tools = [r["name"] for r in described["tools"]]
+    conditions = [r["name"] for r in described["conditions"]]
+
+    def node_ref(path: str, target: Any) -> None:
+        if isinstance(target, str) and target not in raw_nodes:
+            problems.append(Problem(path, f"unknown node {target!r}{suggester.hint('node', target, known)}"))
+
+    def condition_ref(path: str, cond: Any) -> None:
+        if isinstance(cond, str | dict):
+            problems.extend(
+                check(cond, registry, path, hint=lambda n: suggester.hint("condition", n, conditions))
+            )
+
+    node_ref("start", start)
+    for nid, raw in raw_nodes.items():
+        if not isinstance(raw, dict):
+            continue
         base = f"nodes.{nid}"
-        if not registry.has_tool(node.fn):
-            problems.append(Problem(f"{base}.fn", _unknown("tool", node.fn, tools)))
-        if node.next is not None and node.next not in known:
-            problems.append(Problem(f"{base}.next", _unknown("node", node.next, known)))
-        for i, branch in enumerate(node.branches):
-            if branch.next not in known:
-                problems.append(Problem(f"{base}.branches.{i}.next", _unknown("node", branch.next, known)))
-            problems += check(branch.when, registry, f"{base}.branches.{i}.when")
-        if node.loop_condition is not None:
-            problems += check(node.loop_condition, registry, f"{base}.loop_condition")
-        for i, rule in enumerate(node.catch):
-            if rule.next not in known:
-                problems.append(Problem(f"{base}.catch.{i}.next", _unknown("node", rule.next, known)))
+        fn = raw.get("fn")
+        if isinstance(fn, str) and not registry.has_tool(fn):
+            problems.append(Problem(f"{base}.fn", f"unknown tool {fn!r}{suggester.hint('tool', fn, tools)}"))
+        node_ref(f"{base}.next", raw.get("next"))
+        for i, branch in _items(raw, "branches"):
+            node_ref(f"{base}.branches.{i}.next", branch.get("next"))
+            condition_ref(f"{base}.branches.{i}.when", branch.get("when"))
+        condition_ref(f"{base}.loop_condition", raw.get("loop_condition"))
+        for i, rule in _items(raw, "catch"):
+            node_ref(f"{base}.catch.{i}.next", rule.get("next"))
     return problems
 
 
-def _successors(node: Node) -> list[str]:
-    targets = [b.next for b in node.branches] + [c.next for c in node.catch]
-    if node.next is not None:
-        targets.append(node.next)
-    return targets
+def _check_reachability(start: Any, nodes: dict[str, _Edges], suggester: Suggester) -> list[Problem]:
+    """Nodes no path from the start leads to. A misspelt start or target is read as the
+    node "did you mean" names, so a typo does not hide what lies behind it, nor make it
+    look unreachable. An unknown name with no close node says nothing about where it
+    was meant to go, nor does a target of the wrong type: then nothing is reported
+    (the name or the type is)."""
+    known = list(nodes)
 
+    def resolved(target: str) -> str | None:
+        return target if target in nodes else suggester.closest("node", target, known)
 
-def _check_reachability(start: str, nodes: dict[str, Node]) -> list[Problem]:
-    seen, stack = {start}, [start]
+    first = resolved(start) if isinstance(start, str) else None
+    targets = [t for edges in nodes.values() for t in edges.successors()]
+    if first is None or not all(e.complete for e in nodes.values()) or None in map(resolved, targets):
+        return []
+    seen, stack = {first}, [first]
     while stack:
-        for target in _successors(nodes[stack.pop()]):
-            if target not in seen and target in nodes:
-                seen.add(target)
-                stack.append(target)
+        for target in nodes[stack.pop()].successors():
+            found = resolved(target)
+            if found is not None and found not in seen:
+                seen.add(found)
+                stack.append(found)
     return [
         Problem(f"nodes.{nid}", f"unreachable from start node {start!r}") for nid in nodes if nid not in seen
     ]
 
 
-def _check_unconditional_cycles(nodes: dict[str, Node]) -> list[Problem]:
+def _check_unconditional_cycles(nodes: dict[str, _Edges]) -> list[Problem]:
     """A cycle of nodes that have no branches only ever follows ``next``: it never ends."""
     problems: list[Problem] = []
     reported: set[str] = set()
@@ -145,7 +205,7 @@ def _check_unconditional_cycles(nodes: dict[str, Node]) -> list[Problem]:
         nid: str | None = first
         while nid in nodes and nid not in path and nid not in reported:
             node = nodes[nid]
-            if node.branches:
+            if node.has_branches:
                 break
             path.append(nid)
             nid = node.next

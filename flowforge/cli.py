@@ -3,8 +3,9 @@
 Each subcommand is a :class:`Command` — one function that declares its arguments and one
 that runs it and returns the exit code — listed once, in :data:`COMMANDS`. A command
 raises :class:`UsageError` for bad input: ``main`` prints it as one line on stderr and
-exits 2, never with a traceback. Exit codes: 0 success, 1 the run failed, 2 bad input
-or an invalid graph.
+exits 2, never with a traceback. Exit codes: 0 success, 1 the run failed (or the stack
+cannot be reached), 2 bad input, an invalid graph or an unknown id, 3 the run had
+already finished (``cancel``).
 """
 
 from __future__ import annotations
@@ -24,16 +25,19 @@ from engine import (
     CompiledGraph,
     FlowForgeError,
     GraphValidationError,
-    RunResult,
     compile_graph,
     registry,
     run_graph_sync,
 )
 from engine.errors import ToolsImportError
+from engine.jsontext import json_problem
+from flowforge.outcome import render_json, render_pretty, run_summary
 
 EXIT_OK = 0
 EXIT_RUN_FAILED = 1
 EXIT_USAGE = 2
+#: The run is not in a state the command can act on: cancelling a finished run (409).
+EXIT_CONFLICT = 3
 #: Imported before every command that needs tools: the example workflows' package.
 DEFAULT_TOOLS_PACKAGE = "workflows"
 
@@ -68,12 +72,18 @@ def read_text(path: str, what: str) -> str:
 
 
 def parse_json(text: str, where: str) -> Any:
+    """JSON from a file or the command line; text UTF-8 cannot encode is refused (an
+    escaped lone surrogate such as ``"\\ud800"``), with its path."""
     try:
-        return json.loads(text)
+        value = json.loads(text)
     except json.JSONDecodeError as exc:
         raise UsageError(
             f"{where}: invalid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
         ) from None
+    problem = json_problem(value)
+    if problem is not None:
+        raise UsageError(f"{where}: {problem}")
+    return value
 
 
 def read_state(value: str | None) -> dict[str, Any]:
@@ -227,56 +237,6 @@ def run_local(args: argparse.Namespace) -> int:
     return EXIT_OK if result.status == "completed" else EXIT_RUN_FAILED
 
 
-def render_json(result: RunResult) -> str:
-    data = result.to_dict()
-    return json.dumps({k: data[k] for k in ("status", "state", "logs", "error", "run_id")}, indent=2)
-
-
-_COLUMNS = ("seq", "node", "attempt", "status", "duration_ms", "next")
-_RIGHT_ALIGNED = {"seq", "attempt", "duration_ms"}
-
-
-def render_pretty(result: RunResult) -> str:
-    """The log as a table, the final state as indented JSON, then a status line."""
-    rows = [
-        [
-            str(log["seq"]),
-            log["node"],
-            str(log["attempt"]),
-            log["status"],
-            f"{log['duration_ms']:.1f}",
-            log["next"] or "-",
-        ]
-        for log in result.logs
-    ]
-    widths = [max(len(cell) for cell in column) for column in zip(_COLUMNS, *rows, strict=True)]
-
-    def line(cells: Sequence[str]) -> str:
-        padded = (
-            cell.rjust(width) if name in _RIGHT_ALIGNED else cell.ljust(width)
-            for name, cell, width in zip(_COLUMNS, cells, widths, strict=True)
-        )
-        return "  ".join(padded).rstrip()
-
-    steps = f"{len(result.logs)} step{'s' if len(result.logs) != 1 else ''}"
-    if result.error:
-        error = result.error
-        outcome = f"{result.status} at node {error['node']!r}: {error['type']}: {error['message']}"
-    else:
-        outcome = result.status
-    return "\n".join(
-        [
-            line(_COLUMNS),
-            *(line(row) for row in rows),
-            "",
-            "state:",
-            json.dumps(result.state, indent=2, ensure_ascii=False),
-            "",
-            f"{outcome} ({steps}, run {result.run_id})",
-        ]
-    )
-
-
 # -- the local stack and the API client (flowforge/local/, client.py, follow.py) ---------
 
 
@@ -309,6 +269,23 @@ def _endpoint_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="machine-readable output (JSON lines)")
 
 
+def _full_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--full",
+        action="store_true",
+        help="print the whole run (state and logs) as JSON; by default the outcome and the "
+        "state keys the run changed",
+    )
+
+
+def _print_run(view: dict[str, Any], args: argparse.Namespace, *, outcome: bool = True) -> None:
+    """The run as asked: one JSON line (--json), indented JSON (--full), or a summary."""
+    if args.json or args.full:
+        _print_json(view, compact=args.json)
+    else:
+        print(run_summary(view, outcome=outcome))
+
+
 def _api_command(body: Callable[[Any, argparse.Namespace], Any]) -> Callable[[argparse.Namespace], int]:
     """Run ``body(api, args)`` against the endpoint; API and connection errors in one line."""
 
@@ -329,7 +306,9 @@ def _api_command(body: Callable[[Any, argparse.Namespace], Any]) -> Callable[[ar
                 where = problem.get("path") if isinstance(problem, dict) else None
                 text = problem.get("message") if isinstance(problem, dict) else problem
                 print(f"  {where}: {text}" if where else f"  {text}", file=sys.stderr)
-            return EXIT_USAGE if exc.status in (400, 404, 413) else EXIT_RUN_FAILED
+            if exc.status == 409:
+                return EXIT_CONFLICT
+            return EXIT_USAGE if 400 <= exc.status < 500 else EXIT_RUN_FAILED
         except client.ClientError as exc:
             print(f"flowforge {args.command.name}: error: {exc}", file=sys.stderr)
             return EXIT_RUN_FAILED
@@ -378,6 +357,7 @@ def _run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--background", action="store_true", help="print the run_id and return at once")
     parser.add_argument("--follow", action="store_true", help="show each node live as the run goes")
     _endpoint_arguments(parser)
+    _full_argument(parser)
 
 
 async def _run(api: Any, args: argparse.Namespace) -> int:
@@ -391,8 +371,7 @@ async def _run(api: Any, args: argparse.Namespace) -> int:
             display.line(f"run {body['run_id']}")
         done = await show(api.follow(body["run_id"]), display)
         if not args.json:
-            print("state:")
-            _print_json((await api.get_state(body["run_id"], logs=False))["state"], compact=False)
+            _print_run(await api.get_state(body["run_id"]), args, outcome=False)
         return EXIT_OK if done.get("status") == "completed" else EXIT_RUN_FAILED
     if args.background:
         if args.json:
@@ -401,7 +380,7 @@ async def _run(api: Any, args: argparse.Namespace) -> int:
             print(body["run_id"])
         return EXIT_OK
     view = body if status == 200 else await api.wait(body["run_id"])
-    _print_json(view, compact=args.json)
+    _print_run(view, args)
     return EXIT_OK if view["status"] == "completed" else EXIT_RUN_FAILED
 
 
@@ -410,8 +389,13 @@ def _run_id_arguments(parser: argparse.ArgumentParser) -> None:
     _endpoint_arguments(parser)
 
 
+def _state_arguments(parser: argparse.ArgumentParser) -> None:
+    _run_id_arguments(parser)
+    _full_argument(parser)
+
+
 async def _state(api: Any, args: argparse.Namespace) -> int:
-    _print_json(await api.get_state(args.run_id), compact=args.json)
+    _print_run(await api.get_state(args.run_id), args)
     return EXIT_OK
 
 
@@ -438,6 +422,7 @@ async def _logs(api: Any, args: argparse.Namespace) -> int:
 
 
 async def _cancel(api: Any, args: argparse.Namespace) -> int:
+    """Cancel a running run; a run that already finished is exit 3 (the API's 409)."""
     view = await api.cancel(args.run_id)
     if args.json:
         _print_json(view, compact=True)
@@ -455,7 +440,12 @@ COMMANDS: tuple[Command, ...] = (
     Command("dev", "start the local stack: moto, API + WebSocket gateway, pollers", _dev_arguments, dev),
     Command("graph", "create or list graphs on a stack", _graph_arguments, _api_command(_graph)),
     Command("run", "run a stored graph on a stack", _run_arguments, _api_command(_run)),
-    Command("state", "a run's status, state and logs", _run_id_arguments, _api_command(_state)),
+    Command(
+        "state",
+        "a run's outcome and what it changed (--full: state and logs)",
+        _state_arguments,
+        _api_command(_state),
+    ),
     Command("logs", "a run's log, or --follow it live", _logs_arguments, _api_command(_logs)),
     Command("cancel", "cancel a running run", _run_id_arguments, _api_command(_cancel)),
     Command("console", "serve the web console for a stack, signing its calls", _console_arguments, console),

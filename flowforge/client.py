@@ -259,7 +259,7 @@ class FlowForgeClient:
         assert self.endpoint.ws is not None
         for _ in range(FOLLOW_RECONNECTS + 1):
             url = f"{self.endpoint.ws}?{urlencode({'run_id': run_id, 'after': after})}"
-            async for message in self._socket_messages(url):
+            async for message in self._refused_as_not_found(self._socket_messages(url), run_id):
                 if isinstance(message.get("error"), dict) and "run_id" not in message:
                     error = message["error"]  # the request was refused, e.g. unknown run
                     raise ApiError(
@@ -274,6 +274,19 @@ class FlowForgeClient:
                 if message.get("done"):
                     return
         raise ClientError(f"the WebSocket kept closing before run {run_id} finished")
+
+    @staticmethod
+    async def _refused_as_not_found(
+        messages: AsyncIterator[dict[str, Any]], run_id: str
+    ) -> AsyncIterator[dict[str, Any]]:
+        """A handshake refused with 404 is an unknown run: say so, as the HTTP API does."""
+        try:
+            async for message in messages:
+                yield message
+        except ApiError as exc:
+            if exc.status == 404:
+                raise ApiError(404, "not_found", f"run {run_id!r} not found") from None
+            raise
 
     async def _socket_messages(self, url: str) -> AsyncIterator[dict[str, Any]]:
         headers = {}

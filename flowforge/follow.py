@@ -15,16 +15,12 @@ from collections.abc import AsyncIterator
 from typing import Any, TextIO
 
 from flowforge.client import ClientError
+from flowforge.outcome import compact, outcome_line
 
 _MARKS = {"ok": "✓", "retry": "↻", "caught": "↪", "failed": "✗"}
 _ASCII_MARKS = {"ok": "+", "retry": "~", "caught": ">", "failed": "x"}
 _SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
 _TICK_S = 0.1
-
-
-def _compact(value: Any, width: int) -> str:
-    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def entry_line(entry: dict[str, Any], unicode: bool = True) -> str:
@@ -44,18 +40,8 @@ def entry_line(entry: dict[str, Any], unicode: bool = True) -> str:
         error = entry["error"]
         line += f"  {error.get('type')}: {error.get('message')}"
     elif entry.get("result") is not None:
-        line += "  " + _compact(entry["result"], 60)
+        line += "  " + compact(entry["result"], 60)
     return line
-
-
-def outcome_line(done: dict[str, Any], steps: int, elapsed_s: float | None = None) -> str:
-    """``completed (5 steps, 1.2 s)`` or ``failed at node 'x': Type: message``."""
-    took = f", {elapsed_s:.1f} s" if elapsed_s is not None else ""
-    summary = f"{steps} step{'s' if steps != 1 else ''}{took}"
-    error = done.get("error")
-    if error:
-        return f"{done.get('status')} at node {error.get('node')!r}: {error.get('type')}: {error.get('message')} ({summary})"
-    return f"{done.get('status')} ({summary})"
 
 
 class Display:

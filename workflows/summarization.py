@@ -1,8 +1,10 @@
 """Summarization + refinement: an extractive summarizer as four tools and one condition.
 
 The graph (``graphs/summarization.json``) runs split → summarize → merge → refine, and
-repeats refine until ``length_ok``. Input: ``text``, ``chunk_size``, ``target_length``.
-Output: ``summary`` with ``len(summary) <= target_length``, for any text.
+repeats refine until ``length_ok``. Input: ``text``, and optionally ``chunk_size``
+(default 500) and ``target_length`` (default 300); ``split_text`` writes the defaults it
+used into the state. Output: ``summary`` with ``len(summary) <= target_length``, for any
+text.
 
 State written along the way. Sentence numbers index ``sentences``, which keeps the
 state compact and lets every later step restore the original order:
@@ -33,6 +35,9 @@ from engine import ToolContext, condition, tool
 
 CHUNK_SIZE_RANGE = (50, 100_000)
 TARGET_LENGTH_RANGE = (20, 100_000)
+#: Used when the state leaves ``chunk_size`` / ``target_length`` out.
+DEFAULT_CHUNK_SIZE = 500
+DEFAULT_TARGET_LENGTH = 300
 #: Each chunk keeps its best sentences up to this share of its length (at least one), or
 #: up to its share of the target if that is larger.
 SUMMARY_RATIO = 1 / 3
@@ -112,11 +117,11 @@ def _text(state: Mapping[str, Any]) -> str:
     return text
 
 
-def _int_setting(state: Mapping[str, Any], name: str, bounds: tuple[int, int]) -> int:
+def _int_setting(state: Mapping[str, Any], name: str, bounds: tuple[int, int], default: int) -> int:
     low, high = bounds
     value = state.get(name)
     if value is None:
-        raise ValueError(f"{name} is missing: pass an integer between {low} and {high}")
+        return default
     if isinstance(value, bool) or not isinstance(value, int):
         raise ValueError(f"{name} must be an integer between {low} and {high}, not {type(value).__name__}")
     if not low <= value <= high:
@@ -314,19 +319,26 @@ async def split_text(state: Mapping[str, Any], ctx: ToolContext) -> dict[str, An
     """Split ``text`` into sentences and pack whole ones into ~``chunk_size`` chunks.
 
     Checks the input first: ``text`` a non-empty string of at most 48 KiB (UTF-8),
-    ``chunk_size`` an integer in 50..100000, ``target_length`` an integer in 20..100000.
-    A sentence longer than ``chunk_size`` becomes a chunk of its own. Writes
-    ``sentences``, ``chunks`` and ``chunk_spans``.
+    ``chunk_size`` an integer in 50..100000 (default 500), ``target_length`` an integer
+    in 20..100000 (default 300). A sentence longer than ``chunk_size`` becomes a chunk of
+    its own. Writes ``sentences``, ``chunks`` and ``chunk_spans``, and the defaults it
+    used for ``chunk_size`` / ``target_length`` if the state has none.
     """
     text = _text(state)
-    chunk_size = _int_setting(state, "chunk_size", CHUNK_SIZE_RANGE)
-    _int_setting(state, "target_length", TARGET_LENGTH_RANGE)
+    chunk_size = _int_setting(state, "chunk_size", CHUNK_SIZE_RANGE, DEFAULT_CHUNK_SIZE)
+    target = _int_setting(state, "target_length", TARGET_LENGTH_RANGE, DEFAULT_TARGET_LENGTH)
     sentences = split_sentences(text)
     spans = _pack(sentences, chunk_size)
+    defaults = {
+        name: value
+        for name, value in (("chunk_size", chunk_size), ("target_length", target))
+        if state.get(name) is None
+    }
     return {
         "sentences": sentences,
         "chunks": [join_sentences(sentences[a:b]) for a, b in spans],
         "chunk_spans": spans,
+        **defaults,
     }
 
 
@@ -338,7 +350,7 @@ async def summarize_chunks(state: Mapping[str, Any], ctx: ToolContext) -> dict[s
     third of its length or its share of ``target_length`` if that is more (so a text that
     already fits is kept whole). Writes ``chunk_summaries`` (sentence numbers per chunk).
     """
-    target = _int_setting(state, "target_length", TARGET_LENGTH_RANGE)
+    target = _int_setting(state, "target_length", TARGET_LENGTH_RANGE, DEFAULT_TARGET_LENGTH)
     sentences = _require(state, "sentences", "split_text")
     spans = _require(state, "chunk_spans", "split_text")
     scores = score_sentences(sentences)
@@ -368,7 +380,7 @@ async def refine_summary(state: Mapping[str, Any], ctx: ToolContext) -> dict[str
     any text. When a single sentence is still too long, it is cut at a word boundary and
     ends with "…" (``truncated``). Counts changes in ``refinements``.
     """
-    target = _int_setting(state, "target_length", TARGET_LENGTH_RANGE)
+    target = _int_setting(state, "target_length", TARGET_LENGTH_RANGE, DEFAULT_TARGET_LENGTH)
     summary = _require(state, "summary", "merge_summaries")
     refinements = state.get("refinements", 0)
     if len(summary) <= target:
@@ -389,4 +401,5 @@ async def refine_summary(state: Mapping[str, Any], ctx: ToolContext) -> dict[str
 @condition
 def length_ok(state: Mapping[str, Any]) -> bool:
     """True when the summary fits: ``len(summary) <= target_length``."""
-    return len(state["summary"]) <= state["target_length"]
+    target = state.get("target_length")
+    return len(state["summary"]) <= (DEFAULT_TARGET_LENGTH if target is None else target)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
 import sys
 import threading
 from collections.abc import Callable, Iterable
@@ -100,9 +101,17 @@ class MotoServer:
 
     def __init__(self, host: str = "127.0.0.1", port: int = 5000) -> None:
         self._app = _SerializeDynamoDB(moto_internals.Dispatcher(create_backend_app))
-        self._server: BaseWSGIServer = make_server(
-            host, port, self._app, threaded=True, request_handler=moto_internals.QuietRequestHandler
-        )
+        # Bound here, so a taken port is an OSError (EADDRINUSE) for the caller to report;
+        # werkzeug would print its own lines and exit.
+        with socket.create_server((host, port)) as bound:
+            self._server: BaseWSGIServer = make_server(
+                host,
+                port,
+                self._app,
+                threaded=True,
+                request_handler=moto_internals.QuietRequestHandler,
+                fd=bound.fileno(),
+            )
         self._thread = threading.Thread(target=self._server.serve_forever, name="moto", daemon=True)
 
     @property

@@ -51,11 +51,14 @@ def banner(at: Endpoints) -> str:
             "",
             f'  example graph "summarization": {graph}',
             "",
-            "  Try it (another terminal):",
+            "  Try it (another terminal; bin/flowforge is the CLI of this checkout):",
             f"    curl -s {at.url}/graph/run -H 'content-type: application/json' \\",
             f'      -d "{{\\"graph_id\\": \\"{graph}\\", \\"state\\": $(cat {state})}}" | python3 -m json.tool',
-            f"    .venv/bin/flowforge run {graph} --state {state} --follow",
-            f"    wscat -c {ws}/ws/logs/<run_id>        (or: .venv/bin/flowforge logs <run_id> --follow)",
+            f"    bin/flowforge run {graph} --state {state} --follow",
+            "    bin/flowforge logs <run_id> --follow     bin/flowforge state <run_id> --full",
+            f"    xdg-open {at.url}/console               (macOS: open)",
+            "",
+            f"  Optional tools, same things: wscat -c {ws}/ws/logs/<run_id>;",
             f"    AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing aws --endpoint-url {at.moto}"
             f" --region {at.region} dynamodb scan --table-name {at.table}",
         ]

@@ -50,7 +50,12 @@ SHUTDOWN_GRACE_S = 5.0
 
 
 class PortInUse(RuntimeError):
-    """A port the local stack needs is taken."""
+    """A port the local stack needs is taken; ``option`` is the flag that moves it."""
+
+    def __init__(self, address: str, option: str) -> None:
+        super().__init__(address)
+        self.address = address
+        self.option = option
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,7 +119,7 @@ def _bind(host: str, port: int) -> socket.socket:
         return socket.create_server((host, port))
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:
-            raise PortInUse(f"{host}:{port}") from None
+            raise PortInUse(f"{host}:{port}", "--port") from None
         raise
 
 
@@ -146,7 +151,7 @@ class LocalStack:
         except OSError as exc:
             self.gateway_socket.close()
             if exc.errno == errno.EADDRINUSE:
-                raise PortInUse(f"{options.host}:{options.moto_port}") from None
+                raise PortInUse(f"{options.host}:{options.moto_port}", "--moto-port") from None
             raise
         self.functions: dict[str, LocalFunction] = {}
         self.journal = Journal(options.data_dir / "journal.jsonl")
@@ -353,9 +358,10 @@ def run(args: argparse.Namespace) -> int:
     try:
         return asyncio.run(serve(options_from_args(args)))
     except PortInUse as exc:
+        what = "moto (local AWS)" if exc.option == "--moto-port" else "the API gateway"
         print(
-            f"flowforge dev: {exc} is already in use (another `make run`?); choose other ports"
-            " with --port / --moto-port",
+            f"flowforge dev: {exc.address} ({what}) is already in use (another `make run`?);"
+            f" choose another with {exc.option}: bin/flowforge dev {exc.option} <port>",
             file=sys.stderr,
         )
         return 2

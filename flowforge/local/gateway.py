@@ -5,7 +5,8 @@ on one aiohttp server.
   function; anything else is API Gateway's own ``404 {"message": "Not Found"}``, so a
   route missing from template.yaml fails locally as it would on AWS.
 - WebSocket at ``/``, ``/ws`` and the seed's ``/ws/logs/{run_id}`` (which connects with
-  ``run_id`` in the query): ``$connect`` decides whether the upgrade happens, messages are
+  ``run_id`` in the query, and is closed normally once that run's ``done`` was sent):
+  ``$connect`` decides whether the upgrade happens, messages are
   routed by the template's ``RouteSelectionExpression``, ``$disconnect`` follows a close.
 - ``POST|GET|DELETE /@connections/{id}`` (also under ``/{stage}/``) is what boto3's
   ``apigatewaymanagementapi`` client calls with ``endpoint_url`` pointed here: it
@@ -28,7 +29,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import unquote
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 
 from flowforge.local import events
 from flowforge.local.lambdas import InvocationError, LocalFunction
@@ -137,6 +138,22 @@ def lambda_response(result: Any) -> web.Response:
 class Connection:
     client: events.WsClient
     socket: web.WebSocketResponse
+    #: The run of the seed's per-run path (``/ws/logs/<run_id>``): once its ``done``
+    #: message is sent, the server closes the socket normally (1000).
+    run_id: str | None = None
+
+    def ends_with(self, data: bytes) -> bool:
+        """Whether ``data`` is the ``done`` message of this per-run connection's run."""
+        if self.run_id is None or b'"done"' not in data:
+            return False
+        with contextlib.suppress(ValueError):
+            message = json.loads(data)
+            return (
+                isinstance(message, dict)
+                and message.get("done") is True
+                and message.get("run_id") == self.run_id
+            )
+        return False
 
 
 class Gateway:
@@ -160,7 +177,8 @@ class Gateway:
 
     def application(self) -> web.Application:
         app = web.Application(client_max_size=MAX_HTTP_BODY)
-        app.router.add_route("*", "/{tail:.*}", self.dispatch)
+        # Any path, newlines included (API Gateway passes %0A in a path parameter along).
+        app.router.add_route("*", r"/{tail:[\s\S]*}", self.dispatch)
         app.on_shutdown.append(self._close_sockets)
         return app
 
@@ -259,7 +277,7 @@ class Gateway:
             return body
         socket = web.WebSocketResponse(max_msg_size=MAX_WS_MESSAGE, autoping=True)
         await socket.prepare(request)
-        self.connections[client.connection_id] = Connection(client, socket)
+        self.connections[client.connection_id] = Connection(client, socket, run_id)
         try:
             async for message in socket:
                 client.last_active_at = datetime.now(UTC)
@@ -335,6 +353,8 @@ class Gateway:
                 await connection.socket.send_bytes(data)
         except ConnectionError:
             return _json_response(410, {"message": None}, "GoneException")
+        if connection.ends_with(data):  # not awaited: the close waits for the client's reply
+            self._spawn(connection.socket.close(code=WSCloseCode.OK, message=b"run finished"))
         return web.Response(status=200)
 
     async def _close_sockets(self, app: web.Application) -> None:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from functions.api.errors import BodyTooLargeError, InvalidJsonError
+from engine.jsontext import json_problem
+from functions.api.errors import ApiError, BodyTooLargeError, InvalidJsonError
 
 #: Bodies over 1 MiB are refused before parsing (API Gateway itself allows 10 MB); a
 #: graph is capped at 256 KiB and a state at 256 KiB, so no valid request comes close.
@@ -22,8 +23,9 @@ def _no_constants(name: str) -> Any:
 def parse_json_body(text: str) -> Any:
     """The resolver's JSON body deserializer: refuse oversized bodies, then parse.
 
-    Refuses bodies nested deeper than :data:`MAX_BODY_DEPTH`; a top-level array comes
-    back as a tuple (see below).
+    Refuses bodies nested deeper than :data:`MAX_BODY_DEPTH` and text UTF-8 cannot encode
+    (escaped lone surrogates, ``"\\ud800"``: a 400 naming its path, such as
+    ``body.state.a``); a top-level array comes back as a tuple (see below).
     """
     if len(text) > MAX_BODY_BYTES or len(text.encode("utf-8", "replace")) > MAX_BODY_BYTES:
         raise BodyTooLargeError(
@@ -40,26 +42,17 @@ def parse_json_body(text: str) -> Any:
         )
         message = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
         raise InvalidJsonError(f"request body is not valid JSON: {message}{position}") from None
-    if nested_deeper_than(data, MAX_BODY_DEPTH):
+    problem = json_problem(data, "body", MAX_BODY_DEPTH)
+    if problem is not None and problem.too_deep:
         raise _too_deep()
+    if problem is not None:
+        raise ApiError(
+            f"invalid request: {problem}", details=[{"path": problem.path, "message": problem.message}]
+        )
     # Powertools gives a body parameter that is not a list the first item of a list body,
     # so ``[graph, junk]`` would be taken for ``graph``. A tuple is passed on whole, and
     # refused as the array it is.
     return tuple(data) if isinstance(data, list) else data
-
-
-def nested_deeper_than(value: Any, limit: int) -> bool:
-    """Whether arrays/objects in ``value`` nest more than ``limit`` levels (no recursion)."""
-    pending = [(value, 1)]
-    while pending:
-        item, depth = pending.pop()
-        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
-        for child in children:
-            if isinstance(child, dict | list):
-                if depth >= limit:
-                    return True
-                pending.append((child, depth + 1))
-    return False
 
 
 def _too_deep() -> InvalidJsonError:

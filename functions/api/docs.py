@@ -9,10 +9,12 @@ from typing import Any, cast
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response, content_types
 from aws_lambda_powertools.event_handler.openapi.models import OpenAPI
 
+from functions.api.media import JsonRequestValidation
+
 TITLE = "FlowForge"
 #: Version of the HTTP contract (not of the package, whose metadata Lambda artifacts lack):
 #: bump the minor for additions, the major for anything a client could notice breaking.
-API_VERSION = "1.1.0"
+API_VERSION = "1.2.0"
 DESCRIPTION = (
     "Graph workflows on AWS serverless. Create a graph, run it in the foreground or the "
     'background, read its state and logs. Every error is `{"error": {"code", "message", '
@@ -58,6 +60,22 @@ class FlowForgeResolver(APIGatewayHttpResolver):
     @lambda_context.setter
     def lambda_context(self, value: Any) -> None:
         _answering.context = value
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if self._enable_validation:
+            # Powertools has no hook to refuse a body before its validation parses it.
+            self._request_validation_middleware = JsonRequestValidation()
+
+    def _resolve(self) -> Any:
+        # A path some static route serves (``/graph/create``) answers 405 for other
+        # methods, never a route with a parameter there (``GET /graph/{graph_id}``).
+        method = self.current_event.http_method.upper()
+        path = self._remove_prefix(self.current_event.path)
+        statics = {route.method for route in self._static_routes if route.rule.match(path)}
+        if statics and method not in statics and method != "OPTIONS":
+            return self._handle_not_found(method=method, path=path)
+        return super()._resolve()
 
     def resolve(self, event: Mapping[str, Any], context: Any) -> dict[str, Any]:
         self.current_event = self._to_proxy_event(cast(dict[str, Any], event))

@@ -68,9 +68,11 @@ def field_problems(errors: Sequence[dict[str, Any]]) -> list[dict[str, str]]:
 
 
 def allowed_methods(app: APIGatewayHttpResolver, path: str) -> list[str]:
-    """Methods some route accepts at ``path`` (Powertools has no public route table)."""
-    routes = [*app._static_routes, *app._dynamic_routes]
-    return sorted({route.method for route in routes if route.rule.match(path)})
+    """Methods some route accepts at ``path`` (Powertools has no public route table); a
+    path a static route serves (``/graph/create``) is that route's alone."""
+    static = {route.method for route in app._static_routes if route.rule.match(path)}
+    dynamic = {route.method for route in app._dynamic_routes if route.rule.match(path)}
+    return sorted(static or dynamic)
 
 
 def register_error_handlers(app: APIGatewayHttpResolver, logger: Logger) -> None:
@@ -95,7 +97,9 @@ def register_error_handlers(app: APIGatewayHttpResolver, logger: Logger) -> None
 
     @app.exception_handler(RequestUnsupportedContentType)
     def unsupported_media_type(exc: RequestUnsupportedContentType) -> Response:
-        return error_response("unsupported_media_type", "send the body as application/json")
+        problems = field_problems(exc.errors())
+        message = problems[0]["message"] if problems else "send the body as application/json"
+        return error_response("unsupported_media_type", message, problems)
 
     @app.not_found
     def route_not_found(exc: RouteNotFound) -> Response:

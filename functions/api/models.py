@@ -161,6 +161,24 @@ class RunView(_Response):
         return cls.model_validate(run_view(run, logs))
 
 
+class SelectedRunFields(_Response):
+    """A run with only the fields ?fields= named (and of its state only the keys named)."""
+
+    run_id: str | None = None
+    graph_id: str | None = None
+    status: str | None = None
+    done: bool | None = None
+    state: dict[str, Any] | None = None
+    current_node: str | None = None
+    step: int | None = None
+    created_at: str | None = None
+    updated_at: str | None = None
+    finished_at: str | None = None
+    error: dict[str, Any] | None = None
+    logs: list[LogEntry] | None = None
+    logs_next: int | None = None
+
+
 class RunSummary(_Response):
     """A run in a list: its status and progress, without state or logs."""
 

@@ -14,8 +14,12 @@ from aws_lambda_powertools.metrics import MetricUnit
 from pydantic import SkipValidation
 
 from engine.errors import GraphValidationError
+from engine.graph import MAX_STEPS_CAP
 from engine.logpages import MAX_LOG_PAGE_ENTRIES
-from engine.model import MAX_STEPS_CAP, Graph
+from engine.model import Graph
+from engine.ports import RunRecord
+from engine.service import RunService
+from functions.api.fields import Fields, FieldSelection, parse_fields
 from functions.api.models import (
     ErrorResponse,
     GraphCreated,
@@ -27,6 +31,7 @@ from functions.api.models import (
     RunPage,
     RunRequest,
     RunView,
+    SelectedRunFields,
     ToolListing,
 )
 from functions.api.observability import logger, metrics
@@ -40,6 +45,7 @@ _ERROR_TEXT = {
     404: "Unknown graph or run",
     409: "The run has already finished",
     413: "Body over 1 MiB, or state over the state cap",
+    415: "The body is not sent as content-type: application/json",
     503: "Store or queue unavailable; retry after Retry-After seconds",
 }
 
@@ -54,6 +60,9 @@ def _responses(success: str, *errors: int, status: int = 200) -> dict[int, OpenA
     """The success entry (its schema comes from the return annotation) plus the errors."""
     return {status: {"description": success}, **_errors(*errors)}
 
+
+#: A run, or with ?fields= only the fields asked for.
+_RUN: Any = RunView | SelectedRunFields
 
 GraphId = Annotated[str, Path(min_length=1, max_length=128, description="Id from POST /graph/create.")]
 RunId = Annotated[str, Path(min_length=1, max_length=128, description="Id from POST /graph/run.")]
@@ -78,7 +87,7 @@ LogsLimit = Annotated[
     status_code=201,
     summary="Validate and store a graph",
     description="The body is the graph definition. A 400 lists every problem, each with its path.",
-    responses=_responses("Stored", 400, 413, 503, status=201),
+    responses=_responses("Stored", 400, 413, 415, 503, status=201),
     tags=["graphs"],
 )
 def create_graph(
@@ -146,16 +155,19 @@ def get_graph(graph_id: GraphId) -> GraphDetail:
     "200 with the final state and the first page of its logs (logs_next says where the rest "
     "continue), or 202 with a state_url if the run is still going.",
     responses={
-        200: {"description": "The run finished", "content": {"application/json": {"model": RunView}}},
+        200: {"description": "The run finished", "content": {"application/json": {"model": _RUN}}},
         202: {
             "description": "The run is running",
             "content": {"application/json": {"model": RunAccepted}},
         },
-        **_errors(400, 404, 413, 503),
+        **_errors(400, 404, 413, 415, 503),
     },
     tags=["runs"],
 )
-def start_run(request: Annotated[RunRequest, Body(description="What to run, and how.")]):
+def start_run(
+    request: Annotated[RunRequest, Body(description="What to run, and how.")], fields: Fields = None
+):
+    selection = parse_fields(fields)
     service = current_app().service
     run = service.start_run(request.graph_id, request.state)
     logger.append_keys(run_id=run.run_id, graph_id=run.graph_id)
@@ -168,7 +180,7 @@ def start_run(request: Annotated[RunRequest, Body(description="What to run, and 
     finished = wait_for_run(service, run.run_id, budget)
     if finished is None:
         return RunAccepted.of(run.run_id), 202
-    return RunView.of(finished, service.log_page(run.run_id)), 200
+    return _answer(finished, service, selection), 200
 
 
 @router.get(
@@ -190,8 +202,12 @@ def list_runs(
     "/graph/state/<run_id>",
     summary="A run's status, state and a page of its logs",
     description="The logs come a page at a time, within a size budget: while logs_next is "
-    "not null, GET again with ?after=<logs_next> for the next page.",
-    responses=_responses("The run", 400, 404, 503),
+    "not null, GET again with ?after=<logs_next> for the next page. ?fields= answers only "
+    "the fields (and state keys) it names.",
+    responses={
+        200: {"description": "The run", "content": {"application/json": {"model": _RUN}}},
+        **_errors(400, 404, 503),
+    },
     tags=["runs"],
 )
 def get_state(
@@ -199,10 +215,28 @@ def get_state(
     logs: Annotated[bool, Query(description="false: leave the logs out.")] = True,
     after: LogsAfter = -1,
     limit: LogsLimit = MAX_LOG_PAGE_ENTRIES,
-) -> RunView:
+    fields: Fields = None,
+):
+    selection = parse_fields(fields)
     service = current_app().service
-    run = service.get_run(run_id)
-    return RunView.of(run, service.log_page(run_id, after, limit) if logs else None)
+    return _answer(service.get_run(run_id), service, selection, logs=logs, after=after, limit=limit)
+
+
+def _answer(
+    run: RunRecord,
+    service: RunService,
+    selection: FieldSelection | None,
+    *,
+    logs: bool = True,
+    after: int = -1,
+    limit: int = MAX_LOG_PAGE_ENTRIES,
+) -> dict[str, Any]:
+    """The run as clients see it, with the fields ``?fields=`` asked for (default all)."""
+    if selection is not None:
+        logs = logs and selection.wants_logs
+    view = RunView.of(run, service.log_page(run.run_id, after, limit) if logs else None)
+    data = view.model_dump(mode="json")
+    return data if selection is None else selection.apply(data)
 
 
 @router.post(

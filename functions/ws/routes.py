@@ -15,7 +15,9 @@ from typing import Any, Literal
 from aws_lambda_powertools.utilities.data_classes import APIGatewayWebSocketEvent
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from engine.errors import FlowForgeError, NotFoundError
+from engine.errors import FlowForgeError
+from engine.graph import MAX_STEPS_CAP
+from engine.jsontext import json_problem
 from engine.logmessages import error_message
 from engine.logstream import LogStream
 from functions.errors import STATUS_BY_CODE
@@ -42,7 +44,9 @@ class Subscribe(BaseModel):
 
     action: Literal["subscribe"]
     run_id: str = Field(pattern=RUN_ID_PATTERN)
-    after: int = Field(-1, ge=-1, description="The last seq the client has; -1 replays everything.")
+    after: int = Field(
+        -1, ge=-1, le=MAX_STEPS_CAP, description="The last seq the client has; -1 replays everything."
+    )
 
 
 class Unsubscribe(BaseModel):
@@ -60,7 +64,7 @@ class ConnectQuery(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
     run_id: str | None = Field(None, pattern=RUN_ID_PATTERN)
-    after: int = Field(-1, ge=-1)
+    after: int = Field(-1, ge=-1, le=MAX_STEPS_CAP)
 
 
 FRAMES: dict[str, type[Subscribe] | type[Unsubscribe]] = {"subscribe": Subscribe, "unsubscribe": Unsubscribe}
@@ -75,6 +79,9 @@ def parse_frame(body: str | None) -> Subscribe | Unsubscribe:
         raise InvalidMessageError(f"a frame must be a JSON object such as {example}") from None
     if not isinstance(data, dict):
         raise InvalidMessageError(f"a frame must be a JSON object such as {example}")
+    problem = json_problem(data, "frame")
+    if problem is not None:
+        raise InvalidMessageError(str(problem), details={"path": problem.path})
     action = data.get("action")
     model = FRAMES.get(action) if isinstance(action, str) else None
     if model is None:
@@ -112,12 +119,17 @@ def handle(stream: LogStream, event: dict[str, Any], deadline: float | None = No
 
 
 def _connect(stream: LogStream, connection_id: str, query: dict[str, str]) -> dict[str, Any]:
+    problem = json_problem(query, "query")
+    if problem is not None:
+        return _refuse("invalid_request", str(problem))
     try:
         params = ConnectQuery.model_validate(query)
         stream.connect(connection_id, params.run_id, params.after)
     except ValidationError as exc:
         return _refuse("invalid_request", _problems(exc))
-    except NotFoundError as exc:
+    except FlowForgeError as exc:  # an unknown run, an after no log reaches, a throttled store
+        if exc.code not in STATUS_BY_CODE:
+            raise
         return _refuse(exc.code, exc.message)
     return {"statusCode": 200}
 

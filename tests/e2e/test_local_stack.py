@@ -208,21 +208,65 @@ def test_the_cli_creates_runs_and_follows_against_the_stack(stack):
     assert missing.returncode == 2 and "404 not_found" in missing.stderr
 
 
-def test_a_taken_port_is_one_clear_line_and_exit_2(stack, tmp_path):
+def test_the_cli_shows_the_outcome_and_what_changed_and_says_what_went_wrong(stack):
+    env = {**os.environ, "FLOWFORGE_ENDPOINT": stack.url}
+
+    def flowforge(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "flowforge.cli", *args]
+        return subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+
+    graph_file = ROOT / "workflows" / "graphs" / "summarization.json"
+    graph_id = flowforge("graph", "create", str(graph_file)).stdout.strip()
+    # WHEN the seed's graph runs on a state of just {"text": ...}
+    ran = flowforge("run", graph_id, "--state", json.dumps({"text": SUMMARIZATION_STATE["text"]}))
+
+    # THEN the answer is the outcome and the keys the run changed, not the input text
+    assert ran.returncode == 0, ran.stderr
+    first, *changed = ran.stdout.splitlines()
+    assert first.startswith("completed (") and "[run " in first
+    run_id = first.rsplit("[run ", 1)[1].rstrip("]")
+    assert any(line.startswith("  summary = ") for line in changed)
+    assert SUMMARIZATION_STATE["text"][:60] not in ran.stdout
+    assert changed[-1].endswith("--full prints the whole run)")
+    full = flowforge("state", run_id, "--full")
+    assert json.loads(full.stdout)["state"]["text"] == SUMMARIZATION_STATE["text"]
+
+    # WHEN the finished run is cancelled, or an unknown run is followed
+    cancelled = flowforge("cancel", run_id)
+    unknown = flowforge("logs", "nope", "--follow")
+
+    # THEN the exit codes say so: 3 for a run that already finished, 2 for an unknown one
+    assert cancelled.returncode == 3 and "409 conflict" in cancelled.stderr
+    assert unknown.returncode == 2 and "run 'nope' not found" in unknown.stderr
+
+
+@pytest.mark.parametrize(
+    ("option", "what"), [("--port", "the API gateway"), ("--moto-port", "moto (local AWS)")]
+)
+def test_a_taken_port_is_one_clear_line_naming_its_option_and_exit_2(stack, tmp_path, option, what):
+    # GIVEN a running stack: its gateway port, or its moto port, is taken
+    port = stack.port if option == "--port" else stack.moto_port
+    other = "--moto-port" if option == "--port" else "--port"
     command = [
         sys.executable,
         "-m",
         "flowforge.local",
-        "--port",
-        str(stack.port),
+        option,
+        str(port),
+        other,
+        "0",
         "--data-dir",
         str(tmp_path),
     ]
+
+    # WHEN another stack starts on it
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=30)
+
+    # THEN one line names the port, what it is for, and the option that moves it
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        f"flowforge dev: 127.0.0.1:{stack.port} is already in use (another `make run`?); "
-        "choose other ports with --port / --moto-port"
+        f"flowforge dev: 127.0.0.1:{port} ({what}) is already in use (another `make run`?); "
+        f"choose another with {option}: bin/flowforge dev {option} <port>"
     ]
 
 

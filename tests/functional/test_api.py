@@ -382,6 +382,56 @@ def test_a_non_json_content_type_is_415(service, call):
     assert_error(reply, 415, "unsupported_media_type")
 
 
+@pytest.mark.parametrize(
+    "content_type",
+    ["multipart/form-data", "application/x-www-form-urlencoded", "multipart/form-data; boundary=b"],
+)
+@pytest.mark.parametrize("path", ["/graph/create", "/graph/run"])
+def test_a_json_body_sent_as_a_form_is_415_naming_the_expected_type(service, call, path, content_type):
+    # GIVEN a JSON body sent with a form's content type (curl -d without -H), which once
+    # gave a 500 (multipart without a boundary) or a 400 listing the body as a field
+    body = GREET if path == "/graph/create" else {"graph_id": create(call, GREET)}
+
+    # WHEN it is posted
+    reply = call("POST", path, body=body, headers={"content-type": content_type})
+
+    # THEN the answer says which content type to send, and nothing ran
+    error = assert_error(reply, 415, "unsupported_media_type")
+    assert "content-type: application/json" in error["message"]
+    assert content_type.split(";")[0] in error["message"]
+    assert error["details"][0]["path"] == "header.content-type"
+    assert len(service.queue) == 0
+
+
+def test_a_json_body_without_a_content_type_is_accepted(service, call):
+    event = api_event("POST", "/graph/create", body=GREET)
+    del event["headers"]["content-type"]
+    assert handler(event, LambdaContext.api())["statusCode"] == 201
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "where"),
+    [
+        ("/graph/run", '{"graph_id": "g", "state": {"a": "ok \\ud800"}}', "body.state.a"),
+        ("/graph/run", '{"graph_id": "g", "state": {"a": [{"\\udc00x": 1}]}}', "body.state.a.0.\\udc00x"),
+        (
+            "/graph/create",
+            '{"start": "a", "nodes": {"a": {"fn": "api_test_greet", "params": {"p": "\\ud800"}}}}',
+            "body.nodes.a.params.p",
+        ),
+    ],
+)
+def test_text_utf8_cannot_encode_is_400_naming_its_path(service, call, path, body, where):
+    # GIVEN a body whose JSON escapes a lone UTF-16 surrogate (valid JSON, not valid text)
+    # WHEN it is posted
+    error = assert_error(call("POST", path, body=body), 400, "invalid_request")
+
+    # THEN the answer names where, and nothing was stored
+    assert error["details"][0]["path"] == where
+    assert "not valid UTF-8" in error["details"][0]["message"]
+    assert service.store.list_graphs(limit=10)[0] == []
+
+
 # -- state ---------------------------------------------------------------------------
 @pytest.fixture
 def finished_run(service, call) -> str:
@@ -407,6 +457,44 @@ def test_state_after_seq_returns_only_later_entries(finished_run, call):
 
     # THEN exactly those come back
     assert later == everything[2:] and later[0]["seq"] == 2
+
+
+def test_fields_answers_only_the_fields_and_state_keys_named(finished_run, call):
+    # GIVEN a finished summarization run, whose state holds the text, sentences, chunks...
+    # WHEN asked for its status and summary only
+    reply = call("GET", f"/graph/state/{finished_run}", query={"fields": "status,error,state.summary"})
+
+    # THEN that is all the answer holds
+    assert reply.status == 200, reply.raw
+    assert set(reply.json) == {"status", "error", "state"}
+    assert list(reply.json["state"]) == ["summary"] and reply.json["status"] == "completed"
+
+
+def test_fields_on_a_foreground_run(service, call):
+    # GIVEN the summarization graph
+    graph, state = summarization()
+    graph_id = create(call, graph)
+
+    # WHEN it is run in the foreground asking for the status and the summary
+    with step_loop(service):
+        reply = call(
+            "POST",
+            "/graph/run",
+            body={"graph_id": graph_id, "state": state},
+            query={"fields": "status,state.summary"},
+        )
+
+    # THEN only those come back
+    assert reply.status == 200, reply.raw
+    assert reply.json == {"status": "completed", "state": {"summary": reply.json["state"]["summary"]}}
+
+
+@pytest.mark.parametrize("fields", ["status,colour", "", "state.", " , "])
+def test_fields_naming_no_known_field_is_400(finished_run, call, fields):
+    error = assert_error(
+        call("GET", f"/graph/state/{finished_run}", query={"fields": fields}), 400, "invalid_request"
+    )
+    assert error["details"][0]["path"] == "query.fields"
 
 
 def test_state_of_unknown_run_is_404(service, call):
@@ -501,6 +589,16 @@ def test_wrong_method_is_405_with_allow(service, call):
 
     assert_error(reply, 405, "method_not_allowed")
     assert reply.headers["Allow"] == "GET"
+
+
+@pytest.mark.parametrize("path", ["/graph/create", "/graph/run"])
+def test_get_on_a_post_route_is_405_not_an_unknown_graph(service, call, path):
+    # GIVEN GET /graph/create, which GET /graph/{graph_id} would also match
+    reply = call("GET", path)
+
+    # THEN it is the wrong method, not a graph called "create"
+    error = assert_error(reply, 405, "method_not_allowed")
+    assert reply.headers["Allow"] == "POST" and "use POST" in error["message"]
 
 
 def test_routes_work_under_a_named_stage(service, call):

@@ -203,3 +203,43 @@ def test_connections_api_gone_too_large_get_and_delete():
             await asyncio.to_thread(client.post_to_connection, ConnectionId="never+/existed=", Data=b"x")
 
     run(test)
+
+
+def test_the_per_run_path_closes_normally_after_its_runs_done_and_ws_stays_open():
+    async def test(session, url, stand_ins, gateway):
+        client = management_client(url)
+        async with (
+            session.ws_connect(f"{url}/ws/logs/run-7") as per_run,
+            session.ws_connect(f"{url}/ws") as multi,
+        ):
+            ids = {c.run_id: i for i, c in gateway.connections.items()}
+            done = json.dumps({"run_id": "run-7", "done": True, "status": "completed"}).encode()
+            other = json.dumps({"run_id": "run-8", "done": True, "status": "completed"}).encode()
+            # WHEN another run's done, then the path's own run's done reach the per-run socket,
+            # and the same done reaches the multi-run socket
+            for data in (other, done):
+                await asyncio.to_thread(client.post_to_connection, ConnectionId=ids["run-7"], Data=data)
+            await asyncio.to_thread(client.post_to_connection, ConnectionId=ids[None], Data=done)
+
+            # THEN the per-run socket gets both, then a normal close
+            assert json.loads((await per_run.receive(timeout=5)).data)["run_id"] == "run-8"
+            assert json.loads((await per_run.receive(timeout=5)).data)["run_id"] == "run-7"
+            closing = await per_run.receive(timeout=5)
+            assert closing.type == aiohttp.WSMsgType.CLOSE and closing.data == aiohttp.WSCloseCode.OK
+            # AND the multi-run socket stays open
+            assert json.loads((await multi.receive(timeout=5)).data)["done"] is True
+            await multi.send_str(json.dumps({"action": "subscribe", "run_id": "run-9"}))
+            assert json.loads((await multi.receive(timeout=5)).data)["route"] == "subscribe"
+
+    run(test)
+
+
+def test_a_path_parameter_with_a_newline_still_reaches_its_route():
+    async def test(session, url, stand_ins, gateway):
+        # WHEN a path parameter holds an encoded newline (as a fuzzer sends)
+        async with session.get(f"{url}/graph/a%0Ab%0D") as response:
+            # THEN the route's function answers it, as API Gateway would route it
+            assert response.status == 201, await response.text()
+            assert (await response.json())["params"] == {"graph_id": "a\nb\r"}
+
+    run(test)

@@ -546,6 +546,71 @@ def test_bad_frames_are_answered_on_the_connection(ws, body, code):
     assert ws.api.entries("c1") == [0, 1]
 
 
+HUGE = "9" * 130  # a seq no run has, and a number DynamoDB (38 digits) cannot store
+
+
+@pytest.mark.parametrize("after", [HUGE, "25001", "-2"])
+def test_connect_with_after_out_of_range_is_refused_and_stores_nothing(ws, after):
+    # GIVEN a finished run
+    run_id = ws.start(counting(1))
+    ws.finish()
+
+    # WHEN a client connects to follow it after a seq out of -1 … 25,000
+    response = ws.connect("c1", run_id=run_id, after=after)
+
+    # THEN the handshake fails with a 400 naming after, and nothing was stored
+    assert response["statusCode"] == 400
+    error = json.loads(response["body"])["error"]
+    assert error["code"] == "invalid_request" and "after" in error["message"]
+    assert ws.items("conn") == [] and ws.items("sub") == []
+
+
+def test_a_subscribe_frame_with_after_out_of_range_is_answered_and_takes_no_slot(ws):
+    # GIVEN a connection following 19 running runs, one below the cap of 20
+    run_ids = [ws.start(counting(1)) for _ in range(20)]
+    ws.connect("c1")
+    for run_id in run_ids[:19]:
+        ws.subscribe("c1", run_id)
+
+    # WHEN a frame asks for the 20th run after a 130-digit seq
+    response = ws.send("c1", {"action": "subscribe", "run_id": run_ids[19], "after": int(HUGE)})
+
+    # THEN it is answered with an error on the connection, nothing is registered, and
+    # the 20th run can still be followed
+    (message,) = ws.api.messages("c1")
+    assert response["statusCode"] == 400
+    assert message["error"]["code"] == "invalid_message" and "after" in message["error"]["message"]
+    assert len(ws.items("sub")) == 19
+    assert ws.subscribe("c1", run_ids[19])["statusCode"] == 200
+    assert len(ws.items("sub")) == 20 and len(ws.api.messages("c1")) == 1
+
+
+@pytest.mark.parametrize(
+    ("body", "path"),
+    [
+        ('{"action": "subscribe", "run_id": "abc", "\\ud800": 1}', "frame.\\ud800"),
+        ('{"action": "\\udfff"}', "frame.action"),
+        ('{"action": "subscribe", "run_id": "a\\ud800"}', "frame.run_id"),
+    ],
+)
+def test_a_frame_with_text_utf8_cannot_encode_is_answered_naming_its_path(ws, body, path):
+    # GIVEN an open connection
+    ws.connect("c1")
+
+    # WHEN a frame escapes a lone UTF-16 surrogate
+    response = ws.send("c1", body)
+
+    # THEN the error names where, and the connection still works
+    (message,) = ws.api.messages("c1")
+    assert response["statusCode"] == 400
+    assert message["error"]["code"] == "invalid_message"
+    assert message["error"]["details"] == {"path": path} and "not valid UTF-8" in message["error"]["message"]
+    run_id = ws.start(counting(1))
+    ws.finish()
+    ws.subscribe("c1", run_id)
+    assert ws.api.entries("c1") == [0]
+
+
 def test_binary_frames_are_refused(ws):
     ws.connect("c1")
     event = load_event("ws_message")

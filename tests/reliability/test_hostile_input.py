@@ -106,6 +106,16 @@ HOSTILE_HTTP = [
     ("limit-not-a-number", "GET", "/graphs", {"query": {"limit": "1e9; drop table"}}, 400, "invalid_request"),
     ("bad-after", "GET", "/graph/state/r1", {"query": {"after": "-5"}}, 400, "invalid_request"),
     ("xml", "POST", CREATE, {"body": "<graph/>", "headers": {"content-type": "application/xml"}}, 415, "unsupported_media_type"),
+    ("multipart-no-boundary-create", "POST", CREATE, {"json_body": GRAPH, "headers": {"content-type": "multipart/form-data"}}, 415, "unsupported_media_type"),
+    ("multipart-no-boundary-run", "POST", RUN, {"json_body": {"graph_id": "<graph>"}, "headers": {"content-type": "multipart/form-data"}}, 415, "unsupported_media_type"),
+    ("multipart-boundary", "POST", CREATE, {"body": "--x\r\n\r\n--x--", "headers": {"content-type": "multipart/form-data; boundary=x"}}, 415, "unsupported_media_type"),
+    ("form-encoded-graph", "POST", CREATE, {"json_body": GRAPH, "headers": {"content-type": "application/x-www-form-urlencoded"}}, 415, "unsupported_media_type"),
+    ("garbage-content-type", "POST", RUN, {"json_body": {"graph_id": "<graph>"}, "headers": {"content-type": ";;/;"}}, 415, "unsupported_media_type"),
+    ("surrogate-state-value", "POST", RUN, {"body": '{"graph_id": "<graph>", "state": {"a": "\\ud800"}}'}, 400, "invalid_request"),
+    ("surrogate-state-key", "POST", RUN, {"body": '{"graph_id": "<graph>", "state": {"\\udfff": 1}}'}, 400, "invalid_request"),
+    ("surrogate-graph-params", "POST", CREATE, {"body": json.dumps(with_node(params={"p": ["ok", "\ud800"]}))}, 400, "invalid_request"),
+    ("get-create", "GET", CREATE, {}, 405, "method_not_allowed"),
+    ("get-run", "GET", RUN, {}, 405, "method_not_allowed"),
     ("unknown-route", "GET", "/admin", {}, 404, "not_found"),
     ("wrong-method", "DELETE", "/graphs", {}, 405, "method_not_allowed"),
 ]  # fmt: skip
@@ -143,6 +153,8 @@ def test_hostile_requests_get_a_clear_4xx_and_store_nothing(
     if "json_body" in request_kwargs:
         text = json.dumps(request_kwargs["json_body"]).replace('"<graph>"', json.dumps(graph_id))
         request_kwargs = {**request_kwargs, "json_body": json.loads(text)}
+    if isinstance(request_kwargs.get("body"), str):
+        request_kwargs = {**request_kwargs, "body": request_kwargs["body"].replace("<graph>", graph_id)}
     before, messages = stored(stack, aws), queued(stack, aws)
 
     # WHEN the hostile request arrives

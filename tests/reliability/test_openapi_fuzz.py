@@ -1,4 +1,5 @@
-"""Schemathesis against the API's own OpenAPI document, through the real HTTP handler.
+"""Schemathesis against the API's own OpenAPI document, through the real HTTP handler,
+and over HTTP against the local stack (``make run``'s gateway, handlers and moto).
 
 The schema is the one ``GET /openapi.json`` serves. Schemathesis generates valid and
 invalid requests for every operation; each is turned into an API Gateway HTTP API event
@@ -7,6 +8,9 @@ answers: never a 5xx, the documented status codes, content types, headers and bo
 invalid data refused with a 4xx. Path and body ids are sometimes those of a stored graph
 and a finished run, so the success paths are exercised too. The service runs in memory
 with a step loop in a thread; a short Lambda deadline keeps foreground waits short.
+
+Every phase runs: examples, coverage (boundary and invalid values, missing and wrong
+parameters, unexpected methods and content types, derived from the schema) and fuzzing.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from engine.memory import InMemoryRunStore, InMemoryStepQueue
 from engine.service import RunService
 from functions.api.app import handler
 from functions.runtime import set_app
+from tests.e2e.conftest import LocalStack
 from tests.functional.fixtures import service_app
 from tests.functional.pump import LambdaContext, step_loop
 from tests.reliability import figures
@@ -44,6 +49,8 @@ SCHEMA = schemathesis.openapi.from_dict(json.loads(call(handler, "GET", "/openap
 # Unknown query parameters are ignored, as HTTP APIs do (unknown body fields are refused):
 # a request is not invalid for carrying one.
 SCHEMA.config.generation.update(allow_extra_parameters=False)
+PHASES = SCHEMA.config.phases
+assert PHASES.examples.enabled and PHASES.coverage.enabled and PHASES.fuzzing.enabled
 CHECKS = [
     not_a_server_error,
     status_code_conformance,
@@ -61,6 +68,20 @@ GRAPH = {
     "nodes": {"a": {"fn": "rel_add", "next": "b"}, "b": {"fn": "rel_noop"}},
 }
 CALLS: list[int] = []
+
+
+def fuzzing(examples: int) -> settings:
+    """Hypothesis settings of both fuzz tests: ``examples`` per operation in the fuzzing phase."""
+    return settings(
+        max_examples=examples,
+        deadline=None,
+        derandomize=not figures.LONG,
+        suppress_health_check=[
+            HealthCheck.function_scoped_fixture,
+            HealthCheck.too_slow,
+            HealthCheck.filter_too_much,
+        ],
+    )
 
 
 class Known:
@@ -133,16 +154,50 @@ def send(case: schemathesis.Case) -> schemathesis.Response:
 
 @SCHEMA.parametrize()
 @SCHEMA.given(data=st.data())
-@settings(
-    max_examples=figures.scaled(25, 300),
-    deadline=None,
-    derandomize=not figures.LONG,
-    suppress_health_check=[
-        HealthCheck.function_scoped_fixture,
-        HealthCheck.too_slow,
-        HealthCheck.filter_too_much,
-    ],
-)
+@fuzzing(examples=figures.scaled(25, 300))
 def test_every_operation_answers_as_documented_and_never_5xx(service, case, data):
     use_known_ids(case, data)
     case.validate_response(send(case), checks=CHECKS)
+
+
+# -- the local stack, over HTTP ---------------------------------------------------------------
+LOCAL_CALLS: list[int] = []
+
+
+@pytest.fixture(scope="module")
+def local_stack(tmp_path_factory) -> Iterator[LocalStack]:
+    """A local stack with the reliability tools, a stored graph and a finished run."""
+    directory = tmp_path_factory.mktemp("fuzzed-stack")
+    tools = "workflows,tests.e2e.slow_tools,tests.reliability.tools"
+    stack = LocalStack(directory / "data", directory / "stack.log", tools_modules=tools)
+    stack.start()
+    served = requests.get(f"{stack.url}/openapi.json", timeout=30).json()
+    assert served == json.loads(call(handler, "GET", "/openapi.json").text)  # the schema fuzzed
+    Known.graph_id = requests.post(f"{stack.url}/graph/create", json=GRAPH, timeout=30).json()["graph_id"]
+    run = requests.post(
+        f"{stack.url}/graph/run", json={"graph_id": Known.graph_id, "state": {"a": 1}}, timeout=30
+    )
+    Known.run_id = run.json()["run_id"]
+    yield stack
+    stack.kill()
+    figures.record(
+        "openapi_fuzz_local_stack",
+        {"requests": len(LOCAL_CALLS), "server_errors": sum(s >= 500 for s in LOCAL_CALLS)},
+    )
+
+
+@pytest.mark.e2e
+@SCHEMA.parametrize()
+@SCHEMA.given(data=st.data())
+@fuzzing(examples=figures.scaled(10, 200))
+def test_the_local_stack_answers_as_documented_and_never_5xx(local_stack, case, data):
+    use_known_ids(case, data)
+    if isinstance(case.body, dict) and "wait_s" in case.body:
+        case.body["wait_s"] = (
+            min(case.body["wait_s"], 1)
+            if isinstance(case.body["wait_s"], int | float)
+            else case.body["wait_s"]
+        )
+    response = case.call(base_url=local_stack.url, timeout=60)
+    LOCAL_CALLS.append(response.status_code)
+    case.validate_response(response, checks=CHECKS)

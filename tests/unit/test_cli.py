@@ -313,6 +313,16 @@ def test_run_local_with_an_invalid_graph_lists_the_problems(workdir, capsys):
             "Expecting property name enclosed in double quotes (line 1, column 3)",
         ),
         (
+            ["run-local", "hello.json", "--tools", "my_tools", "--state", '{"name": {"first": "k\\ud800"}}'],
+            "flowforge run-local: error: --state: name.first: not valid UTF-8 text "
+            "(lone surrogate U+D800 at character 1)",
+        ),
+        (
+            ["validate", "surrogate.json", "--tools", "my_tools"],
+            "flowforge validate: error: graph file 'surrogate.json': nodes.\\udfff: "
+            "key is not valid UTF-8 text (lone surrogate U+DFFF at character 0)",
+        ),
+        (
             ["validate", "hello.json", "--tools", "no_such_module"],
             "flowforge validate: error: no tools module 'no_such_module' in the current "
             "directory or on PYTHONPATH",
@@ -333,6 +343,7 @@ def test_usage_errors_exit_2_with_one_line(workdir, capsys, argv, message):
     # GIVEN a directory with a valid graph, a file that is not JSON and broken modules
     write_json(workdir / "hello.json", HELLO)
     (workdir / "not_json.json").write_text("{ oops }")
+    (workdir / "surrogate.json").write_text('{"start": "a", "nodes": {"\\udfff": {"fn": "greet"}}}')
     (workdir / "broken_tools.py").write_text("1 / 0\n")
     (workdir / "needs_dep.py").write_text("import some_missing_dependency\n")
 
@@ -412,3 +423,20 @@ def test_the_installed_flowforge_command(tmp_path):
     assert one_line_error(missing.stderr) == (
         "flowforge validate: error: graph file 'missing.json': no such file"
     )
+
+
+def test_the_bin_flowforge_shim_runs_the_checkouts_cli_from_anywhere(tmp_path):
+    # GIVEN the repository's bin/flowforge (what the README's examples call), and a
+    # user's directory elsewhere
+    shim = Path(__file__).resolve().parents[2] / "bin" / "flowforge"
+    write_json(tmp_path / "hello.json", {"start": "a", "nodes": {"a": {"fn": "no_such_tool"}}})
+
+    # WHEN it is run from there
+    helped = subprocess.run([str(shim), "--help"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    checked = subprocess.run(
+        [str(shim), "validate", "hello.json"], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+
+    # THEN it is the flowforge command, exit codes included
+    assert helped.returncode == 0 and "run-local" in helped.stdout
+    assert checked.returncode == 2 and "unknown tool 'no_such_tool'" in checked.stderr

@@ -195,3 +195,35 @@ def test_entry_lines_fit_a_terminal_line():
         {"seq": 3, "node": "refine", "status": "ok", "duration_ms": 250.0, "result": {"text": "x" * 500}}
     )
     assert len(line) < 120 and line.endswith("…")
+
+
+def test_following_an_unknown_run_over_the_websocket_says_run_not_found():
+    # GIVEN a WebSocket API that refuses the handshake with 404, as $connect does for an
+    # unknown run_id
+    async def handler(request):
+        return web.json_response(
+            {"error": {"code": "not_found", "message": "run 'nope' not found"}}, status=404
+        )
+
+    async def scenario():
+        server = await _serve(handler)
+        try:
+            async with _client(server, ws=f"ws://127.0.0.1:{server.port}/ws") as api:
+                return [m async for m in api.follow("nope")]
+        finally:
+            await server.close()
+
+    # WHEN the run is followed / THEN the error says the run was not found
+    with pytest.raises(ApiError) as refused:
+        asyncio.run(asyncio.wait_for(scenario(), 20))
+    assert (refused.value.status, refused.value.code) == (404, "not_found")
+    assert str(refused.value) == "404 not_found: run 'nope' not found"
+
+
+def test_a_cancelled_run_ends_without_a_node_none():
+    out = io.StringIO()
+    done = {"run_id": "r", "done": True, "status": "cancelled"}
+    done["error"] = {"node": None, "type": "Cancelled", "message": "run cancelled by request"}
+    asyncio.run(show(_messages(done), Display(out, live=False)))
+    assert out.getvalue().splitlines()[-1].startswith("cancelled: run cancelled by request (0 steps")
+    assert "None" not in out.getvalue()

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import copy
+import difflib
 from typing import Any
 
 import pytest
 
 import engine
 from engine import GraphValidationError
+from engine.suggest import MAX_COMPARISONS
 
 registry = engine.Registry()
 
@@ -195,7 +197,8 @@ def test_unregistered_condition_in_a_loop_and_in_a_branch():
     graph = node_with("summarize", loop_condition="length_okay")
     graph["nodes"]["merge"]["branches"][0]["when"] = {"any": [{"var": "x", "eq": 1}, "is_done"]}
     assert problems_of(graph) == [
-        "nodes.summarize.loop_condition: unknown condition 'length_okay'; register it with @condition",
+        "nodes.summarize.loop_condition: unknown condition 'length_okay' (did you mean 'length_ok'?); "
+        "register it with @condition",
         "nodes.merge.branches.0.when.any.1: unknown condition 'is_done'; register it with @condition",
     ]
 
@@ -499,3 +502,103 @@ def test_unreachable_nodes_are_reported_alongside_other_mistakes():
     # THEN all three are reported at once, the unreachable node included
     paths = [p.path for p in excinfo.value.problems]
     assert paths == ["nodes.a.fn", "nodes.b.loop_condition", "nodes.orphan"]
+
+
+# -- every problem in one pass ------------------------------------------------------------
+
+
+def test_a_field_of_the_wrong_type_hides_no_other_problem_of_its_node():
+    # GIVEN a node with max_iterations written as a string AND an unknown loop condition,
+    # an unknown start, and a node nothing leads to
+    graph = node_with("summarize", max_iterations="5", loop_condition="lenght_ok")
+    graph["start"] = "splitt"
+    graph["nodes"]["orphan"] = {"fn": "merge"}
+
+    # WHEN / THEN each one is reported: the type, the condition (with a hint), the start
+    # (with a hint), and the orphan, reachable from no start the hint could mean
+    assert problems_of(graph) == [
+        "nodes.summarize.max_iterations: Input should be a valid integer",
+        "start: unknown node 'splitt' (did you mean 'split'?)",
+        "nodes.summarize.loop_condition: unknown condition 'lenght_ok' (did you mean 'length_ok'?); "
+        "register it with @condition",
+        "nodes.orphan: unreachable from start node 'splitt'",
+    ]
+
+
+def test_the_targets_of_a_node_with_a_type_error_are_still_checked():
+    # GIVEN a node whose timeout is a string and whose branch and catch go nowhere
+    graph = node_with("merge", timeout_s="soon", catch=[{"next": "fallbak"}])
+    graph["nodes"]["merge"]["branches"][0]["next"] = "sumarize"
+
+    # WHEN / THEN the type and both targets are reported
+    assert paths_of(graph) == [
+        "nodes.merge.timeout_s",
+        "nodes.merge.branches.0.next",
+        "nodes.merge.catch.0.next",
+    ]
+
+
+def test_reachability_follows_a_misspelt_target_to_the_node_it_means():
+    # GIVEN a misspelt next (summarize is meant) and a real orphan
+    graph = node_with("split", next="sumarize")
+    graph["nodes"]["orphan"] = {"fn": "merge"}
+
+    # WHEN / THEN the typo is reported and the orphan too, but not the nodes behind the typo
+    assert paths_of(graph) == ["nodes.split.next", "nodes.orphan"]
+
+
+# -- "did you mean" at a bounded cost -------------------------------------------------------
+
+
+class CountingMatcher(difflib.SequenceMatcher):
+    """difflib's matcher, counting comparisons (each candidate's similarity is first
+    bounded by ``quick_ratio``, difflib's and the suggester's alike)."""
+
+    compared = 0
+
+    def quick_ratio(self):
+        CountingMatcher.compared += 1
+        return super().quick_ratio()
+
+
+def test_did_you_mean_compares_a_bounded_number_of_names_however_many_are_unknown(monkeypatch):
+    # GIVEN a graph near the size cap: 200 nodes with long ids, each branching to 10
+    # unknown targets that look like node ids (the worst case for difflib)
+    ids = [f"node_{i:03d}_" + "abcdefghij" * 5 for i in range(200)]
+    nodes = {
+        nid: {
+            "fn": "merge",
+            "branches": [{"when": "length_ok", "next": f"{nid[:-3]}x{k}y"} for k in range(10)],
+        }
+        for nid in ids
+    }
+    graph = {"start": ids[0], "nodes": nodes}
+    monkeypatch.setattr(difflib, "SequenceMatcher", CountingMatcher)
+    CountingMatcher.compared = 0
+
+    # WHEN it is validated
+    with pytest.raises(GraphValidationError) as excinfo:
+        engine.compile_graph(graph, registry)
+
+    # THEN every unknown target is reported, the first ones with a hint, and the names
+    # compared stay within the budget (one search per name against every id: 400,000)
+    unknown = [p for p in excinfo.value.problems if p.message.startswith("unknown node")]
+    assert len(unknown) == 2000
+    assert "did you mean" in unknown[0].message
+    assert CountingMatcher.compared <= MAX_COMPARISONS
+
+
+def test_the_same_unknown_name_is_searched_once(monkeypatch):
+    # GIVEN 300 nodes that all go to the same misspelt node
+    nodes = {f"n{i}": {"fn": "merge", "next": "fallbak"} for i in range(300)}
+    nodes["fallback"] = {"fn": "merge"}
+    monkeypatch.setattr(difflib, "SequenceMatcher", CountingMatcher)
+    CountingMatcher.compared = 0
+
+    # WHEN it is validated
+    with pytest.raises(GraphValidationError) as excinfo:
+        engine.compile_graph({"start": "n0", "nodes": nodes}, registry)
+
+    # THEN every reference has its hint, from a single search over the node ids
+    assert all("did you mean 'fallback'" in p.message for p in excinfo.value.problems[:300])
+    assert CountingMatcher.compared <= len(nodes)

@@ -280,7 +280,6 @@ def test_empty_text_fails_at_split(graph, text):
         ({"text": "Hi.", "chunk_size": "500", "target_length": 300}, "chunk_size must be an integer"),
         ({"text": "Hi.", "chunk_size": 500.0, "target_length": 300}, "chunk_size must be an integer"),
         ({"text": "Hi.", "chunk_size": True, "target_length": 300}, "chunk_size must be an integer"),
-        ({"text": "Hi.", "target_length": 300}, "chunk_size is missing"),
         (
             {"text": "Hi.", "chunk_size": 500, "target_length": 19},
             "target_length must be between 20 and 100000",
@@ -288,7 +287,6 @@ def test_empty_text_fails_at_split(graph, text):
         ({"text": "Hi.", "chunk_size": 500, "target_length": 100_001}, "target_length must be between"),
         ({"text": "Hi.", "chunk_size": 500, "target_length": -1}, "target_length must be between"),
         ({"text": "Hi.", "chunk_size": 500, "target_length": "300"}, "target_length must be an integer"),
-        ({"text": "Hi.", "chunk_size": 500}, "target_length is missing"),
     ],
 )
 def test_bad_input_fails_at_split(graph, state, message):
@@ -299,6 +297,30 @@ def test_bad_input_fails_at_split(graph, state, message):
     assert result.status == "failed"
     assert result.error["node"] == "split" and result.error["type"] == "ValueError"
     assert message in result.error["message"]
+
+
+@pytest.mark.parametrize(
+    ("state", "defaults"),
+    [
+        ({}, {"chunk_size": 500, "target_length": 300}),
+        ({"chunk_size": None}, {"chunk_size": 500, "target_length": 300}),
+        ({"chunk_size": 80}, {"target_length": 300}),
+        ({"target_length": 120}, {"chunk_size": 500}),
+    ],
+)
+def test_chunk_size_and_target_length_default_to_500_and_300(graph, state, defaults):
+    # GIVEN the seed's state, just {"text": ...}, with or without either setting
+    text = long_text(paragraphs=4)
+
+    # WHEN the workflow runs
+    result = run_graph_sync(graph, {"text": text, **state}, sleep=None)
+
+    # THEN it completes within the target, and the state shows the defaults it used
+    assert result.status == "completed", result.error
+    settings = {**defaults, **{k: v for k, v in state.items() if v is not None}}
+    assert {k: result.state[k] for k in ("chunk_size", "target_length")} == settings
+    assert len(result.state["summary"]) <= settings["target_length"]
+    assert result.logs[0]["result"].keys() >= defaults.keys()
 
 
 def test_largest_text_allowed_fits_the_state(graph):

@@ -16,7 +16,7 @@ import pytest
 
 from engine import default_registry
 from engine.errors import NotFoundError
-from engine.logstream import LogStream, PushUnavailableError, TooManySubscriptionsError
+from engine.logstream import InvalidAfterError, LogStream, PushUnavailableError, TooManySubscriptionsError
 from engine.logstream_memory import InMemorySubscriptionStore
 from engine.memory import InMemoryRunStore, InMemoryStepQueue
 from engine.service import RunService
@@ -416,6 +416,23 @@ def test_unknown_runs_are_refused_and_leave_nothing_behind(world):
     with pytest.raises(NotFoundError):
         world.stream.connect("c2", "nope")
     assert world.subs.subs == {} and world.subs.connections == {"c1": set()}
+
+
+@pytest.mark.parametrize("after", [-2, 25_001, 10**130, True])
+def test_an_after_no_log_can_reach_is_refused_before_anything_is_stored(world, after):
+    # GIVEN a running run and an open connection
+    run_id = world.start(counting(2))
+    world.connect("c1")
+
+    # WHEN it is followed from an after outside -1 … 25,000 (or not an integer)
+    with pytest.raises(InvalidAfterError):
+        world.stream.subscribe("c1", run_id, after)
+    with pytest.raises(InvalidAfterError):
+        world.stream.connect("c2", run_id, after)
+
+    # THEN no subscription (nor connection) was stored, and nothing was sent
+    assert world.subs.subscriptions(run_id) == []
+    assert world.api.messages("c1") == []
 
 
 class RecordingPusher:
