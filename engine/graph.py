@@ -27,6 +27,12 @@ MAX_DELAY_S = 900.0
 #: Error type names a retry or catch rule applies to when it names none: every error.
 ANY_ERROR = ("*",)
 DEFAULT_RESULT_KEY = "error"
+#: Fan-out bounds: a map's list and concurrency, a parallel node's branch count.
+MAX_MAP_ITEMS = 10_000
+DEFAULT_MAX_CONCURRENCY = 10
+MAX_CONCURRENCY_CAP = 1_000
+MIN_BRANCHES = 2
+MAX_BRANCHES = 50
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +58,7 @@ class CompiledRetry:
 class CompiledCatch:
     """Route a node's final failure to ``next``, storing the error under ``result_key``."""
 
-    next: str
+    next: str | None  # None only on a parallel branch: the run goes on by its parallel node
     on: tuple[str, ...] = ANY_ERROR
     result_key: str = DEFAULT_RESULT_KEY
 
@@ -62,11 +68,32 @@ DEFAULT_RETRY = CompiledRetry()
 
 
 @dataclass(frozen=True, slots=True)
+class CompiledFanOut:
+    """A ``map`` (``branches`` empty) or ``parallel`` node's executions and their join.
+
+    A map runs its node's tool once per item of the list at ``items``; a parallel node
+    runs each of ``branches`` (node ids) once. ``max_concurrency`` bounds how many run
+    at once (all branches of a parallel node do).
+    """
+
+    items: tuple[str, ...] = ()
+    results: str = ""
+    max_concurrency: int = DEFAULT_MAX_CONCURRENCY
+    tolerated_failures: int = 0
+    branches: tuple[str, ...] = ()
+
+    @property
+    def is_map(self) -> bool:
+        return not self.branches
+
+
+@dataclass(frozen=True, slots=True)
 class CompiledNode:
-    """A node with its tool and conditions resolved, ready to run."""
+    """A node with its tool and conditions resolved, ready to run (a parallel node has
+    no tool of its own: ``fanout`` names its branches)."""
 
     id: str
-    tool: Registered
+    tool: Registered | None
     next: str | None
     branches: tuple[tuple[Predicate, str], ...]
     loop: Predicate | None
@@ -75,6 +102,7 @@ class CompiledNode:
     timeout_s: float | None
     retry: CompiledRetry | None
     catch: tuple[CompiledCatch, ...]
+    fanout: CompiledFanOut | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,9 +136,10 @@ def _load_node(nid: str, raw: Mapping[str, Any], registry: Registry) -> Compiled
     loop = raw.get("loop_condition")
     timeout_s = raw.get("timeout_s")
     retry = raw.get("retry")
+    fanout, fn = _load_fanout(raw)
     return CompiledNode(
         id=nid,
-        tool=registry.get_tool(raw["fn"]),
+        tool=registry.get_tool(fn) if fn is not None else None,
         next=raw.get("next"),
         branches=tuple((compile_condition(b["when"], registry), b["next"]) for b in raw.get("branches", ())),
         loop=compile_condition(loop, registry) if loop else None,
@@ -119,7 +148,25 @@ def _load_node(nid: str, raw: Mapping[str, Any], registry: Registry) -> Compiled
         timeout_s=None if timeout_s is None else float(timeout_s),
         retry=None if retry is None else _load_retry(retry),
         catch=tuple(_load_catch(rule) for rule in raw.get("catch", ())),
+        fanout=fanout,
     )
+
+
+def _load_fanout(raw: Mapping[str, Any]) -> tuple[CompiledFanOut | None, str | None]:
+    """A node's fan-out, if any, and the name of the tool it runs (None: no tool)."""
+    spec = raw.get("map")
+    if spec is not None:
+        fanout = CompiledFanOut(
+            items=tuple(spec["items"].split(".")),
+            results=spec["results"],
+            max_concurrency=spec.get("max_concurrency", DEFAULT_MAX_CONCURRENCY),
+            tolerated_failures=spec.get("tolerated_failures", 0),
+        )
+        return fanout, spec["fn"]
+    branches = raw.get("parallel")
+    if branches is not None:
+        return CompiledFanOut(max_concurrency=len(branches), branches=tuple(branches)), None
+    return None, raw["fn"]
 
 
 def _load_retry(raw: Mapping[str, Any]) -> CompiledRetry:
@@ -137,7 +184,7 @@ def _load_retry(raw: Mapping[str, Any]) -> CompiledRetry:
 
 def _load_catch(raw: Mapping[str, Any]) -> CompiledCatch:
     return CompiledCatch(
-        next=raw["next"],
+        next=raw.get("next"),
         on=tuple(raw.get("on", ANY_ERROR)),
         result_key=raw.get("result_key", DEFAULT_RESULT_KEY),
     )

@@ -20,8 +20,9 @@ _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=F
 
 
 def log_message(run_id: str, entry: dict[str, Any]) -> dict[str, Any]:
-    """A log entry as clients receive it (DESIGN.md §6)."""
-    return {
+    """A log entry as clients receive it (DESIGN.md §6); a map item's execution also says
+    its ``index``, a parallel branch's its ``branch``."""
+    message = {
         "run_id": run_id,
         "seq": entry["seq"],
         "node": entry.get("node"),
@@ -33,6 +34,10 @@ def log_message(run_id: str, entry: dict[str, Any]) -> dict[str, Any]:
         "next": entry.get("next"),
         "error": entry.get("error"),
     }
+    for name in ("index", "branch"):
+        if name in entry:
+            message[name] = entry[name]
+    return message
 
 
 def done_message(run_id: str, status: str, error: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -13,10 +13,10 @@ from dataclasses import replace
 from typing import Any
 
 from engine.errors import ConflictError
-from engine.ports import GraphRecord, RunRecord, StepCommit
+from engine.ports import Claim, ExecutionRecord, FanOutRecord, GraphRecord, RunRecord, StepCommit
 from engine.step import TERMINAL
 from engine.stepmessage import StepMessage
-from engine.transitions import apply_commit, apply_finish
+from engine.transitions import apply_commit, apply_execution, apply_finish
 
 
 class InMemoryRunStore:
@@ -26,7 +26,10 @@ class InMemoryRunStore:
         self._lock = threading.Lock()
         self._graphs: dict[str, GraphRecord] = {}
         self._runs: dict[str, RunRecord] = {}
-        self._logs: dict[str, list[dict[str, Any]]] = {}
+        self._logs: dict[str, dict[int, dict[str, Any]]] = {}  # run -> step -> entry
+        self._fanouts: dict[tuple[str, int], FanOutRecord] = {}
+        self._executions: dict[tuple[str, int], ExecutionRecord] = {}  # (run, step)
+        self._claim_steps: dict[tuple[str, int, int, int], int] = {}  # (run, base, index, attempt)
 
     def put_graph(self, graph: GraphRecord) -> None:
         with self._lock:
@@ -48,7 +51,7 @@ class InMemoryRunStore:
             if run.run_id in self._runs:
                 raise ConflictError(f"run {run.run_id!r} already exists")
             self._runs[run.run_id] = replace(run, state=dict(run.state))
-            self._logs[run.run_id] = []
+            self._logs[run.run_id] = {}
 
     def list_runs(self, limit: int = 50, after: str | None = None) -> tuple[list[RunRecord], str | None]:
         with self._lock:
@@ -65,12 +68,13 @@ class InMemoryRunStore:
             if run is None or run.status != "running" or run.step != commit.step:
                 raise ConflictError(f"run {commit.run_id!r} is not running at step {commit.step}")
             self._runs[commit.run_id] = apply_commit(run, commit)
-            self._logs[commit.run_id].append(copy.deepcopy(commit.log))
+            self._logs[commit.run_id][commit.step] = copy.deepcopy(commit.log)
 
     def list_logs(self, run_id: str, after: int = -1, limit: int = 1000) -> list[dict[str, Any]]:
         with self._lock:
-            logs = self._logs.get(run_id, [])
-            return [copy.deepcopy(e) for e in logs[max(after + 1, 0) : max(after + 1, 0) + limit]]
+            logs = self._logs.get(run_id, {})
+            steps = sorted(step for step in logs if step > after)[: max(limit, 0)]
+            return [copy.deepcopy(logs[step]) for step in steps]
 
     def finish_run(
         self,
@@ -97,6 +101,81 @@ class InMemoryRunStore:
         due.sort(key=lambda r: r.next_at)
         return [(r.run_id, r.step) for r in due[:limit]]
 
+    # -- fan-outs ---------------------------------------------------------------------------
+    def open_fanout(self, run_id: str, base: int, total: int, now: float) -> FanOutRecord:
+        with self._lock:
+            return self._fanouts.setdefault((run_id, base), FanOutRecord(run_id, base, total, 0, 0, 0, now))
+
+    def get_fanout(self, run_id: str, base: int) -> FanOutRecord | None:
+        with self._lock:
+            return self._fanouts.get((run_id, base))
+
+    def claim_execution(
+        self,
+        run_id: str,
+        base: int,
+        index: int,
+        attempt: int,
+        *,
+        final: bool,
+        failed: bool,
+        now: float,
+        limit: int,
+        total: int,
+    ) -> Claim:
+        with self._lock:
+            fanout = self._fanouts.get((run_id, base))
+            if fanout is None or fanout.closed_at is not None:
+                return Claim("closed", None, final, fanout)
+            claimed = fanout.claims.get(index)
+            if claimed is not None and claimed[0] > attempt:
+                return Claim("superseded", None, final, fanout)
+            if claimed is not None and claimed[0] == attempt:
+                return Claim("again", self._claim_steps[(run_id, base, index, attempt)], claimed[1], fanout)
+            if fanout.executed >= limit:
+                return Claim("full", None, final, fanout)
+            step = base + fanout.executed
+            fanout = replace(
+                fanout,
+                executed=fanout.executed + 1,
+                done=fanout.done + final,
+                failed=fanout.failed + (final and failed),
+                updated_at=now,
+                claims={**fanout.claims, index: (attempt, final)},
+            )
+            self._fanouts[(run_id, base)] = fanout
+            self._claim_steps[(run_id, base, index, attempt)] = step
+            return Claim("new", step, final, fanout)
+
+    def put_execution(self, run_id: str, base: int, record: ExecutionRecord, now: float) -> None:
+        with self._lock:
+            if (run_id, record.step) in self._executions:
+                return
+            self._executions[(run_id, record.step)] = copy.deepcopy(record)
+            self._logs[run_id][record.step] = copy.deepcopy(record.entry)
+            run = self._runs[run_id]
+            if run.cursor is not None and run.cursor.step == base:
+                stamp = record.entry.get("started_at", run.updated_at)
+                self._runs[run_id] = apply_execution(run, record.step, updated_at=stamp, next_at=now)
+
+    def list_executions(self, run_id: str, base: int, count: int) -> list[ExecutionRecord]:
+        with self._lock:
+            found = (self._executions.get((run_id, step)) for step in range(base, base + count))
+            return [copy.deepcopy(record) for record in found if record is not None]
+
+    def close_fanout(self, run_id: str, base: int, now: float) -> int | None:
+        with self._lock:
+            return self._close(run_id, base)
+
+    def _close(self, run_id: str, base: int) -> int | None:
+        fanout = self._fanouts.get((run_id, base))
+        if fanout is None:
+            return None
+        if fanout.closed_at is None:
+            fanout = replace(fanout, closed_at=base + fanout.executed, executed=fanout.executed + 1)
+            self._fanouts[(run_id, base)] = fanout
+        return fanout.closed_at
+
 
 def _newest_first(
     records: dict[str, Any], limit: int, after: str | None, copied: Any
@@ -121,6 +200,10 @@ class InMemoryStepQueue:
     def send_step(self, run_id: str, step: int, delay_s: float = 0.0) -> None:
         with self._lock:
             self.messages.append(StepMessage(run_id, step, delay_s))
+
+    def send_item(self, run_id: str, step: int, item: int, attempt: int, delay_s: float = 0.0) -> None:
+        with self._lock:
+            self.messages.append(StepMessage(run_id, step, delay_s, item=item, attempt=attempt))
 
     def pop(self) -> StepMessage | None:
         with self._lock:

@@ -14,12 +14,17 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from engine.graph import (
     ANY_ERROR,
+    DEFAULT_MAX_CONCURRENCY,
     DEFAULT_MAX_ITERATIONS,
     DEFAULT_MAX_STEPS,
     DEFAULT_RESULT_KEY,
     DEFAULT_RETRY,
+    MAX_BRANCHES,
+    MAX_CONCURRENCY_CAP,
     MAX_DELAY_S,
+    MAX_MAP_ITEMS,
     MAX_STEPS_CAP,
+    MIN_BRANCHES,
 )
 
 #: Node ids, tool names and graph names: short, printable, URL- and log-safe.
@@ -27,6 +32,8 @@ ID_PATTERN = r"^[A-Za-z_][A-Za-z0-9_\-]{0,63}$"
 MAX_NODES = 500
 MAX_GRAPH_BYTES = 256 * 1024
 MAX_TIMEOUT_S = 900.0
+MAX_PATH_CHARS = 256
+MAX_RESULTS_KEY_CHARS = 1000
 
 
 #: A condition is a registered predicate's name or a declarative rule (see conditions.py).
@@ -64,7 +71,7 @@ class CatchRule(_Model):
     """Route a node's final failure to another node instead of failing the run."""
 
     on: list[str] = Field(default_factory=lambda: list(ANY_ERROR), min_length=1)
-    next: str
+    next: str | None = Field(None, description="Where the run goes (none on a parallel branch's own catch).")
     result_key: str = Field(
         DEFAULT_RESULT_KEY, min_length=1, max_length=64, description="State key the error is stored under."
     )
@@ -77,10 +84,34 @@ class Branch(_Model):
     next: str
 
 
-class Node(_Model):
-    """One step of a workflow: a registered tool plus where to go afterwards."""
+class MapSpec(_Model):
+    """Run ``fn`` once per item of the list at ``items``; the results go to ``results``."""
 
-    fn: str = Field(description="Name of a registered tool.")
+    items: str = Field(min_length=1, max_length=MAX_PATH_CHARS, description="State path to the list.")
+    fn: str = Field(description="Name of the registered tool run once per item.")
+    results: str = Field(
+        min_length=1, max_length=MAX_RESULTS_KEY_CHARS, description="State key of the results."
+    )
+    max_concurrency: int = Field(
+        DEFAULT_MAX_CONCURRENCY, ge=1, le=MAX_CONCURRENCY_CAP, description="Items running at once, at most."
+    )
+    tolerated_failures: int = Field(
+        0, ge=0, le=MAX_MAP_ITEMS, description="Failed items allowed before the node fails with MapFailed."
+    )
+
+
+class Node(_Model):
+    """One step of a workflow: a registered tool (or a map, or parallel branches) plus
+    where to go afterwards."""
+
+    fn: str | None = Field(None, description="Name of a registered tool (not with map or parallel).")
+    map: MapSpec | None = Field(None, description="Run a tool once per item of a list, concurrently.")
+    parallel: list[str] | None = Field(
+        None,
+        min_length=MIN_BRANCHES,
+        max_length=MAX_BRANCHES,
+        description="Branch node ids run concurrently.",
+    )
     next: str | None = Field(None, description="Default successor; none ends the run.")
     branches: list[Branch] = Field(default_factory=list, max_length=50)
     loop_condition: Condition | None = Field(None, description="Repeat this node until the condition holds.")

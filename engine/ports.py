@@ -62,6 +62,64 @@ class StepCommit:
     finished_at: str | None = field(default=None)
 
 
+@dataclass(frozen=True, slots=True)
+class FanOutRecord:
+    """A fan-out node's executions so far, as the store counts them.
+
+    The node started at step ``base``; its executions are log entries ``base`` …
+    ``base + executed - 1`` (in commit order), its join the entry after them. ``done``
+    counts items (or branches) finished for good, ``failed`` those of them that failed.
+    ``updated_at`` is when it is next due (its last claim, or a retry delay after it).
+    ``claims`` maps an item's index to its last committed attempt and whether that one
+    was final. ``closed_at`` is set when the fan-out was closed before its join (the run
+    reached max_steps): the step of the transition that ends it.
+    """
+
+    run_id: str
+    base: int
+    total: int
+    executed: int
+    done: int
+    failed: int
+    updated_at: float
+    claims: dict[int, tuple[int, bool]] = field(default_factory=dict)
+    closed_at: int | None = None
+
+    @property
+    def complete(self) -> bool:
+        return self.done >= self.total
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """What committing an execution's place in the log came to.
+
+    ``outcome``: ``new`` (this call took step ``step``), ``again`` (this execution had
+    taken ``step`` before: a redelivery; ``final`` says how it was committed),
+    ``superseded`` (a later attempt of the item is committed), ``closed`` (the fan-out
+    was closed) or ``full`` (the run has no step left under max_steps). ``fanout`` is
+    the fan-out after the call.
+    """
+
+    outcome: str
+    step: int | None
+    final: bool
+    fanout: FanOutRecord | None
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutionRecord:
+    """One committed execution of a fan-out: its log entry and its value."""
+
+    step: int
+    index: int
+    attempt: int
+    status: str
+    value: Any
+    error: dict[str, Any] | None
+    entry: dict[str, Any]
+
+
 class RunStore(Protocol):
     """Durable graphs, runs and log entries."""
 
@@ -109,8 +167,52 @@ class RunStore(Protocol):
     def stalled_runs(self, due_before: float, limit: int = 100) -> list[tuple[str, int]]:
         """(run_id, step) of running runs whose next step was due before ``due_before``."""
 
+    # -- fan-outs (map and parallel nodes) ---------------------------------------------------
+    def open_fanout(self, run_id: str, base: int, total: int, now: float) -> FanOutRecord:
+        """Start counting the executions of the fan-out the run reached at step ``base``
+        (or return it as it stands if it was started before)."""
+
+    def get_fanout(self, run_id: str, base: int) -> FanOutRecord | None: ...
+
+    def claim_execution(
+        self,
+        run_id: str,
+        base: int,
+        index: int,
+        attempt: int,
+        *,
+        final: bool,
+        failed: bool,
+        now: float,
+        limit: int,
+        total: int,
+    ) -> Claim:
+        """Take the next log step for attempt ``attempt`` of item ``index``, once.
+
+        At most ``limit`` executions are counted (the run's remaining steps); a claim
+        past it is ``full``. A final claim adds to ``done`` (and ``failed``). ``total`` is
+        the fan-out's size, as when it was opened.
+        """
+
+    def put_execution(self, run_id: str, base: int, record: ExecutionRecord, now: float) -> None:
+        """Write the claimed execution's log entry and value at ``record.step`` (once:
+        a second write of the same step does nothing)."""
+
+    def list_executions(self, run_id: str, base: int, count: int) -> list[ExecutionRecord]:
+        """The fan-out's executions written so far among its first ``count``, in step order."""
+
+    def close_fanout(self, run_id: str, base: int, now: float) -> int | None:
+        """Stop the fan-out taking executions; the step its ending transition takes
+        (the same on every call), or None if there is no such fan-out."""
+
 
 class StepQueue(Protocol):
-    """Delivers step messages ``(run_id, step)`` at least once, after an optional delay."""
+    """Delivers step messages ``(run_id, step)`` at least once, after an optional delay.
+
+    An item message ``(run_id, step, item, attempt)`` runs one attempt of one item (or
+    branch) of the fan-out the run reached at ``step``.
+    """
 
     def send_step(self, run_id: str, step: int, delay_s: float = 0.0) -> None: ...
+
+    def send_item(self, run_id: str, step: int, item: int, attempt: int, delay_s: float = 0.0) -> None: ...

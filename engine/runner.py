@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from json import loads
 from typing import Any
 
+from engine.fanout_runner import run_fanout
 from engine.graph import CompiledGraph
 from engine.state import DEFAULT_MAX_STATE_BYTES, StateSize, decode_state, encode_state
 from engine.step import Cursor, enforce_limits, run_step
@@ -84,9 +85,24 @@ async def run_graph(
     sleep = sleep or _no_sleep
     cursor: Cursor | None = Cursor(graph.start)
     result = RunResult(run_id, "running", values)
+
+    def fresh() -> dict[str, Any]:
+        return {**values, **{key: loads(text) for key, text in mutable.items()}} if mutable else values
+
+    def emit(log: dict[str, Any]) -> None:
+        result.logs.append(log)
+        if on_log is not None:
+            on_log(log)
+
     while cursor is not None:
-        before = {**values, **{key: loads(text) for key, text in mutable.items()}} if mutable else values
-        outcome = await run_step(graph, cursor, before, run_id=run_id, now=now, rng=rng)
+        before = fresh()
+        if graph.nodes[cursor.node].fanout is not None:
+            node = graph.nodes[cursor.node]
+            outcome = await run_fanout(
+                graph, node, cursor.step, fresh, run_id=run_id, emit=emit, sleep=sleep, now=now, rng=rng
+            )
+        else:
+            outcome = await run_step(graph, cursor, before, run_id=run_id, now=now, rng=rng)
         outcome, update = enforce_limits(outcome, size, before)
         for key, value in outcome.update.items():
             if type(value) in _SCALARS:
@@ -96,9 +112,7 @@ async def run_graph(
                 values[key] = loads(update[key])
                 mutable[key] = update[key]
         log, status, error = outcome.log, outcome.run_status, outcome.error
-        result.logs.append(log)
-        if on_log is not None:
-            on_log(log)
+        emit(log)
         if status != "running":
             result.status, result.error, result.state = status, error, values
             return result

@@ -21,7 +21,7 @@ from engine.logpages import MAX_LOG_PAGE_BYTES, MAX_LOG_PAGE_ENTRIES, LogPage, r
 from engine.ports import GraphRecord, RunRecord, RunStore, StepCommit, StepQueue
 from engine.registry import Registry, default_registry
 from engine.state import DEFAULT_MAX_STATE_BYTES, StateSize, decode_state, encode_state
-from engine.step import TERMINAL, Cursor, enforce_limits, iso_time, run_step
+from engine.step import TERMINAL, Cursor, StepResult, enforce_limits, iso_time, run_step
 
 if TYPE_CHECKING:
     from engine.graph import CompiledGraph
@@ -62,6 +62,8 @@ class Disposition(StrEnum):
     FINISHED = "finished"  # the run already ended (or was cancelled)
     UNKNOWN_RUN = "unknown_run"
     AHEAD = "ahead"  # a step the run has not reached: cannot come from this service
+    FANNED_OUT = "fanned_out"  # a map or parallel node sent its first items
+    IN_PROGRESS = "in_progress"  # a fan-out's items are still running
 
 
 class RunService:
@@ -90,6 +92,9 @@ class RunService:
         self.clock = clock
         self.new_id = new_id
         self._graphs: dict[str, CompiledGraph] = {}  # graphs are immutable: cache forever
+        from engine.fanout_service import FanOutSteps  # it builds on this module's Disposition
+
+        self.fanouts = FanOutSteps(self)
 
     # -- graphs -------------------------------------------------------------------------
     def create_graph(self, definition: Any) -> GraphRecord:
@@ -172,22 +177,56 @@ class RunService:
             ) from None
         return self.get_run(run_id)
 
-    def fail_dead_letter(self, run_id: str, step: int, receive_count: int | None = None) -> bool:
-        """Fail a run whose step message was given up on; False if it had moved on."""
+    def progress(self, run: RunRecord) -> dict[str, Any] | None:
+        """How far a running map or parallel node is: ``{node, total, done, failed}``
+        (None when the run is not at one, or it has not sent its items yet)."""
+        if run.status != "running" or run.cursor is None:
+            return None
+        node = self.compiled(run.graph_id).nodes.get(run.cursor.node)
+        if node is None or node.fanout is None:
+            return None
+        fanout = self.store.get_fanout(run.run_id, run.cursor.step)
+        if fanout is None:
+            return None
+        return {"node": node.id, "total": fanout.total, "done": fanout.done, "failed": fanout.failed}
+
+    def fail_dead_letter(
+        self, run_id: str, step: int, receive_count: int | None = None, *, item: int | None = None
+    ) -> bool:
+        """Fail a run whose step (or item) message was given up on; False if it had moved on."""
         run = self.store.get_run(run_id)
-        if run is None or run.status != "running" or run.step != step:
+        if run is None or run.status != "running":
+            return False
+        # An item message belongs to the fan-out the run reached at ``step`` (executions
+        # have moved the run's step on since).
+        at_step = run.cursor is not None and run.cursor.step == step if item is not None else run.step == step
+        if not at_step:
             return False
         tries = f" after {receive_count} deliveries" if receive_count else ""
+        what = f"item {item} of step {step}" if item is not None else f"step {step}"
         error = {
             "node": run.cursor.node if run.cursor else None,
             "type": "StepDeliveryFailed",
-            "message": f"step {step} could not be processed{tries}; its message went to the dead-letter queue",
+            "message": f"{what} could not be processed{tries}; its message went to the dead-letter queue",
         }
         try:
-            self.store.finish_run(run_id, status="failed", error=error, now=iso_time(self.clock()), step=step)
+            self.store.finish_run(
+                run_id,
+                status="failed",
+                error=error,
+                now=iso_time(self.clock()),
+                step=step if item is None else None,
+            )
         except FlowForgeError:
             return False
         return True
+
+    def resume(self, run: RunRecord) -> None:
+        """Send what a running run needs to go on when its queued messages were lost (the
+        local stack's queue is not persisted): its step message, and the messages of a
+        map's or parallel node's unfinished items. Duplicates are harmless."""
+        self.queue.send_step(run.run_id, run.step)
+        self.fanouts.resend_due(run, self.compiled(run.graph_id))
 
     def sweep(self, limit: int = 100) -> list[tuple[str, int]]:
         """Re-enqueue runs with no progress for ``stall_after_s`` past their due time."""
@@ -229,8 +268,28 @@ class RunService:
             graph = self.compiled(run.graph_id)
         except (NotFoundError, GraphValidationError) as exc:
             return self._fail_unrunnable(run, exc)
+        node = graph.nodes[run.cursor.node]
+        if node.fanout is not None:
+            return await self.fanouts.step(run, graph, node)
         state = decode_state(run.state)
         outcome = await run_step(graph, run.cursor, state, run_id=run_id, now=self.clock)
+        return self.commit_outcome(run, step, outcome, state, on_commit)
+
+    async def process_item(self, run_id: str, step: int, item: int, attempt: int) -> Disposition:
+        """Handle item message ``(run_id, step, item, attempt)``: one attempt of one item
+        (or branch) of the fan-out the run reached at ``step`` (see engine/fanout_service.py)."""
+        return await self.fanouts.process_item(run_id, step, item, attempt)
+
+    def commit_outcome(
+        self,
+        run: RunRecord,
+        step: int,
+        outcome: StepResult,
+        state: dict[str, Any],
+        on_commit: Callable[[StepCommit], Any] | None = None,
+    ) -> Disposition:
+        """Commit ``outcome`` as the run's transition ``step`` and send the next step."""
+        run_id = run.run_id
         outcome, update = enforce_limits(outcome, StateSize(run.state, self.max_state_bytes), state)
         outcome.log["run_id"] = run_id  # the entry as stored and served: built once, not copied
         done_at = self.clock()

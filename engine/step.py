@@ -74,10 +74,16 @@ class ToolContext:
     iteration: int
     deadline: float | None
     params: Mapping[str, Any] = field(default_factory=dict)
+    #: A map's item and its index in the list (None outside a map).
+    item: Any = None
+    index: int | None = None
 
     @property
     def idempotency_key(self) -> str:
-        """Stable across re-executions of this step (tools run at least once)."""
+        """Stable across re-executions of this step (tools run at least once); a map item's
+        and a parallel branch's key also names its index."""
+        if self.index is not None:
+            return f"{self.run_id}:{self.step}:{self.index}"
         return f"{self.run_id}:{self.step}"
 
     def remaining_s(self, now: Callable[[], float] = time.time) -> float | None:
@@ -137,8 +143,10 @@ def _is_update(result: Any) -> bool:
 
 
 async def _call(node: CompiledNode, state: Mapping[str, Any], ctx: ToolContext) -> Any:
-    fn, timeout = node.tool.fn, node.timeout_s
-    if node.tool.is_async:
+    tool = node.tool
+    assert tool is not None, f"node {node.id!r} runs no tool of its own"
+    fn, timeout = tool.fn, node.timeout_s
+    if tool.is_async:
         if timeout is None:
             return await fn(state, ctx)
         async with asyncio.timeout(timeout):
@@ -174,6 +182,7 @@ async def run_step(
     params = MappingProxyType(node.params)
     ctx = ToolContext(run_id, node.id, cursor.step, cursor.attempt, cursor.iteration, deadline, params)
     tool = node.tool
+    assert tool is not None, f"node {node.id!r} is a map or parallel node: engine.fanout runs it"
     t0 = time.perf_counter()
     update: dict[str, Any] = {}
     try:
@@ -184,7 +193,7 @@ async def run_step(
         if result is not None:
             if not _is_update(result):
                 raise InvalidToolResult(
-                    f"tool {node.tool.name!r} returned {type(result).__name__}; "
+                    f"tool {tool.name!r} returned {type(result).__name__}; "
                     "return a dict with string keys, or None"
                 )
             update = result
@@ -250,7 +259,7 @@ def _on_failure(
         return _result(cursor, state, {}, retry_at, "retry", started, duration, error, delay)
     if not isinstance(exc, MaxStepsExceeded):
         for rule in node.catch:
-            if _matches(rule.on, names):
+            if rule.next is not None and _matches(rule.on, names):
                 caught = {**update, rule.result_key: error}
                 target = Cursor(rule.next, cursor.step + 1)
                 return _result(

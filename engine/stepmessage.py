@@ -14,6 +14,8 @@ from typing import Any
 
 _RUN_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _FIELDS = ("run_id", "step")
+#: An item message also names the item (or branch) and the attempt.
+_ITEM_FIELDS = ("item", "attempt")
 
 
 class MalformedStepMessage(ValueError):
@@ -26,17 +28,24 @@ class MalformedStepMessage(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class StepMessage:
-    """Execute step ``step`` of run ``run_id``, once ``delay_s`` seconds have passed.
+    """Execute step ``step`` of run ``run_id``, once ``delay_s`` seconds have passed — or,
+    with ``item``, attempt ``attempt`` of that item (or branch) of the map or parallel
+    node the run reached at ``step``.
 
-    The body (:meth:`to_json`) holds ``run_id`` and ``step``; the delay is the queue's.
+    The body (:meth:`to_json`) holds ``run_id`` and ``step`` (and ``item`` and
+    ``attempt``); the delay is the queue's.
     """
 
     run_id: str
     step: int
     delay_s: float = 0.0
+    item: int | None = None
+    attempt: int = 1
 
     def __post_init__(self) -> None:
         problems = _field_problems(self.run_id, self.step)
+        if self.item is not None:
+            problems += _item_problems(self.item, self.attempt)
         if problems:
             raise MalformedStepMessage(problems)
 
@@ -49,14 +58,20 @@ class StepMessage:
             raise MalformedStepMessage(["body: not JSON"]) from None
         if not isinstance(data, dict):
             raise MalformedStepMessage(["body: a step message is a JSON object"])
-        problems = [f"{key}: unknown field" for key in data if key not in _FIELDS]
-        problems += [f"{key}: missing" for key in _FIELDS if key not in data]
+        fields = _FIELDS + _ITEM_FIELDS if "item" in data or "attempt" in data else _FIELDS
+        problems = [f"{key}: unknown field" for key in data if key not in fields]
+        problems += [f"{key}: missing" for key in fields if key not in data]
         if problems:
             raise MalformedStepMessage(problems)
-        return cls(data["run_id"], data["step"])
+        if fields is _FIELDS:
+            return cls(data["run_id"], data["step"])
+        return cls(data["run_id"], data["step"], item=data["item"], attempt=data["attempt"])
 
     def to_json(self) -> str:
-        return json.dumps({"run_id": self.run_id, "step": self.step}, separators=(",", ":"))
+        body: dict[str, Any] = {"run_id": self.run_id, "step": self.step}
+        if self.item is not None:
+            body.update(item=self.item, attempt=self.attempt)
+        return json.dumps(body, separators=(",", ":"))
 
 
 def _field_problems(run_id: Any, step: Any) -> list[str]:
@@ -66,4 +81,13 @@ def _field_problems(run_id: Any, step: Any) -> list[str]:
     # bool is an int in Python, not in a step message
     if type(step) is not int or step < 0:
         problems.append("step: an integer >= 0")
+    return problems
+
+
+def _item_problems(item: Any, attempt: Any) -> list[str]:
+    problems = []
+    if type(item) is not int or item < 0:
+        problems.append("item: an integer >= 0")
+    if type(attempt) is not int or attempt < 1:
+        problems.append("attempt: an integer >= 1")
     return problems

@@ -17,6 +17,7 @@ from engine.graph import CompiledGraph, load_graph
 from engine.model import ID_PATTERN, MAX_GRAPH_BYTES, MAX_NODES, Graph, Node
 from engine.registry import Registry, default_registry
 from engine.suggest import Suggester
+from engine.validate_fanout import check_node_kinds
 
 _ID = re.compile(ID_PATTERN)
 
@@ -66,11 +67,12 @@ def compile_graph(data: Any, registry: Registry | None = None) -> CompiledGraph:
         problems.append(Problem("nodes", f"{len(raw_nodes)} nodes; the limit is {MAX_NODES}"))
         raise GraphValidationError(problems)
 
+    parsed: dict[str, Node] = {}  # the nodes that match the model (the fan-out checks read them)
     for node_id, raw in raw_nodes.items():
         if not _ID.match(node_id):
             problems.append(Problem(f"nodes.{node_id}", f"node id must match {ID_PATTERN}"))
         try:
-            Node.model_validate(raw)
+            parsed[node_id] = Node.model_validate(raw)
         except ValidationError as exc:
             problems += _pydantic_problems(exc, f"nodes.{node_id}")
 
@@ -80,6 +82,7 @@ def compile_graph(data: Any, registry: Registry | None = None) -> CompiledGraph:
     problems += _check_references(start, raw_nodes, registry, suggester)
     problems += _check_reachability(start, nodes, suggester)
     problems += _check_unconditional_cycles(nodes)
+    problems += check_node_kinds(start, parsed, registry, suggester)
     if problems:
         raise GraphValidationError(problems)
     return load_graph(data, registry)
@@ -93,6 +96,7 @@ class _Edges:
     branches: tuple[str, ...]
     catch: tuple[str, ...]
     has_branches: bool
+    parallel: tuple[str, ...]
     #: Whether every target is a string (else a wrong type hides where the node goes).
     complete: bool
 
@@ -101,22 +105,26 @@ class _Edges:
         raw = raw if isinstance(raw, dict) else {}
         branches, catch = _targets(raw.get("branches", [])), _targets(raw.get("catch", []))
         following = raw.get("next")
+        parallel = raw.get("parallel")
         return cls(
             next=following if isinstance(following, str) else None,
             branches=branches or (),
             catch=catch or (),
             has_branches=isinstance(raw.get("branches"), list) and bool(raw["branches"]),
+            parallel=tuple(t for t in parallel if isinstance(t, str)) if isinstance(parallel, list) else (),
             complete=isinstance(following, str | None) and branches is not None and catch is not None,
         )
 
     def successors(self) -> list[str]:
-        return [*self.branches, *self.catch, *([self.next] if self.next is not None else [])]
+        return [*self.branches, *self.catch, *self.parallel, *([self.next] if self.next is not None else [])]
 
 
 def _targets(items: Any) -> tuple[str, ...] | None:
-    """The ``next`` of each branch or catch rule; None if one is not a string."""
+    """The ``next`` of each branch or catch rule; None if one is not a string. (A parallel
+    branch's catch rules have no ``next``: they route nowhere.)"""
     if not isinstance(items, list):
         return None
+    items = [i for i in items if not (isinstance(i, dict) and "next" not in i)]
     targets = tuple(i.get("next") for i in items if isinstance(i, dict))
     if len(targets) != len(items) or not all(isinstance(t, str) for t in targets):
         return None

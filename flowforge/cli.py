@@ -11,9 +11,7 @@ already finished (``cancel``).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import importlib
-import json
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -30,20 +28,20 @@ from engine import (
     run_graph_sync,
 )
 from engine.errors import ToolsImportError
-from engine.jsontext import json_problem
-from flowforge.outcome import render_json, render_pretty, run_summary
+from flowforge import remote
+from flowforge.inputs import (
+    EXIT_OK,
+    EXIT_RUN_FAILED,
+    EXIT_USAGE,
+    UsageError,
+    parse_json,
+    read_state,
+    read_text,
+)
+from flowforge.outcome import render_json, render_pretty
 
-EXIT_OK = 0
-EXIT_RUN_FAILED = 1
-EXIT_USAGE = 2
-#: The run is not in a state the command can act on: cancelling a finished run (409).
-EXIT_CONFLICT = 3
 #: Imported before every command that needs tools: the example workflows' package.
 DEFAULT_TOOLS_PACKAGE = "workflows"
-
-
-class UsageError(Exception):
-    """Bad input on the command line (a missing file, invalid JSON, an unknown module)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,46 +55,6 @@ class Command:
 
 
 # -- inputs -------------------------------------------------------------------------------
-
-
-def read_text(path: str, what: str) -> str:
-    """The UTF-8 text of ``path``, or a :class:`UsageError` saying why it cannot be read."""
-    try:
-        return Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UsageError(f"{what} {path!r}: no such file") from None
-    except UnicodeDecodeError:
-        raise UsageError(f"{what} {path!r}: not UTF-8 text") from None
-    except OSError as exc:
-        raise UsageError(f"{what} {path!r}: {exc.strerror or exc}") from None
-
-
-def parse_json(text: str, where: str) -> Any:
-    """JSON from a file or the command line; text UTF-8 cannot encode is refused (an
-    escaped lone surrogate such as ``"\\ud800"``), with its path."""
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise UsageError(
-            f"{where}: invalid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
-        ) from None
-    problem = json_problem(value)
-    if problem is not None:
-        raise UsageError(f"{where}: {problem}")
-    return value
-
-
-def read_state(value: str | None) -> dict[str, Any]:
-    """``--state``: inline JSON when it starts with ``{``, otherwise a JSON file's path."""
-    if value is None:
-        return {}
-    if value.lstrip().startswith(("{", "[")):
-        state = parse_json(value, "--state")
-    else:
-        state = parse_json(read_text(value, "--state file"), f"--state file {value!r}")
-    if not isinstance(state, dict):
-        raise UsageError(f"--state: must be a JSON object, not {type(state).__name__}")
-    return state
 
 
 def import_tools(modules: Sequence[str] = ()) -> None:
@@ -150,28 +108,12 @@ def _validate_arguments(parser: argparse.ArgumentParser) -> None:
 def validate(args: argparse.Namespace) -> int:
     """Check a graph; every problem is printed as ``path: message`` (exit 2)."""
     if args.endpoint:
-        return _api_command(_validate_remotely)(args)
+        return remote.api_command(remote.validate_remotely)(args)
     import_tools(args.tools)
     graph = load_graph(args.graph)
     name = graph.name or Path(args.graph).stem
     count = len(graph.nodes)
     print(f"ok: {name} ({count} node{'s' if count != 1 else ''})")
-    return EXIT_OK
-
-
-async def _validate_remotely(api: Any, args: argparse.Namespace) -> int:
-    definition = parse_json(read_text(args.graph, "graph file"), f"graph file {args.graph!r}")
-    verdict = (await api.request("POST", "/graph/validate", definition))[1]
-    for problem in verdict["problems"]:
-        print(
-            f"{problem['path']}: {problem['message']}" if problem["path"] else problem["message"],
-            file=sys.stderr,
-        )
-    if not verdict["valid"]:
-        return EXIT_USAGE
-    name = definition.get("name") or Path(args.graph).stem
-    count = len(definition["nodes"])
-    print(f"ok: {name} ({count} node{'s' if count != 1 else ''}) on {api.endpoint.http}")
     return EXIT_OK
 
 
@@ -253,184 +195,6 @@ def dev(args: argparse.Namespace) -> int:
     return run(args)
 
 
-def _endpoint_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--endpoint",
-        metavar="URL",
-        help="the HTTP API: FLOWFORGE_ENDPOINT, else the local stack (http://127.0.0.1:3000); "
-        "a deployed stack's URL is signed with SigV4 from your AWS credentials",
-    )
-    parser.add_argument(
-        "--ws-url",
-        metavar="URL",
-        help="the WebSocket API for --follow (FLOWFORGE_WS_URL; the stack output WebSocketUrl); "
-        "without it a deployed stack is followed by polling",
-    )
-    parser.add_argument("--json", action="store_true", help="machine-readable output (JSON lines)")
-
-
-def _full_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--full",
-        action="store_true",
-        help="print the whole run (state and logs) as JSON; by default the outcome and the "
-        "state keys the run changed",
-    )
-
-
-def _print_run(view: dict[str, Any], args: argparse.Namespace, *, outcome: bool = True) -> None:
-    """The run as asked: one JSON line (--json), indented JSON (--full), or a summary."""
-    if args.json or args.full:
-        _print_json(view, compact=args.json)
-    else:
-        print(run_summary(view, outcome=outcome))
-
-
-def _api_command(body: Callable[[Any, argparse.Namespace], Any]) -> Callable[[argparse.Namespace], int]:
-    """Run ``body(api, args)`` against the endpoint; API and connection errors in one line."""
-
-    async def call(args: argparse.Namespace) -> int:
-        from flowforge.client import Endpoint, FlowForgeClient
-
-        async with FlowForgeClient(Endpoint.resolve(args.endpoint, args.ws_url)) as api:
-            return await body(api, args)
-
-    def run(args: argparse.Namespace) -> int:
-        from flowforge import client  # deferred: aiohttp is only for these commands
-
-        try:
-            return asyncio.run(call(args))
-        except client.ApiError as exc:
-            print(f"flowforge {args.command.name}: error: {exc}", file=sys.stderr)
-            for problem in exc.details if isinstance(exc.details, list) else []:
-                where = problem.get("path") if isinstance(problem, dict) else None
-                text = problem.get("message") if isinstance(problem, dict) else problem
-                print(f"  {where}: {text}" if where else f"  {text}", file=sys.stderr)
-            if exc.status == 409:
-                return EXIT_CONFLICT
-            return EXIT_USAGE if 400 <= exc.status < 500 else EXIT_RUN_FAILED
-        except client.ClientError as exc:
-            print(f"flowforge {args.command.name}: error: {exc}", file=sys.stderr)
-            return EXIT_RUN_FAILED
-        except KeyboardInterrupt:
-            return 130
-
-    return run
-
-
-def _print_json(value: Any, compact: bool) -> None:
-    print(json.dumps(value, ensure_ascii=False, indent=None if compact else 2))
-
-
-def _graph_arguments(parser: argparse.ArgumentParser) -> None:
-    actions = parser.add_subparsers(title="actions", metavar="ACTION", required=True)
-    create = actions.add_parser("create", help="validate and store a graph file; prints its graph_id")
-    create.add_argument("file", metavar="GRAPH.json", help="the graph definition")
-    create.set_defaults(action="create")
-    listing = actions.add_parser("list", help="the stored graphs, newest first")
-    listing.set_defaults(action="list")
-    for sub in (create, listing):
-        _endpoint_arguments(sub)
-
-
-async def _graph(api: Any, args: argparse.Namespace) -> int:
-    if args.action == "create":
-        created = await api.create_graph(
-            parse_json(read_text(args.file, "graph file"), f"graph file {args.file!r}")
-        )
-        if args.json:
-            _print_json(created, compact=True)
-        else:
-            print(created["graph_id"])
-        return EXIT_OK
-    for graph in await api.list_graphs():
-        if args.json:
-            _print_json(graph, compact=True)
-        else:
-            print(f"{graph['graph_id']}  {graph['created_at']}  {graph.get('name') or '-'}")
-    return EXIT_OK
-
-
-def _run_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("graph_id", metavar="GRAPH_ID", help="from `flowforge graph create` or `graph list`")
-    parser.add_argument("--state", metavar="STATE", help="initial state: a JSON file, or inline JSON '{...}'")
-    parser.add_argument("--background", action="store_true", help="print the run_id and return at once")
-    parser.add_argument("--follow", action="store_true", help="show each node live as the run goes")
-    _endpoint_arguments(parser)
-    _full_argument(parser)
-
-
-async def _run(api: Any, args: argparse.Namespace) -> int:
-    from flowforge.follow import Display, show
-
-    state = read_state(args.state)
-    status, body = await api.start_run(args.graph_id, state, background=args.background or args.follow)
-    if args.follow:
-        display = Display(as_json=args.json)
-        if not args.json:
-            display.line(f"run {body['run_id']}")
-        done = await show(api.follow(body["run_id"]), display)
-        if not args.json:
-            _print_run(await api.get_state(body["run_id"]), args, outcome=False)
-        return EXIT_OK if done.get("status") == "completed" else EXIT_RUN_FAILED
-    if args.background:
-        if args.json:
-            _print_json(body, compact=True)
-        else:
-            print(body["run_id"])
-        return EXIT_OK
-    view = body if status == 200 else await api.wait(body["run_id"])
-    _print_run(view, args)
-    return EXIT_OK if view["status"] == "completed" else EXIT_RUN_FAILED
-
-
-def _run_id_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run_id", metavar="RUN_ID")
-    _endpoint_arguments(parser)
-
-
-def _state_arguments(parser: argparse.ArgumentParser) -> None:
-    _run_id_arguments(parser)
-    _full_argument(parser)
-
-
-async def _state(api: Any, args: argparse.Namespace) -> int:
-    _print_run(await api.get_state(args.run_id), args)
-    return EXIT_OK
-
-
-def _logs_arguments(parser: argparse.ArgumentParser) -> None:
-    _run_id_arguments(parser)
-    parser.add_argument("--follow", action="store_true", help="keep showing entries until the run ends")
-
-
-async def _logs(api: Any, args: argparse.Namespace) -> int:
-    from flowforge.follow import Display, show
-
-    display = Display(as_json=args.json)
-    if args.follow:
-        done = await show(api.follow(args.run_id), display)
-        return EXIT_OK if done.get("status") == "completed" else EXIT_RUN_FAILED
-    steps = 0
-    async for view in api.state_pages(args.run_id):  # printed as the pages come
-        for entry in view.get("logs") or []:
-            display.message({"run_id": args.run_id, **entry})
-            steps += 1
-    if not args.json:
-        display.line(f"{view['status']} ({steps} steps)")
-    return EXIT_OK
-
-
-async def _cancel(api: Any, args: argparse.Namespace) -> int:
-    """Cancel a running run; a run that already finished is exit 3 (the API's 409)."""
-    view = await api.cancel(args.run_id)
-    if args.json:
-        _print_json(view, compact=True)
-    else:
-        print(f"{args.run_id}: {view['status']}")
-    return EXIT_OK
-
-
 # -- the command line ---------------------------------------------------------------------
 
 #: Every subcommand, in the order ``flowforge --help`` lists them.
@@ -438,16 +202,33 @@ COMMANDS: tuple[Command, ...] = (
     Command("run-local", "run a graph in this process and print the result", _run_local_arguments, run_local),
     Command("validate", "check a graph and list every problem", _validate_arguments, validate),
     Command("dev", "start the local stack: moto, API + WebSocket gateway, pollers", _dev_arguments, dev),
-    Command("graph", "create or list graphs on a stack", _graph_arguments, _api_command(_graph)),
-    Command("run", "run a stored graph on a stack", _run_arguments, _api_command(_run)),
+    Command(
+        "graph",
+        "create or list graphs on a stack",
+        remote.graph_arguments,
+        remote.api_command(remote.graph_command),
+    ),
+    Command(
+        "run", "run a stored graph on a stack", remote.run_arguments, remote.api_command(remote.run_command)
+    ),
     Command(
         "state",
         "a run's outcome and what it changed (--full: state and logs)",
-        _state_arguments,
-        _api_command(_state),
+        remote.state_arguments,
+        remote.api_command(remote.state_command),
     ),
-    Command("logs", "a run's log, or --follow it live", _logs_arguments, _api_command(_logs)),
-    Command("cancel", "cancel a running run", _run_id_arguments, _api_command(_cancel)),
+    Command(
+        "logs",
+        "a run's log, or --follow it live",
+        remote.logs_arguments,
+        remote.api_command(remote.logs_command),
+    ),
+    Command(
+        "cancel",
+        "cancel a running run (exit 3 if it had already finished)",
+        remote.run_id_arguments,
+        remote.api_command(remote.cancel_command),
+    ),
     Command("console", "serve the web console for a stack, signing its calls", _console_arguments, console),
 )
 

@@ -58,6 +58,9 @@ class _NoQueue:
     def send_step(self, run_id: str, step: int, delay_s: float = 0.0) -> None:
         raise SettingsError("missing environment variable FLOWFORGE_STEP_QUEUE_URL")
 
+    def send_item(self, run_id: str, step: int, item: int, attempt: int, delay_s: float = 0.0) -> None:
+        raise SettingsError("missing environment variable FLOWFORGE_STEP_QUEUE_URL")
+
 
 class App:
     """What one Lambda container keeps: settings, clients, the service and the log stream.

@@ -1,10 +1,11 @@
 """Summarization + refinement: an extractive summarizer as four tools and one condition.
 
 The graph (``graphs/summarization.json``) runs split → summarize → merge → refine, and
-repeats refine until ``length_ok``. Input: ``text``, and optionally ``chunk_size``
-(default 500) and ``target_length`` (default 300); ``split_text`` writes the defaults it
-used into the state. Output: ``summary`` with ``len(summary) <= target_length``, for any
-text.
+repeats refine until ``length_ok``; summarize is a ``map`` that runs ``summarize_chunk``
+once per chunk, concurrently (``summarize_chunks`` does all chunks in one step, with the
+same result). Input: ``text``, and optionally ``chunk_size`` (default 500) and
+``target_length`` (default 300); ``split_text`` writes the defaults it used into the
+state. Output: ``summary`` with ``len(summary) <= target_length``, for any text.
 
 State written along the way. Sentence numbers index ``sentences``, which keeps the
 state compact and lets every later step restore the original order:
@@ -356,6 +357,22 @@ async def summarize_chunks(state: Mapping[str, Any], ctx: ToolContext) -> dict[s
     scores = score_sentences(sentences)
     share = max(SUMMARY_RATIO, target / len(join_sentences(sentences)))
     return {"chunk_summaries": [_keep_best(range(a, b), sentences, scores, share) for a, b in spans]}
+
+
+@tool
+async def summarize_chunk(state: Mapping[str, Any], ctx: ToolContext) -> list[int]:
+    """One chunk of a ``map`` over ``chunks`` (``ctx.index``): its most informative
+    sentences, as :func:`summarize_chunks` keeps them for that chunk.
+
+    Returns the chunk's kept sentence numbers; the map collects them, in chunk order,
+    into ``chunk_summaries``.
+    """
+    target = _int_setting(state, "target_length", TARGET_LENGTH_RANGE, DEFAULT_TARGET_LENGTH)
+    sentences = _require(state, "sentences", "split_text")
+    spans = _require(state, "chunk_spans", "split_text")
+    first, end = spans[ctx.index]
+    share = max(SUMMARY_RATIO, target / len(join_sentences(sentences)))
+    return _keep_best(range(first, end), sentences, score_sentences(sentences), share)
 
 
 @tool

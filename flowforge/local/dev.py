@@ -209,7 +209,7 @@ class LocalStack:
         for run_id in restored.running:
             run = service.store.get_run(run_id)  # the run item may lag: the store folds in the rest
             if run is not None and run.status == "running":
-                service.queue.send_step(run_id, run.step)  # duplicates are harmless: commits are conditional
+                service.resume(run)  # duplicates are harmless: commits are conditional
         if options.example:
             self.summary["example"] = register_example(service)
 

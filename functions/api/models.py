@@ -119,6 +119,26 @@ class LogEntry(_Response):
     result: Any = Field(None, description="The update the node merged into the state.")
     next: str | None = Field(None, description="Node the run went to next; null when it ended.")
     error: dict[str, Any] | None = Field(None, description="{node, type, message} on failure.")
+    index: int | None = Field(None, description="A map item's execution: the item's index in the list.")
+    branch: str | None = Field(None, description="A parallel branch's execution: the branch node.")
+
+    @model_serializer(mode="wrap")
+    def _omit_absent_execution_fields(self, serialize):
+        # An entry has index or branch only when it is one of a fan-out's executions.
+        data = serialize(self)
+        for name in ("index", "branch"):
+            if data.get(name) is None:
+                data.pop(name, None)
+        return data
+
+
+class FanOutProgress(_Response):
+    """A running map or parallel node's items (branches)."""
+
+    node: str
+    total: int = Field(description="Items (branches) to run.")
+    done: int = Field(description="Items finished for good, failed ones included.")
+    failed: int = Field(description="Items that failed after their retries.")
 
 
 class RunView(_Response):
@@ -135,6 +155,9 @@ class RunView(_Response):
     updated_at: str
     finished_at: str | None
     error: dict[str, Any] | None = Field(description="{node, type, message} when the run failed.")
+    progress: FanOutProgress | None = Field(
+        None, description="While the run is at a map or parallel node: how far its items are."
+    )
     logs: list[LogEntry] | None = Field(
         None,
         description="One page of log entries with seq > after, in order: at most limit entries "
@@ -157,8 +180,8 @@ class RunView(_Response):
         return data
 
     @classmethod
-    def of(cls, run: RunRecord, logs: LogPage | None) -> RunView:
-        return cls.model_validate(run_view(run, logs))
+    def of(cls, run: RunRecord, logs: LogPage | None, progress: dict[str, Any] | None = None) -> RunView:
+        return cls.model_validate(run_view(run, logs, progress))
 
 
 class SelectedRunFields(_Response):
@@ -251,8 +274,9 @@ class ErrorResponse(BaseModel):
     error: ErrorInfo
 
 
-def run_view(run: RunRecord, logs: LogPage | None) -> dict[str, Any]:
-    """The public shape of a run (``GET /graph/state/{run_id}``), with a page of its log."""
+def run_view(run: RunRecord, logs: LogPage | None, progress: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The public shape of a run (``GET /graph/state/{run_id}``), with a page of its log
+    and, at a map or parallel node, its progress (:meth:`engine.service.RunService.progress`)."""
     view: dict[str, Any] = {
         "run_id": run.run_id,
         "graph_id": run.graph_id,
@@ -265,6 +289,7 @@ def run_view(run: RunRecord, logs: LogPage | None) -> dict[str, Any]:
         "updated_at": run.updated_at,
         "finished_at": run.finished_at,
         "error": run.error,
+        "progress": progress,
     }
     if logs is not None:
         view["logs"] = logs.entries

@@ -234,7 +234,8 @@ def _answer(
     """The run as clients see it, with the fields ``?fields=`` asked for (default all)."""
     if selection is not None:
         logs = logs and selection.wants_logs
-    view = RunView.of(run, service.log_page(run.run_id, after, limit) if logs else None)
+    page = service.log_page(run.run_id, after, limit) if logs else None
+    view = RunView.of(run, page, service.progress(run))
     data = view.model_dump(mode="json")
     return data if selection is None else selection.apply(data)
 

@@ -38,6 +38,8 @@ from engine.step import TERMINAL
 from engine.transitions import apply_commit
 from functions.aws import dynamodb_codec as codec
 from functions.aws.adapter import AwsAdapter
+from functions.aws.dynamodb_fanout import DynamoFanOuts
+from functions.aws.dynamodb_fanout_codec import is_execution
 
 GSI = "gsi1"
 #: A run item is rewritten at least every this many steps: between two snapshots a step
@@ -48,6 +50,8 @@ SNAPSHOT_EVERY = 4
 CACHED_RUNS = 256
 #: A cancel retries this often when steps keep taking the slot it wants.
 FINISH_ATTEMPTS = 10
+#: Slots that hold a log entry: a step's, and a fan-out execution's.
+LOG_KINDS = frozenset({"log", "exec"})
 #: BatchGetItem takes at most 100 keys per call.
 BATCH_GET_KEYS = 100
 
@@ -63,15 +67,16 @@ class _Folded:
     snapshot_bucket: str | None  # the snapshot's sweeper index key (None: not indexed)
 
     def then(self, slot: codec.Item) -> _Folded:
-        """The run after ``slot`` (the next one), over the same snapshot."""
-        return replace(self, run=codec.apply_slot(self.run, slot), slots=self.slots + 1)
+        """The run after ``slot`` (the next one, or a fan-out's execution after a gap),
+        over the same snapshot."""
+        return replace(self, run=codec.apply_slot(self.run, slot), slots=codec.step_of(slot) + 1)
 
     def committed(self, commit: StepCommit) -> _Folded:
         """The run after ``commit`` (whose slot is the next one), over the same snapshot."""
         return replace(self, run=apply_commit(self.run, commit), slots=self.slots + 1)
 
 
-class DynamoRunStore(AwsAdapter):
+class DynamoRunStore(DynamoFanOuts, AwsAdapter):
     """Graphs, runs and log entries in one table; the low-level client is built on first use."""
 
     def __init__(self, table_name: str, client_factory: Callable[[], Any]) -> None:
@@ -165,19 +170,10 @@ class DynamoRunStore(AwsAdapter):
     def list_logs(self, run_id: str, after: int = -1, limit: int = 1000) -> list[dict[str, Any]]:
         if limit <= 0:
             return []
-        params = {
-            "TableName": self.table_name,
-            "KeyConditionExpression": "pk = :pk AND sk BETWEEN :first AND :last",
-            "ExpressionAttributeValues": {
-                ":pk": codec.S(codec.run_pk(run_id)),
-                ":first": codec.S(codec.slot_sk(max(after + 1, 0))),
-                ":last": codec.S(codec.SLOT_LAST_SK),
-            },
-            "ConsistentRead": True,
-        }
+        params = self._slots_query(run_id, codec.slot_sk(max(after + 1, 0)), codec.SLOT_LAST_SK)
         # A finish item can only be the last slot: one more than asked covers it.
         items = self._query(params, limit + 1)
-        return [codec.log_from_item(item) for item in items if item["kind"]["S"] == "log"][:limit]
+        return [codec.log_from_item(item) for item in items if item["kind"]["S"] in LOG_KINDS][:limit]
 
     def finish_run(
         self,
@@ -298,17 +294,26 @@ class DynamoRunStore(AwsAdapter):
             self._cache.pop(run_id, None)
             return self._read_run(run_id)
         start = response.get("LastEvaluatedKey")
-        while start and (not slots or codec.step_of(slots[-1]) > base):
+        run = codec.run_from_item(snapshot)
+        # A run at a fan-out stays there until its join, and its executions change nothing
+        # but the step: once the oldest slot read is one of them, so are the slots between
+        # it and the snapshot (or they are not written yet). No need to read them.
+        fanout = run.cursor.step if run.status == "running" and run.cursor is not None else None
+        while (
+            start
+            and (not slots or codec.step_of(slots[-1]) > base)
+            and not (slots and fanout is not None and is_execution(slots[-1], fanout))
+        ):
             missing = codec.step_of(slots[-1]) - base if slots else SNAPSHOT_EVERY
             response = self._call("query", **params, ExclusiveStartKey=start, Limit=missing)
             slots += response.get("Items", [])
             start = response.get("LastEvaluatedKey")
-        folded = _Folded(codec.run_from_item(snapshot), base, base, snapshot.get("gsi1sk", {}).get("S"))
+        folded = _Folded(run, base, base, snapshot.get("gsi1sk", {}).get("S"))
         for slot in reversed(slots):
             step = codec.step_of(slot)
             if step < base:
                 continue
-            if step != folded.slots:
+            if step != folded.slots and not (step > folded.slots and is_execution(slot)):
                 raise StoreUnavailableError(f"run {run_id!r}: slot {folded.slots} missing before slot {step}")
             folded = folded.then(slot)
         self._remember(folded)
@@ -378,6 +383,19 @@ class DynamoRunStore(AwsAdapter):
             cache.popitem(last=False)
 
     # -- primitives ---------------------------------------------------------------------
+    def _slots_query(self, run_id: str, first: str, last: str) -> dict[str, Any]:
+        """A strongly consistent query of the run's slots from sort key ``first`` to ``last``."""
+        return {
+            "TableName": self.table_name,
+            "KeyConditionExpression": "pk = :pk AND sk BETWEEN :first AND :last",
+            "ExpressionAttributeValues": {
+                ":pk": codec.S(codec.run_pk(run_id)),
+                ":first": codec.S(first),
+                ":last": codec.S(last),
+            },
+            "ConsistentRead": True,
+        }
+
     def _put_new(self, item: codec.Item) -> None:
         """Put an item that must not exist yet (ConflictError if it does)."""
         self._call(

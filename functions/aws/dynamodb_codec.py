@@ -7,6 +7,8 @@
 | listed | RUN#<id>      | LISTED           | RUNS            | <created_at>#<id>      |
 | log    | RUN#<id>      | LOG#<step:010d>  |                 |                        |
 | finish | RUN#<id>      | LOG#<step:010d>  |                 |                        |
+| exec   | RUN#<id>      | LOG#<step:010d>  |                 |                        |
+| fanout | RUN#<id>      | FAN#<step:010d>  |                 |                        |
 
 A run is its run item (a snapshot) plus the commit and finish items after it. Slot
 ``LOG#k`` is the run's transition k: step k's commit item (kind "log": its log entry and
@@ -17,6 +19,14 @@ and then with its first ``applied`` slots folded in (see dynamodb.py); a reader 
 the slots from ``applied`` on onto it.
 "RUN" sorts after every "LOG#..." key, so one query read backwards from "RUN" returns
 the snapshot first, then the slots newest first.
+
+A map or parallel node reached at step ``b`` has a fanout item ``FAN#b`` that counts its
+executions: ``n`` taken so far, ``d`` items done, ``f`` of them failed, and ``c`` each
+item's last claim (its step and attempt). Execution ``j`` is the exec slot ``LOG#(b + j)``
+(its log entry and value); exec slots change nothing but the run's step, and may be
+written a moment after a later one (each is claimed first), so a reader folds them over
+gaps. The join is the log slot after them. Their items are built in
+dynamodb_fanout_codec.py.
 
 A run's "listed" item, written once when the run is created, lists it newest first
 (console, ``GET /runs``); it holds keys only and sorts before the slots, outside every
@@ -36,7 +46,7 @@ from typing import Any
 
 from engine.ports import GraphRecord, RunRecord, StepCommit
 from engine.step import Cursor
-from engine.transitions import apply_commit, apply_finish
+from engine.transitions import apply_commit, apply_execution, apply_finish
 
 GRAPH_SK = "GRAPH"
 RUN_SK = "RUN"
@@ -320,8 +330,16 @@ def commit_from_item(item: Item) -> StepCommit:
 
 
 def apply_slot(run: RunRecord, item: Item) -> RunRecord:
-    """``run`` after the transition a log or finish item records (``run`` is not changed)."""
-    if _str(item, "kind") == "finish":
+    """``run`` after the transition a log, exec or finish item records (``run`` is not changed)."""
+    kind = _str(item, "kind")
+    if kind == "exec":
+        return apply_execution(
+            run,
+            step_of(item),
+            updated_at=_str(item, "updated_at") or "",
+            next_at=float(_num(item, "next_at") or 0),
+        )
+    if kind == "finish":
         return apply_finish(
             run,
             status=_str(item, "status") or "",

@@ -27,7 +27,15 @@ class SqsStepQueue(AwsAdapter):
         self.queue_url = queue_url
 
     def send_step(self, run_id: str, step: int, delay_s: float = 0.0) -> None:
-        body = StepMessage(run_id, step).to_json()
+        self._send(StepMessage(run_id, step), delay_s)
+
+    def send_item(self, run_id: str, step: int, item: int, attempt: int, delay_s: float = 0.0) -> None:
+        self._send(StepMessage(run_id, step, item=item, attempt=attempt), delay_s)
+
+    def _send(self, message: StepMessage, delay_s: float) -> None:
         self._call(
-            "send_message", QueueUrl=self.queue_url, MessageBody=body, DelaySeconds=delay_seconds(delay_s)
+            "send_message",
+            QueueUrl=self.queue_url,
+            MessageBody=message.to_json(),
+            DelaySeconds=delay_seconds(delay_s),
         )

@@ -15,7 +15,9 @@ def process_record(record: SqsRecord, metrics: EphemeralMetrics) -> bool:
     message = parse_step_message(record, logger, metrics)
     if message is None:
         return False
-    failed = current_app().service.fail_dead_letter(message.run_id, message.step, record.receive_count)
+    failed = current_app().service.fail_dead_letter(
+        message.run_id, message.step, record.receive_count, item=message.item
+    )
     logger.warning(
         "dead letter handled",
         run_id=message.run_id,

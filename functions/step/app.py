@@ -43,9 +43,11 @@ def process_record(record: SqsRecord, metrics: EphemeralMetrics) -> str | None:
         return None
     logger.thread_safe_append_keys(run_id=message.run_id, step=message.step)
     try:
-        step = current_app().service.process_step(
-            message.run_id, message.step, partial(record_outcome, metrics)
-        )
+        service = current_app().service
+        if message.item is None:
+            step = service.process_step(message.run_id, message.step, partial(record_outcome, metrics))
+        else:
+            step = service.process_item(message.run_id, message.step, message.item, message.attempt)
         disposition = run_async(step)
         logger.info("step handled", disposition=disposition)
     except Exception:  # infrastructure: the record is reported failed and redelivered

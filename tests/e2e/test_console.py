@@ -85,7 +85,8 @@ def test_graph_page_draws_every_node_and_edge_of_the_summarization_graph(stack, 
     # THEN each node is drawn with its tool, each edge between the nodes it joins
     expect(page.locator("#drawing svg")).to_be_visible()
     for node, spec in SUMMARIZATION["nodes"].items():
-        expect(page.locator(f'.g-node[data-node="{node}"]')).to_contain_text(spec["fn"])
+        tool = spec["fn"] if "fn" in spec else f"map {spec['map']['fn']}"  # summarize is a map
+        expect(page.locator(f'.g-node[data-node="{node}"]')).to_contain_text(tool)
     assert set(page.eval_on_selector_all(".g-node", "els => els.map(e => e.dataset.node)")) == {
         *SUMMARIZATION["nodes"],
         "__start",

@@ -85,7 +85,8 @@ def test_create_then_a_foreground_run_answers_with_the_final_state_and_logs(stac
         assert result["status"] == "completed" and result["done"] is True
         assert len(result["state"]["summary"]) <= SUMMARIZATION_STATE["target_length"]
         assert [entry["seq"] for entry in result["logs"]] == list(range(len(result["logs"])))
-        assert [entry["node"] for entry in result["logs"][:3]] == ["split", "summarize", "merge"]
+        steps = [entry["node"] for entry in result["logs"] if "index" not in entry]  # not the map's items
+        assert steps[:3] == ["split", "summarize", "merge"]
 
     run(scenario())
 

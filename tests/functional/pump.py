@@ -194,7 +194,10 @@ def run_queued(service: Any, limit: int = 1000) -> int:
     until the queue is empty (or ``limit``); how many were processed."""
     done = 0
     while done < limit and (message := service.queue.pop()) is not None:
-        asyncio.run(service.process_step(message.run_id, message.step))
+        if message.item is None:
+            asyncio.run(service.process_step(message.run_id, message.step))
+        else:
+            asyncio.run(service.process_item(message.run_id, message.step, message.item, message.attempt))
         done += 1
     return done
 

@@ -17,7 +17,7 @@ from functions.aws.dynamodb import DynamoRunStore
 from functions.sweeper import app as sweeper_app
 from tests.functional.crashes import FaultyStore
 from tests.functional.pump import LambdaContext, load_event
-from tests.functional.tools import GATE, gated_summarization, summarization
+from tests.functional.tools import GATE, gated_summarization, sequential_summarization
 
 pytestmark = pytest.mark.filterwarnings("ignore:No application metrics to publish")
 
@@ -57,7 +57,7 @@ def violations(service, run_id: str, expected: RunResult) -> list[str]:
 
 def test_every_message_delivered_twice(service, pump, faults):
     # GIVEN a summarization run, and a queue that delivers every batch twice
-    graph, state = summarization()
+    graph, state = sequential_summarization()
     run_id = start(service, graph, state)
     pump.duplicate = True
 
@@ -126,7 +126,7 @@ def test_crash_after_the_tool_ran_before_the_commit(service, pump, faults, step)
     # GIVEN a worker that dies after running step k's tool, before committing it
     store, _ = faults
     store.crash_before_commit.add(step)
-    graph, state = summarization()
+    graph, state = sequential_summarization()
     run_id = start(service, graph, state)
 
     # WHEN the queue is drained (the message comes back after its visibility timeout)
@@ -141,7 +141,7 @@ def test_crash_after_the_commit_before_the_send_is_recovered_by_redelivery(servi
     # GIVEN a worker that dies after committing step 1, before sending step 2
     store, _ = faults
     store.crash_after_commit.add(1)
-    graph, state = summarization()
+    graph, state = sequential_summarization()
     run_id = start(service, graph, state)
 
     # WHEN the queue is drained: step 1's message returns after its visibility timeout,
@@ -158,7 +158,7 @@ def test_crash_after_the_commit_before_the_send_is_recovered_by_the_sweeper(serv
     # GIVEN a worker that died after committing step 1, before sending step 2
     store, _ = faults
     store.crash_after_commit.add(1)
-    graph, state = summarization()
+    graph, state = sequential_summarization()
     run_id = start(service, graph, state)
     pump.step_once()
     pump.step_once()
@@ -179,7 +179,7 @@ def test_crash_after_the_send_before_the_ack(service, pump, faults):
     # GIVEN a worker that sends step 3 but dies before acknowledging step 2's message
     lost = []
     pump.drop_ack = lambda body: body["step"] == 2 and not lost and not lost.append(body)
-    graph, state = summarization()
+    graph, state = sequential_summarization()
     run_id = start(service, graph, state)
 
     # WHEN the queue is drained (step 2's message comes back, stale)
@@ -196,7 +196,7 @@ def test_crash_after_the_send_before_the_ack(service, pump, faults):
 def test_a_poison_message_reaches_the_dlq_and_its_run_fails(service, pump, dlq_pump, faults):
     # GIVEN a store that keeps failing the commit of step 2 of a run
     store, _ = faults
-    graph, state = summarization()
+    graph, state = sequential_summarization()
     run_id = start(service, graph, state)
     store.unavailable.add((run_id, 2))
     redrive = json.loads(

@@ -74,6 +74,14 @@ def summarization() -> tuple[dict[str, Any], dict[str, Any]]:
     return graph, state
 
 
+def sequential_summarization() -> tuple[dict[str, Any], dict[str, Any]]:
+    """Summarization with summarize as one step (``summarize_chunks``, not a map): one log
+    entry per node, for tests that name steps by number."""
+    graph, state = summarization()
+    graph["nodes"]["summarize"] = {"fn": "summarize_chunks", "next": "merge"}
+    return graph, state
+
+
 def gated_summarization() -> tuple[dict[str, Any], dict[str, Any]]:
     """Summarization behind a ``test_gate`` node, for races on the first step."""
     graph, state = summarization()

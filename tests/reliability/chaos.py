@@ -71,6 +71,11 @@ BEFORE_CALL = {
         "network_error": _network,
         "died_before_write": _died_before,
     },
+    ("dynamodb", "UpdateItem"): {  # a fan-out execution's claim
+        "dynamodb_throttled": _throttled,
+        "network_error": _network,
+        "died_before_claim": _died_before,
+    },
     ("sqs", "SendMessage"): {
         "sqs_throttled": lambda op: client_error("RequestThrottled", op),
         "sqs_internal_error": lambda op: client_error("InternalError", op),
@@ -80,6 +85,7 @@ BEFORE_CALL = {
 #: ... and after AWS did it: the function dies before it can act on the answer.
 AFTER_CALL = {
     ("dynamodb", "PutItem"): "died_after_write",
+    ("dynamodb", "UpdateItem"): "died_after_claim",
     ("sqs", "SendMessage"): "died_after_send",
 }
 
@@ -164,9 +170,10 @@ class BotoFaults:
         return hook
 
     def _count_commit(self, raw: bytes | None) -> None:
-        # A step's slot k (its log item): each one written is a transition made.
+        # A step's slot k (its log item, or a fan-out execution's): each one written is a
+        # transition made.
         item = json.loads(raw or b"{}")["Item"]
-        if item["kind"]["S"] != "log":
+        if item["kind"]["S"] not in ("log", "exec"):
             return
         run_id, step = item["run_id"]["S"], int(item["seq"]["N"])
         with self._lock:

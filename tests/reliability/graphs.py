@@ -104,8 +104,81 @@ def nodes(draw, index: int, ids: list[str]) -> dict[str, Any]:
 
 
 def successors(node: dict[str, Any]) -> list[str]:
-    targets = [b["next"] for b in node.get("branches", [])] + [c["next"] for c in node.get("catch", [])]
+    targets = [b["next"] for b in node.get("branches", [])] + [
+        c["next"] for c in node.get("catch", []) if "next" in c
+    ]
+    targets += node.get("parallel", [])
     return [*targets, node["next"]] if node.get("next") else targets
+
+
+_FANOUT_ERRORS = ["MapFailed", "ParallelFailed", "ParallelConflict", "InvalidMapItems", "*"]
+
+
+@st.composite
+def map_nodes(draw) -> dict[str, Any]:
+    """A map over ``state["items"]`` with items that fail their first attempts."""
+    node: dict[str, Any] = {
+        "map": {
+            "items": "items",
+            "fn": "rel_item",
+            "results": draw(st.sampled_from(["ys", "zs"])),
+            "max_concurrency": draw(st.integers(1, 4)),
+            "tolerated_failures": draw(st.integers(0, 2)),
+        },
+        "params": {
+            "fail_every": draw(st.integers(0, 3)),
+            "fail_times": draw(st.integers(0, 3)),
+            "error": draw(st.sampled_from(["ConnectionError", "ValueError"])),
+        },
+    }
+    if draw(st.booleans()):
+        node["retry"] = {
+            "max_attempts": draw(st.integers(1, 3)),
+            "interval_s": draw(st.sampled_from([0, 0, 1])),
+            "on": draw(_error_lists),
+        }
+    return node
+
+
+@st.composite
+def branch_nodes(draw, bid: str) -> dict[str, Any]:
+    """A parallel branch: one tool, maybe a retry and a catch of its own, no routing. It
+    writes a key of its own, or now and then one another branch may write too."""
+    node: dict[str, Any] = {
+        "fn": "rel_branch",
+        "params": {
+            "key": draw(st.sampled_from([bid, bid, bid, "a", "b"])),
+            "by": draw(st.integers(-2, 3)),
+            "fail_times": draw(st.sampled_from([0, 0, 0, 1, 3])),
+            "error": draw(st.sampled_from(["ConnectionError", "KeyError"])),
+        },
+    }
+    if draw(st.booleans()):
+        node["retry"] = {"max_attempts": draw(st.integers(1, 3)), "interval_s": 0, "on": draw(_error_lists)}
+    if draw(st.integers(0, 2)) == 0:
+        node["catch"] = [
+            {"on": draw(_error_lists), "result_key": draw(st.sampled_from([f"{bid}_err", "err"]))}
+        ]
+    return node
+
+
+@st.composite
+def fanout_node(draw, index: int, ids: list[str], extra: dict[str, Any]) -> dict[str, Any]:
+    """A map or parallel node (its branch nodes go into ``extra``), routed like the others."""
+    if draw(st.booleans()):
+        node = draw(map_nodes())
+    else:
+        branches = [f"{ids[index]}_b{j}" for j in range(draw(st.integers(2, 3)))]
+        for bid in branches:
+            extra[bid] = draw(branch_nodes(bid))
+        node = {"parallel": branches}
+    later = ids[index + 1 :]
+    if later and draw(st.integers(0, 3)):
+        node["next"] = draw(st.sampled_from(later))
+    if draw(st.integers(0, 1)) == 0:
+        node["catch"] = [{"on": [draw(st.sampled_from(_FANOUT_ERRORS))], "next": draw(st.sampled_from(ids)),
+                          "result_key": "caught"}]  # fmt: skip
+    return node
 
 
 def prune_unreachable(graph: dict[str, Any]) -> dict[str, Any]:
@@ -119,15 +192,22 @@ def prune_unreachable(graph: dict[str, Any]) -> dict[str, Any]:
 
 
 @st.composite
-def graphs(draw, max_steps: int = 40) -> dict[str, Any]:
-    """A valid graph whose runs take at most ``max_steps`` steps."""
+def graphs(draw, max_steps: int = 40, with_fanouts: bool = False) -> dict[str, Any]:
+    """A valid graph whose runs take at most ``max_steps`` steps (map and parallel nodes
+    among its nodes ``with_fanouts``)."""
     ids = [f"n{i}" for i in range(draw(st.integers(1, MAX_NODES)))]
+    fanouts = {ids[0], *draw(st.sets(st.sampled_from(ids), max_size=1))} if with_fanouts else set()
+    extra: dict[str, Any] = {}
     graph = {
         "name": "differential",
         "start": ids[0],
-        "max_steps": draw(st.integers(1, max_steps)),
-        "nodes": {nid: draw(nodes(i, ids)) for i, nid in enumerate(ids)},
+        "max_steps": draw(st.integers(max_steps // 2 if with_fanouts else 1, max_steps)),
+        "nodes": {
+            nid: draw(fanout_node(i, ids, extra)) if nid in fanouts else draw(nodes(i, ids))
+            for i, nid in enumerate(ids)
+        },
     }
+    graph["nodes"].update(extra)
     return prune_unreachable(graph)
 
 
@@ -142,4 +222,10 @@ states = st.fixed_dictionaries(
         "note": st.text(max_size=12),
         "nested": st.dictionaries(st.text(min_size=1, max_size=4), _scalars, max_size=3),
     },
+)
+#: States for graphs with map nodes: a list of items (rarely not a list).
+fanout_states = st.builds(
+    lambda state, items: {**state, "items": items},
+    states,
+    st.one_of(st.lists(st.integers(0, 9), max_size=8), st.lists(st.integers(0, 9), max_size=8), st.just(3)),
 )

@@ -27,13 +27,12 @@ from functions.step import app as step_app
 from functions.sweeper import app as sweeper_app
 from tests.functional.pump import LambdaContext, load_event
 from tests.reliability import figures
+from tests.reliability.canonical import canonical_logs, log_length
 from tests.reliability.chaos import BotoFaults, ChaosPump, FaultPlan
-from tests.reliability.graphs import graphs, states
+from tests.reliability.graphs import fanout_states, graphs, states
 
 pytestmark = pytest.mark.filterwarnings("ignore:No application metrics to publish")
 
-#: What a log entry must agree on; started_at and duration_ms are timing, run_id differs.
-LOG_FIELDS = ("seq", "node", "attempt", "status", "result", "next", "error")
 RATES = [0.0, 0.05, 0.15, 0.3]
 #: Sweeper rounds a run may need: each rescue can be stranded again by further faults.
 SWEEPS = 20
@@ -48,7 +47,7 @@ def expected_outcome(result: RunResult) -> dict[str, Any]:
         "status": result.status,
         "error": result.error,
         "state": result.state,
-        "logs": [{k: entry.get(k) for k in LOG_FIELDS} for entry in result.logs],
+        "logs": canonical_logs(result.logs),
     }
 
 
@@ -58,7 +57,7 @@ def stored_outcome(service, run_id: str) -> dict[str, Any]:
         "status": run.status,
         "error": run.error,
         "state": decode_state(run.state),
-        "logs": [{k: entry.get(k) for k in LOG_FIELDS} for entry in service.store.list_logs(run_id)],
+        "logs": canonical_logs(service.store.list_logs(run_id)),
     }
 
 
@@ -164,12 +163,18 @@ def world(service, stack, aws, clock, monkeypatch) -> World:
     rate=st.sampled_from(RATES),
 )
 def test_the_distributed_loop_under_faults_matches_the_in_process_runner(world, graph, initial, seed, rate):
+    world.totals.update(cases=1)
+    assert_matches_runner_under_faults(world, graph, initial, seed, rate)
+
+
+def assert_matches_runner_under_faults(world, graph, initial, seed, rate) -> None:
     # GIVEN the outcome of each run in the in-process runner, without faults
     expected = [expected_outcome(reference(graph, state)) for state in initial]
     plan = FaultPlan(seed, rate)
     world.use(plan)
 
-    # WHEN the same runs go through the API's service, the step handler and the queue, with faults
+    # WHEN the same runs go through the API's service, the step handler and the queue, with
+    # faults (duplicated, racing, reordered deliveries, crashes at each read, write and send)
     graph_id = world.service.create_graph(graph).graph_id
     run_ids = [world.start(graph_id, state) for state in initial]
     invocations = world.settle(run_ids)
@@ -177,10 +182,30 @@ def test_the_distributed_loop_under_faults_matches_the_in_process_runner(world, 
     # THEN each ended exactly as in the runner: status, error, state, every log entry
     for run_id, outcome in zip(run_ids, expected, strict=True):
         assert stored_outcome(world.service, run_id) == outcome, f"faults: {dict(plan.injected)}"
-    # AND every transition was committed exactly once; nothing is queued or dead-lettered
-    steps = sum(len(outcome["logs"]) for outcome in expected)
+    # AND every transition (a step, an execution, a join) was committed exactly once;
+    # nothing is queued or dead-lettered
+    steps = sum(log_length(outcome["logs"]) for outcome in expected)
     assert sorted(world.faults.commits.values()) == [1] * steps, f"faults: {dict(plan.injected)}"
     assert world.pump.counts() == {"Messages": 0, "MessagesNotVisible": 0, "MessagesDelayed": 0}
     assert world.dead_letters() == 0
-    world.totals.update(cases=1, runs=len(run_ids), steps=steps, invocations=invocations)
+    world.totals.update(runs=len(run_ids), steps=steps, invocations=invocations)
     world.faults_by_kind.update(plan.injected)
+
+
+@settings(
+    max_examples=figures.scaled(30, 300),
+    deadline=None,
+    derandomize=not figures.LONG,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    graph=graphs(max_steps=figures.scaled(24, 60), with_fanouts=True),
+    initial=st.lists(fanout_states, min_size=1, max_size=2),
+    seed=st.integers(0, 2**32 - 1),
+    rate=st.sampled_from(RATES),
+)
+def test_map_and_parallel_nodes_under_faults_match_the_in_process_runner(world, graph, initial, seed, rate):
+    # (graphs with map and parallel nodes, items and branches that fail and retry; faults
+    # include crashes between an execution's claim and its entry)
+    world.totals.update(cases=1, fanout_cases=1)
+    assert_matches_runner_under_faults(world, graph, initial, seed, rate)

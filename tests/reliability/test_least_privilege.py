@@ -315,10 +315,30 @@ def test_every_call_a_function_makes_is_allowed_by_its_role(service, stack, aws,
     dead = load_event("sqs_dlq_message")
     dead["Records"][0]["body"] = json.dumps({"run_id": runs[1], "step": 0})
     calls.run("DlqFunction", dlq_app.handler, dead, LambdaContext(function_name="flowforge-DlqFunction"))
+    # ... a run through a map and a parallel node, read while its map runs
+    fanouts = {
+        "start": "m",
+        "nodes": {
+            "m": {
+                "map": {"items": "xs", "fn": "rel_item", "results": "ys", "max_concurrency": 1},
+                "next": "p",
+            },
+            "p": {"parallel": ["p1", "p2"]},
+            "p1": {"fn": "rel_branch", "params": {"key": "p"}},
+            "p2": {"fn": "rel_branch", "params": {"key": "q"}},
+        },
+    }
+    fanout_graph = api("POST", "/graph/create", json_body=fanouts).json["graph_id"]
+    fanout_run = api(
+        "POST",
+        "/graph/run",
+        json_body={"graph_id": fanout_graph, "state": {"xs": [1, 2]}, "background": True},
+    ).json["run_id"]
     calls.acting = "StepFunction"
     pump.drain()
     calls.acting = None
     api("GET", f"/graph/state/{runs[2]}")
+    assert api("GET", f"/graph/state/{fanout_run}").json["state"]["ys"] == [10, 21]
     # ... and the sweeper finds a run whose snapshot lags its end, and mends it
     lagging = aws.client("dynamodb").get_item(TableName=stack["table"], Key=codec.run_key(runs[2]))["Item"]
     lagging.update(
@@ -333,5 +353,6 @@ def test_every_call_a_function_makes_is_allowed_by_its_role(service, stack, aws,
     cfn = translate()
     assert set(calls.made) == {"ApiFunction", "DlqFunction", "StepFunction", "SweeperFunction"}
     assert {"dynamodb:PutItem", "dynamodb:Query"} <= calls.made["SweeperFunction"]
+    assert "dynamodb:UpdateItem" in calls.made["StepFunction"]  # the fan-out's claims
     denied = {f: sorted(made - allowed_actions(cfn, f)) for f, made in calls.made.items()}
     assert denied == {f: [] for f in calls.made}

@@ -34,11 +34,11 @@ import tests.e2e.slow_tools  # noqa: F401  (the stack's e2e_ tools, for the refe
 from engine import compile_graph, run_graph
 from tests.e2e.conftest import ROOT, LocalStack
 from tests.reliability import figures
+from tests.reliability.canonical import canonical_logs, log_length
 from tests.reliability.test_hostile_input import HOSTILE_FRAMES, HOSTILE_HTTP
 
 pytestmark = [pytest.mark.e2e, pytest.mark.filterwarnings("ignore:No application metrics to publish")]
 
-LOG_FIELDS = ("seq", "node", "attempt", "status", "result", "next", "error")
 SUMMARIZATION = json.loads((ROOT / "workflows" / "graphs" / "summarization.json").read_text())
 SUMMARIZATION_STATE = json.loads((ROOT / "workflows" / "graphs" / "summarization.state.json").read_text())
 #: mark → nap 3 times (a loop) → a flaky call retried once → mark: 7 steps, ~0.3 s asleep.
@@ -75,8 +75,8 @@ def local_stack(tmp_path):
     stack.kill()
 
 
-def comparable(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [{k: e.get(k) for k in LOG_FIELDS} for e in entries]
+def comparable(entries: list[dict[str, Any]]) -> list[Any]:
+    return canonical_logs(entries)
 
 
 async def reference(graph: dict[str, Any], states: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -116,7 +116,7 @@ async def follow(
 def assert_followed(messages: list[dict[str, Any]], expected: dict[str, Any]) -> None:
     """The subscriber got each entry once, in order, as the run made it, then one done."""
     *entries, done = messages
-    assert [m["seq"] for m in entries] == list(range(len(expected["logs"])))
+    assert [m["seq"] for m in entries] == list(range(log_length(expected["logs"])))
     assert comparable(entries) == expected["logs"]
     assert done["done"] is True and done["status"] == expected["status"]
 
@@ -181,7 +181,7 @@ def test_runs_in_flight_survive_kill_9_of_the_whole_stack(local_stack):
         {
             "runs": CHAOS_RUNS * CHAOS_ROUNDS,
             "kills": kills,
-            "steps": CHAOS_ROUNDS * sum(len(o["logs"]) for o in expected),
+            "steps": CHAOS_ROUNDS * sum(log_length(o["logs"]) for o in expected),
             "seconds": round(time.monotonic() - started_at, 1),
         },
     )
@@ -296,7 +296,7 @@ def test_concurrent_runs_each_followed_over_a_websocket(local_stack):
 
     # THEN (asserted in one_run) each completed as in the runner and each subscriber got
     # every entry once, in order, then done
-    steps = LOAD_RUNS * len(expected["logs"])
+    steps = LOAD_RUNS * log_length(expected["logs"])
     figures.record(
         "load",
         {

@@ -75,3 +75,25 @@ async def rel_secret_echo(state, ctx):
     if ctx.params.get("fail"):
         raise ValueError(f"refusing {state.get('secret')}")
     return {"echo": state.get("secret")}
+
+
+@default_registry.tool("rel_item")
+async def rel_item(state, ctx):
+    """A map item: ``item * 10 + index``; an item divisible by ``params.fail_every`` raises
+    ``params.error`` on attempts up to ``params.fail_times``."""
+    every = ctx.params.get("fail_every", 0)
+    if every and ctx.item % every == 0 and ctx.attempt <= ctx.params.get("fail_times", 0):
+        raise ERRORS[ctx.params.get("error", "ConnectionError")](
+            f"item {ctx.index} failed attempt {ctx.attempt}"
+        )
+    return ctx.item * 10 + ctx.index
+
+
+@default_registry.tool("rel_branch")
+async def rel_branch(state, ctx):
+    """A parallel branch: add ``params.by`` to ``state[params.key]`` (only that key),
+    after raising ``params.error`` on attempts up to ``params.fail_times``."""
+    if ctx.attempt <= ctx.params.get("fail_times", 0):
+        raise ERRORS[ctx.params.get("error", "ConnectionError")](f"{ctx.node} failed attempt {ctx.attempt}")
+    key = ctx.params.get("key", "a")
+    return {key: state.get(key, 0) + ctx.params.get("by", 1)}

@@ -107,9 +107,13 @@ def test_example_state_completes_within_target(graph):
     assert len(result.state["summary"]) <= 300
     assert result.state["summary_length"] == len(result.state["summary"])
     assert_extractive_in_order(result, state["text"])
-    assert [log["node"] for log in result.logs[:4]] == ["split", "summarize", "merge", "refine"]
+    steps = [log["node"] for log in result.logs if "index" not in log]
+    assert steps[:4] == ["split", "summarize", "merge", "refine"]
     assert len(refine_logs(result)) > 1
     assert len(result.state["chunks"]) > 1
+    # AND summarize ran once per chunk, each chunk its own execution
+    executions = sorted(log["index"] for log in result.logs if "index" in log)
+    assert executions == list(range(len(result.state["chunks"])))
 
 
 def test_tools_and_condition_are_registered_with_docs():
@@ -119,9 +123,53 @@ def test_tools_and_condition_are_registered_with_docs():
     tools = {t["name"]: t for t in listing["tools"]}
     conditions = {c["name"] for c in listing["conditions"]}
     # THEN the four tools and the condition are there, each documented
-    for name in ("split_text", "summarize_chunks", "merge_summaries", "refine_summary"):
+    for name in ("split_text", "summarize_chunks", "summarize_chunk", "merge_summaries", "refine_summary"):
         assert tools[name]["async"] and tools[name]["doc"]
     assert "length_ok" in conditions
+
+
+def sequential(graph):
+    """The same pipeline with summarize as one step over every chunk (summarize_chunks)."""
+    definition = json.loads(json.dumps(graph.definition))
+    definition["nodes"]["summarize"] = {"fn": "summarize_chunks", "next": "merge"}
+    return compile_graph(definition)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    sentences=st.lists(
+        st.lists(
+            st.sampled_from(
+                ["lighthouse", "ships", "coast", "light", "keeper", "storm", "lens", "the", "a", "of"]
+            ),
+            min_size=1,
+            max_size=12,
+        ),
+        min_size=1,
+        max_size=40,
+    ),
+    chunk_size=st.integers(50, 400),
+    target=st.integers(20, 600),
+)
+def test_the_map_summarizes_exactly_as_the_sequential_version(graph, sentences, chunk_size, target):
+    # GIVEN a text, and the pipeline with summarize as one sequential step
+    text = " ".join(" ".join(words).capitalize() + "." for words in sentences)
+    # WHEN both run on it
+    mapped = summarize(graph, text, chunk_size=chunk_size, target_length=target)
+    one_step = summarize(sequential(graph), text, chunk_size=chunk_size, target_length=target)
+    # THEN the final summary, and every other state key, is the same (the map also lists
+    # its failed chunks: none)
+    assert mapped.status == one_step.status == "completed"
+    assert mapped.state.pop("chunk_summaries_errors") == []
+    assert mapped.state["summary"] == one_step.state["summary"]
+    assert mapped.state == one_step.state
+
+
+def test_the_example_summary_is_the_sequential_versions(graph):
+    state = json.loads((GRAPHS / "summarization.state.json").read_text())
+    mapped = run_graph_sync(graph, state, sleep=None)
+    assert mapped.state.pop("chunk_summaries_errors") == []
+    assert mapped.state == run_graph_sync(sequential(graph), state, sleep=None).state
 
 
 # -- behaviour ------------------------------------------------------------------------------

@@ -135,3 +135,16 @@ def test_when_nothing_else_helps_only_the_essential_fields_remain():
     assert len(data) <= 400
     assert decoded["run_id"] == "r1" and decoded["seq"] == 3 and decoded["_truncated"] is True
     assert "error" not in decoded and "result" not in decoded
+
+
+def test_a_fan_out_executions_message_says_its_index_or_branch():
+    from engine.logmessages import log_message
+
+    item = log_message("r1", {"seq": 3, "node": "m", "index": 2, "attempt": 1, "status": "ok", "result": 4})
+    branch = log_message(
+        "r1", {"seq": 4, "node": "p", "branch": "fetch_news", "attempt": 2, "status": "retry"}
+    )
+    plain = log_message("r1", {"seq": 5, "node": "m", "attempt": 1, "status": "ok"})
+    assert (item["index"], item["node"], item["result"]) == (2, "m", 4)
+    assert (branch["branch"], branch["attempt"]) == ("fetch_news", 2)
+    assert "index" not in plain and "branch" not in plain

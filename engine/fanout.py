@@ -1,0 +1,344 @@
+"""Fan-out nodes: a ``map`` over a list and ``parallel`` branches, and their join.
+
+A fan-out node at step ``base`` runs *executions*: attempts of its items (a map runs its
+tool once per item of a list) or branches (a parallel node runs each branch node once).
+Each execution is one log entry, numbered in the order executions finish: ``base``,
+``base + 1``, ... When every item or branch has finished for good, the *join* — the
+node's own log entry, right after the last execution's — stores the results and routes
+the run on. Nothing here does I/O besides calling tools: the in-process runner
+(:func:`engine.runner.run_graph`) and the step Lambda (:mod:`engine.service`) call
+:func:`run_execution` and :func:`join` and commit what they return.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
+
+from engine.conditions import _MISSING, resolve
+from engine.errors import FlowForgeError
+from engine.graph import MAX_MAP_ITEMS
+from engine.state import MAX_LOG_RESULT_BYTES
+from engine.step import (
+    Cursor,
+    InvalidToolResult,
+    MaxStepsExceeded,
+    StepResult,
+    ToolContext,
+    _call,
+    _error,
+    _is_update,
+    _matches,
+    _result,
+    _route,
+    _type_names,
+    iso_time,
+)
+
+if TYPE_CHECKING:
+    from engine.graph import CompiledFanOut, CompiledGraph, CompiledNode
+
+
+class MapFailed(FlowForgeError):
+    """More items of a map failed for good than its ``tolerated_failures`` (catchable)."""
+
+    code = "map_failed"
+
+
+class ParallelFailed(FlowForgeError):
+    """A parallel branch failed for good and its own catch did not take it (catchable)."""
+
+    code = "parallel_failed"
+
+
+class ParallelConflict(FlowForgeError):
+    """Two parallel branches wrote the same state key (catchable)."""
+
+    code = "parallel_conflict"
+
+
+class InvalidMapItems(FlowForgeError):
+    """A map's ``items`` path does not hold a list of at most 10,000 items (catchable)."""
+
+    code = "invalid_map_items"
+
+
+@dataclass(frozen=True, slots=True)
+class Execution:
+    """One committed attempt of an item or branch.
+
+    ``value`` is a map item's result (any JSON) or a branch's update (a dict); ``status``
+    is ``retry`` when another attempt follows, else final: ``ok``, ``caught`` (a branch's
+    own catch took its error) or ``failed``.
+    """
+
+    index: int
+    attempt: int
+    status: str
+    value: Any
+    error: dict[str, Any] | None
+    entry: dict[str, Any]
+    delay_s: float = 0.0
+
+    @property
+    def final(self) -> bool:
+        return self.status != "retry"
+
+    @property
+    def failed(self) -> bool:
+        return self.status == "failed"
+
+
+def fanout_of(node: CompiledNode) -> CompiledFanOut:
+    assert node.fanout is not None, f"node {node.id!r} is not a map or parallel node"
+    return node.fanout
+
+
+def item_list(node: CompiledNode, state: Mapping[str, Any]) -> list[Any]:
+    """What the fan-out runs: a map's items, or a parallel node's branch ids.
+
+    Raises :class:`InvalidMapItems` when a map's path does not hold a list it can run.
+    """
+    fanout = fanout_of(node)
+    if not fanout.is_map:
+        return list(fanout.branches)
+    items = resolve(state, fanout.items)
+    path = ".".join(fanout.items)
+    if items is _MISSING:
+        raise InvalidMapItems(f"map items {path!r}: no such key in the state")
+    if not isinstance(items, list):
+        raise InvalidMapItems(f"map items {path!r} is a {type(items).__name__}, not a list")
+    if len(items) > MAX_MAP_ITEMS:
+        raise InvalidMapItems(f"map items {path!r} has {len(items)} items; the limit is {MAX_MAP_ITEMS}")
+    return items
+
+
+def policy_node(graph: CompiledGraph, node: CompiledNode, index: int) -> CompiledNode:
+    """The node whose tool, retry, timeout and catch an execution follows: the map node
+    itself, or the parallel branch's node."""
+    fanout = fanout_of(node)
+    return node if fanout.is_map else graph.nodes[fanout.branches[index]]
+
+
+async def run_execution(
+    graph: CompiledGraph,
+    node: CompiledNode,
+    index: int,
+    attempt: int,
+    state: Mapping[str, Any],
+    *,
+    base: int,
+    run_id: str,
+    now: Callable[[], float] = time.time,
+    rng: random.Random | None = None,
+) -> Execution:
+    """Run attempt ``attempt`` of item (or branch) ``index`` against the state as it was
+    when the fan-out started. Never raises for a tool's failure."""
+    fanout = fanout_of(node)
+    policy = policy_node(graph, node, index)
+    item = state_item(node, state, index)
+    started = now()
+    deadline = started + policy.timeout_s if policy.timeout_s is not None else None
+    ctx = ToolContext(
+        run_id, node.id, base, attempt, 1, deadline, MappingProxyType(policy.params), item=item, index=index
+    )
+    t0 = time.perf_counter()
+    try:
+        value = await _call(policy, MappingProxyType(dict(state)), ctx)
+        value = _checked_value(policy, value, fanout.is_map)
+    except Exception as exc:  # a tool's failure is data: it is retried, caught or recorded
+        message = str(exc) or (
+            f"node timed out after {policy.timeout_s}s" if isinstance(exc, TimeoutError) else ""
+        )
+        error = _error(policy.id, exc, message)
+        status, value, delay = _failure(policy, attempt, exc, error, rng, f"{run_id}:{base}:{index}")
+        duration = (time.perf_counter() - t0) * 1000
+        return Execution(
+            index,
+            attempt,
+            status,
+            value,
+            error,
+            _entry(node, index, attempt, status, started, duration, value, error),
+            delay,
+        )
+    duration = (time.perf_counter() - t0) * 1000
+    return Execution(
+        index, attempt, "ok", value, None, _entry(node, index, attempt, "ok", started, duration, value, None)
+    )
+
+
+def state_item(node: CompiledNode, state: Mapping[str, Any], index: int) -> Any:
+    """``ctx.item`` of an execution: the map's item (None for a branch)."""
+    return item_list(node, state)[index] if fanout_of(node).is_map else None
+
+
+def _checked_value(policy: CompiledNode, value: Any, is_map: bool) -> Any:
+    assert policy.tool is not None
+    if is_map:
+        try:  # stored as JSON: a result that is not JSON fails the item
+            return json.loads(json.dumps(value, allow_nan=False))
+        except (TypeError, ValueError) as exc:
+            raise InvalidToolResult(
+                f"tool {policy.tool.name!r} returned a value that is not JSON: {exc}"
+            ) from None
+    if value is None:
+        return {}
+    if not _is_update(value):
+        raise InvalidToolResult(
+            f"tool {policy.tool.name!r} returned {type(value).__name__}; return a dict with string keys, or None"
+        )
+    return value
+
+
+def _failure(
+    policy: CompiledNode,
+    attempt: int,
+    exc: BaseException,
+    error: dict[str, Any],
+    rng: random.Random | None,
+    seed: str,
+) -> tuple[str, Any, float]:
+    names = _type_names(exc)
+    retry = policy.retry
+    if retry is not None and attempt < retry.max_attempts and _matches(retry.on, names):
+        if retry.jitter == "full" and rng is None:
+            rng = random.Random(f"{seed}:{attempt}")  # the same delay when re-executed
+        return "retry", None, retry.delay_s(attempt, rng)
+    if policy.fanout is None:
+        for rule in policy.catch:
+            if rule.next is None and _matches(rule.on, names):  # a parallel branch's own catch
+                return "caught", {rule.result_key: error}, 0.0
+    return "failed", None, 0.0
+
+
+def _entry(
+    node: CompiledNode,
+    index: int,
+    attempt: int,
+    status: str,
+    started: float,
+    duration: float,
+    value: Any,
+    error: dict[str, Any] | None,
+) -> dict[str, Any]:
+    fanout = fanout_of(node)
+    where = {"index": index} if fanout.is_map else {"branch": fanout.branches[index]}
+    return {
+        "node": node.id,
+        **where,
+        "attempt": attempt,
+        "status": status,
+        "started_at": iso_time(started),
+        "duration_ms": round(duration, 3),
+        "result": _log_result(value),
+        "next": None,
+        "error": error,
+    }
+
+
+def _log_result(value: Any) -> Any:
+    size = len(json.dumps(value, ensure_ascii=False, separators=(",", ":")))
+    return {"_truncated": True, "bytes": size} if size > MAX_LOG_RESULT_BYTES else value
+
+
+def join(
+    graph: CompiledGraph,
+    node: CompiledNode,
+    step: int,
+    state: dict[str, Any],
+    finals: Mapping[int, Execution],
+    total: int,
+    *,
+    now: Callable[[], float] = time.time,
+) -> StepResult:
+    """The fan-out's join at ``step``: its results merged into the state and the run routed
+    on, or the node failed (MapFailed, ParallelFailed, ParallelConflict: caught by its
+    ``catch``, else the run fails). ``finals`` holds each index's final execution."""
+    started = now()
+    cursor = Cursor(node.id, step)
+    if step >= graph.max_steps:
+        return max_steps_failure(graph, node, step, state, now=now)
+    fanout = fanout_of(node)
+    try:
+        update = _map_update(fanout, finals, total) if fanout.is_map else _parallel_update(fanout, finals)
+    except (MapFailed, ParallelFailed, ParallelConflict) as exc:
+        update = exc.details if isinstance(exc.details, dict) else {}
+        return node_failure(node, cursor, state, update, exc, started)
+    merged = {**state, **update}
+    return _result(cursor, merged, update, _route(node, cursor, merged), "ok", started, 0.0, None)
+
+
+def node_failure(
+    node: CompiledNode,
+    cursor: Cursor,
+    state: dict[str, Any],
+    update: dict[str, Any],
+    exc: BaseException,
+    started: float,
+) -> StepResult:
+    """A fan-out node failed as a whole: routed by its catch rules (never retried)."""
+    error = _error(node.id, exc, str(exc))
+    names = _type_names(exc)
+    for rule in node.catch:
+        if rule.next is not None and _matches(rule.on, names):
+            caught = {**update, rule.result_key: error}
+            target = Cursor(rule.next, cursor.step + 1)
+            return _result(cursor, {**state, **caught}, caught, target, "caught", started, 0.0, error)
+    return _result(cursor, state, {}, None, "failed", started, 0.0, error)
+
+
+def max_steps_failure(
+    graph: CompiledGraph,
+    node: CompiledNode,
+    step: int,
+    state: dict[str, Any],
+    *,
+    now: Callable[[], float] = time.time,
+) -> StepResult:
+    """The run fails at ``step``: it reached its graph's max_steps inside a fan-out."""
+    exc = MaxStepsExceeded(f"run reached max_steps={graph.max_steps}")
+    return _result(
+        Cursor(node.id, step), state, {}, None, "failed", now(), 0.0, _error(node.id, exc, str(exc))
+    )
+
+
+def _map_update(fanout: CompiledFanOut, finals: Mapping[int, Execution], total: int) -> dict[str, Any]:
+    results = [None if finals[i].failed else finals[i].value for i in range(total)]
+    errors = [
+        {"index": i, "type": error["type"], "message": error["message"]}
+        for i in range(total)
+        if finals[i].failed and (error := finals[i].error or {"type": "Error", "message": ""})
+    ]
+    update = {fanout.results: results, f"{fanout.results}_errors": errors}
+    if len(errors) > fanout.tolerated_failures:
+        first = errors[0]
+        raise MapFailed(
+            f"{len(errors)} of {total} items failed (tolerated: {fanout.tolerated_failures}); "
+            f"first: item {first['index']}: {first['type']}: {first['message']}",
+            details=update,
+        )
+    return update
+
+
+def _parallel_update(fanout: CompiledFanOut, finals: Mapping[int, Execution]) -> dict[str, Any]:
+    for i, branch in enumerate(fanout.branches):
+        if finals[i].failed:
+            error = finals[i].error or {}
+            raise ParallelFailed(f"branch {branch!r} failed: {error.get('type')}: {error.get('message')}")
+    update: dict[str, Any] = {}
+    writer: dict[str, str] = {}
+    for i, branch in enumerate(fanout.branches):
+        for key, value in finals[i].value.items():
+            if key in writer:
+                raise ParallelConflict(
+                    f"branches {writer[key]!r} and {branch!r} both write state key {key!r}"
+                )
+            writer[key] = branch
+            update[key] = value
+    return update

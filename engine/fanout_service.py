@@ -1,0 +1,252 @@
+"""Fan-out nodes on the step loop: one message per item (or branch), joined exactly once.
+
+A step message for a run at a ``map`` or ``parallel`` node opens the fan-out — the store
+starts counting its executions — and sends the first ``max_concurrency`` item messages.
+An item message runs one attempt of one item, then commits it in two writes:
+
+1. :meth:`~engine.ports.RunStore.claim_execution` takes the next log step for that
+   attempt, once: a duplicate or racing delivery gets the step taken before (``again``)
+   and takes nothing. The same conditional write counts the item done when the attempt
+   was final, so the claim that completes the set is exactly one.
+2. :meth:`~engine.ports.RunStore.put_execution` writes the log entry and the value at
+   that step (a second write of it does nothing).
+
+Then it sends what follows: the item's next attempt (after its retry delay) or the item
+``max_concurrency`` places further on. The worker whose claim completed the set joins:
+it reads every execution and commits the join as the run's next transition, the same
+conditional slot commit as any step; a redelivery of its message after a crash finds its
+claim again, sees the set complete and joins. A crash between the two writes leaves a
+claimed step without its entry; the join waits for it: it checks again a second later
+(a worker that was only slow has written it by then), and the redelivery of a worker
+that died finds its claim again, writes the entry, sees the set complete and joins. A fan-out that makes no progress for ``stall_after_s`` is found by
+the sweeper like any stalled run; its step message re-sends every item that is due and
+not finished, or joins a complete set.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from engine.errors import StoreUnavailableError
+from engine.fanout import (
+    Execution,
+    InvalidMapItems,
+    fanout_of,
+    item_list,
+    join,
+    max_steps_failure,
+    node_failure,
+    run_execution,
+)
+from engine.ports import Claim, ExecutionRecord, FanOutRecord, RunRecord
+from engine.service import Disposition
+from engine.state import decode_state
+
+if TYPE_CHECKING:
+    from engine.graph import CompiledGraph, CompiledNode
+    from engine.service import RunService
+
+
+#: Seconds before a join that found an execution claimed but not written checks again.
+PENDING_CHECK_S = 1.0
+
+
+class ExecutionChanged(StoreUnavailableError):
+    """A redelivered attempt ended otherwise (final or not) than the one committed for it:
+    its tool gave another outcome. The message is retried until they agree."""
+
+
+class FanOutSteps:
+    """The step loop's side of fan-out nodes, over the service's store and queue."""
+
+    def __init__(self, service: RunService) -> None:
+        self.service = service
+
+    async def step(self, run: RunRecord, graph: CompiledGraph, node: CompiledNode) -> Disposition:
+        """A step message for a run at fan-out ``node``: open the fan-out, or resume it."""
+        service, store = self.service, self.service.store
+        assert run.cursor is not None
+        base = run.cursor.step
+        fanout = store.get_fanout(run.run_id, base)
+        if fanout is not None:
+            return self._resume(run, graph, node, fanout)
+        state = decode_state(run.state)
+        if base >= graph.max_steps:
+            return service.commit_outcome(run, base, max_steps_failure(graph, node, base, state), state)
+        try:
+            total = len(item_list(node, state))
+        except InvalidMapItems as exc:
+            outcome = node_failure(node, run.cursor, state, {}, exc, service.clock())
+            return service.commit_outcome(run, base, outcome, state)
+        if total == 0:
+            return service.commit_outcome(
+                run, base, join(graph, node, base, state, {}, 0, now=service.clock), state
+            )
+        store.open_fanout(run.run_id, base, total, service.clock())
+        for index in range(min(fanout_of(node).max_concurrency, total)):
+            service.queue.send_item(run.run_id, base, index, 1)
+        return Disposition.FANNED_OUT
+
+    def _resume(
+        self, run: RunRecord, graph: CompiledGraph, node: CompiledNode, fanout: FanOutRecord
+    ) -> Disposition:
+        service = self.service
+        if fanout.closed_at is not None:
+            return self._end_closed(run, graph, node, fanout)
+        if fanout.complete:
+            return self._join(run, graph, node, fanout)
+        if service.clock() - fanout.updated_at < service.stall_after_s:
+            return Disposition.IN_PROGRESS
+        for index, attempt in self._due(node, fanout):  # stalled: some item message was lost
+            service.queue.send_item(run.run_id, fanout.base, index, attempt)
+        return Disposition.RESENT
+
+    def resend_due(self, run: RunRecord, graph: CompiledGraph) -> int:
+        """Re-send the item messages of ``run``'s open fan-out that should be running now
+        (their messages were lost with the queue); how many were sent."""
+        node = graph.nodes.get(run.cursor.node) if run.cursor is not None else None
+        if node is None or node.fanout is None or run.cursor is None:
+            return 0
+        fanout = self.service.store.get_fanout(run.run_id, run.cursor.step)
+        if fanout is None or fanout.complete or fanout.closed_at is not None:
+            return 0
+        due = list(self._due(node, fanout))
+        for index, attempt in due:
+            self.service.queue.send_item(run.run_id, fanout.base, index, attempt)
+        return len(due)
+
+    @staticmethod
+    def _due(node: CompiledNode, fanout: FanOutRecord) -> Iterator[tuple[int, int]]:
+        """(index, attempt) of each unfinished item that should be running now: item i
+        starts when item i - max_concurrency has finished."""
+        width = fanout_of(node).max_concurrency
+        for index in range(fanout.total):
+            attempt, final = fanout.claims.get(index, (0, False))
+            if final or (index >= width and not fanout.claims.get(index - width, (0, False))[1]):
+                continue
+            yield index, attempt + 1
+
+    async def process_item(self, run_id: str, base: int, index: int, attempt: int) -> Disposition:
+        """Run attempt ``attempt`` of item ``index`` of the fan-out at step ``base``, commit
+        it once, send what follows, and join if this completed the set."""
+        service, store = self.service, self.service.store
+        run = store.get_run(run_id)
+        if run is None:
+            return Disposition.UNKNOWN_RUN
+        if run.status != "running":
+            return Disposition.FINISHED  # cancelled: running items finish and are ignored
+        if run.cursor is None or run.cursor.step != base:
+            return Disposition.STALE
+        graph = service.compiled(run.graph_id)
+        node = graph.nodes[run.cursor.node]
+        fanout = node.fanout
+        assert fanout is not None, "an item message names a step at a map or parallel node"
+        state = decode_state(run.state)
+        execution = await run_execution(
+            graph, node, index, attempt, state, base=base, run_id=run_id, now=service.clock
+        )
+        # When the fan-out is next due: now, or after this item's retry delay (so the
+        # sweeper does not take a pending retry for a stall).
+        now = service.clock() + execution.delay_s
+        claim = store.claim_execution(
+            run_id,
+            base,
+            index,
+            attempt,
+            final=execution.final,
+            failed=execution.failed,
+            now=now,
+            limit=graph.max_steps - base,
+            total=len(item_list(node, state)),
+        )
+        if claim.outcome in ("closed", "superseded"):
+            return Disposition.STALE
+        if claim.outcome == "full":
+            store.close_fanout(run_id, base, now)
+            return self._end_closed(run, graph, node, self._fanout(run_id, base), recheck=True)
+        if claim.outcome == "again" and claim.final != execution.final:
+            raise ExecutionChanged(
+                f"run {run_id!r} item {index} attempt {attempt} was committed "
+                f"{'final' if claim.final else 'to be retried'}; this execution ended otherwise"
+            )
+        assert claim.step is not None and claim.fanout is not None
+        entry = {"seq": claim.step, **execution.entry, "run_id": run_id}
+        record = ExecutionRecord(
+            claim.step, index, attempt, execution.status, execution.value, execution.error, entry
+        )
+        store.put_execution(run_id, base, record, now)
+        self._send_next(run_id, base, node, claim, execution)
+        if claim.fanout.complete:
+            return self._join(run, graph, node, claim.fanout, recheck=claim.outcome == "new")
+        return Disposition.COMMITTED
+
+    def _send_next(
+        self, run_id: str, base: int, node: CompiledNode, claim: Claim, execution: Execution
+    ) -> None:
+        queue = self.service.queue
+        if not execution.final:
+            queue.send_item(run_id, base, execution.index, execution.attempt + 1, execution.delay_s)
+            return
+        following = execution.index + fanout_of(node).max_concurrency
+        assert claim.fanout is not None
+        if following < claim.fanout.total:
+            queue.send_item(run_id, base, following, 1)
+
+    def _fanout(self, run_id: str, base: int) -> FanOutRecord:
+        fanout = self.service.store.get_fanout(run_id, base)
+        assert fanout is not None, "a claimed fan-out exists"
+        return fanout
+
+    def _executions(
+        self, run: RunRecord, fanout: FanOutRecord, count: int, recheck: bool
+    ) -> list[ExecutionRecord] | None:
+        """The fan-out's first ``count`` executions, or None while one of them is claimed
+        but not written yet. With ``recheck`` (the claim that completed the set) a check
+        is sent for a moment later, once: a worker that was only slow has written it by
+        then; one that died finds its claim again when redelivered, sees the set complete
+        and joins itself; failing both, the sweeper finds the run stalled."""
+        records = self.service.store.list_executions(run.run_id, fanout.base, count)
+        if len(records) < count:
+            if recheck:
+                self.service.queue.send_step(run.run_id, fanout.base + count, PENDING_CHECK_S)
+            return None
+        return records
+
+    def _join(
+        self,
+        run: RunRecord,
+        graph: CompiledGraph,
+        node: CompiledNode,
+        fanout: FanOutRecord,
+        recheck: bool = False,
+    ) -> Disposition:
+        """Commit the join of a complete set, as the transition after its last execution."""
+        records = self._executions(run, fanout, fanout.executed, recheck)
+        if records is None:
+            return Disposition.IN_PROGRESS
+        finals = {
+            r.index: Execution(r.index, r.attempt, r.status, r.value, r.error, r.entry)
+            for r in records
+            if r.status != "retry"
+        }
+        state = decode_state(run.state)
+        step = fanout.base + fanout.executed
+        outcome = join(graph, node, step, state, finals, fanout.total, now=self.service.clock)
+        return self.service.commit_outcome(run, step, outcome, state)
+
+    def _end_closed(
+        self,
+        run: RunRecord,
+        graph: CompiledGraph,
+        node: CompiledNode,
+        fanout: FanOutRecord,
+        recheck: bool = False,
+    ) -> Disposition:
+        """A fan-out closed because the run reached max_steps: fail the run at its step."""
+        assert fanout.closed_at is not None
+        if self._executions(run, fanout, fanout.closed_at - fanout.base, recheck) is None:
+            return Disposition.IN_PROGRESS
+        state = decode_state(run.state)
+        outcome = max_steps_failure(graph, node, fanout.closed_at, state, now=self.service.clock)
+        return self.service.commit_outcome(run, fanout.closed_at, outcome, state)

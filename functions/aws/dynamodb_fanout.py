@@ -1,0 +1,178 @@
+"""Fan-out items of :class:`~functions.aws.dynamodb.DynamoRunStore` (engine/fanout_service.py
+says what they are for; dynamodb_fanout_codec.py how they are laid out).
+
+An execution is committed in two writes, no transaction: an UpdateItem of the fan-out's
+counting item takes the next step for that attempt — conditional on the attempt not
+holding one yet, so a duplicate delivery takes nothing and learns the step taken before
+from the failed condition's ``ALL_OLD`` — and counts the item done when the attempt was
+final; then a PutItem writes the exec slot at that step.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from engine.errors import ConflictError
+from engine.ports import Claim, ExecutionRecord, FanOutRecord
+from functions.aws import dynamodb_codec as codec
+from functions.aws import dynamodb_fanout_codec as fc
+
+if TYPE_CHECKING:
+    from functions.aws.dynamodb import _Folded
+
+
+class DynamoFanOuts:
+    """The fan-out half of the RunStore contract (mixed into DynamoRunStore)."""
+
+    table_name: str
+
+    if TYPE_CHECKING:  # provided by DynamoRunStore
+
+        @property
+        def _cache(self) -> OrderedDict[str, _Folded]: ...
+
+        def _call(self, operation: str, **params: Any) -> Any: ...
+        def _put_new(self, item: codec.Item) -> None: ...
+        def _get(self, key: codec.Item) -> codec.Item | None: ...
+        def _query(self, params: dict[str, Any], limit: int) -> list[codec.Item]: ...
+        def _slots_query(self, run_id: str, first: str, last: str) -> dict[str, Any]: ...
+        def _known_at(self, run_id: str, step: int) -> _Folded | None: ...
+        def _read_run(self, run_id: str) -> _Folded | None: ...
+        def _snapshot(self, folded: _Folded) -> None: ...
+        def _remember(self, folded: _Folded) -> None: ...
+
+    def open_fanout(self, run_id: str, base: int, total: int, now: float) -> FanOutRecord:
+        known = self._known_at(run_id, base) or self._read_run(run_id)
+        expires_at = known.run.expires_at if known is not None else None
+        try:
+            self._put_new(fc.fanout_item(run_id, base, total, now, expires_at))
+        except ConflictError:
+            found = self.get_fanout(run_id, base)
+            assert found is not None, "a fan-out item is never deleted before its run"
+            return found
+        if known is not None and known.snapshot_slots < known.slots:
+            # A snapshot at the fan-out's step lets readers skip its executions.
+            self._snapshot(known)
+        return FanOutRecord(run_id, base, total, 0, 0, 0, now)
+
+    def get_fanout(self, run_id: str, base: int) -> FanOutRecord | None:
+        item = self._get(fc.fanout_key(run_id, base))
+        return fc.fanout_from_item(run_id, base, item) if item else None
+
+    def claim_execution(
+        self,
+        run_id: str,
+        base: int,
+        index: int,
+        attempt: int,
+        *,
+        final: bool,
+        failed: bool,
+        now: float,
+        limit: int,
+        total: int,
+    ) -> Claim:
+        code = fc.claim_code(attempt, final, failed)
+        try:
+            response = self._call(
+                "update_item",
+                TableName=self.table_name,
+                Key=fc.fanout_key(run_id, base),
+                UpdateExpression=("SET n = n + :one, c.#i = n + :claim, #at = :now ADD d :d, f :f"),
+                ConditionExpression=(
+                    "attribute_exists(n) AND attribute_not_exists(fin) AND n < :limit "
+                    "AND (attribute_not_exists(c.#i) OR c.#i < :floor)"
+                ),
+                ExpressionAttributeNames={"#i": str(index), "#at": "at"},
+                ExpressionAttributeValues={
+                    ":one": codec.N(1),
+                    ":claim": codec.N(1 + fc.CLAIM_UNIT * code),
+                    ":now": codec.N(now),
+                    ":d": codec.N(int(final)),
+                    ":f": codec.N(int(final and failed)),
+                    ":limit": codec.N(limit),
+                    ":floor": codec.N(fc.claim_floor(attempt)),
+                },
+                ReturnValues="UPDATED_NEW",
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
+        except ConflictError as exc:
+            return self._claim_refused(run_id, base, index, attempt, final, _old_item(exc))
+        attributes = response["Attributes"]
+        offset, _, _ = fc.decode_claim(int(attributes["c"]["M"][str(index)]["N"]))
+        fanout = FanOutRecord(
+            run_id,
+            base,
+            total=total,
+            executed=int(attributes["n"]["N"]),
+            # An attribute the update left as it was may be missing from UPDATED_NEW (moto):
+            # ``d`` is there whenever this claim was final, the only time it can complete the set.
+            done=int(attributes.get("d", {"N": "0"})["N"]),
+            failed=int(attributes.get("f", {"N": "0"})["N"]),
+            updated_at=now,
+        )
+        return Claim("new", base + offset - 1, final, fanout)
+
+    def _claim_refused(
+        self, run_id: str, base: int, index: int, attempt: int, final: bool, old: codec.Item | None
+    ) -> Claim:
+        """What a claim whose condition failed comes to, from the item as it was."""
+        if old is None:
+            return Claim("closed", None, final, None)
+        fanout = fc.fanout_from_item(run_id, base, old)
+        value = old.get("c", {}).get("M", {}).get(str(index))
+        if value is not None:
+            offset, claimed_attempt, claimed_final = fc.decode_claim(int(value["N"]))
+            if claimed_attempt > attempt:
+                return Claim("superseded", None, final, fanout)
+            if claimed_attempt == attempt:
+                return Claim("again", base + offset - 1, claimed_final, fanout)
+        if fanout.closed_at is not None:
+            return Claim("closed", None, final, fanout)
+        return Claim("full", None, final, fanout)
+
+    def put_execution(self, run_id: str, base: int, record: ExecutionRecord, now: float) -> None:
+        known = self._cache.get(run_id)
+        expires_at = known.run.expires_at if known is not None else None
+        try:
+            self._put_new(fc.execution_item(run_id, base, record, now, expires_at))
+        except ConflictError:
+            return  # written before: by this execution's first delivery
+        cursor = known.run.cursor if known is not None and known.run.status == "running" else None
+        if known is not None and cursor is not None and cursor.step == base and known.slots <= record.step:
+            run = replace(known.run, step=record.step + 1, next_at=now)
+            self._remember(replace(known, run=run, slots=record.step + 1))
+
+    def list_executions(self, run_id: str, base: int, count: int) -> list[ExecutionRecord]:
+        if count <= 0:
+            return []
+        params = self._slots_query(run_id, codec.slot_sk(base), codec.slot_sk(base + count - 1))
+        items = self._query(params, count)
+        return [fc.execution_from_item(item) for item in items if fc.is_execution(item, base)]
+
+    def close_fanout(self, run_id: str, base: int, now: float) -> int | None:
+        try:
+            response = self._call(
+                "update_item",
+                TableName=self.table_name,
+                Key=fc.fanout_key(run_id, base),
+                UpdateExpression="SET fin = n, n = n + :one, #at = :now",
+                ConditionExpression="attribute_exists(n) AND attribute_not_exists(fin)",
+                ExpressionAttributeNames={"#at": "at"},
+                ExpressionAttributeValues={":one": codec.N(1), ":now": codec.N(now)},
+                ReturnValues="UPDATED_NEW",
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
+        except ConflictError as exc:
+            old = _old_item(exc)
+            return None if old is None else base + int(old["fin"]["N"])
+        return base + int(response["Attributes"]["fin"]["N"])
+
+
+def _old_item(exc: ConflictError) -> codec.Item | None:
+    """The item as it was when an update's condition failed (ReturnValuesOnConditionCheckFailure)."""
+    cause: Any = exc.__cause__
+    response = getattr(cause, "response", None) or {}
+    return response.get("Item")

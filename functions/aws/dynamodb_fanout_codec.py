@@ -1,0 +1,121 @@
+"""The fan-out items of the single-table layout (see dynamodb_codec.py): a fan-out's
+counting item ``FAN#<step>`` and its execution slots."""
+
+from __future__ import annotations
+
+from engine.ports import ExecutionRecord, FanOutRecord
+from functions.aws.dynamodb_codec import (
+    SLOT_DIGITS,
+    Item,
+    N,
+    S,
+    _dumps,
+    _json,
+    _num,
+    _str,
+    json_or_null,
+    run_pk,
+    slot_key,
+    step_of,
+)
+
+#: A claim's value is ``offset + CLAIM_UNIT * (4 * attempt + 2 * final + failed)``: the
+#: claim's step (``base + offset - 1``) and what it was, in one number written by the
+#: same update that takes the step. Steps are below max_steps (at most 25,000).
+CLAIM_UNIT = 100_000
+
+
+def fanout_key(run_id: str, base: int) -> Item:
+    return {"pk": S(run_pk(run_id)), "sk": S(f"FAN#{base:0{SLOT_DIGITS}d}")}
+
+
+def fanout_item(run_id: str, base: int, total: int, now: float, expires_at: int | None) -> Item:
+    item = {
+        **fanout_key(run_id, base),
+        "kind": S("fanout"),
+        "t": N(total),
+        "n": N(0),
+        "d": N(0),
+        "f": N(0),
+        "at": N(now),
+        "c": {"M": {}},
+    }
+    if expires_at is not None:
+        item["expires_at"] = N(expires_at)
+    return item
+
+
+def claim_code(attempt: int, final: bool, failed: bool) -> int:
+    """What a claim records besides its step (see :data:`CLAIM_UNIT`)."""
+    return 4 * attempt + 2 * final + failed
+
+
+def claim_floor(attempt: int) -> int:
+    """Every claim of an attempt before ``attempt`` is below this value."""
+    return CLAIM_UNIT * 4 * attempt
+
+
+def decode_claim(value: int) -> tuple[int, int, bool]:
+    """(offset, attempt, final) of a claim's value."""
+    code, offset = divmod(value, CLAIM_UNIT)
+    return offset, code // 4, bool(code & 2)
+
+
+def fanout_from_item(run_id: str, base: int, item: Item) -> FanOutRecord:
+    claims = {}
+    for index, value in item.get("c", {}).get("M", {}).items():
+        _, attempt, final = decode_claim(int(value["N"]))
+        claims[int(index)] = (attempt, final)
+    fin = _num(item, "fin")
+    return FanOutRecord(
+        run_id=run_id,
+        base=base,
+        total=int(_num(item, "t") or 0),
+        executed=int(_num(item, "n") or 0),
+        done=int(_num(item, "d") or 0),
+        failed=int(_num(item, "f") or 0),
+        updated_at=float(_num(item, "at") or 0),
+        claims=claims,
+        closed_at=None if fin is None else base + int(fin),
+    )
+
+
+def execution_item(
+    run_id: str, base: int, record: ExecutionRecord, now: float, expires_at: int | None
+) -> Item:
+    """Exec slot ``record.step``: one execution's log entry and value."""
+    item = {
+        **slot_key(run_id, record.step),
+        "kind": S("exec"),
+        "run_id": S(run_id),
+        "seq": N(record.step),
+        "fan": N(base),
+        "index": N(record.index),
+        "attempt": N(record.attempt),
+        "xstatus": S(record.status),
+        "entry": S(_dumps(record.entry)),
+        "value": json_or_null(record.value),
+        "error": json_or_null(record.error),
+        "updated_at": S(record.entry.get("started_at", "")),
+        "next_at": N(now),
+    }
+    if expires_at is not None:
+        item["expires_at"] = N(expires_at)
+    return item
+
+
+def execution_from_item(item: Item) -> ExecutionRecord:
+    return ExecutionRecord(
+        step=step_of(item),
+        index=int(item["index"]["N"]),
+        attempt=int(item["attempt"]["N"]),
+        status=_str(item, "xstatus") or "",
+        value=_json(item, "value"),
+        error=_json(item, "error"),
+        entry=_json(item, "entry"),
+    )
+
+
+def is_execution(item: Item, base: int | None = None) -> bool:
+    """An exec slot (of the fan-out at ``base``, when given)."""
+    return _str(item, "kind") == "exec" and (base is None or _num(item, "fan") == str(base))

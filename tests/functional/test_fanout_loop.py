@@ -1,0 +1,229 @@
+"""Map and parallel nodes on the step loop on moto: item messages through the real step
+handler, duplicated and racing deliveries, crashes between an execution's two writes,
+cancel, and the sweeper's repair of a fan-out whose messages were lost."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+from engine import compile_graph, default_registry, run_graph_sync
+from engine.state import decode_state
+from functions.sweeper import app as sweeper_app
+from tests.functional.pump import LambdaContext, load_event
+
+pytestmark = pytest.mark.filterwarnings("ignore:No application metrics to publish")
+
+
+@default_registry.tool("test_square")
+async def square(state, ctx):
+    """ctx.item squared; items that are strings fail (ValueError)."""
+    if isinstance(ctx.item, str):
+        raise ValueError(f"not a number: {ctx.item}")
+    return ctx.item * ctx.item
+
+
+@default_registry.tool("test_put")
+async def put(state, ctx):
+    """Write ``params.value`` under ``params.key``."""
+    return {ctx.params["key"]: ctx.params["value"]}
+
+
+def map_graph(max_concurrency: int = 3, tolerated: int = 0, items: str = "xs") -> dict:
+    return {
+        "start": "m",
+        "nodes": {
+            "m": {
+                "map": {"items": items, "fn": "test_square", "results": "ys",
+                        "max_concurrency": max_concurrency, "tolerated_failures": tolerated},
+                "retry": {"max_attempts": 2, "interval_s": 0},
+                "catch": [{"on": ["MapFailed"], "next": "fallback", "result_key": "error"}],
+                "next": "p",
+            },
+            "p": {"parallel": ["news", "prices"]},
+            "news": {"fn": "test_put", "params": {"key": "news", "value": 1}},
+            "prices": {"fn": "test_put", "params": {"key": "prices", "value": 2}},
+            "fallback": {"fn": "test_put", "params": {"key": "fell_back", "value": True}},
+        },
+    }  # fmt: skip
+
+
+def start(service, graph, state) -> str:
+    return service.start_run(service.create_graph(graph).graph_id, state).run_id
+
+
+def normalized(logs: list[dict]) -> tuple[list[int], list[tuple], list[tuple]]:
+    """Seqs, and the entries with seq taken out: executions sorted, the others in order."""
+    fields = ("node", "index", "branch", "attempt", "status", "result", "error")
+    executions = sorted(tuple(str(e.get(k)) for k in fields) for e in logs if "index" in e or "branch" in e)
+    others = [tuple(str(e.get(k)) for k in fields) for e in logs if "index" not in e and "branch" not in e]
+    return [e["seq"] for e in logs], executions, others
+
+
+def assert_matches_runner(service, run_id, graph, state) -> None:
+    expected = run_graph_sync(compile_graph(graph), state, sleep=None)
+    run = service.get_run(run_id)
+    assert (run.status, run.error, decode_state(run.state)) == (
+        expected.status,
+        expected.error,
+        expected.state,
+    )
+    logs = service.store.list_logs(run_id)
+    assert normalized(logs) == normalized(expected.logs)
+    assert [e["seq"] for e in logs] == list(range(len(logs)))
+
+
+def test_a_map_and_a_parallel_node_run_through_the_step_handler(service, pump):
+    # GIVEN a map over 7 items (one failing, tolerated), then two parallel branches
+    graph, state = map_graph(tolerated=1), {"xs": [1, 2, 3, "x", 5, 6, 7]}
+    run_id = start(service, graph, state)
+
+    # WHEN the queue is drained through the step handler
+    pump.drain()
+
+    # THEN the run ends as in-process: results in item order, the failure listed, branches merged
+    assert_matches_runner(service, run_id, graph, state)
+    final = decode_state(service.get_run(run_id).state)
+    assert final["ys"] == [1, 4, 9, None, 25, 36, 49]
+    assert final["ys_errors"] == [{"index": 3, "type": "ValueError", "message": "not a number: x"}]
+    assert (final["news"], final["prices"]) == (1, 2)
+    # AND each item message was sent once: 3 first, each finished item the next one
+    items = Counter((m["step"], m["item"], m["attempt"]) for m in pump.delivered if "item" in m)
+    assert set(items.values()) == {1} and len(items) == 7 + 1 + 2  # + the retry of "x", + 2 branches
+
+
+def test_duplicated_and_racing_deliveries_commit_each_execution_once_and_join_once(service, pump):
+    # GIVEN every batch delivered twice, to two concurrent workers each
+    graph, state = map_graph(max_concurrency=4), {"xs": list(range(12))}
+    pump.duplicate, pump.workers = True, 2
+    run_id = start(service, graph, state)
+
+    # WHEN the queue is drained
+    pump.drain()
+
+    # THEN each execution and the join are one log entry each, as in-process
+    assert_matches_runner(service, run_id, graph, state)
+    joins = [e for e in service.store.list_logs(run_id) if e["node"] == "m" and "index" not in e]
+    assert len(joins) == 1 and joins[0]["result"]["ys"] == [i * i for i in range(12)]
+
+
+def test_more_failures_than_tolerated_fail_the_map_with_a_catchable_map_failed(service, pump):
+    graph, state = map_graph(tolerated=0), {"xs": [1, "a", "b"]}
+    run_id = start(service, graph, state)
+    pump.drain()
+    assert_matches_runner(service, run_id, graph, state)
+    final = decode_state(service.get_run(run_id).state)
+    assert final["error"]["type"] == "MapFailed" and final["fell_back"] is True
+    assert final["ys"] == [1, None, None]
+
+
+def test_an_empty_list_joins_at_once(service, pump):
+    graph, state = map_graph(), {"xs": []}
+    run_id = start(service, graph, state)
+    pump.drain()
+    assert_matches_runner(service, run_id, graph, state)
+    assert decode_state(service.get_run(run_id).state)["ys"] == []
+
+
+def test_a_worker_dying_between_claim_and_entry_is_redelivered_and_the_join_waits(service, pump, clock):
+    # GIVEN the first delivery of item 1 dies after its claim, before writing its entry
+    graph, state = map_graph(max_concurrency=3), {"xs": [1, 2, 3]}
+    store = service.store
+    put = store.put_execution
+    died = []
+
+    def dying_put(run_id, base, record, now):
+        if record.index == 1 and not died:
+            died.append(record.step)
+            raise RuntimeError("the function died")
+        return put(run_id, base, record, now)
+
+    store.put_execution = dying_put
+    run_id = start(service, graph, state)
+
+    # WHEN the queue is drained (the dead message comes back after its visibility timeout)
+    pump.drain()
+
+    # THEN the item's entry took the step it had claimed, and the run ends as in-process
+    assert died and service.get_run(run_id).status == "completed"
+    entry = next(e for e in store.list_logs(run_id) if e.get("index") == 1)
+    assert entry["seq"] == died[0]
+    assert_matches_runner(service, run_id, graph, state)
+
+
+def test_lost_item_messages_are_resent_by_the_sweeper(service, pump, clock):
+    # GIVEN a map whose first item messages are lost (the queue drops them)
+    graph, state = map_graph(max_concurrency=2), {"xs": [1, 2, 3, 4]}
+    send_item = service.queue.send_item
+    lost = []
+
+    def lossy(run_id, step, item, attempt, delay_s=0.0):
+        if item in (0, 2) and (item, attempt) not in lost:
+            lost.append((item, attempt))
+            return None
+        return send_item(run_id, step, item, attempt, delay_s)
+
+    service.queue.send_item = lossy
+    run_id = start(service, graph, state)
+    pump.drain()
+    assert service.get_run(run_id).status == "running"
+
+    # WHEN the sweeper runs after the stall window, and the queue is drained (twice: item 2
+    # follows item 0 in its chain)
+    context = LambdaContext(function_name="flowforge-SweeperFunction")
+    for _ in range(3):
+        clock.advance(service.stall_after_s + 60)
+        sweeper_app.handler(load_event("sweeper_schedule"), context)
+        pump.drain()
+
+    # THEN the run completed as in-process
+    assert lost == [(0, 1), (2, 1)]
+    assert_matches_runner(service, run_id, graph, state)
+
+
+def test_cancel_stops_new_items_and_running_ones_are_ignored(service, pump):
+    graph, state = map_graph(max_concurrency=1), {"xs": [1, 2, 3, 4]}
+    run_id = start(service, graph, state)
+    pump.step_once()  # opens the map
+    pump.step_once()  # item 0
+    service.cancel(run_id)
+    pump.drain()
+    run = service.get_run(run_id)
+    assert run.status == "cancelled"
+    logs = service.store.list_logs(run_id)
+    assert [(e["node"], e.get("index")) for e in logs] == [("m", 0)]
+
+
+def test_state_shows_a_running_maps_progress(service, pump):
+    # GIVEN a map of 3 items, one at a time, whose second item fails (no retry left)
+    graph, state = map_graph(max_concurrency=1, tolerated=5), {"xs": [1, "a", 3]}
+    graph["nodes"]["m"]["retry"]["max_attempts"] = 1
+    run_id = start(service, graph, state)
+    pump.step_once()
+    pump.step_once()
+    pump.step_once()
+    # WHEN the map's first two items have run, one at a time
+    progress = service.progress(service.get_run(run_id))
+    # THEN the run's progress counts them, the failed one too
+    assert progress == {"node": "m", "done": 2, "failed": 1, "total": 3}
+    pump.drain()
+    assert service.progress(service.get_run(run_id)) is None
+
+
+def test_resume_resends_a_running_maps_items_whose_messages_were_lost(service, pump, aws, stack):
+    # GIVEN a map that sent its items, whose messages are then lost (the local stack's
+    # queue is not persisted across a restart)
+    graph, state = map_graph(max_concurrency=2), {"xs": [1, 2, 3]}
+    run_id = start(service, graph, state)
+    pump.step_once()
+    pump.step_once()  # item 0 ran, item 2 was sent
+    aws.client("sqs").purge_queue(QueueUrl=stack["queue_url"])
+    pump._in_flight.clear()
+
+    # WHEN the run is resumed, as the local stack does at start, and the queue drained
+    service.resume(service.get_run(run_id))
+    pump.drain()
+
+    # THEN it completed as in-process, at once (no stall window waited for)
+    assert_matches_runner(service, run_id, graph, state)
