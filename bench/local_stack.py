@@ -42,7 +42,8 @@ from typing import Any
 
 import boto3
 
-from bench.figure import Figure, format_number
+from bench.figure import Figure, Target, format_number
+from bench.live_logs import follow_runs, replay_starts
 from flowforge.local.process import LocalStackProcess
 from functions.aws.dynamodb_codec import run_key
 
@@ -52,6 +53,10 @@ GRAPHS = ROOT / "workflows" / "graphs"
 REPETITIONS, QUICK_REPETITIONS = 3, 1
 SEQUENTIAL_RUNS, QUICK_SEQUENTIAL_RUNS = 5, 3
 CONCURRENT_RUNS = 20
+#: Finished runs replayed one at a time, each on a new connection.
+REPLAYS = 5
+#: The live logs targets: done within 1 s of a run's end, a replay's first entry within 0.5 s.
+DONE_LAG_TARGET_MS, REPLAY_START_TARGET_MS = 1000.0, 500.0
 RTT_CALLS, QUICK_RTT_CALLS = 50, 20
 READY_TIMEOUT_S = 60.0
 RUNS_TIMEOUT_S = 120.0
@@ -221,6 +226,8 @@ class Repetition:
     cpu_ms_per_step: dict[int, float | None]  # the stack's CPU time over the phase ÷ its steps
     round_trips_ms: dict[str, list[float]]
     steps_per_run: int
+    done_lags_ms: list[float]  # each followed run's finished_at to its done message
+    replay_starts_ms: list[float]  # connecting to a finished run to its first entry
 
 
 def repetition(quick: bool) -> Repetition:
@@ -239,6 +246,10 @@ def repetition(quick: bool) -> Repetition:
         cpu.append(server.cpu_s())
         concurrent = run_batch(server, graph_id, state, CONCURRENT_RUNS)
         cpu.append(server.cpu_s())
+        time.sleep(SETTLE_S)  # the broadcaster catches up with the polled runs' entries
+        followed = follow_runs(server.url, server.ws_url, graph_id, state, CONCURRENT_RUNS)
+        time.sleep(SETTLE_S)
+        replays = replay_starts(server.ws_url, [f.run_id for f in followed[:REPLAYS]])
     levels = {1: sequential, CONCURRENT_RUNS: concurrent}
     cpu_ms: dict[int, float | None] = {}
     for (level, runs), before, after in zip(levels.items(), cpu, cpu[1:], strict=False):
@@ -256,6 +267,8 @@ def repetition(quick: bool) -> Repetition:
         cpu_ms_per_step=cpu_ms,
         round_trips_ms=round_trips,
         steps_per_run=len(warm["logs"]),
+        done_lags_ms=[f.done_lag_s * 1e3 for f in followed],
+        replay_starts_ms=[s * 1e3 for s in replays],
     )
 
 
@@ -336,6 +349,27 @@ def run(quick: bool) -> list[Figure]:
                 note="the flowforge dev process (moto, handlers, gateway, pollers), client polls included",
             ),
         ]
+    lags = [t for r in reps for t in r.done_lags_ms]
+    figures += [
+        Figure(
+            NAME,
+            f"live logs, {CONCURRENT_RUNS} concurrent runs followed: done after the run's end, max",
+            "ms",
+            [max(r.done_lags_ms) for r in reps],
+            target=Target("<=", DONE_LAG_TARGET_MS),
+            note=f"finished_at to the done message at the client, each run on its own connection; "
+            f"median of {len(lags)} runs {format_number(statistics.median(lags))} ms",
+            details={"pooled": [{"distribution": "done lag, ms", **_distribution(lags)}]},
+        ),
+        Figure(
+            NAME,
+            "live logs: replay of a finished run, first entry",
+            "ms",
+            [max(r.replay_starts_ms) for r in reps],
+            target=Target("<=", REPLAY_START_TARGET_MS),
+            note=f"opening ?run_id= to entry 0, {REPLAYS} runs one at a time, the slowest of each repetition",
+        ),
+    ]
     for name in names:
         calls = [t for r in reps for t in r.round_trips_ms[name]]
         figures.append(

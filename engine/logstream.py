@@ -121,7 +121,13 @@ class Claim:
 class SubscriptionStore(Protocol):
     """Connections and their subscriptions, with the lease that serializes delivery."""
 
-    def open_connection(self, connection_id: str, now: float, expires_at: int) -> None: ...
+    def open_connection(
+        self, connection_id: str, now: float, expires_at: int, owner: str | None = None
+    ) -> None:
+        """Record a connection (with the principal that opened it, when runs are isolated)."""
+
+    def connection_owner(self, connection_id: str) -> str | None:
+        """The principal recorded when the connection opened (None: none was)."""
 
     def add(self, sub: Subscription, max_per_connection: int) -> None:
         """Store ``sub`` (replacing one for the same run and connection, lease and all).
@@ -201,8 +207,12 @@ class LogStream:
         page_size: int = 100,
         workers: int = 8,
         max_message_bytes: int = MAX_MESSAGE_BYTES,
+        isolated: bool = False,
     ) -> None:
+        """``isolated``: runs belong to their owner (isolation by principal), and a
+        connection follows only runs of the principal that opened it."""
         self.runs = runs
+        self.isolated = isolated
         self.subs = subscriptions
         self.pusher = pusher
         self.connection_ttl_s = connection_ttl_s
@@ -220,17 +230,21 @@ class LogStream:
         self._encoded_lock = threading.Lock()
 
     # -- the ws function ----------------------------------------------------------------
-    def connect(self, connection_id: str, run_id: str | None = None, after: int = -1) -> None:
-        """Record a new connection, following ``run_id`` at once when given.
+    def connect(
+        self, connection_id: str, run_id: str | None = None, after: int = -1, owner: str | None = None
+    ) -> None:
+        """Record a new connection (opened by ``owner``), following ``run_id`` at once when given.
 
         Sends nothing: the socket opens only once ``$connect`` has returned, so the
         replay is left to the broadcaster through the subscription's ``replay`` marker.
         """
         _check_after(after)
-        if run_id is not None and self.runs.get_run(run_id) is None:
+        if run_id is not None and not self._visible(self.runs.get_run(run_id), owner):
             raise NotFoundError(f"run {run_id!r} not found")
         now = self.clock()
-        self.subs.open_connection(connection_id, now, int(now) + self.connection_ttl_s)
+        self.subs.open_connection(
+            connection_id, now, int(now) + self.connection_ttl_s, owner if self.isolated else None
+        )
         if run_id is not None:
             self.subs.add(
                 self._new_sub(run_id, connection_id, after, now, self.new_token()), self.max_subscriptions
@@ -246,10 +260,15 @@ class LogStream:
         # Read the run after the subscription exists: an end committed after this read
         # reaches the subscription through the stream.
         run = self.runs.get_run(run_id)
-        if run is None:
+        owner = self.subs.connection_owner(connection_id) if self.isolated else None
+        if not self._visible(run, owner):
             self.subs.remove(run_id, connection_id)
             raise NotFoundError(f"run {run_id!r} not found")
         self.deliver(run_id, connection_id, end=RunEnd.of(run), deadline=deadline)
+
+    def _visible(self, run: RunRecord | None, owner: str | None) -> bool:
+        """Whether ``run`` exists for a connection opened by ``owner``."""
+        return run is not None and (not self.isolated or (owner is not None and run.owner == owner))
 
     def unsubscribe(self, connection_id: str, run_id: str) -> None:
         self.subs.remove(run_id, connection_id)
@@ -270,9 +289,12 @@ class LogStream:
         behind = [s for s in self.subs.subscriptions(run_id) if s.last_seq < entry["seq"]]
         self._fan_out(behind, hint=entry, deadline=deadline)
 
-    def on_run_end(self, run_id: str, deadline: float | None = None) -> None:
-        """A run reached a terminal status: send every subscriber the done message."""
-        end = RunEnd.of(self.runs.get_run(run_id))
+    def on_run_end(self, run_id: str, deadline: float | None = None, run: RunRecord | None = None) -> None:
+        """A run reached a terminal status: send every subscriber the done message.
+
+        ``run``: the ended run if the caller has it (a terminal run item is final), else it is read.
+        """
+        end = RunEnd.of(run if run is not None else self.runs.get_run(run_id))
         if end is not None:
             self._fan_out(self.subs.subscriptions(run_id), end=end, deadline=deadline)
 
@@ -384,6 +406,8 @@ class LogStream:
                 return [hint], False
             if hint["seq"] <= sent:
                 return [], False  # already sent; later entries bring their own wake-up
+        if sub.end is not None and sent >= sub.end.last_seq:
+            return [], True  # every entry of the ended run was sent: only done is left
         entries = self.runs.list_logs(sub.run_id, after=sent, limit=self.page_size)
         return entries, len(entries) < self.page_size
 

@@ -20,10 +20,19 @@ class InMemorySubscriptionStore:
         self._lock = threading.Lock()
         self.connections: dict[str, set[str]] = {}
         self.subs: dict[tuple[str, str], Subscription] = {}
+        self.owners: dict[str, str] = {}
 
-    def open_connection(self, connection_id: str, now: float, expires_at: int) -> None:
+    def open_connection(
+        self, connection_id: str, now: float, expires_at: int, owner: str | None = None
+    ) -> None:
         with self._lock:
             self.connections.setdefault(connection_id, set())
+            if owner is not None:
+                self.owners[connection_id] = owner
+
+    def connection_owner(self, connection_id: str) -> str | None:
+        with self._lock:
+            return self.owners.get(connection_id)
 
     def add(self, sub: Subscription, max_per_connection: int) -> None:
         with self._lock:
@@ -40,6 +49,7 @@ class InMemorySubscriptionStore:
 
     def close_connection(self, connection_id: str) -> list[str]:
         with self._lock:
+            self.owners.pop(connection_id, None)
             runs = sorted(self.connections.pop(connection_id, set()))
             for run_id in runs:
                 self.subs.pop((run_id, connection_id), None)

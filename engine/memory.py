@@ -42,9 +42,11 @@ class InMemoryRunStore:
             graph = self._graphs.get(graph_id)
             return copy.deepcopy(graph) if graph else None
 
-    def list_graphs(self, limit: int = 50, after: str | None = None) -> tuple[list[GraphRecord], str | None]:
+    def list_graphs(
+        self, limit: int = 50, after: str | None = None, *, owner: str | None = None
+    ) -> tuple[list[GraphRecord], str | None]:
         with self._lock:
-            return _newest_first(self._graphs, limit, after, copy.deepcopy)
+            return _newest_first(self._graphs, limit, after, copy.deepcopy, owner)
 
     def create_run(self, run: RunRecord) -> None:
         with self._lock:
@@ -53,9 +55,13 @@ class InMemoryRunStore:
             self._runs[run.run_id] = replace(run, state=dict(run.state))
             self._logs[run.run_id] = {}
 
-    def list_runs(self, limit: int = 50, after: str | None = None) -> tuple[list[RunRecord], str | None]:
+    def list_runs(
+        self, limit: int = 50, after: str | None = None, *, owner: str | None = None
+    ) -> tuple[list[RunRecord], str | None]:
         with self._lock:
-            return _newest_first(self._runs, limit, after, lambda run: replace(run, state=dict(run.state)))
+            return _newest_first(
+                self._runs, limit, after, lambda run: replace(run, state=dict(run.state)), owner
+            )
 
     def get_run(self, run_id: str, *, step: int | None = None) -> RunRecord | None:
         with self._lock:
@@ -178,10 +184,11 @@ class InMemoryRunStore:
 
 
 def _newest_first(
-    records: dict[str, Any], limit: int, after: str | None, copied: Any
+    records: dict[str, Any], limit: int, after: str | None, copied: Any, owner: str | None
 ) -> tuple[list[Any], str | None]:
-    """A page of ``records`` (by id) newest first, ties by id; the token is the last id."""
-    ordered = sorted(records.items(), key=lambda item: (item[1].created_at, item[0]), reverse=True)
+    """A page of ``owner``'s ``records`` (by id) newest first, ties by id; the token is the last id."""
+    owned = [(record_id, record) for record_id, record in records.items() if record.owner == owner]
+    ordered = sorted(owned, key=lambda item: (item[1].created_at, item[0]), reverse=True)
     if after is not None:
         ids = [record_id for record_id, _ in ordered]
         ordered = ordered[ids.index(after) + 1 :] if after in ids else []

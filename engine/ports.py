@@ -21,6 +21,8 @@ class GraphRecord:
     created_at: str
     name: str | None = None
     version: int = 1
+    owner: str | None = None
+    """The principal it belongs to when graphs are isolated by principal (None: the account's)."""
 
 
 @dataclass(slots=True)
@@ -40,6 +42,8 @@ class RunRecord:
     finished_at: str | None = None
     error: dict[str, Any] | None = None
     expires_at: int | None = None
+    owner: str | None = None
+    """The principal that started it when runs are isolated by principal (None: the account's)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,13 +132,18 @@ class RunStore(Protocol):
 
     def get_graph(self, graph_id: str) -> GraphRecord | None: ...
 
-    def list_graphs(self, limit: int = 50, after: str | None = None) -> tuple[list[GraphRecord], str | None]:
-        """Newest first; returns the page and a token for the next one (or None)."""
+    def list_graphs(
+        self, limit: int = 50, after: str | None = None, *, owner: str | None = None
+    ) -> tuple[list[GraphRecord], str | None]:
+        """The graphs of ``owner`` (None: those without one), newest first; returns the
+        page and a token for the next one (or None)."""
 
     def create_run(self, run: RunRecord) -> None:
         """Store a new run; ConflictError if the id exists."""
 
-    def list_runs(self, limit: int = 50, after: str | None = None) -> tuple[list[RunRecord], str | None]:
+    def list_runs(
+        self, limit: int = 50, after: str | None = None, *, owner: str | None = None
+    ) -> tuple[list[RunRecord], str | None]:
         """Runs as they are now, newest first (by ``created_at``); the page and a token
         for the next one (or None)."""
 

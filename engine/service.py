@@ -81,8 +81,12 @@ class RunService:
         log_page_bytes: int = MAX_LOG_PAGE_BYTES,
         clock: Callable[[], float] = time.time,
         new_id: Callable[[], str] = lambda: uuid.uuid4().hex,
+        isolated: bool = False,
     ) -> None:
+        """``isolated``: graphs and runs belong to the principal that created them, and
+        the API passes each caller as ``owner``; otherwise they belong to the account."""
         self.store = store
+        self.isolated = isolated
         self.queue = queue
         self.registry = registry or default_registry
         self.max_state_bytes = max_state_bytes
@@ -92,12 +96,15 @@ class RunService:
         self.clock = clock
         self.new_id = new_id
         self._graphs: dict[str, CompiledGraph] = {}  # graphs are immutable: cache forever
+        self._graph_owners: dict[str, str | None] = {}
         from engine.fanout_service import FanOutSteps  # it builds on this module's Disposition
 
         self.fanouts = FanOutSteps(self)
 
     # -- graphs -------------------------------------------------------------------------
-    def create_graph(self, definition: Any) -> GraphRecord:
+    # ``owner`` (graphs and runs isolated by principal): the caller's principal. Another
+    # principal's graph or run is answered exactly as an unknown one; None sees them all.
+    def create_graph(self, definition: Any, owner: str | None = None) -> GraphRecord:
         """Validate and store a graph (GraphValidationError lists every problem)."""
         compiled = compile_graph(definition, self.registry)
         record = GraphRecord(
@@ -105,32 +112,38 @@ class RunService:
             definition=definition,
             created_at=iso_time(self.clock()),
             name=compiled.name,
+            owner=owner,
         )
         self.store.put_graph(record)
         self._graphs[record.graph_id] = compiled
+        self._graph_owners[record.graph_id] = owner
         return record
 
     def validate_graph(self, definition: Any) -> CompiledGraph:
         """Validate a graph without storing it (GraphValidationError lists every problem)."""
         return compile_graph(definition, self.registry)
 
-    def get_graph(self, graph_id: str) -> GraphRecord:
+    def get_graph(self, graph_id: str, owner: str | None = None) -> GraphRecord:
         record = self.store.get_graph(graph_id)
-        if record is None:
+        if record is None or not _visible(record.owner, owner):
             raise NotFoundError(f"graph {graph_id!r} not found")
         return record
 
-    def compiled(self, graph_id: str) -> CompiledGraph:
+    def compiled(self, graph_id: str, owner: str | None = None) -> CompiledGraph:
         graph = self._graphs.get(graph_id)
         if graph is None:
-            graph = load_stored_graph(self.get_graph(graph_id).definition, self.registry)
+            record = self.get_graph(graph_id)
+            graph = load_stored_graph(record.definition, self.registry)
             self._graphs[graph_id] = graph
+            self._graph_owners[graph_id] = record.owner
+        if not _visible(self._graph_owners.get(graph_id), owner):
+            raise NotFoundError(f"graph {graph_id!r} not found")
         return graph
 
     # -- runs ---------------------------------------------------------------------------
-    def start_run(self, graph_id: str, state: Any) -> RunRecord:
+    def start_run(self, graph_id: str, state: Any, owner: str | None = None) -> RunRecord:
         """Store a new run at step 0 and enqueue its first step."""
-        graph = self.compiled(graph_id)
+        graph = self.compiled(graph_id, owner)
         encoded = encode_state(state if state is not None else {})
         StateSize(encoded, self.max_state_bytes)
         now = self.clock()
@@ -146,15 +159,16 @@ class RunService:
             updated_at=stamp,
             next_at=now,
             expires_at=self._expiry(now),
+            owner=owner,
         )
         self.store.create_run(run)
         # If this send is lost the sweeper finds the run (next_at = now) and resends it.
         self.queue.send_step(run.run_id, 0)
         return run
 
-    def get_run(self, run_id: str) -> RunRecord:
+    def get_run(self, run_id: str, owner: str | None = None) -> RunRecord:
         run = self.store.get_run(run_id)
-        if run is None:
+        if run is None or not _visible(run.owner, owner):
             raise NotFoundError(f"run {run_id!r} not found")
         return run
 
@@ -162,9 +176,9 @@ class RunService:
         """The run's log entries after ``after``: at most ``limit``, within ``log_page_bytes``."""
         return read_log_page(self.store, run_id, after, limit=limit, max_bytes=self.log_page_bytes)
 
-    def cancel(self, run_id: str) -> RunRecord:
+    def cancel(self, run_id: str, owner: str | None = None) -> RunRecord:
         """Cancel a running run (ConflictError if it already ended)."""
-        self.get_run(run_id)
+        self.get_run(run_id, owner)
         stamp = iso_time(self.clock())
         error = {"node": None, "type": "Cancelled", "message": "run cancelled by request"}
         try:
@@ -337,3 +351,8 @@ class RunService:
 
     def _expiry(self, now: float) -> int | None:
         return int(now + self.retention_s) if self.retention_s else None
+
+
+def _visible(stored_owner: str | None, caller: str | None) -> bool:
+    """Whether a graph or run owned by ``stored_owner`` exists for ``caller``."""
+    return caller is None or stored_owner == caller

@@ -1,7 +1,8 @@
 """The FlowForge API client: HTTP and WebSocket over aiohttp.
 
 Against the local stack (the default, ``http://127.0.0.1:3000``) requests go unsigned,
-as the local gateway has no auth. Against a deployed stack (``--endpoint`` or
+unless ``--sign`` or ``FLOWFORGE_SIGN=1`` asks for signing as on AWS (for a local stack
+started with ``--auth iam``). Against a deployed stack (``--endpoint`` or
 ``FLOWFORGE_ENDPOINT``, e.g. ``https://abc.execute-api.eu-west-1.amazonaws.com/v1``)
 every request, the WebSocket handshake included, is signed with SigV4 for
 ``execute-api`` with credentials from the standard AWS chain (environment, profile,
@@ -101,8 +102,10 @@ class Endpoint:
     signer: Signer | None
 
     @classmethod
-    def resolve(cls, endpoint: str | None = None, ws_url: str | None = None) -> Endpoint:
-        """``endpoint``, else FLOWFORGE_ENDPOINT, else the local stack."""
+    def resolve(cls, endpoint: str | None = None, ws_url: str | None = None, sign: bool = False) -> Endpoint:
+        """``endpoint``, else FLOWFORGE_ENDPOINT, else the local stack; a local stack's
+        requests are signed only with ``sign`` or FLOWFORGE_SIGN=1."""
+        sign = sign or os.environ.get("FLOWFORGE_SIGN", "").lower() in ("1", "true", "yes")
         http = (endpoint or os.environ.get("FLOWFORGE_ENDPOINT") or LOCAL_ENDPOINT).rstrip("/")
         parts = urlsplit(http)
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -110,7 +113,9 @@ class Endpoint:
         ws = ws_url or os.environ.get("FLOWFORGE_WS_URL")
         if _is_local(parts.hostname):
             # The local gateway serves the WebSocket API on the same port.
-            return cls(http, ws or f"ws://{parts.netloc}/ws", None)
+            return cls(
+                http, ws or f"ws://{parts.netloc}/ws", Signer.for_host(parts.hostname) if sign else None
+            )
         return cls(http, ws, Signer.for_host(parts.hostname))
 
 
@@ -291,7 +296,9 @@ class FlowForgeClient:
     async def _socket_messages(self, url: str) -> AsyncIterator[dict[str, Any]]:
         headers = {}
         if self.endpoint.signer is not None:
-            headers = self.endpoint.signer.headers("GET", url.replace("wss://", "https://", 1))
+            # The handshake is an HTTP GET of the same URL: sign it as such.
+            http_url = re.sub(r"^ws(s?)://", r"http\1://", url)
+            headers = self.endpoint.signer.headers("GET", http_url)
         try:
             async with self.session.ws_connect(url, headers=headers, heartbeat=30) as socket:
                 async for frame in socket:

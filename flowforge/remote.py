@@ -37,6 +37,11 @@ def _endpoint_arguments(parser: argparse.ArgumentParser) -> None:
         help="the WebSocket API for --follow (FLOWFORGE_WS_URL; the stack output WebSocketUrl); "
         "without it a deployed stack is followed by polling",
     )
+    parser.add_argument(
+        "--sign",
+        action="store_true",
+        help="sign requests to a local stack too (FLOWFORGE_SIGN=1), for one started with --auth iam",
+    )
     parser.add_argument("--json", action="store_true", help="machine-readable output (JSON lines)")
 
 
@@ -63,7 +68,7 @@ def api_command(body: Callable[[Any, argparse.Namespace], Any]) -> Callable[[arg
     async def call(args: argparse.Namespace) -> int:
         from flowforge.client import Endpoint, FlowForgeClient
 
-        async with FlowForgeClient(Endpoint.resolve(args.endpoint, args.ws_url)) as api:
+        async with FlowForgeClient(Endpoint.resolve(args.endpoint, args.ws_url, args.sign)) as api:
             return await body(api, args)
 
     def run(args: argparse.Namespace) -> int:

@@ -13,6 +13,7 @@ STATUS_BY_CODE: dict[str, int] = {
     "unknown_tool": 400,
     "invalid_message": 400,  # a WebSocket frame
     "unknown_action": 400,  # a WebSocket frame
+    "forbidden": 403,  # isolation by principal, and the request has no IAM caller
     "not_found": 404,
     "method_not_allowed": 405,
     "conflict": 409,

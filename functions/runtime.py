@@ -116,6 +116,7 @@ class App:
             max_state_bytes=settings.max_state_bytes,
             stall_after_s=settings.stall_after_s,
             retention_s=settings.retention_days * 86400 if settings.retention_days else None,
+            isolated=settings.isolation == "principal",
         )
 
     def _build_log_stream(self) -> LogStream:
@@ -131,6 +132,7 @@ class App:
             DynamoSubscriptionStore(settings.table, lambda: self.clients("dynamodb")),
             ApiGatewayPusher(management_client_factory(endpoint)),
             connection_ttl_s=CONNECTION_TTL_S,
+            isolated=settings.isolation == "principal",
         )
 
 

@@ -37,6 +37,9 @@ class Settings:
     """Runs and their logs expire (DynamoDB TTL) after this many days (FLOWFORGE_RETENTION_DAYS)."""
     tools_modules: tuple[str, ...] = ("workflows",)
     """Modules imported at cold start to register tools (FLOWFORGE_TOOLS_MODULES, comma-separated)."""
+    isolation: str = "account"
+    """Who sees a graph or run (FLOWFORGE_ISOLATION): ``account``, every caller the API lets in;
+    ``principal``, only the IAM principal that created it."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -60,12 +63,24 @@ class Settings:
             tools_modules=tuple(
                 m.strip() for m in env.get("FLOWFORGE_TOOLS_MODULES", "workflows").split(",") if m.strip()
             ),
+            isolation=_choice(env, "FLOWFORGE_ISOLATION", ISOLATION_MODES),
         )
 
     def require_ws_endpoint(self) -> str:
         if not self.ws_endpoint:
             raise SettingsError("missing environment variable FLOWFORGE_WS_ENDPOINT")
         return self.ws_endpoint
+
+
+ISOLATION_MODES = ("account", "principal")
+
+
+def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
+    """One of ``choices`` (the first when unset)."""
+    value = env.get(name) or choices[0]
+    if value not in choices:
+        raise SettingsError(f"{name}={value!r} must be one of {', '.join(choices)}")
+    return value
 
 
 def _number(env, name, kind, default):

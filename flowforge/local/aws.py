@@ -67,6 +67,7 @@ class _SerializeDynamoDB:
         self.app = app
         self.lock = threading.Lock()
         self.journaled: _JournaledTable | None = None
+        self.on_stream_records: Callable[[], None] | None = None
         self._failed = False
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
@@ -77,9 +78,12 @@ class _SerializeDynamoDB:
                 # Drain the body under the lock: moto builds the response lazily.
                 body = b"".join(self.app(environ, start_response))
                 journaled = self.journaled
+                through = journaled.through if journaled is not None else 0
                 position = journaled.append_new() if journaled is not None else 0
             if journaled is not None:
                 journaled.journal.sync(position)  # outside the lock: requests go on meanwhile
+                if journaled.through != through and self.on_stream_records is not None:
+                    self.on_stream_records()  # acknowledged writes: the stream has news
         except JournalError as exc:
             return self._not_journaled(exc, start_response)
         return [body]
@@ -127,6 +131,10 @@ class MotoServer:
         """From now on, answer a DynamoDB request only once ``table``'s writes are in ``journal``."""
         with self._app.lock:
             self._app.journaled = _JournaledTable(journal, table, region)
+
+    def on_stream_records(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` (from a request thread) whenever journaled writes added stream records."""
+        self._app.on_stream_records = callback
 
     def trim(self, table: str, region: str, through_sequence: str | None) -> None:
         """Forget the stream records up to ``through_sequence`` and what else moto would

@@ -19,6 +19,9 @@ class Endpoints:
     resumed: int
     example_graph: str | None
     example_state: Path
+    signing_key: tuple[str, str] | None = None
+    """With IAM auth: the key pair the examples sign with (access key id, secret or a placeholder)."""
+    isolation: str = "account"
 
 
 def _count(n: int, noun: str) -> str:
@@ -31,11 +34,18 @@ def _shown(path: Path) -> Path:
     return path.relative_to(cwd) if path.is_relative_to(cwd) else path
 
 
+def _mode(at: Endpoints) -> str:
+    if at.signing_key is None:
+        return "auth off: requests are not signed"
+    return f"IAM auth: every request and handshake must be SigV4-signed; isolation by {at.isolation}"
+
+
 def banner(at: Endpoints) -> str:
     ws = at.url.replace("http://", "ws://", 1)
     lines = [
         "",
-        "FlowForge local stack: the serverless app on moto, no Docker, no AWS account (auth is off locally)",
+        "FlowForge local stack: the serverless app on moto, no Docker, no AWS account",
+        f"  mode        {_mode(at)}",
         "",
         f"  Console     {at.url}/console",
         f"  API         {at.url}        docs: {at.url}/docs",
@@ -44,7 +54,9 @@ def banner(at: Endpoints) -> str:
         f"  data        {_shown(at.data_dir)}/ ({_count(at.restored, 'item')} restored,"
         f" {_count(at.resumed, 'run')} resumed)",
     ]
-    if at.example_graph:
+    if at.example_graph and at.signing_key is not None:
+        lines += _signed_examples(at, at.example_graph)
+    elif at.example_graph:
         state = _shown(at.example_state)
         graph = at.example_graph
         lines += [
@@ -64,3 +76,22 @@ def banner(at: Endpoints) -> str:
         ]
     lines += ["", "Ready. Ctrl-C to stop.", ""]
     return "\n".join(lines)
+
+
+def _signed_examples(at: Endpoints, graph: str) -> list[str]:
+    """The examples with IAM auth: curl signs with --aws-sigv4, the CLI with --sign."""
+    assert at.signing_key is not None
+    key, secret = at.signing_key
+    state = _shown(at.example_state)
+    return [
+        "",
+        f'  example graph "summarization": {graph}',
+        "",
+        "  Try it (another terminal; requests are signed as on AWS):",
+        f"    curl -s {at.url}/graph/run --aws-sigv4 'aws:amz:{at.region}:execute-api' --user '{key}:{secret}' \\",
+        "      -H 'content-type: application/json' \\",
+        f'      -d "{{\\"graph_id\\": \\"{graph}\\", \\"state\\": $(cat {state})}}" | python3 -m json.tool',
+        f"    export AWS_ACCESS_KEY_ID={key} AWS_SECRET_ACCESS_KEY={secret} AWS_DEFAULT_REGION={at.region} FLOWFORGE_SIGN=1",
+        f"    bin/flowforge run {graph} --state {state} --follow",
+        "    bin/flowforge logs <run_id> --follow",
+    ]

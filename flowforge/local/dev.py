@@ -35,6 +35,7 @@ from flowforge.local.journal import Journal, restore
 from flowforge.local.lambdas import LocalFunction
 from flowforge.local.patterns import compile_filters
 from flowforge.local.pollers import QueuePoller, Schedule, StreamPoller
+from flowforge.local.sigv4 import DEFAULT_ACCESS_KEY, DEFAULT_SECRET_KEY, KeyRing, load_key_ring
 from flowforge.local.stack import DEFAULT_TEMPLATE, TemplateError, create_resources
 from flowforge.local.template import LocalTemplate, read_template
 from functions.runtime import AwsClients, build_app, use_app
@@ -58,6 +59,10 @@ class PortInUse(RuntimeError):
         self.option = option
 
 
+class StartupError(RuntimeError):
+    """Options that cannot work together, or a credentials file that cannot be read."""
+
+
 @dataclass(frozen=True, slots=True)
 class DevOptions:
     host: str = "127.0.0.1"
@@ -70,6 +75,9 @@ class DevOptions:
     step_pollers: int = 5
     log_level: str = "WARNING"
     example: bool = True
+    auth: str = "none"  # "iam": the gateway verifies SigV4 like API Gateway's IAM authorizer
+    credentials: Path | None = None  # the key pairs --auth iam accepts (None: testing/testing)
+    isolation: str | None = None  # the template's Isolation parameter (None: its default)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -98,6 +106,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the handlers' Powertools log level (WARNING keeps the terminal readable)",
     )
     parser.add_argument("--no-example", action="store_true", help="do not register the summarization graph")
+    parser.add_argument(
+        "--auth",
+        choices=["none", "iam"],
+        default=os.environ.get("FLOWFORGE_AUTH", "none").lower() or "none",
+        help="iam: verify SigV4 on every request and WebSocket handshake, as API Gateway does"
+        " (FLOWFORGE_AUTH; default none)",
+    )
+    parser.add_argument(
+        "--credentials",
+        type=Path,
+        metavar="FILE",
+        help="with --auth iam: a JSON list of {AccessKeyId, SecretAccessKey, Arn, SessionToken?}"
+        " (default: one pair testing/testing as arn:aws:iam::123456789012:user/local)",
+    )
+    parser.add_argument(
+        "--isolation",
+        choices=["account", "principal"],
+        help="the template's Isolation parameter: principal gives each IAM principal its own graphs"
+        " and runs (needs --auth iam; default: the template's, account)",
+    )
 
 
 def options_from_args(args: argparse.Namespace) -> DevOptions:
@@ -111,6 +139,9 @@ def options_from_args(args: argparse.Namespace) -> DevOptions:
         step_pollers=args.step_pollers,
         log_level=args.log_level,
         example=not args.no_example,
+        auth=args.auth,
+        credentials=args.credentials,
+        isolation=args.isolation,
     )
 
 
@@ -145,6 +176,7 @@ class LocalStack:
     def __init__(self, options: DevOptions) -> None:
         self.options = options
         self.template: LocalTemplate = read_template(options.template)
+        self.keys = _key_ring(options)
         self.gateway_socket = _bind(options.host, options.port)
         try:
             self.moto = MotoServer(options.host, options.moto_port)
@@ -176,7 +208,17 @@ class LocalStack:
             resumed=self.summary["resumed"],
             example_graph=self.summary.get("example"),
             example_state=EXAMPLE_STATE,
+            signing_key=self._signing_key(),
+            isolation=self.summary.get("isolation", "account"),
         )
+
+    def _signing_key(self) -> tuple[str, str] | None:
+        """What the banner's examples sign with: the default pair, or a file's first key."""
+        if self.keys is None:
+            return None
+        if self.options.credentials is None:
+            return DEFAULT_ACCESS_KEY, DEFAULT_SECRET_KEY
+        return next(iter(self.keys.pairs)), "<its secret>"
 
     # -- start ---------------------------------------------------------------------------
     async def start(self) -> None:
@@ -185,9 +227,18 @@ class LocalStack:
         apply_environment(local_aws_environment(self.moto.endpoint, options.region))
         session = boto3.session.Session()
         dynamodb, sqs = session.client("dynamodb"), session.client("sqs")
-        resources = create_resources({"dynamodb": dynamodb, "sqs": sqs}, options.template)
+        parameters = {"Isolation": options.isolation} if options.isolation else None
+        resources = create_resources(
+            {"dynamodb": dynamodb, "sqs": sqs}, options.template, parameters=parameters
+        )
         self.summary["table"] = resources["table"]
-        apply_environment(handler_environment(resources, options, self.url), drop=())
+        environment = handler_environment(resources, options, self.url)
+        self.summary["isolation"] = environment.get("FLOWFORGE_ISOLATION", "account")
+        if self.summary["isolation"] == "principal" and self.keys is None:
+            raise StartupError(
+                "isolation by principal needs --auth iam: with auth off no request carries a principal to isolate by"
+            )
+        apply_environment(environment, drop=())
         # One App per worker, as Lambda builds one per container; all share the clients.
         settings, clients = Settings.from_env(), AwsClients(session)
         self.container = lambda: use_app(build_app(settings, clients))
@@ -211,7 +262,14 @@ class LocalStack:
             if run is not None and run.status == "running":
                 service.resume(run)  # duplicates are harmless: commits are conditional
         if options.example:
-            self.summary["example"] = register_example(service)
+            # Isolated by principal: the example belongs to the banner's signing key.
+            signing_key = self._signing_key()
+            owner = (
+                self.keys.principal_of(signing_key[0])
+                if service.isolated and self.keys and signing_key
+                else None
+            )
+            self.summary["example"] = register_example(service, owner=owner)
 
         gateway = Gateway(
             self.functions,
@@ -219,6 +277,7 @@ class LocalStack:
             self.template.ws_routes,
             self.template.ws_route_selection,
             self.template.cors,
+            keys=self.keys,
         )
         self.runner = web.AppRunner(gateway.application(), access_log=None, handle_signals=False)
         await self.runner.setup()
@@ -286,6 +345,7 @@ class LocalStack:
 
     def begin_streaming(self) -> None:
         if self.stream is not None:
+            self.moto.on_stream_records(self.stream.nudge)
             self.tasks.append(asyncio.ensure_future(self.stream.run()))
 
     # -- stop ----------------------------------------------------------------------------
@@ -313,14 +373,26 @@ class LocalStack:
         return not busy
 
 
-def register_example(service: Any, path: Path = EXAMPLE_GRAPH) -> str:
-    """The summarization graph's id: the stored copy if unchanged, else a new one."""
+def _key_ring(options: DevOptions) -> KeyRing | None:
+    """The key pairs the gateway verifies signatures with; None with auth off."""
+    if options.auth != "iam":
+        if options.credentials is not None:
+            raise StartupError("--credentials needs --auth iam")
+        return None
+    try:
+        return load_key_ring(options.credentials, options.region)
+    except ValueError as exc:
+        raise StartupError(str(exc)) from None
+
+
+def register_example(service: Any, path: Path = EXAMPLE_GRAPH, owner: str | None = None) -> str:
+    """The summarization graph's id (``owner``'s): the stored copy if unchanged, else a new one."""
     definition = json.loads(path.read_text(encoding="utf-8"))
-    graphs, _ = service.store.list_graphs(limit=100)
+    graphs, _ = service.store.list_graphs(limit=100, owner=owner)
     for graph in graphs:
         if graph.definition == definition:
             return graph.graph_id
-    return service.create_graph(definition).graph_id
+    return service.create_graph(definition, owner).graph_id
 
 
 async def serve(options: DevOptions) -> int:
@@ -364,6 +436,9 @@ def run(args: argparse.Namespace) -> int:
             f" choose another with {exc.option}: bin/flowforge dev {exc.option} <port>",
             file=sys.stderr,
         )
+        return 2
+    except StartupError as exc:
+        print(f"flowforge dev: {exc}", file=sys.stderr)
         return 2
     except (ImportError, TemplateError, SettingsError, OSError) as exc:
         # A handler that does not import, a template the local stack cannot read, an

@@ -129,8 +129,10 @@ def http_event(
     domain: str,
     now: datetime | None = None,
     request_id: str | None = None,
+    authorizer: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """An API Gateway HTTP API payload format 2.0 event."""
+    """An API Gateway HTTP API payload format 2.0 event; ``authorizer`` is what an IAM
+    authorizer verified (``{"iam": {...}}``), in ``requestContext.authorizer``."""
     now = now or datetime.now(UTC)
     headers = _joined(request.headers, lower=True)
     cookies = [c.strip() for c in headers.pop("cookie", "").split(";") if c.strip()]
@@ -163,6 +165,8 @@ def http_event(
         },
         "isBase64Encoded": is_base64,
     }
+    if authorizer is not None:
+        event["requestContext"]["authorizer"] = dict(authorizer)
     if cookies:
         event["cookies"] = cookies
     if request.query:
@@ -209,9 +213,13 @@ def _ws_context(
 
 
 def ws_connect_event(
-    client: WsClient, headers: Iterable[tuple[str, str]], query: Iterable[tuple[str, str]]
+    client: WsClient,
+    headers: Iterable[tuple[str, str]],
+    query: Iterable[tuple[str, str]],
+    identity: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """``$connect``: the handshake's headers and query string (the only event with them)."""
+    """``$connect``: the handshake's headers and query string (the only event with them);
+    ``identity`` holds the IAM caller's fields, added to ``requestContext.identity``."""
     pairs = list(headers)
     multi_headers: dict[str, list[str]] = {}
     for name, value in pairs:
@@ -226,6 +234,8 @@ def ws_connect_event(
         "requestContext": _ws_context(client, "$connect", "CONNECT"),
         "isBase64Encoded": False,
     }
+    if identity is not None:
+        event["requestContext"]["identity"].update(identity)
     if query:
         event["queryStringParameters"] = {name: values[-1] for name, values in multi_query.items()}
         event["multiValueQueryStringParameters"] = multi_query

@@ -33,6 +33,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from flowforge.local import events
 from flowforge.local.lambdas import InvocationError, LocalFunction
+from flowforge.local.sigv4 import AuthError, KeyRing, Principal, SignedRequest
 from flowforge.local.template import HttpRoute
 
 log = logging.getLogger("flowforge.local")
@@ -114,6 +115,11 @@ def _json_response(status: int, payload: Any, error_type: str | None = None) -> 
     return web.json_response(payload, status=status, headers=headers)
 
 
+def _refusal(error: AuthError) -> web.Response:
+    """API Gateway's answer to a request its IAM authorizer refused."""
+    return _json_response(error.status, {"message": error.message}, error.error_type)
+
+
 def lambda_response(result: Any) -> web.Response:
     """A payload 2.0 function result → the HTTP response API Gateway would send."""
     if not isinstance(result, dict) or "statusCode" not in result:
@@ -166,8 +172,12 @@ class Gateway:
         ws_routes: Mapping[str, str],
         route_selection: str = "$request.body.action",
         cors: Mapping[str, Any] | None = None,
+        keys: KeyRing | None = None,
     ) -> None:
+        """``keys``: verify SigV4 on every route and handshake with these key pairs (IAM
+        auth); None leaves requests unchecked."""
         self.functions = functions
+        self.keys = keys
         self.routes = RouteTable(http_routes)
         self.ws_routes = dict(ws_routes)
         self.route_selection = route_selection
@@ -210,6 +220,10 @@ class Gateway:
         compiled, params = matched
         body = await request.read()
         raw_path, _, raw_query = request.raw_path.partition("?")
+        try:
+            principal = self._authenticate(request, body)
+        except AuthError as exc:
+            return _refusal(exc)
         event = events.http_event(
             events.HttpRequest(
                 method=request.method,
@@ -224,6 +238,7 @@ class Gateway:
             route_key=compiled.route_key,
             path_parameters=params,
             domain=request.host,
+            authorizer=principal.http_authorizer() if principal else None,
         )
         function = self.functions[compiled.route.function]
         try:
@@ -237,6 +252,14 @@ class Gateway:
         response = lambda_response(result)
         self._add_cors(request, response)
         return response
+
+    def _authenticate(self, request: web.Request, body: bytes) -> Principal | None:
+        """The request's verified signer (None with auth off); AuthError if refused."""
+        if self.keys is None:
+            return None
+        raw_path, _, raw_query = request.raw_path.partition("?")
+        signed = SignedRequest(request.method, raw_path, raw_query, list(request.headers.items()), body)
+        return self.keys.verify(signed)
 
     def _preflight(self, request: web.Request) -> web.Response:
         assert self.cors is not None
@@ -256,6 +279,11 @@ class Gateway:
 
     # -- WebSocket API -------------------------------------------------------------------
     async def websocket(self, request: web.Request, run_id: str | None) -> web.StreamResponse:
+        try:
+            principal = self._authenticate(request, b"")
+        except AuthError as exc:
+            log.info("WebSocket %s → %s (%s)", request.path_qs, exc.status, exc.error_type)
+            return _refusal(exc)
         client = events.WsClient(
             connection_id=events.new_connection_id(),
             source_ip=request.remote or "127.0.0.1",
@@ -265,7 +293,9 @@ class Gateway:
         query = list(request.query.items())
         if run_id is not None:
             query.append(("run_id", run_id))
-        connect = events.ws_connect_event(client, request.headers.items(), query)
+        connect = events.ws_connect_event(
+            client, request.headers.items(), query, principal.ws_identity() if principal else None
+        )
         status, body = await self._connect(connect)
         log.info(
             "WebSocket %s → %s (connection %s)",

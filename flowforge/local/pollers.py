@@ -10,7 +10,10 @@
   write before answering it, so whatever the poller reads is on disk already.)
 - :class:`Schedule` invokes a function every N seconds with an EventBridge event.
 
-boto3 calls run in the loop's default executor: they block, the gateway must not.
+boto3 calls block, and the gateway must not: each poller makes them in threads of its
+own. (In the loop's shared default executor, a few queue long polls — 2 s each while the
+queues are idle — would hold every thread, and the stream's reads, hence live logs,
+would wait for them.)
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -39,8 +43,8 @@ ERROR_BACKOFF_S = 1.0
 _AWS_ERRORS = (BotoCoreError, ClientError)
 
 
-async def _blocking(call: Callable[..., Any], /, **kwargs: Any) -> Any:
-    return await asyncio.get_running_loop().run_in_executor(None, lambda: call(**kwargs))
+async def _blocking(threads: ThreadPoolExecutor, call: Callable[..., Any], /, **kwargs: Any) -> Any:
+    return await asyncio.get_running_loop().run_in_executor(threads, lambda: call(**kwargs))
 
 
 class QueuePoller:
@@ -66,14 +70,19 @@ class QueuePoller:
         self.report_failures = report_failures
         self.pollers = pollers
         self.region = region
+        self._threads = ThreadPoolExecutor(max_workers=pollers, thread_name_prefix=f"{function.name}-poller")
 
     async def run(self) -> None:
-        await asyncio.gather(*(self._loop() for _ in range(self.pollers)))
+        try:
+            await asyncio.gather(*(self._loop() for _ in range(self.pollers)))
+        finally:
+            self._threads.shutdown(wait=False, cancel_futures=True)
 
     async def _loop(self) -> None:
         while True:
             try:
                 response = await _blocking(
+                    self._threads,
                     self.sqs.receive_message,
                     QueueUrl=self.queue_url,
                     MaxNumberOfMessages=self.batch_size,
@@ -104,7 +113,9 @@ class QueuePoller:
                 for i, m in enumerate(done[start : start + 10])
             ]
             try:
-                await _blocking(self.sqs.delete_message_batch, QueueUrl=self.queue_url, Entries=entries)
+                await _blocking(
+                    self._threads, self.sqs.delete_message_batch, QueueUrl=self.queue_url, Entries=entries
+                )
             except _AWS_ERRORS as exc:  # they will be redelivered: at least once
                 log.warning("%s: delete failed, messages will be redelivered: %s", self.function.name, exc)
 
@@ -155,6 +166,9 @@ class StreamPoller:
         self.region = region
         self.shard_id: str | None = None
         self.last_sequence: str | None = None
+        self._threads = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stream-poller")
+        self._news = asyncio.Event()
+        self._loop_of_run: asyncio.AbstractEventLoop | None = None
 
     def skip_existing(self) -> int:
         """Start after the records already in the stream (the restore's own writes)."""
@@ -197,10 +211,25 @@ class StreamPoller:
             self.consumed(self.last_sequence)  # held here (and journaled): the stream may forget them
         return records
 
+    def nudge(self) -> None:
+        """New records are in the stream (callable from any thread): read now, not at the
+        next idle poll."""
+        if self._loop_of_run is not None:
+            self._loop_of_run.call_soon_threadsafe(self._news.set)
+
     async def run(self) -> None:
+        self._news = asyncio.Event()
+        self._loop_of_run = asyncio.get_running_loop()
+        try:
+            await self._loop()
+        finally:
+            self._loop_of_run = None
+            self._threads.shutdown(wait=False, cancel_futures=True)
+
+    async def _loop(self) -> None:
         while True:
             try:
-                records = await _blocking(self.read)
+                records = await _blocking(self._threads, self.read)
             except _AWS_ERRORS as exc:
                 log.warning("stream read failed: %s", exc)
                 await asyncio.sleep(ERROR_BACKOFF_S)
@@ -208,7 +237,12 @@ class StreamPoller:
             wanted = [r for r in records if self.accepts(r)]
             for start in range(0, len(wanted), self.batch_size):
                 await self.deliver(wanted[start : start + self.batch_size])
-            await asyncio.sleep(STREAM_BUSY_POLL_S if records else STREAM_IDLE_POLL_S)
+            if records:
+                await asyncio.sleep(STREAM_BUSY_POLL_S)
+            else:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._news.wait(), STREAM_IDLE_POLL_S)
+            self._news.clear()
 
     async def deliver(self, records: list[dict[str, Any]]) -> None:
         """Invoke with ``records``; on failure retry from the first failed record."""

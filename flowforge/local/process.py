@@ -6,6 +6,9 @@ tests and benchmarks of workflows.
     stack.start()                      # returns once the API answers
     status, graph = stack.request("POST", "/graph/create", definition)
     stack.stop()                       # Ctrl-C (stack.kill() is kill -9)
+
+With ``options=["--auth", "iam"]`` the stack verifies SigV4; give ``signing_key`` (access
+key id, secret) and :meth:`LocalStackProcess.request` signs its calls with it.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -48,10 +52,18 @@ class LocalStackProcess:
         *,
         tools_modules: str | None = None,
         ready_timeout_s: float = READY_TIMEOUT_S,
+        options: Sequence[str] = (),
+        signing_key: tuple[str, str] | None = None,
+        region: str = "us-east-1",
     ) -> None:
+        """``options``: more ``flowforge dev`` options (``--auth iam``, ``--isolation principal``);
+        ``signing_key``: what :meth:`request` signs with."""
         self.data_dir = data_dir
         self.log_path = log_path
         self.tools_modules = tools_modules
+        self.options = list(options)
+        self.signing_key = signing_key
+        self.region = region
         self.ready_timeout_s = ready_timeout_s
         self.port, self.moto_port = free_port(), free_port()
         self.process: subprocess.Popen[bytes] | None = None
@@ -72,7 +84,7 @@ class LocalStackProcess:
         return [
             sys.executable, "-m", "flowforge.local",
             "--port", str(self.port), "--moto-port", str(self.moto_port),
-            "--data-dir", str(self.data_dir), "--no-example",
+            "--data-dir", str(self.data_dir), "--no-example", *self.options,
         ]  # fmt: skip
 
     def environment(self) -> dict[str, str]:
@@ -136,13 +148,28 @@ class LocalStackProcess:
             return None
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
+    def signed_headers(
+        self, method: str, url: str, body: bytes = b"", headers: dict[str, str] | None = None
+    ) -> dict[str, str]:
+        """``headers`` plus a SigV4 signature with :attr:`signing_key`, as API Gateway wants."""
+        from botocore.auth import SigV4Auth
+        from botocore.awsrequest import AWSRequest
+        from botocore.credentials import Credentials
+
+        assert self.signing_key is not None
+        request = AWSRequest(method=method, url=url, data=body, headers=dict(headers or {}))
+        SigV4Auth(Credentials(*self.signing_key), "execute-api", self.region).add_auth(request)
+        return dict(request.headers.items())
+
     def request(
         self, method: str, path: str, body: Any = None, *, raw: bytes | None = None, timeout_s: float = 30
     ) -> tuple[int, Any]:
         """One HTTP call to the API: (status, decoded JSON body)."""
         data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
-        request = urllib.request.Request(f"{self.url}{path}", data=data, method=method)
-        request.add_header("Content-Type", "application/json")
+        headers = {"Content-Type": "application/json"}
+        if self.signing_key is not None:
+            headers = self.signed_headers(method, f"{self.url}{path}", data or b"", headers)
+        request = urllib.request.Request(f"{self.url}{path}", data=data, method=method, headers=headers)
         try:
             with urllib.request.urlopen(request, timeout=timeout_s) as response:
                 return response.status, json.loads(response.read() or b"null")

@@ -35,10 +35,17 @@ from functions.api.models import (
     ToolListing,
 )
 from functions.api.observability import logger, metrics
+from functions.api.principal import request_owner
 from functions.api.waiting import wait_budget, wait_for_run
 from functions.runtime import current_app
 
 router = Router()
+
+
+def _owner() -> str | None:
+    """The caller whose graphs and runs this request sees (None: the account's, all)."""
+    return request_owner(router.current_event.raw_event, current_app().service.isolated)
+
 
 _ERROR_TEXT = {
     400: "Invalid request, JSON, graph or state; details list each problem",
@@ -97,7 +104,7 @@ def create_graph(
 ) -> GraphCreated:
     # The engine validates (SkipValidation keeps the schema for the docs only), so a
     # 400 reports every problem at once, not just pydantic's first layer.
-    graph = current_app().service.create_graph(definition)
+    graph = current_app().service.create_graph(definition, _owner())
     logger.info("graph created", extra={"graph_id": graph.graph_id})
     metrics.add_metric(name="graphs_created", unit=MetricUnit.Count, value=1)
     return GraphCreated.of(graph)
@@ -134,7 +141,7 @@ def list_graphs(
     limit: Annotated[int, Query(ge=1, le=100, description="Page size.")] = 50,
     next_token: Annotated[str | None, Query(max_length=1024, description="From the previous page.")] = None,
 ) -> GraphPage:
-    graphs, token = current_app().service.store.list_graphs(limit=limit, after=next_token)
+    graphs, token = current_app().service.store.list_graphs(limit=limit, after=next_token, owner=_owner())
     return GraphPage.of(graphs, token)
 
 
@@ -145,7 +152,7 @@ def list_graphs(
     tags=["graphs"],
 )
 def get_graph(graph_id: GraphId) -> GraphDetail:
-    return GraphDetail.of(current_app().service.get_graph(graph_id))
+    return GraphDetail.of(current_app().service.get_graph(graph_id, _owner()))
 
 
 @router.post(
@@ -169,7 +176,7 @@ def start_run(
 ):
     selection = parse_fields(fields)
     service = current_app().service
-    run = service.start_run(request.graph_id, request.state)
+    run = service.start_run(request.graph_id, request.state, _owner())
     logger.append_keys(run_id=run.run_id, graph_id=run.graph_id)
     logger.info("run started", extra={"background": request.background})
     metrics.add_metric(name="runs_started", unit=MetricUnit.Count, value=1)
@@ -194,7 +201,7 @@ def list_runs(
     limit: Annotated[int, Query(ge=1, le=100, description="Page size.")] = 50,
     next_token: Annotated[str | None, Query(max_length=1024, description="From the previous page.")] = None,
 ) -> RunPage:
-    runs, token = current_app().service.store.list_runs(limit=limit, after=next_token)
+    runs, token = current_app().service.store.list_runs(limit=limit, after=next_token, owner=_owner())
     return RunPage.of(runs, token)
 
 
@@ -219,7 +226,7 @@ def get_state(
 ):
     selection = parse_fields(fields)
     service = current_app().service
-    return _answer(service.get_run(run_id), service, selection, logs=logs, after=after, limit=limit)
+    return _answer(service.get_run(run_id, _owner()), service, selection, logs=logs, after=after, limit=limit)
 
 
 def _answer(
@@ -247,7 +254,7 @@ def _answer(
     tags=["runs"],
 )
 def cancel_run(run_id: RunId) -> RunView:
-    run = current_app().service.cancel(run_id)
+    run = current_app().service.cancel(run_id, _owner())
     logger.info("run cancelled", extra={"run_id": run_id})
     return RunView.of(run, None)
 

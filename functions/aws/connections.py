@@ -110,17 +110,23 @@ class DynamoSubscriptionStore(AwsAdapter):
             return None
 
     # -- connections ----------------------------------------------------------------------
-    def open_connection(self, connection_id: str, now: float, expires_at: int) -> None:
-        self._call(
-            "put_item",
-            Item={
-                **connection_key(connection_id),
-                "kind": S("conn"),
-                "connection_id": S(connection_id),
-                "connected_at": N(now),
-                "expires_at": N(expires_at),
-            },
-        )
+    def open_connection(
+        self, connection_id: str, now: float, expires_at: int, owner: str | None = None
+    ) -> None:
+        item = {
+            **connection_key(connection_id),
+            "kind": S("conn"),
+            "connection_id": S(connection_id),
+            "connected_at": N(now),
+            "expires_at": N(expires_at),
+        }
+        if owner is not None:
+            item["owner"] = S(owner)
+        self._call("put_item", Item=item)
+
+    def connection_owner(self, connection_id: str) -> str | None:
+        item = self._call("get_item", Key=connection_key(connection_id), ConsistentRead=True).get("Item")
+        return item["owner"]["S"] if item and "owner" in item else None
 
     def close_connection(self, connection_id: str) -> list[str]:
         item = self._call("get_item", Key=connection_key(connection_id), ConsistentRead=True).get("Item")
@@ -281,7 +287,8 @@ def apply_change(stream: LogStream, event_name: str, image: Item, deadline: floa
         stream.on_log(image["run_id"]["S"], codec.log_from_item(image), deadline)
         return "log"
     if kind == "run" and event_name in ("INSERT", "MODIFY") and image.get("status", {}).get("S") in TERMINAL:
-        stream.on_run_end(image["run_id"]["S"], deadline)
+        # A terminal run item is final: the end is in the image, nothing to read.
+        stream.on_run_end(image["run_id"]["S"], deadline, codec.run_from_item(image))
         return "run_end"
     if kind == "sub" and event_name in ("INSERT", "MODIFY") and "replay" in image:
         stream.on_replay_due(subscription_from_item(image), deadline)

@@ -92,9 +92,12 @@ class DynamoRunStore(DynamoFanOuts, AwsAdapter):
         item = self._get(codec.graph_key(graph_id))
         return codec.graph_from_item(item) if item else None
 
-    def list_graphs(self, limit: int = 50, after: str | None = None) -> tuple[list[GraphRecord], str | None]:
-        """Newest first. The token is opaque (the index key of the page's last graph)."""
-        items, token = self._index_page(codec.GRAPHS_GSI_PK, codec.graph_key, limit, after)
+    def list_graphs(
+        self, limit: int = 50, after: str | None = None, *, owner: str | None = None
+    ) -> tuple[list[GraphRecord], str | None]:
+        """``owner``'s graphs, newest first: one query of their own index partition. The
+        token is opaque (the index key of the page's last graph)."""
+        items, token = self._index_page(codec.graphs_index_pk(owner), codec.graph_key, limit, after)
         return [codec.graph_from_item(item) for item in self._batch_get(items)], token
 
     def _index_page(
@@ -130,10 +133,12 @@ class DynamoRunStore(DynamoFanOuts, AwsAdapter):
         self._put_new(codec.run_item(run, slots=run.step))
         self._remember(_Folded(run, run.step, run.step, codec.due_bucket_key(run.next_at)))
 
-    def list_runs(self, limit: int = 50, after: str | None = None) -> tuple[list[RunRecord], str | None]:
-        """Newest first, each as it is now: the snapshots of the page in one batch, and
-        those still running folded (their snapshot may lag)."""
-        listed, token = self._index_page(codec.RUNS_GSI_PK, codec.listed_key, limit, after)
+    def list_runs(
+        self, limit: int = 50, after: str | None = None, *, owner: str | None = None
+    ) -> tuple[list[RunRecord], str | None]:
+        """``owner``'s runs, newest first, each as it is now: the snapshots of the page in
+        one batch, and those still running folded (their snapshot may lag)."""
+        listed, token = self._index_page(codec.runs_index_pk(owner), codec.listed_key, limit, after)
         runs = []
         for item in self._batch_get([{**key, "sk": codec.S(codec.RUN_SK)} for key in listed]):
             run: RunRecord | None = codec.run_from_item(item)

@@ -2,9 +2,9 @@
 
 | kind   | pk            | sk               | gsi1pk          | gsi1sk                 |
 |--------|---------------|------------------|-----------------|------------------------|
-| graph  | GRAPH#<id>    | GRAPH            | GRAPH           | <created_at>#<id>      |
+| graph  | GRAPH#<id>    | GRAPH            | GRAPH[#<owner>] | <created_at>#<id>      |
 | run    | RUN#<id>      | RUN              | RUNNING#<0..7>  | next_at's minute, ms   |
-| listed | RUN#<id>      | LISTED           | RUNS            | <created_at>#<id>      |
+| listed | RUN#<id>      | LISTED           | RUNS[#<owner>]  | <created_at>#<id>      |
 | log    | RUN#<id>      | LOG#<step:010d>  |                 |                        |
 | finish | RUN#<id>      | LOG#<step:010d>  |                 |                        |
 | exec   | RUN#<id>      | LOG#<step:010d>  |                 |                        |
@@ -30,7 +30,10 @@ dynamodb_fanout_codec.py.
 
 A run's "listed" item, written once when the run is created, lists it newest first
 (console, ``GET /runs``); it holds keys only and sorts before the slots, outside every
-read of the run. Of run items, only running runs carry gsi1 keys, so the sweeper's index holds exactly the runs it may
+read of the run. With graphs and runs isolated by principal, a graph and a run carry
+their ``owner`` (the caller's ARN), and graphs and listed runs sit in their owner's own
+index partitions, so a list reads only the caller's; without isolation nothing has an
+owner and nothing changes. Of run items, only running runs carry gsi1 keys, so the sweeper's index holds exactly the runs it may
 have to wake. Their sort key is ``next_at`` rounded down to the minute: a lower bound of
 when the run is due that changes about once a minute rather than at every step, because
 each change of an index key is billed as two index writes (a delete and a put). A run's
@@ -139,6 +142,16 @@ def due_bucket_key(next_at: float) -> str:
     return due_key(math.floor(next_at / DUE_BUCKET_S) * DUE_BUCKET_S)
 
 
+def graphs_index_pk(owner: str | None) -> str:
+    """The index partition listing ``owner``'s graphs (None: the account's)."""
+    return GRAPHS_GSI_PK if owner is None else f"{GRAPHS_GSI_PK}#{owner}"
+
+
+def runs_index_pk(owner: str | None) -> str:
+    """The index partition listing ``owner``'s runs (None: the account's)."""
+    return RUNS_GSI_PK if owner is None else f"{RUNS_GSI_PK}#{owner}"
+
+
 def graph_index_sk(created_at: str, graph_id: str) -> str:
     return f"{created_at}#{graph_id}"
 
@@ -152,7 +165,7 @@ def listed_item(run: RunRecord) -> Item:
     item = {
         **listed_key(run.run_id),
         "kind": S("listed"),
-        "gsi1pk": S(RUNS_GSI_PK),
+        "gsi1pk": S(runs_index_pk(run.owner)),
         "gsi1sk": S(graph_index_sk(run.created_at, run.run_id)),
     }
     if run.expires_at is not None:
@@ -169,11 +182,13 @@ def graph_item(graph: GraphRecord) -> Item:
         "definition": S(_dumps(graph.definition)),
         "created_at": S(graph.created_at),
         "version": N(graph.version),
-        "gsi1pk": S(GRAPHS_GSI_PK),
+        "gsi1pk": S(graphs_index_pk(graph.owner)),
         "gsi1sk": S(graph_index_sk(graph.created_at, graph.graph_id)),
     }
     if graph.name is not None:
         item["name"] = S(graph.name)
+    if graph.owner is not None:
+        item["owner"] = S(graph.owner)
     return item
 
 
@@ -184,6 +199,7 @@ def graph_from_item(item: Item) -> GraphRecord:
         created_at=_str(item, "created_at") or "",
         name=_str(item, "name"),
         version=int(_num(item, "version") or 1),
+        owner=_str(item, "owner"),
     )
 
 
@@ -237,6 +253,8 @@ def run_item(run: RunRecord, slots: int) -> Item:
         item["cursor"] = cursor_value(run.cursor)
     if run.expires_at is not None:
         item["expires_at"] = N(run.expires_at)
+    if run.owner is not None:
+        item["owner"] = S(run.owner)
     if run.status == "running":
         item["gsi1pk"] = S(running_shard(run.run_id))
         item["gsi1sk"] = S(due_bucket_key(run.next_at))
@@ -259,6 +277,7 @@ def run_from_item(item: Item) -> RunRecord:
         finished_at=_str(item, "finished_at"),
         error=_json(item, "error"),
         expires_at=int(expires_at) if expires_at is not None else None,
+        owner=_str(item, "owner"),
     )
 
 

@@ -100,7 +100,7 @@ def handle(stream: LogStream, event: dict[str, Any], deadline: float | None = No
     connection_id = ws.request_context.connection_id
     route = ws.request_context.route_key
     if route == "$connect":
-        return _connect(stream, connection_id, ws.query_string_parameters or {})
+        return _connect(stream, connection_id, ws.query_string_parameters or {}, _caller(event))
     if route == "$disconnect":
         stream.disconnect(connection_id)
         return {"statusCode": 200}
@@ -118,13 +118,21 @@ def handle(stream: LogStream, event: dict[str, Any], deadline: float | None = No
     return {"statusCode": 200}
 
 
-def _connect(stream: LogStream, connection_id: str, query: dict[str, str]) -> dict[str, Any]:
+def _connect(
+    stream: LogStream, connection_id: str, query: dict[str, str], caller: str | None
+) -> dict[str, Any]:
+    """``caller``: the IAM principal that signed the handshake (None without IAM auth)."""
+    if stream.isolated and not caller:
+        return _refuse(
+            "forbidden",
+            "runs are isolated by principal, but the handshake has no IAM caller: the WebSocket API needs IAM auth",
+        )
     problem = json_problem(query, "query")
     if problem is not None:
         return _refuse("invalid_request", str(problem))
     try:
         params = ConnectQuery.model_validate(query)
-        stream.connect(connection_id, params.run_id, params.after)
+        stream.connect(connection_id, params.run_id, params.after, caller)
     except ValidationError as exc:
         return _refuse("invalid_request", _problems(exc))
     except FlowForgeError as exc:  # an unknown run, an after no log reaches, a throttled store
@@ -132,6 +140,13 @@ def _connect(stream: LogStream, connection_id: str, query: dict[str, str]) -> di
             raise
         return _refuse(exc.code, exc.message)
     return {"statusCode": 200}
+
+
+def _caller(event: dict[str, Any]) -> str | None:
+    """The IAM principal that signed ``$connect`` (``requestContext.identity.userArn``;
+    Powertools' WebSocket identity does not expose it)."""
+    identity = (event.get("requestContext") or {}).get("identity") or {}
+    return identity.get("userArn") or None
 
 
 def _refuse(code: str, message: str) -> dict[str, Any]:

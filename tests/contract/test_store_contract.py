@@ -89,6 +89,40 @@ def test_list_graphs_when_the_last_page_is_full_has_no_next_token(store):
     assert [g.graph_id for g in page] == ["g1", "g0"] and token is None
 
 
+def test_graphs_of_an_owner_are_listed_apart_and_page_within_the_owner(store):
+    # GIVEN graphs of the account (no owner) and of two principals, interleaved in time
+    owners = [None, "arn:aws:iam::123456789012:user/alice", "arn:aws:iam::123456789012:user/bob"]
+    for i in range(6):
+        store.put_graph(graph(f"g{i}", created_at=f"2025-06-15T10:00:0{i}.000Z", owner=owners[i % 3]))
+    # WHEN each lists, a page at a time THEN each sees only its own, newest first
+    first, token = store.list_graphs(limit=1, owner=owners[1])
+    second, last = store.list_graphs(limit=1, after=token, owner=owners[1])
+    assert [g.graph_id for g in first + second] == ["g4", "g1"] and last is None
+    assert {g.owner for g in first + second} == {owners[1]}
+    assert [g.graph_id for g in store.list_graphs(owner=owners[2])[0]] == ["g5", "g2"]
+    assert [g.graph_id for g in store.list_graphs()[0]] == ["g3", "g0"]
+    assert store.get_graph("g4") == graph("g4", created_at="2025-06-15T10:00:04.000Z", owner=owners[1])
+
+
+def test_a_runs_owner_survives_its_commits_and_snapshots(store):
+    owner = "arn:aws:sts::123456789012:assumed-role/Deployer/ci"
+    store.create_run(run(owner=owner))
+    for step in range(6):  # past a snapshot
+        store.commit_step(commit(step))
+    assert store.get_run("run1").owner == owner
+
+
+def test_runs_of_an_owner_are_listed_apart(store):
+    alice, bob = "arn:aws:iam::123456789012:user/alice", "arn:aws:iam::123456789012:user/bob"
+    for i, owner in enumerate([alice, None, bob, alice]):
+        store.create_run(run(f"r{i}", owner=owner, created_at=f"2025-06-15T10:00:0{i}.000Z"))
+    first, token = store.list_runs(limit=1, owner=alice)
+    second, last = store.list_runs(limit=1, after=token, owner=alice)
+    assert [r.run_id for r in first + second] == ["r3", "r0"] and last is None
+    assert [r.run_id for r in store.list_runs(owner=bob)[0]] == ["r2"]
+    assert [r.run_id for r in store.list_runs()[0]] == ["r1"]
+
+
 # -- runs ---------------------------------------------------------------------------------
 def test_create_and_get_run_round_trips(store):
     store.create_run(run())

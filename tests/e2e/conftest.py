@@ -4,6 +4,7 @@ free ports, with a temporary data directory, reached only over HTTP and WebSocke
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -16,9 +17,13 @@ class LocalStack(LocalStackProcess):
     """The stack with the end-to-end tests' slow tools loaded."""
 
     def __init__(
-        self, data_dir: Path, log_path: Path, tools_modules: str = "workflows,tests.e2e.slow_tools"
+        self,
+        data_dir: Path,
+        log_path: Path,
+        tools_modules: str = "workflows,tests.e2e.slow_tools",
+        **options: Any,
     ) -> None:
-        super().__init__(data_dir, log_path, tools_modules=tools_modules)
+        super().__init__(data_dir, log_path, tools_modules=tools_modules, **options)
 
 
 @pytest.fixture(scope="session")

@@ -639,7 +639,7 @@ class BrokenStore(InMemoryRunStore):
     def get_graph(self, graph_id):
         raise self.error
 
-    def list_graphs(self, limit=50, after=None):
+    def list_graphs(self, limit=50, after=None, *, owner=None):
         raise self.error
 
 

@@ -8,7 +8,9 @@ moto server as writes happen: test_local_durability.py.)
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
+import threading
 from functools import partial
 
 import boto3
@@ -217,3 +219,36 @@ def test_the_schedule_invokes_its_function_with_scheduled_events_and_survives_a_
     assert len(seen) >= 3
     assert {e["detail-type"] for e in seen} == {"Scheduled Event"}
     assert seen[0]["resources"] == ["arn:aws:events:us-east-1:123456789012:rule/Sweeper-schedule"]
+
+
+def test_the_stream_is_read_while_every_shared_executor_thread_is_busy(client, stack):
+    # GIVEN the event loop's default executor taken up entirely (as queue long polls took it)
+    dynamodb = client("dynamodb")
+    delivered = threading.Event()
+    (source,) = read_template(DEFAULT_TEMPLATE).stream_sources
+    poller = StreamPoller(
+        client("dynamodbstreams"),
+        stack["stream_arn"],
+        LocalFunction("Broadcast", lambda e, c: delivered.set(), timeout_s=5, concurrency=1),
+        batch_size=source.batch_size,
+        report_failures=True,
+        max_retries=0,
+        accepts=compile_filters(source.filters),
+    )
+    poller.skip_existing()
+    item = {"pk": {"S": "RUN#r"}, "sk": {"S": "LOG#0000000000"}, "kind": {"S": "log"}, "seq": {"N": "0"}}
+
+    async def scenario() -> bool:
+        loop = asyncio.get_running_loop()
+        loop.set_default_executor(concurrent.futures.ThreadPoolExecutor(max_workers=1))
+        busy = loop.run_in_executor(None, delivered.wait, 30)  # held until the record arrives
+        streaming = asyncio.ensure_future(poller.run())
+        # WHEN a log entry is written
+        dynamodb.put_item(TableName=stack["table"], Item=item)
+        # THEN the poller delivers it without a thread of the shared executor
+        got = await busy
+        streaming.cancel()
+        await asyncio.gather(streaming, return_exceptions=True)
+        return got
+
+    assert asyncio.run(scenario()) is True

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from flowforge.local.banner import Endpoints, banner
@@ -24,3 +25,23 @@ def test_the_console_url_comes_first():
     # WHEN the banner is printed, THEN its first URL is the console's
     urls = [line.split()[1] for line in banner(at).splitlines() if "http://" in line]
     assert urls[0] == "http://127.0.0.1:3000/console"
+
+
+def test_the_mode_is_said_and_with_iam_auth_every_example_signs():
+    at = Endpoints(
+        url="http://127.0.0.1:3000",
+        moto="http://127.0.0.1:5000",
+        region="us-east-1",
+        table="flowforge-Table",
+        data_dir=Path(".flowforge"),
+        restored=0,
+        resumed=0,
+        example_graph="g1",
+        example_state=Path("workflows/graphs/summarization.state.json"),
+    )
+    assert "auth off" in banner(at)
+    signed = banner(replace(at, signing_key=("testing", "testing"), isolation="principal"))
+    assert "IAM auth" in signed and "isolation by principal" in signed
+    curl = next(line for line in signed.splitlines() if line.strip().startswith("curl"))
+    assert "--aws-sigv4 'aws:amz:us-east-1:execute-api' --user 'testing:testing'" in curl
+    assert "FLOWFORGE_SIGN=1" in signed and "wscat" not in signed
