@@ -312,12 +312,14 @@
     }
     function addEntry(entry) {
       const item = h("li", { "data-seq": entry.seq, "data-node": entry.node, tabindex: 0 },
-        h("span", { class: "seq" }, `#${entry.seq}`), h("span", { class: "node" }, entry.node),
+        h("span", { class: "seq" }, `#${entry.seq}`),
+        h("span", { class: "node" }, entry.node, entry.branch != null ? ` › ${entry.branch}` : entry.index != null ? ` [${entry.index}]` : ""),
         h("span", { class: "dur" }, entry.duration_ms != null ? `${Math.round(entry.duration_ms)} ms` : ""), badge(entry.status));
       item.addEventListener("click", () => select(item, entry));
       item.addEventListener("keydown", (e) => { if (e.key === "Enter") select(item, entry); });
       timeline.append(item);
       view.setNodeStatus(entry.node, entry.status);
+      if (entry.branch != null) view.setNodeStatus(entry.branch, entry.status); // a parallel branch's own entry
       if (loops.has(entry.node) && entry.status === "ok") {
         iterations.set(entry.node, (iterations.get(entry.node) || 0) + 1);
         view.setIterations(entry.node, iterations.get(entry.node));
@@ -330,6 +332,7 @@
       metaSteps.textContent = run.step;
     }
     function update(next) {
+      const wasCurrent = run.status === "running" ? run.current_node : null;
       run = { ...run, ...next };
       status.replaceChildren(badge(run.status));
       cancel.hidden = run.status !== "running";
@@ -337,7 +340,7 @@
       metaDuration.textContent = duration(run);
       statePre.textContent = json(run.state);
       view.setCurrent(run.status === "running" ? run.current_node : null);
-      if (run.status === "cancelled" && run.current_node) view.setNodeStatus(run.current_node, "cancelled");
+      if (run.status === "cancelled" && wasCurrent) view.setNodeStatus(wasCurrent, "cancelled");
       errorBox.replaceChildren(...(run.error ? [h("div", { class: "errorbox", id: "failure" },
         h("h2", {}, `Failed at ${run.error.node ?? "?"}: ${run.error.type ?? "error"}`), h("div", { class: "mono" }, run.error.message ?? ""))] : []));
     }
@@ -352,8 +355,12 @@
         // Only the state: the status changes with the socket's final message, which
         // comes after every entry (a read may see the run finished before they arrive).
         stateTimer = setTimeout(async () => {
-          const view = await api(`/graph/state/${encodeURIComponent(runId)}?logs=false`);
-          if (!finished) update({ state: view.state });
+          try {
+            const view = await api(`/graph/state/${encodeURIComponent(runId)}?logs=false`);
+            if (!finished) update({ state: view.state });
+          } catch {
+            // the next entry or the final message reads it again
+          }
         }, 250);
       };
       live.follow(runId, entries.length ? entries[entries.length - 1].seq : -1,
@@ -362,8 +369,11 @@
           finished = true;
           clearTimeout(stateTimer);
           clearInterval(ticker);
-          const final = await api(`/graph/state/${encodeURIComponent(runId)}?logs=false`);
-          update(final);
+          try {
+            update(await api(`/graph/state/${encodeURIComponent(runId)}?logs=false`));
+          } catch (err) {
+            errorBox.replaceChildren(h("div", { class: "problem" }, `The run ended; reading it failed: ${err.message}. Reload to retry.`));
+          }
         });
     }
   }
