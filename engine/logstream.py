@@ -19,8 +19,10 @@ client subscribes, ``broadcast`` pushes new ones from the table stream. Both go 
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -181,6 +183,11 @@ class Pusher(Protocol):
         """ConnectionGoneError if it is closed, PushUnavailableError to retry later."""
 
 
+#: Log messages a LogStream keeps encoded (at most 128 KB each): an entry going out to
+#: many subscribers, or replayed to several, is encoded once.
+ENCODED_MESSAGES = 32
+
+
 # -- delivery ------------------------------------------------------------------------------
 class LogStream:
     """Subscriptions of WebSocket connections to runs, and delivery of their logs."""
@@ -219,6 +226,8 @@ class LogStream:
         self.page_size = page_size
         self.workers = workers
         self.max_message_bytes = max_message_bytes
+        self._encoded: OrderedDict[tuple[str, int], bytes] = OrderedDict()
+        self._encoded_lock = threading.Lock()
 
     # -- the ws function ----------------------------------------------------------------
     def connect(
@@ -353,7 +362,7 @@ class LogStream:
                             run_id, connection_id, token, sent, expect_ver=None, replay=self.new_token()
                         )
                         return
-                    self._post(connection_id, log_message(run_id, entry))
+                    self.pusher.post(connection_id, self._log_data(run_id, entry))
                     sent = entry["seq"]
                     last = i == len(entries) - 1
                     if not last and not self.subs.advance(
@@ -399,6 +408,22 @@ class LogStream:
             return [], True  # every entry of the ended run was sent: only done is left
         entries = self.runs.list_logs(sub.run_id, after=sent, limit=self.page_size)
         return entries, len(entries) < self.page_size
+
+    def _log_data(self, run_id: str, entry: dict[str, Any]) -> bytes:
+        """Log entry ``entry`` as clients receive it, encoded once (a committed entry never
+        changes) for every subscriber it goes to."""
+        key = (run_id, entry["seq"])
+        with self._encoded_lock:
+            data = self._encoded.get(key)
+            if data is not None:
+                self._encoded.move_to_end(key)
+                return data
+        data = encode_message(log_message(run_id, entry), self.max_message_bytes)
+        with self._encoded_lock:
+            self._encoded[key] = data
+            while len(self._encoded) > ENCODED_MESSAGES:
+                self._encoded.popitem(last=False)
+        return data
 
     def _post(self, connection_id: str, message: dict[str, Any]) -> None:
         self.pusher.post(connection_id, encode_message(message, self.max_message_bytes))

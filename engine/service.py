@@ -368,6 +368,7 @@ class RunService:
         Every commit pushes the run's expiry forward, so a run that is still moving is
         never deleted by the table's TTL (its slots and snapshots carry it).
         """
+        outcome.log["run_id"] = run.run_id  # the entry as stored and served: built once, not copied
         done_at = self.clock()
         stamp = iso_time(done_at)
         return StepCommit(
@@ -376,7 +377,7 @@ class RunService:
             update=update,
             cursor=outcome.next,
             status=outcome.run_status,
-            log={**outcome.log, "run_id": run.run_id},
+            log=outcome.log,
             updated_at=stamp,
             next_at=done_at + outcome.delay_s,
             error=outcome.error if outcome.run_status == "failed" else None,

@@ -49,9 +49,10 @@ def build_resolver() -> FlowForgeResolver:
     return resolver
 
 
-#: The resolver keeps the request it is answering on itself, so each thread gets its
-#: own: a Lambda container answers one request at a time, but the local stack (and any
-#: test) may call this handler from several threads of one process.
+#: Powertools' resolver keeps the request it is answering on itself, so each thread gets
+#: its own. A Lambda container answers one request at a time, but the local stack runs
+#: several containers as threads of one process (each with its own App, all sharing this
+#: module), and tests call the handler from several threads too.
 _resolvers = threading.local()
 
 

@@ -15,6 +15,9 @@ from functions.aws.batch import SqsRecord, parse_step_message, process_sqs_batch
 from functions.runtime import current_app
 
 logger = Logger(service="flowforge-step")
+#: The event loop a thread reuses across invocations: per thread, not per App, because
+#: tests run several invocations at once on one App (the local stack's workers have one
+#: each anyway), and one loop cannot run two of them.
 _local = threading.local()
 
 

@@ -7,6 +7,7 @@ with the new entry, after the last one ``on_run_end`` — what the table stream 
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import threading
 import time
@@ -432,3 +433,31 @@ def test_an_after_no_log_can_reach_is_refused_before_anything_is_stored(world, a
     # THEN no subscription (nor connection) was stored, and nothing was sent
     assert world.subs.subscriptions(run_id) == []
     assert world.api.messages("c1") == []
+
+
+class RecordingPusher:
+    """A pusher that keeps what it was handed, object for object."""
+
+    def __init__(self) -> None:
+        self.posted: list[tuple[str, bytes]] = []
+
+    def post(self, connection_id: str, data: bytes) -> None:
+        self.posted.append((connection_id, data))
+
+
+def test_an_entry_going_to_many_subscribers_is_encoded_once(world):
+    # GIVEN three connections following one run, posting through a recording pusher
+    pusher = RecordingPusher()
+    world.stream.pusher = pusher
+    run_id = world.start(counting(2))
+    world.connect("c1", "c2", "c3")
+    for connection_id in ("c1", "c2", "c3"):
+        world.stream.subscribe(connection_id, run_id)
+
+    # WHEN its first entry is committed and broadcast
+    world.step()
+
+    # THEN each subscriber got that entry, as the very same encoded message
+    sent = [data for _, data in pusher.posted]
+    assert sorted(c for c, _ in pusher.posted) == ["c1", "c2", "c3"]
+    assert json.loads(sent[0])["seq"] == 0 and all(data is sent[0] for data in sent)
