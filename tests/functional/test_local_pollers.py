@@ -59,6 +59,18 @@ async def run_for(seconds: float, *coroutines):
     await asyncio.gather(*tasks, return_exceptions=True)
 
 
+async def run_until(done, *coroutines, timeout_s: float = 20.0):
+    """Run ``coroutines`` until ``done()`` holds (or ``timeout_s``): no fixed sleep that a
+    busy machine could outlast."""
+    tasks = [asyncio.ensure_future(c) for c in coroutines]
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not done() and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.02)
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
 def test_failed_items_are_redelivered_then_dead_lettered_and_successes_deleted(client):
     sqs = client("sqs")
     dlq_url, dlq_arn = make_queue(sqs, "poller-dlq")
@@ -201,7 +213,7 @@ def test_consumed_stream_records_are_forgotten_and_reading_carries_on(client, st
         assert len(poller.read()) == 5
         assert shard().items == []
     dynamodb.put_item(TableName=table, Item={"pk": {"S": "last"}, "sk": {"S": "s"}})
-    asyncio.run(run_for(0.5, poller.run()))
+    asyncio.run(run_until(lambda: delivered, poller.run()))
     assert delivered == ["INSERT"]
 
 
