@@ -40,6 +40,18 @@ def _mode(at: Endpoints) -> str:
     return f"IAM auth: every request and handshake must be SigV4-signed; isolation by {at.isolation}"
 
 
+#: Where the CLI looks for a stack by default (flowforge.client.LOCAL_ENDPOINT; the CLI sits
+#: above this package, so the value is repeated here and a test keeps the two equal).
+CLI_DEFAULT_URL = "http://127.0.0.1:3000"
+
+
+def _cli_endpoint(at: Endpoints) -> list[str]:
+    """On another port than the CLI's default, the line that points the CLI at this stack."""
+    if at.url == CLI_DEFAULT_URL:
+        return []
+    return [f"    export FLOWFORGE_ENDPOINT={at.url}     (the CLI's default is {CLI_DEFAULT_URL})"]
+
+
 def banner(at: Endpoints) -> str:
     ws = at.url.replace("http://", "ws://", 1)
     lines = [
@@ -66,6 +78,7 @@ def banner(at: Endpoints) -> str:
             "  Try it (another terminal; bin/flowforge is the CLI of this checkout):",
             f"    curl -s {at.url}/graph/run -H 'content-type: application/json' \\",
             f'      -d "{{\\"graph_id\\": \\"{graph}\\", \\"state\\": $(cat {state})}}" | python3 -m json.tool',
+            *_cli_endpoint(at),
             f"    bin/flowforge run {graph} --state {state} --follow",
             "    bin/flowforge logs <run_id> --follow     bin/flowforge state <run_id> --full",
             f"    xdg-open {at.url}/console               (macOS: open)",
@@ -92,6 +105,7 @@ def _signed_examples(at: Endpoints, graph: str) -> list[str]:
         "      -H 'content-type: application/json' \\",
         f'      -d "{{\\"graph_id\\": \\"{graph}\\", \\"state\\": $(cat {state})}}" | python3 -m json.tool',
         f"    export AWS_ACCESS_KEY_ID={key} AWS_SECRET_ACCESS_KEY={secret} AWS_DEFAULT_REGION={at.region} FLOWFORGE_SIGN=1",
+        *_cli_endpoint(at),
         f"    bin/flowforge run {graph} --state {state} --follow",
         "    bin/flowforge logs <run_id> --follow",
     ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from flowforge.local.banner import Endpoints, banner
+from flowforge.local.banner import CLI_DEFAULT_URL, Endpoints, banner
 
 
 def test_the_console_url_comes_first():
@@ -45,3 +45,33 @@ def test_the_mode_is_said_and_with_iam_auth_every_example_signs():
     curl = next(line for line in signed.splitlines() if line.strip().startswith("curl"))
     assert "--aws-sigv4 'aws:amz:us-east-1:execute-api' --user 'testing:testing'" in curl
     assert "FLOWFORGE_SIGN=1" in signed and "wscat" not in signed
+
+
+def test_on_another_port_the_cli_is_pointed_at_the_stack():
+    # GIVEN a stack on port 3411 (3000 was taken)
+    at = Endpoints(
+        url="http://127.0.0.1:3411",
+        moto="http://127.0.0.1:5411",
+        region="us-east-1",
+        table="flowforge-Table",
+        data_dir=Path(".flowforge"),
+        restored=0,
+        resumed=0,
+        example_graph="g1",
+        example_state=Path("workflows/graphs/summarization.state.json"),
+    )
+
+    # WHEN the banner is printed, THEN the CLI examples follow a line that points the CLI there
+    for text in (banner(at), banner(replace(at, signing_key=("testing", "testing")))):
+        lines = text.splitlines()
+        export = next(i for i, line in enumerate(lines) if "export FLOWFORGE_ENDPOINT=" in line)
+        run = next(i for i, line in enumerate(lines) if "bin/flowforge run" in line)
+        assert "FLOWFORGE_ENDPOINT=http://127.0.0.1:3411 " in lines[export] and export < run
+    # and on the CLI's own default port no such line is needed
+    assert "FLOWFORGE_ENDPOINT" not in banner(replace(at, url=CLI_DEFAULT_URL))
+
+
+def test_the_banner_knows_the_clis_default_endpoint():
+    from flowforge.client import LOCAL_ENDPOINT
+
+    assert LOCAL_ENDPOINT == CLI_DEFAULT_URL
