@@ -7,20 +7,23 @@ from pathlib import Path
 
 from flowforge.local.banner import CLI_DEFAULT_URL, Endpoints, banner
 
+#: A stack on the default ports with the example graph registered.
+STACK = Endpoints(
+    url="http://127.0.0.1:3000",
+    moto="http://127.0.0.1:5000",
+    region="us-east-1",
+    table="flowforge-Table",
+    data_dir=Path(".flowforge"),
+    restored=0,
+    resumed=0,
+    example_graph="g1",
+    example_state=Path("workflows/graphs/summarization.state.json"),
+)
+
 
 def test_the_console_url_comes_first():
     # GIVEN a stack on port 3000
-    at = Endpoints(
-        url="http://127.0.0.1:3000",
-        moto="http://127.0.0.1:5000",
-        region="us-east-1",
-        table="flowforge-Table",
-        data_dir=Path(".flowforge"),
-        restored=0,
-        resumed=0,
-        example_graph="g1",
-        example_state=Path("workflows/graphs/summarization.state.json"),
-    )
+    at = STACK
 
     # WHEN the banner is printed, THEN its first URL is the console's
     urls = [line.split()[1] for line in banner(at).splitlines() if "http://" in line]
@@ -28,17 +31,7 @@ def test_the_console_url_comes_first():
 
 
 def test_the_mode_is_said_and_with_iam_auth_every_example_signs():
-    at = Endpoints(
-        url="http://127.0.0.1:3000",
-        moto="http://127.0.0.1:5000",
-        region="us-east-1",
-        table="flowforge-Table",
-        data_dir=Path(".flowforge"),
-        restored=0,
-        resumed=0,
-        example_graph="g1",
-        example_state=Path("workflows/graphs/summarization.state.json"),
-    )
+    at = STACK
     assert "auth off" in banner(at)
     signed = banner(replace(at, signing_key=("testing", "testing"), isolation="principal"))
     assert "IAM auth" in signed and "isolation by principal" in signed
@@ -49,17 +42,7 @@ def test_the_mode_is_said_and_with_iam_auth_every_example_signs():
 
 def test_on_another_port_the_cli_is_pointed_at_the_stack():
     # GIVEN a stack on port 3411 (3000 was taken)
-    at = Endpoints(
-        url="http://127.0.0.1:3411",
-        moto="http://127.0.0.1:5411",
-        region="us-east-1",
-        table="flowforge-Table",
-        data_dir=Path(".flowforge"),
-        restored=0,
-        resumed=0,
-        example_graph="g1",
-        example_state=Path("workflows/graphs/summarization.state.json"),
-    )
+    at = replace(STACK, url="http://127.0.0.1:3411", moto="http://127.0.0.1:5411")
 
     # WHEN the banner is printed, THEN the CLI examples follow a line that points the CLI there
     for text in (banner(at), banner(replace(at, signing_key=("testing", "testing")))):
