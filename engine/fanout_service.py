@@ -102,6 +102,18 @@ class FanOutSteps:
             service.queue.send_item(run.run_id, fanout.base, index, attempt)
         return Disposition.RESENT
 
+    def reopen(
+        self, run: RunRecord, graph: CompiledGraph, node: CompiledNode, prior: int, carried: frozenset[int]
+    ) -> None:
+        """Open the fan-out of a redriven run at its fan-out node, taking over the items
+        ``carried`` from the failed fan-out at ``prior``, and send the items now due."""
+        assert run.cursor is not None
+        total = len(item_list(node, decode_state(run.state)))
+        store, clock = self.service.store, self.service.clock
+        fanout = store.open_fanout(run.run_id, run.cursor.step, total, clock(), prior=prior, carried=carried)
+        for index, attempt in self._due(node, fanout):
+            self.service.queue.send_item(run.run_id, fanout.base, index, attempt)
+
     def resend_due(self, run: RunRecord, graph: CompiledGraph) -> int:
         """Re-send the item messages of ``run``'s open fan-out that should be running now
         (their messages were lost with the queue); how many were sent."""
@@ -176,20 +188,26 @@ class FanOutSteps:
             claim.step, index, attempt, execution.status, execution.value, execution.error, entry
         )
         store.put_execution(run_id, base, record, now)
-        self._send_next(run_id, base, node, claim, execution)
+        self._send_next(run, base, node, claim, execution)
         if claim.fanout.complete:
             return self._join(run, graph, node, claim.fanout, recheck=claim.outcome == "new")
         return Disposition.COMMITTED
 
     def _send_next(
-        self, run_id: str, base: int, node: CompiledNode, claim: Claim, execution: Execution
+        self, run: RunRecord, base: int, node: CompiledNode, claim: Claim, execution: Execution
     ) -> None:
-        queue = self.service.queue
+        queue, run_id = self.service.queue, run.run_id
         if not execution.final:
             queue.send_item(run_id, base, execution.index, execution.attempt + 1, execution.delay_s)
             return
-        following = execution.index + fanout_of(node).max_concurrency
+        width = fanout_of(node).max_concurrency
+        following = execution.index + width
         assert claim.fanout is not None
+        if run.redrive_count and following < claim.fanout.total:
+            # A redriven fan-out may have taken items over: the lane passes them by.
+            carried = self._fanout(run_id, base).carried
+            while following in carried:
+                following += width
         if following < claim.fanout.total:
             queue.send_item(run_id, base, following, 1)
 
@@ -225,15 +243,27 @@ class FanOutSteps:
         records = self._executions(run, fanout, fanout.executed, recheck)
         if records is None:
             return Disposition.IN_PROGRESS
-        finals = {
-            r.index: Execution(r.index, r.attempt, r.status, r.value, r.error, r.entry)
-            for r in records
-            if r.status != "retry"
-        }
+        finals = _finals(records)
+        if fanout.prior is not None:
+            finals = {**self._carried_finals(run.run_id, fanout), **finals}
         state = decode_state(run.state)
         step = fanout.base + fanout.executed
         outcome = join(graph, node, step, state, finals, fanout.total, now=self.service.clock)
         return self.service.commit_outcome(run, step, outcome, state)
+
+    def _carried_finals(self, run_id: str, fanout: FanOutRecord) -> dict[int, Execution]:
+        """The final executions of the items a redriven fan-out took over, from the failed
+        fan-out each ran in (each redrive's fan-out names the one before it)."""
+        store, wanted, finals = self.service.store, set(fanout.carried), {}
+        prior = store.get_fanout(run_id, fanout.prior) if fanout.prior is not None else None
+        while wanted and prior is not None:
+            ran = _finals(store.list_executions(run_id, prior.base, prior.executed))
+            finals |= {index: ran[index] for index in wanted & ran.keys()}
+            wanted -= ran.keys()
+            prior = store.get_fanout(run_id, prior.prior) if prior.prior is not None else None
+        if wanted:
+            raise StoreUnavailableError(f"run {run_id!r}: carried items {sorted(wanted)[:5]} not found")
+        return finals
 
     def _end_closed(
         self,
@@ -250,3 +280,12 @@ class FanOutSteps:
         state = decode_state(run.state)
         outcome = max_steps_failure(graph, node, fanout.closed_at, state, now=self.service.clock)
         return self.service.commit_outcome(run, fanout.closed_at, outcome, state)
+
+
+def _finals(records: list[ExecutionRecord]) -> dict[int, Execution]:
+    """Each item's final execution among ``records``."""
+    return {
+        r.index: Execution(r.index, r.attempt, r.status, r.value, r.error, r.entry)
+        for r in records
+        if r.status != "retry"
+    }

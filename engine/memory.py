@@ -10,6 +10,7 @@ import copy
 import math
 import threading
 from collections import deque
+from collections.abc import Callable, Collection
 from dataclasses import replace
 from typing import Any
 
@@ -32,6 +33,9 @@ class InMemoryRunStore:
         self._executions: dict[tuple[str, int], ExecutionRecord] = {}  # (run, step)
         self._claim_steps: dict[tuple[str, int, int, int], int] = {}  # (run, base, index, attempt)
         self._resent: dict[str, float] = {}  # run id -> when its next step was last re-sent
+        # Runs finished from outside (cancel, dead letter): that took a transition number
+        # without a log entry, as a finish slot does in DynamoDB.
+        self._finished: set[str] = set()
 
     def put_graph(self, graph: GraphRecord) -> None:
         with self._lock:
@@ -102,6 +106,19 @@ class InMemoryRunStore:
             if step is not None and run.step != step:
                 raise ConflictError(f"run {run_id!r} is not at step {step}")
             self._runs[run_id] = apply_finish(run, status=status, error=error, now=now)
+            self._finished.add(run_id)
+
+    def redrive_run(self, run_id: str, build: Callable[[RunRecord, int], StepCommit]) -> RunRecord:
+        with self._lock:
+            run = self._runs.get(run_id)
+            if run is None or run.status != "failed":
+                raise ConflictError(f"run {run_id!r} is not failed")
+            step = run.step + 1 if run_id in self._finished else run.step
+            commit = build(replace(run, state=dict(run.state)), step)
+            self._runs[run_id] = redriven = apply_commit(run, commit)
+            self._logs[run_id][commit.step] = copy.deepcopy(commit.log)
+            self._finished.discard(run_id)
+            return replace(redriven, state=dict(redriven.state))
 
     def claim_resend(self, run_id: str, now: float, window_s: float) -> bool:
         with self._lock:
@@ -123,9 +140,25 @@ class InMemoryRunStore:
         return [(r.run_id, r.step) for r in due[:limit]]
 
     # -- fan-outs ---------------------------------------------------------------------------
-    def open_fanout(self, run_id: str, base: int, total: int, now: float) -> FanOutRecord:
+    def open_fanout(
+        self,
+        run_id: str,
+        base: int,
+        total: int,
+        now: float,
+        *,
+        prior: int | None = None,
+        carried: Collection[int] = (),
+    ) -> FanOutRecord:
+        claims = dict.fromkeys(carried, (0, True))
+        opened = FanOutRecord(run_id, base, total, 0, len(claims), 0, now, claims, prior=prior)
         with self._lock:
-            return self._fanouts.setdefault((run_id, base), FanOutRecord(run_id, base, total, 0, 0, 0, now))
+            return self._fanouts.setdefault((run_id, base), opened)
+
+    def latest_fanout(self, run_id: str) -> FanOutRecord | None:
+        with self._lock:
+            bases = [base for (run, base) in self._fanouts if run == run_id]
+            return self._fanouts[(run_id, max(bases))] if bases else None
 
     def get_fanout(self, run_id: str, base: int) -> FanOutRecord | None:
         with self._lock:

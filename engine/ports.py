@@ -7,6 +7,7 @@ DynamoDB and SQS. One contract suite (tests/contract) runs against both.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from collections.abc import Callable, Collection
 from typing import Any, Protocol
 
 from engine.step import Cursor
@@ -44,6 +45,8 @@ class RunRecord:
     expires_at: int | None = None
     owner: str | None = None
     """The principal that started it when runs are isolated by principal (None: the account's)."""
+    redrive_count: int = 0
+    """How many times the run was redriven after failing (``POST /graph/run/{id}/redrive``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +67,8 @@ class StepCommit:
     error: dict[str, Any] | None = None
     expires_at: int | None = None
     finished_at: str | None = field(default=None)
+    redrive_count: int | None = None
+    """Set by a redrive (a failed run resumed): the run's redrive count after it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,10 +93,19 @@ class FanOutRecord:
     updated_at: float
     claims: dict[int, tuple[int, bool]] = field(default_factory=dict)
     closed_at: int | None = None
+    prior: int | None = None
+    """A redriven fan-out: the base of the failed one it resumes. Items that finished
+    there without failing are carried over, done from the start (claimed as attempt 0),
+    and their values are read from it (or from its own prior) at the join."""
 
     @property
     def complete(self) -> bool:
         return self.done >= self.total
+
+    @property
+    def carried(self) -> frozenset[int]:
+        """The items a redriven fan-out took over from ``prior`` (claimed as attempt 0)."""
+        return frozenset(index for index, (attempt, _) in self.claims.items() if attempt == 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,10 +196,31 @@ class RunStore(Protocol):
         recorded) if it was re-sent less than ``window_s`` ago, so re-sends of a run stay
         one per stall window however many senders see it stalled."""
 
+    def redrive_run(self, run_id: str, build: Callable[[RunRecord, int], StepCommit]) -> RunRecord:
+        """Resume a failed run: ``build(run, step)`` makes the transition that does it, where
+        ``step`` is the transition it takes (the run's next slot; a finish from outside
+        took one without a log entry). Committed only if the run is still failed with
+        that slot free; ConflictError otherwise (a racing redrive took it). Returns the
+        run after it. ``build`` may raise to refuse."""
+
     # -- fan-outs (map and parallel nodes) ---------------------------------------------------
-    def open_fanout(self, run_id: str, base: int, total: int, now: float) -> FanOutRecord:
+    def open_fanout(
+        self,
+        run_id: str,
+        base: int,
+        total: int,
+        now: float,
+        *,
+        prior: int | None = None,
+        carried: Collection[int] = (),
+    ) -> FanOutRecord:
         """Start counting the executions of the fan-out the run reached at step ``base``
-        (or return it as it stands if it was started before)."""
+        (or return it as it stands if it was started before). A redriven fan-out names
+        the failed one it resumes (``prior``) and the items ``carried`` over from it: done
+        from the start."""
+
+    def latest_fanout(self, run_id: str) -> FanOutRecord | None:
+        """The run's fan-out with the highest base (None: it never reached one)."""
 
     def get_fanout(self, run_id: str, base: int) -> FanOutRecord | None: ...
 

@@ -197,6 +197,14 @@ class RunService:
             ) from None
         return self.get_run(run_id)
 
+    def redrive(
+        self, run_id: str, state_patch: dict[str, Any] | None = None, owner: str | None = None
+    ) -> RunRecord:
+        """Resume a failed run at the node that failed (see engine/redrive.py)."""
+        from engine.redrive import redrive  # the API's alone: the step Lambda never loads it
+
+        return redrive(self, run_id, state_patch, owner)
+
     def progress(self, run: RunRecord) -> dict[str, Any] | None:
         """How far a running map or parallel node is: ``{node, total, done, failed}``
         (None when the run is not at one, or it has not sent its items yet)."""

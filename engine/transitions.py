@@ -30,6 +30,7 @@ def apply_commit(run: RunRecord, commit: StepCommit) -> RunRecord:
         finished_at=commit.finished_at,
         # Each commit pushes the run's expiry forward: a live run never expires.
         expires_at=commit.expires_at if commit.expires_at is not None else run.expires_at,
+        redrive_count=commit.redrive_count if commit.redrive_count is not None else run.redrive_count,
     )
 
 

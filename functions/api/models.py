@@ -41,6 +41,18 @@ class RunRequest(BaseModel):
     )
 
 
+class RedriveRequest(BaseModel):
+    """Resume a failed run, optionally with a patched state."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    state_patch: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Top-level keys merged into the run's state before the failed node runs "
+        "again (checked like an initial state: JSON only, the state cap).",
+    )
+
+
 class _Response(BaseModel):
     model_config = ConfigDict(extra="allow")
 
@@ -155,6 +167,7 @@ class RunView(_Response):
     updated_at: str
     finished_at: str | None
     error: dict[str, Any] | None = Field(description="{node, type, message} when the run failed.")
+    redrive_count: int = Field(0, description="How many times the run was redriven after failing.")
     progress: FanOutProgress | None = Field(
         None, description="While the run is at a map or parallel node: how far its items are."
     )
@@ -198,6 +211,7 @@ class SelectedRunFields(_Response):
     updated_at: str | None = None
     finished_at: str | None = None
     error: dict[str, Any] | None = None
+    redrive_count: int | None = None
     logs: list[LogEntry] | None = None
     logs_next: int | None = None
 
@@ -289,6 +303,7 @@ def run_view(run: RunRecord, logs: LogPage | None, progress: dict[str, Any] | No
         "updated_at": run.updated_at,
         "finished_at": run.finished_at,
         "error": run.error,
+        "redrive_count": run.redrive_count,
         "progress": progress,
     }
     if logs is not None:

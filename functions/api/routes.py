@@ -28,6 +28,7 @@ from functions.api.models import (
     GraphProblem,
     GraphValidation,
     RunAccepted,
+    RedriveRequest,
     RunPage,
     RunRequest,
     RunView,
@@ -50,7 +51,7 @@ def _owner() -> str | None:
 _ERROR_TEXT = {
     400: "Invalid request, JSON, graph or state; details list each problem",
     404: "Unknown graph or run",
-    409: "The run has already finished",
+    409: "The run is not in a status this request can act on (e.g. cancelling a finished run)",
     413: "Body over 1 MiB, or state over the state cap",
     415: "The body is not sent as content-type: application/json",
     503: "Store or queue unavailable; retry after Retry-After seconds",
@@ -257,6 +258,27 @@ def cancel_run(run_id: RunId) -> RunView:
     run = current_app().service.cancel(run_id, _owner())
     logger.info("run cancelled", extra={"run_id": run_id})
     return RunView.of(run, None)
+
+
+@router.post(
+    "/graph/run/<run_id>/redrive",
+    summary="Resume a failed run at the node that failed",
+    description="The node runs again with a fresh attempt count, after state_patch (if any) "
+    "is merged into the state (top-level keys, like a tool's update). The log goes on with "
+    "the next seq: first a 'redriven' entry, then the node's. 409 unless the run failed.",
+    responses=_responses("The redriven run, running again (without logs)", 400, 404, 409, 413, 415, 503),
+    tags=["runs"],
+)
+def redrive_run(
+    run_id: RunId,
+    request: Annotated[RedriveRequest | None, Body(description="Optional: a state patch.")] = None,
+) -> RunView:
+    patch = request.state_patch if request is not None else None
+    service = current_app().service
+    run = service.redrive(run_id, patch, _owner())
+    logger.info("run redriven", extra={"run_id": run_id, "redrive_count": run.redrive_count})
+    metrics.add_metric(name="runs_redriven", unit=MetricUnit.Count, value=1)
+    return RunView.of(run, None, service.progress(run))
 
 
 @router.get("/tools", summary="Registered tools and conditions", tags=["tools"])

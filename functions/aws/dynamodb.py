@@ -167,14 +167,7 @@ class DynamoRunStore(DynamoFanOuts, AwsAdapter):
         """Take the step's slot (ConflictError if taken; StateTooLargeError if DynamoDB
         cannot store it: the caller fails the run with a small slot instead)."""
         base = self._running_at(commit.run_id, commit.step)
-        slot = codec.commit_item(commit)
-        size = codec.item_bytes(slot) + codec.WRITER_BYTES
-        if size > codec.MAX_ITEM_BYTES:
-            raise StateTooLargeError(
-                f"the step's record (its update and log entry) is {size} bytes; "
-                f"DynamoDB stores at most {codec.MAX_ITEM_BYTES} bytes per item",
-                details={"size": size, "limit": codec.MAX_ITEM_BYTES},
-            )
+        slot = _sized_slot(commit)
         self._put_slot(commit.run_id, slot)
         after = base.committed(commit)
         self._remember(after)
@@ -184,6 +177,33 @@ class DynamoRunStore(DynamoFanOuts, AwsAdapter):
             or (codec.due_bucket_key(after.run.next_at) != after.snapshot_bucket)
         ):
             self._snapshot(after)
+
+    def redrive_run(self, run_id: str, build: Callable[[RunRecord, int], StepCommit]) -> RunRecord:
+        """Take the failed run's next slot with the redrive's commit (ConflictError if the
+        run is not failed, or a racing redrive took the slot).
+
+        First the run item is put in the sweeper's index, due when the redrive is: a
+        redrive that dies between its slot and its step message leaves a run the sweeper
+        finds stalled, as it would any other (a mark whose slot was never written is
+        taken out of the index when the sweeper reads it).
+        """
+        base = self._read_run(run_id)
+        if base is None or base.run.status != "failed":
+            raise ConflictError(f"run {run_id!r} is not failed")
+        commit = build(replace(base.run, state=dict(base.run.state)), base.slots)
+        slot = _sized_slot(commit)
+        self._call(
+            "put_item",
+            TableName=self.table_name,
+            Item={**codec.run_item(base.run, base.slots), **codec.sweeper_keys(run_id, commit.next_at)},
+            ConditionExpression="applied <= :applied",
+            ExpressionAttributeValues={":applied": codec.N(base.slots)},
+        )
+        self._put_slot(run_id, slot)
+        after = base.committed(commit)
+        self._remember(after)
+        self._snapshot(after)
+        return replace(after.run, state=dict(after.run.state))
 
     def list_logs(self, run_id: str, after: int = -1, limit: int = 1000) -> list[dict[str, Any]]:
         if limit <= 0:
@@ -289,11 +309,14 @@ class DynamoRunStore(DynamoFanOuts, AwsAdapter):
     def _current(self, item: codec.Item) -> RunRecord | None:
         """The run a snapshot that looks due stands for now (folded; its snapshot mended)."""
         snapshot = codec.run_from_item(item)
-        if snapshot.status != "running":
+        # An ended run's snapshot is in the index only when a redrive marked it.
+        marked = snapshot.status != "running" and "gsi1pk" in item
+        if snapshot.status != "running" and not marked:
             return snapshot
         folded = self._read_run(snapshot.run_id)
-        if folded is not None and folded.slots > folded.snapshot_slots:
-            self._snapshot(folded)
+        if folded is not None and (folded.slots > folded.snapshot_slots or marked):
+            # A mark with no redrive after it (that redrive died or lost) leaves the index.
+            self._snapshot(folded, again=marked)
         return folded.run if folded else None
 
     # -- the fold ---------------------------------------------------------------------------
@@ -388,8 +411,9 @@ class DynamoRunStore(DynamoFanOuts, AwsAdapter):
                 f"DynamoDB refused the step's record (ValidationException: {message[:200]})"
             ) from exc
 
-    def _snapshot(self, folded: _Folded) -> None:
-        """Rewrite the run item as ``folded``, unless a newer snapshot is already there.
+    def _snapshot(self, folded: _Folded, *, again: bool = False) -> None:
+        """Rewrite the run item as ``folded``, unless a newer snapshot (``again``: as new)
+        is already there.
 
         Best effort: the slots are the commit, and a reader folds what a lost snapshot
         would have held. Only the store's own transient errors are swallowed.
@@ -399,7 +423,7 @@ class DynamoRunStore(DynamoFanOuts, AwsAdapter):
                 "put_item",
                 TableName=self.table_name,
                 Item=codec.run_item(folded.run, folded.slots),
-                ConditionExpression="applied < :applied",
+                ConditionExpression="applied <= :applied" if again else "applied < :applied",
                 ExpressionAttributeValues={":applied": codec.N(folded.slots)},
             )
         except (ConflictError, StoreUnavailableError):
@@ -512,6 +536,19 @@ class DynamoRunStore(DynamoFanOuts, AwsAdapter):
 
 
 # -- helpers ------------------------------------------------------------------------------
+def _sized_slot(commit: StepCommit) -> codec.Item:
+    """The commit's slot, measured: StateTooLargeError if DynamoDB could not store it."""
+    slot = codec.commit_item(commit)
+    size = codec.item_bytes(slot) + codec.WRITER_BYTES
+    if size > codec.MAX_ITEM_BYTES:
+        raise StateTooLargeError(
+            f"the step's record (its update and log entry) is {size} bytes; "
+            f"DynamoDB stores at most {codec.MAX_ITEM_BYTES} bytes per item",
+            details={"size": size, "limit": codec.MAX_ITEM_BYTES},
+        )
+    return slot
+
+
 def _table_key(item: codec.Item) -> codec.Item:
     return {"pk": item["pk"], "sk": item["sk"]}
 

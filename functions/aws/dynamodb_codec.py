@@ -260,10 +260,16 @@ def run_item(run: RunRecord, slots: int) -> Item:
         item["expires_at"] = N(run.expires_at)
     if run.owner is not None:
         item["owner"] = S(run.owner)
+    if run.redrive_count:
+        item["redrives"] = N(run.redrive_count)
     if run.status == "running":
-        item["gsi1pk"] = S(running_shard(run.run_id))
-        item["gsi1sk"] = S(due_bucket_key(run.next_at))
+        item.update(sweeper_keys(run.run_id, run.next_at))
     return item
+
+
+def sweeper_keys(run_id: str, next_at: float) -> Item:
+    """The index keys that put a run item in the sweeper's index, due at ``next_at``."""
+    return {"gsi1pk": S(running_shard(run_id)), "gsi1sk": S(due_bucket_key(next_at))}
 
 
 def run_from_item(item: Item) -> RunRecord:
@@ -283,6 +289,7 @@ def run_from_item(item: Item) -> RunRecord:
         error=_json(item, "error"),
         expires_at=int(expires_at) if expires_at is not None else None,
         owner=_str(item, "owner"),
+        redrive_count=int(_num(item, "redrives") or 0),
     )
 
 
@@ -316,6 +323,8 @@ def commit_item(commit: StepCommit) -> Item:
         item["cursor"] = cursor_value(commit.cursor)
     if commit.expires_at is not None:
         item["expires_at"] = N(commit.expires_at)
+    if commit.redrive_count is not None:
+        item["redrives"] = N(commit.redrive_count)
     return item
 
 
@@ -338,6 +347,7 @@ def finish_item(run: RunRecord, step: int, *, status: str, error: dict[str, Any]
 def commit_from_item(item: Item) -> StepCommit:
     """The step commit a log item records."""
     expires_at = _num(item, "expires_at")
+    redrives = _num(item, "redrives")
     return StepCommit(
         run_id=_str(item, "run_id") or "",
         step=step_of(item),
@@ -350,6 +360,7 @@ def commit_from_item(item: Item) -> StepCommit:
         error=_json(item, "error"),
         expires_at=int(expires_at) if expires_at is not None else None,
         finished_at=_str(item, "finished_at"),
+        redrive_count=int(redrives) if redrives is not None else None,
     )
 
 

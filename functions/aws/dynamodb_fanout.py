@@ -11,6 +11,7 @@ final; then a PutItem writes the exec slot at that step.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Collection
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -43,11 +44,21 @@ class DynamoFanOuts:
         def _snapshot(self, folded: _Folded) -> None: ...
         def _remember(self, folded: _Folded) -> None: ...
 
-    def open_fanout(self, run_id: str, base: int, total: int, now: float) -> FanOutRecord:
+    def open_fanout(
+        self,
+        run_id: str,
+        base: int,
+        total: int,
+        now: float,
+        *,
+        prior: int | None = None,
+        carried: Collection[int] = (),
+    ) -> FanOutRecord:
         known = self._known_at(run_id, base) or self._read_run(run_id)
         expires_at = known.run.expires_at if known is not None else None
+        item = fc.fanout_item(run_id, base, total, now, expires_at, prior, carried)
         try:
-            self._put_new(fc.fanout_item(run_id, base, total, now, expires_at))
+            self._put_new(item)
         except ConflictError:
             found = self.get_fanout(run_id, base)
             assert found is not None, "a fan-out item is never deleted before its run"
@@ -55,7 +66,21 @@ class DynamoFanOuts:
         if known is not None and known.snapshot_slots < known.slots:
             # A snapshot at the fan-out's step lets readers skip its executions.
             self._snapshot(known)
-        return FanOutRecord(run_id, base, total, 0, 0, 0, now)
+        return fc.fanout_from_item(run_id, base, item)
+
+    def latest_fanout(self, run_id: str) -> FanOutRecord | None:
+        """One query, read backwards from the end of the run's ``FAN#`` keys."""
+        response = self._call(
+            "query",
+            TableName=self.table_name,
+            KeyConditionExpression="pk = :pk AND begins_with(sk, :fan)",
+            ExpressionAttributeValues={":pk": codec.S(codec.run_pk(run_id)), ":fan": codec.S("FAN#")},
+            ScanIndexForward=False,
+            ConsistentRead=True,
+            Limit=1,
+        )
+        items = response.get("Items", [])
+        return fc.fanout_from_item(run_id, fc.fanout_base(items[0]), items[0]) if items else None
 
     def get_fanout(self, run_id: str, base: int) -> FanOutRecord | None:
         item = self._get(fc.fanout_key(run_id, base))

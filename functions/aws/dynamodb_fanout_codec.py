@@ -3,6 +3,8 @@ counting item ``FAN#<step>`` and its execution slots."""
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from engine.ports import ExecutionRecord, FanOutRecord
 from functions.aws.dynamodb_codec import (
     SLOT_DIGITS,
@@ -29,20 +31,38 @@ def fanout_key(run_id: str, base: int) -> Item:
     return {"pk": S(run_pk(run_id)), "sk": S(f"FAN#{base:0{SLOT_DIGITS}d}")}
 
 
-def fanout_item(run_id: str, base: int, total: int, now: float, expires_at: int | None) -> Item:
+def fanout_item(
+    run_id: str,
+    base: int,
+    total: int,
+    now: float,
+    expires_at: int | None,
+    prior: int | None = None,
+    carried: Collection[int] = (),
+) -> Item:
+    """A new fan-out's counting item; a redriven one's ``carried`` items are done from the
+    start, claimed as attempt 0 at no step, and ``p`` names the fan-out they come from."""
+    carried_claim = N(CLAIM_UNIT * claim_code(0, True, False))
     item = {
         **fanout_key(run_id, base),
         "kind": S("fanout"),
         "t": N(total),
         "n": N(0),
-        "d": N(0),
+        "d": N(len(carried)),
         "f": N(0),
         "at": N(now),
-        "c": {"M": {}},
+        "c": {"M": {str(index): carried_claim for index in carried}},
     }
+    if prior is not None:
+        item["p"] = N(prior)
     if expires_at is not None:
         item["expires_at"] = N(expires_at)
     return item
+
+
+def fanout_base(item: Item) -> int:
+    """The step a counting item's fan-out started at (its sort key ``FAN#<step>``)."""
+    return int(item["sk"]["S"].removeprefix("FAN#"))
 
 
 def claim_code(attempt: int, final: bool, failed: bool) -> int:
@@ -67,6 +87,7 @@ def fanout_from_item(run_id: str, base: int, item: Item) -> FanOutRecord:
         _, attempt, final = decode_claim(int(value["N"]))
         claims[int(index)] = (attempt, final)
     fin = _num(item, "fin")
+    prior = _num(item, "p")
     return FanOutRecord(
         run_id=run_id,
         base=base,
@@ -77,6 +98,7 @@ def fanout_from_item(run_id: str, base: int, item: Item) -> FanOutRecord:
         updated_at=float(_num(item, "at") or 0),
         claims=claims,
         closed_at=None if fin is None else base + int(fin),
+        prior=None if prior is None else int(prior),
     )
 
 
