@@ -244,6 +244,8 @@ class FanOutSteps:
         if records is None:
             return Disposition.IN_PROGRESS
         finals = _finals(records)
+        if run.redrive_count and fanout.prior is None:
+            fanout = self._fanout(run.run_id, fanout.base)  # a claim's answer leaves prior out
         if fanout.prior is not None:
             finals = {**self._carried_finals(run.run_id, fanout), **finals}
         state = decode_state(run.state)
@@ -254,7 +256,8 @@ class FanOutSteps:
     def _carried_finals(self, run_id: str, fanout: FanOutRecord) -> dict[int, Execution]:
         """The final executions of the items a redriven fan-out took over, from the failed
         fan-out each ran in (each redrive's fan-out names the one before it)."""
-        store, wanted, finals = self.service.store, set(fanout.carried), {}
+        store, wanted = self.service.store, set(fanout.carried)
+        finals: dict[int, Execution] = {}
         prior = store.get_fanout(run_id, fanout.prior) if fanout.prior is not None else None
         while wanted and prior is not None:
             ran = _finals(store.list_executions(run_id, prior.base, prior.executed))

@@ -291,10 +291,19 @@ class LogStream:
 
     def on_run_end(self, run_id: str, deadline: float | None = None, end: RunEnd | None = None) -> None:
         """A run reached a terminal status (``end``, read from the store when not given):
-        bring every subscriber up to date, then finish it with the done message."""
-        end = end or RunEnd.of(self.runs.get_run(run_id))
+        bring every subscriber up to date, then finish it with the done message.
+
+        A failure may have been redriven since (the run runs again): its end is checked
+        against the run, read after the subscriptions — a subscription made after a
+        redrive is listed only if the redrive came before that read, which then finds the
+        run running, and nobody is sent a done it should not get. (Subscriptions made
+        after an end read the run themselves.)
+        """
+        subs = self.subs.subscriptions(run_id)
+        if end is None or end.status == "failed":
+            end = RunEnd.of(self.runs.get_run(run_id))
         if end is not None:
-            self._fan_out(self.subs.subscriptions(run_id), end=end, deadline=deadline)
+            self._fan_out(subs, end=end, deadline=deadline)
 
     def on_replay_due(self, sub: Subscription, deadline: float | None = None) -> None:
         """The subscription's ``replay`` marker was set (by ``$connect`` or a hand-off)."""

@@ -6,8 +6,8 @@ DynamoDB and SQS. One contract suite (tests/contract) runs against both.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from collections.abc import Callable, Collection
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from engine.step import Cursor

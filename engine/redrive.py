@@ -75,14 +75,15 @@ def redrive(
         StateSize(current.state, service.max_state_bytes).apply(patch)  # StateTooLargeError
         count = current.redrive_count + 1
         cursor = Cursor(node.id, step + 1)
-        log = {
+        values = decode_state(patch)
+        log: dict[str, Any] = {
             "seq": step,
             "node": node.id,
             "attempt": None,
             "status": REDRIVEN,
             "started_at": stamp,
             "duration_ms": 0.0,
-            "result": decode_state(patch),
+            "result": values,
             "next": node.id,
             "error": None,
             "redrive": count,
@@ -90,7 +91,7 @@ def redrive(
         }
         # The patch is already within the cap: this only marks a large one in the entry.
         outcome, update = enforce_limits(
-            StepResult("ok", "running", log["result"], {}, cursor, log),
+            StepResult("ok", "running", values, {}, cursor, log),
             StateSize(current.state, service.max_state_bytes),
             {},
         )

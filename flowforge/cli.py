@@ -4,8 +4,9 @@ Each subcommand is a :class:`Command` — one function that declares its argumen
 that runs it and returns the exit code — listed once, in :data:`COMMANDS`. A command
 raises :class:`UsageError` for bad input: ``main`` prints it as one line on stderr and
 exits 2, never with a traceback. Exit codes: 0 success, 1 the run failed (or the stack
-cannot be reached), 2 bad input, an invalid graph or an unknown id, 3 the run had
-already finished (``cancel``).
+cannot be reached), 2 bad input, an invalid graph or an unknown id, 3 the run was not
+in a status the command acts on (``cancel`` of a finished run, ``redrive`` of one that
+did not fail).
 """
 
 from __future__ import annotations
@@ -228,6 +229,13 @@ COMMANDS: tuple[Command, ...] = (
         "cancel a running run (exit 3 if it had already finished)",
         remote.run_id_arguments,
         remote.api_command(remote.cancel_command),
+    ),
+    Command(
+        "redrive",
+        "resume a failed run at the node that failed, optionally patching its state "
+        "(exit 3 if it had not failed)",
+        remote.redrive_arguments,
+        remote.api_command(remote.redrive_command),
     ),
     Command("console", "serve the web console for a stack, signing its calls", _console_arguments, console),
 )

@@ -240,6 +240,10 @@ class FlowForgeClient:
     async def cancel(self, run_id: str) -> dict[str, Any]:
         return (await self.request("POST", f"/graph/run/{run_id}/cancel", {}))[1]
 
+    async def redrive(self, run_id: str, state_patch: dict[str, Any] | None = None) -> dict[str, Any]:
+        body = {"state_patch": state_patch} if state_patch else {}
+        return (await self.request("POST", f"/graph/run/{run_id}/redrive", body))[1]
+
     async def wait(self, run_id: str) -> dict[str, Any]:
         """Poll until the run has finished; its view with logs."""
         while True:

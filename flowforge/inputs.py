@@ -11,7 +11,8 @@ from engine.jsontext import json_problem
 EXIT_OK = 0
 EXIT_RUN_FAILED = 1
 EXIT_USAGE = 2
-#: The run is not in a state the command can act on: cancelling a finished run (409).
+#: The run is not in a state the command can act on: cancelling a finished run, redriving
+#: one that did not fail (409).
 EXIT_CONFLICT = 3
 
 
@@ -46,14 +47,15 @@ def parse_json(text: str, where: str) -> Any:
     return value
 
 
-def read_state(value: str | None) -> dict[str, Any]:
-    """``--state``: inline JSON when it starts with ``{``, otherwise a JSON file's path."""
+def read_state(value: str | None, option: str = "--state") -> dict[str, Any]:
+    """``--state`` (or ``--patch``): inline JSON when it starts with ``{``, otherwise a
+    JSON file's path."""
     if value is None:
         return {}
     if value.lstrip().startswith(("{", "[")):
-        state = parse_json(value, "--state")
+        state = parse_json(value, option)
     else:
-        state = parse_json(read_text(value, "--state file"), f"--state file {value!r}")
+        state = parse_json(read_text(value, f"{option} file"), f"{option} file {value!r}")
     if not isinstance(state, dict):
-        raise UsageError(f"--state: must be a JSON object, not {type(state).__name__}")
+        raise UsageError(f"{option}: must be a JSON object, not {type(state).__name__}")
     return state

@@ -1,5 +1,5 @@
 """The commands that talk to a stack over its HTTP and WebSocket APIs: ``graph``, ``run``,
-``state``, ``logs``, ``cancel`` and ``validate --endpoint`` (flowforge/client.py, follow.py).
+``state``, ``logs``, ``cancel``, ``redrive`` and ``validate --endpoint`` (flowforge/client.py, follow.py).
 """
 
 from __future__ import annotations
@@ -205,6 +205,36 @@ async def cancel_command(api: Any, args: argparse.Namespace) -> int:
     else:
         print(f"{args.run_id}: {view['status']}")
     return EXIT_OK
+
+
+def redrive_arguments(parser: argparse.ArgumentParser) -> None:
+    run_id_arguments(parser)
+    parser.add_argument(
+        "--patch",
+        metavar="JSON",
+        help="state keys to set before the failed node runs again: a JSON file, or inline "
+        "JSON such as '{\"url\": \"https://…\"}'",
+    )
+    parser.add_argument("--follow", action="store_true", help="show each node live until the run ends again")
+
+
+async def redrive_command(api: Any, args: argparse.Namespace) -> int:
+    """Resume a failed run at the node that failed; exit 3 if it had not failed (the API's 409)."""
+    from flowforge.follow import Display, show
+
+    patch = read_state(args.patch, "--patch")
+    view = await api.redrive(args.run_id, patch)
+    if not args.follow:
+        if args.json:
+            _print_json(view, compact=True)
+        else:
+            print(f"{args.run_id}: {view['status']} again at {view['current_node']} (redrive {view['redrive_count']})")
+        return EXIT_OK
+    # From the redrive's own entry (the step before the node's): what happened since.
+    done = await show(api.follow(args.run_id, after=view["step"] - 2), Display(as_json=args.json))
+    if not args.json:
+        _print_run(await api.get_state(args.run_id), args, outcome=False)
+    return EXIT_OK if done.get("status") == "completed" else EXIT_RUN_FAILED
 
 
 async def validate_remotely(api: Any, args: argparse.Namespace) -> int:
