@@ -341,6 +341,27 @@ def test_every_call_a_function_makes_is_allowed_by_its_role(service, stack, aws,
     calls.acting = None
     api("GET", f"/graph/state/{runs[2]}")
     assert api("GET", f"/graph/state/{fanout_run}").json["state"]["ys"] == [10, 21]
+    # ... a failed map redriven (its failed item alone)
+    failing = {
+        "start": "m",
+        "nodes": {
+            "m": {
+                "map": {"items": "xs", "fn": "rel_item", "results": "ys"},
+                "params": {"fail_every": 2, "fail_times": 1},
+            }
+        },
+    }
+    failing_graph = api("POST", "/graph/create", json_body=failing).json["graph_id"]
+    body = {"graph_id": failing_graph, "state": {"xs": [1, 2, 3]}, "background": True}
+    failing_run = api("POST", "/graph/run", json_body=body).json["run_id"]
+    calls.acting = "StepFunction"
+    pump.drain()
+    calls.acting = None
+    assert api("POST", f"/graph/run/{failing_run}/redrive", json_body={"state_patch": {"n": 1}}).status == 200
+    calls.acting = "StepFunction"
+    pump.drain()
+    calls.acting = None
+    assert api("GET", f"/graph/state/{failing_run}").json["redrive_count"] == 1
     # ... and the sweeper finds a run whose snapshot lags its end, and mends it
     lagging = aws.client("dynamodb").get_item(TableName=stack["table"], Key=codec.run_key(runs[2]))["Item"]
     lagging.update(

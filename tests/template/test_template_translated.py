@@ -22,6 +22,7 @@ HTTP_ROUTES = {
     ("post", "/graph/run"),
     ("get", "/graph/state/{run_id}"),
     ("post", "/graph/run/{run_id}/cancel"),
+    ("post", "/graph/run/{run_id}/redrive"),
     ("get", "/tools"),
     ("get", "/docs"),
     ("get", "/openapi.json"),
@@ -457,7 +458,7 @@ def test_each_http_route_is_throttled_and_the_routes_that_start_work_tighter():
         "ThrottlingBurstLimit": 200,
         "ThrottlingRateLimit": 100,
     }
-    for route in ("POST /graph/run", "POST /graph/create"):
+    for route in ("POST /graph/run", "POST /graph/create", "POST /graph/run/{run_id}/redrive"):
         assert limits(settings["RouteSettings"][route], RunStartRateLimit="3", RunStartBurstLimit="6") == {
             "ThrottlingBurstLimit": 6,
             "ThrottlingRateLimit": 3,
