@@ -17,8 +17,8 @@ from typing import Any, TextIO
 from flowforge.client import ClientError
 from flowforge.outcome import compact, outcome_line
 
-_MARKS = {"ok": "✓", "retry": "↻", "caught": "↪", "failed": "✗"}
-_ASCII_MARKS = {"ok": "+", "retry": "~", "caught": ">", "failed": "x"}
+_MARKS = {"ok": "✓", "retry": "↻", "caught": "↪", "failed": "✗", "redriven": "⟳"}
+_ASCII_MARKS = {"ok": "+", "retry": "~", "caught": ">", "failed": "x", "redriven": "@"}
 _SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
 _TICK_S = 0.1
 

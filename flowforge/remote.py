@@ -213,9 +213,10 @@ def redrive_arguments(parser: argparse.ArgumentParser) -> None:
         "--patch",
         metavar="JSON",
         help="state keys to set before the failed node runs again: a JSON file, or inline "
-        "JSON such as '{\"url\": \"https://…\"}'",
+        'JSON such as \'{"url": "https://…"}\'',
     )
     parser.add_argument("--follow", action="store_true", help="show each node live until the run ends again")
+    _full_argument(parser)
 
 
 async def redrive_command(api: Any, args: argparse.Namespace) -> int:
@@ -228,7 +229,9 @@ async def redrive_command(api: Any, args: argparse.Namespace) -> int:
         if args.json:
             _print_json(view, compact=True)
         else:
-            print(f"{args.run_id}: {view['status']} again at {view['current_node']} (redrive {view['redrive_count']})")
+            print(
+                f"{args.run_id}: {view['status']} again at {view['current_node']} (redrive {view['redrive_count']})"
+            )
         return EXIT_OK
     # From the redrive's own entry (the step before the node's): what happened since.
     done = await show(api.follow(args.run_id, after=view["step"] - 2), Display(as_json=args.json))

@@ -16,7 +16,11 @@ FAILS_UNTIL_FIXED = {
     "start": "count",
     "nodes": {
         "count": {"fn": "ws_fn_count", "next": "check"},
-        "check": {"fn": "ws_fn_count", "loop_condition": {"var": "fixed", "truthy": True}, "max_iterations": 1},
+        "check": {
+            "fn": "ws_fn_count",
+            "loop_condition": {"var": "fixed", "truthy": True},
+            "max_iterations": 1,
+        },
     },
 }
 
@@ -84,4 +88,6 @@ def test_a_run_redriven_and_failing_again_ends_again_with_its_new_error(ws):
 
     # THEN c1 gets the new entries and one done with the failure
     assert ws.api.entries("c1") == [3]
-    assert [(d["status"], d["error"]["type"]) for d in ws.api.dones("c1")] == [("failed", "LoopLimitExceeded")]
+    assert [(d["status"], d["error"]["type"]) for d in ws.api.dones("c1")] == [
+        ("failed", "LoopLimitExceeded")
+    ]

@@ -318,6 +318,14 @@ def test_run_local_with_an_invalid_graph_lists_the_problems(workdir, capsys):
             "(lone surrogate U+D800 at character 1)",
         ),
         (
+            ["redrive", "r1", "--patch", "[1, 2]"],
+            "flowforge redrive: error: --patch: must be a JSON object, not list",
+        ),
+        (
+            ["redrive", "r1", "--patch", "nope.json"],
+            "flowforge redrive: error: --patch file 'nope.json': no such file",
+        ),
+        (
             ["validate", "surrogate.json", "--tools", "my_tools"],
             "flowforge validate: error: graph file 'surrogate.json': nodes.\\udfff: "
             "key is not valid UTF-8 text (lone surrogate U+DFFF at character 0)",
