@@ -3,8 +3,10 @@
 A run moves on in three ways: a step commits (its node ran: the state update, the next
 cursor, the run's status), a fan-out's execution commits (one item or branch of a map or
 parallel node ran: only the run's step moves), or the run is finished from outside
-(cancelled, or failed by the dead-letter handler). The in-memory store, the DynamoDB
-store's fold and the in-process runner all apply them through these functions.
+(cancelled, or failed by the dead-letter handler). A redrive of a failed run commits
+like a step (its commit carries the run's new ``redrive_count``). The in-memory store,
+the DynamoDB store's fold and the in-process runner all apply them through these
+functions.
 """
 
 from __future__ import annotations

@@ -13,8 +13,9 @@
 A run is its run item (a snapshot) plus the commit and finish items after it. Slot
 ``LOG#k`` is the run's transition k: step k's commit item (kind "log": its log entry and
 what the step changed: state keys, cursor, status; ``seq`` is k) or a finish item
-(cancelled, or failed by the dead-letter handler). Each slot is written once, with a
-condition that it is empty, so that write is the commit. The run item is rewritten now
+(cancelled, or failed by the dead-letter handler). A redrive of a failed run is a log
+slot too, with ``redrives`` set. Each slot is written once, with a condition that it is
+empty, so that write is the commit. The run item is rewritten now
 and then with its first ``applied`` slots folded in (see dynamodb.py); a reader folds
 the slots from ``applied`` on onto it.
 "RUN" sorts after every "LOG#..." key, so one query read backwards from "RUN" returns

@@ -254,6 +254,55 @@
   }
 
   // -- /console/runs/{id} -----------------------------------------------------------------
+  // Redrive: a failed run resumes at the node that failed, its state patched first.
+  function redriveControls(runId, onRedriven) {
+    const patch = h("textarea", { id: "redrive-patch", rows: 4, spellcheck: "false", placeholder: "{}",
+      "aria-label": "State patch (JSON object, optional)" });
+    const problem = h("div", { id: "redrive-error" });
+    const submit = h("button", { class: "primary", type: "submit", id: "redrive-submit" }, "Redrive");
+    const form = h("form", { class: "panel redrive", id: "redrive-form", hidden: true, onsubmit: async (event) => {
+      event.preventDefault();
+      problem.replaceChildren();
+      let statePatch = {};
+      try {
+        statePatch = patch.value.trim() ? JSON.parse(patch.value) : {};
+      } catch (err) {
+        problem.replaceChildren(h("p", { class: "problem" }, `The patch is not JSON: ${err.message}`));
+        return;
+      }
+      if (statePatch === null || typeof statePatch !== "object" || Array.isArray(statePatch)) {
+        problem.replaceChildren(h("p", { class: "problem" }, "The patch must be a JSON object of state keys."));
+        return;
+      }
+      submit.disabled = true;
+      try {
+        const view = await api(`/graph/run/${encodeURIComponent(runId)}/redrive`, { method: "POST", body: { state_patch: statePatch } });
+        form.hidden = true;
+        patch.value = "";
+        onRedriven(view);
+      } catch (err) {
+        const details = Array.isArray(err.details) ? err.details.map((d) => `${d.path}: ${d.message}`) : [];
+        problem.replaceChildren(h("div", { class: "problem" }, err.message, ...details.map((d) => h("div", { class: "mono" }, d))));
+      } finally {
+        submit.disabled = false;
+      }
+    } }, h("h2", {}, "Redrive"),
+      h("label", { class: "muted", for: "redrive-patch" }, "Resume at the node that failed, after setting these state keys (optional JSON object):"),
+      patch, h("div", { class: "form-row" }, submit), problem);
+    const button = h("button", { type: "button", id: "redrive", hidden: true, onclick: () => {
+      form.hidden = !form.hidden;
+      if (!form.hidden) patch.focus();
+    } }, "Redrive…");
+    return {
+      button,
+      form,
+      sync(run) {
+        button.hidden = run.status !== "failed";
+        if (run.status !== "failed") form.hidden = true;
+      },
+    };
+  }
+
   async function runPage(runId) {
     let run = await api(`/graph/state/${encodeURIComponent(runId)}`);
     const entries = [...run.logs];
@@ -281,15 +330,20 @@
         errorBox.replaceChildren(h("div", { class: "problem" }, err.message));
       }
     } }, "Cancel");
+    const redrive = redriveControls(runId, (view) => {
+      update(view);
+      followLive();
+    });
 
     main.replaceChildren(
       h("div", { class: "pagehead" }, h("h1", {}, "Run ", h("span", { class: "mono" }, shortId(runId))), status,
-        h("span", { class: "spacer" }), cancel),
+        h("span", { class: "spacer" }), cancel, redrive.button),
       h("div", { class: "meta" }, h("span", {}, "id ", h("b", { class: "mono" }, runId)),
         h("span", {}, "graph ", link(`/console/graphs/${run.graph_id}`, graph.name || shortId(run.graph_id))),
         h("span", {}, "started ", h("b", {}, when(run.created_at))), h("span", {}, "steps ", metaSteps),
         h("span", {}, "duration ", metaDuration)),
       errorBox,
+      redrive.form,
       h("div", { class: "grid cols-2" },
         h("section", { class: "panel" }, h("h2", {}, "Graph"), drawing, legend()),
         h("div", { class: "stack" },
@@ -298,6 +352,7 @@
     );
     const view = FlowGraph.draw(drawing, graph.definition);
     const iterations = new Map();
+    let lastSeq = -1; // the last log entry shown
 
     function select(item, entry) {
       for (const li of timeline.children) li.classList.toggle("selected", li === item);
@@ -329,6 +384,7 @@
         view.setCurrent(entry.next);
       }
       run.step = Math.max(run.step, entry.seq + 1);
+      lastSeq = Math.max(lastSeq, entry.seq);
       metaSteps.textContent = run.step;
     }
     function update(next) {
@@ -336,6 +392,7 @@
       run = { ...run, ...next };
       status.replaceChildren(badge(run.status));
       cancel.hidden = run.status !== "running";
+      redrive.sync(run);
       metaSteps.textContent = run.step;
       metaDuration.textContent = duration(run);
       statePre.textContent = json(run.state);
@@ -346,7 +403,11 @@
     }
     entries.forEach(addEntry);
     update(run);
-    if (run.status === "running") {
+    let following = false;
+    // Follows a running run over the socket until its final message (again after a redrive).
+    function followLive() {
+      if (following) return;
+      following = true;
       const ticker = setInterval(() => { metaDuration.textContent = duration(run); }, 1000);
       let stateTimer = null;
       let finished = false;
@@ -363,10 +424,11 @@
           }
         }, 250);
       };
-      live.follow(runId, entries.length ? entries[entries.length - 1].seq : -1,
+      live.follow(runId, lastSeq,
         (entry) => { addEntry(entry); refreshState(); },
         async () => {
           finished = true;
+          following = false;
           clearTimeout(stateTimer);
           clearInterval(ticker);
           try {
@@ -376,6 +438,7 @@
           }
         });
     }
+    if (run.status === "running") followLive();
   }
 
   // -- /console/edit ----------------------------------------------------------------------

@@ -251,7 +251,7 @@
       setNodeStatus(id, status) {
         const group = nodeEls.get(id);
         if (!group) return;
-        group.classList.remove("st-ok", "st-failed", "st-retry", "st-caught", "st-cancelled");
+        for (const name of [...group.classList]) if (name.startsWith("st-")) group.classList.remove(name);
         if (status) group.classList.add("st-" + status);
         group.setAttribute("data-status", status || "");
       },
