@@ -568,6 +568,7 @@ def test_openapi_json_documents_every_route_and_the_error_shape(service, call):
         "/graph/run",
         "/graph/state/{run_id}",
         "/graph/run/{run_id}/cancel",
+        "/graph/run/{run_id}/redrive",
         "/tools",
     }
     schemas = spec["components"]["schemas"]
