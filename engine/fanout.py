@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from engine.conditions import _MISSING, resolve
 from engine.errors import FlowForgeError
 from engine.graph import MAX_MAP_ITEMS
+from engine.jsontext import json_problem
 from engine.state import MAX_LOG_RESULT_BYTES
 from engine.step import (
     Cursor,
@@ -182,17 +183,20 @@ def _checked_value(policy: CompiledNode, value: Any, is_map: bool) -> Any:
     assert policy.tool is not None
     if is_map:
         try:  # stored as JSON: a result that is not JSON fails the item
-            return json.loads(json.dumps(value, allow_nan=False))
+            value = json.loads(json.dumps(value, allow_nan=False))
         except (TypeError, ValueError) as exc:
             raise InvalidToolResult(
                 f"tool {policy.tool.name!r} returned a value that is not JSON: {exc}"
             ) from None
-    if value is None:
+    elif value is None:
         return {}
-    if not _is_update(value):
+    elif not _is_update(value):
         raise InvalidToolResult(
             f"tool {policy.tool.name!r} returned {type(value).__name__}; return a dict with string keys, or None"
         )
+    # The execution's record holds the result as UTF-8 text: a lone surrogate fails it.
+    if (problem := json_problem(value, "result")) is not None:
+        raise InvalidToolResult(f"tool {policy.tool.name!r} returned {problem.path}: {problem.message}")
     return value
 
 
