@@ -223,6 +223,10 @@ def run(quick: bool) -> list[Figure]:
         note = f"wall-clock {format_number(statistics.median(wall[subject]))} ms"
         return Figure(NAME, name, "ms", cpu[subject], note=note, details=details or {})
 
+    def ratio(top: str, bottom: str, target: Target | None = None, note: str = "") -> Figure:
+        shown = f"({top.replace(', ', ' + ')})" if ", " in top else top
+        return Figure(NAME, f"{shown} ÷ {bottom}", "x", ratios(cpu[top], cpu[bottom]), target, note)
+
     figures = [imported(BASELINE)]
     for module in handlers():
         if module in missing:
@@ -235,34 +239,28 @@ def run(quick: bool) -> list[Figure]:
     if STEP in cpu:
         figures += [
             imported(step_with_boto3),
-            Figure(NAME, f"{STEP} ÷ {BASELINE}", "x", ratios(cpu[STEP], cpu[BASELINE]), RATIO_TARGET),
-            Figure(
-                NAME,
-                f"({STEP} + {BASELINE}) ÷ {BASELINE}",
-                "x",
-                ratios(cpu[step_with_boto3], cpu[BASELINE]),
+            ratio(STEP, BASELINE, RATIO_TARGET),
+            ratio(
+                step_with_boto3,
+                BASELINE,
                 RATIO_TARGET,
-                note="boto3 is imported on the first request, so a cold start pays both",
+                "boto3 is imported on the first request, so a cold start pays both",
             ),
             imported(BOTO3_CLIENTS),
             imported(STEP_FIRST),
-            Figure(
-                NAME,
-                f"{STEP_FIRST} ÷ {BOTO3_CLIENTS}",
-                "x",
-                ratios(cpu[STEP_FIRST], cpu[BOTO3_CLIENTS]),
+            ratio(
+                STEP_FIRST,
+                BOTO3_CLIENTS,
                 note="the whole cold start but the round trips: imports deferred to first use count here",
             ),
         ]
     if API in cpu:
         figures += [
-            Figure(NAME, f"{API} ÷ {BASELINE}", "x", ratios(cpu[API], cpu[BASELINE]), RATIO_TARGET),
+            ratio(API, BASELINE, RATIO_TARGET),
             imported(API_FIRST),
-            Figure(
-                NAME,
-                f"{API_FIRST} ÷ {BASELINE}",
-                "x",
-                ratios(cpu[API_FIRST], cpu[BASELINE]),
+            ratio(
+                API_FIRST,
+                BASELINE,
                 note="what a cold background POST /graph/run costs but its round trips (it builds no client)",
             ),
         ]
