@@ -65,11 +65,12 @@ async def run_graph(
     on_log: Callable[[dict[str, Any]], Any] | None = None,
     now: Callable[[], float] = time.time,
     rng: random.Random | None = None,
+    clients: Callable[[str], Any] | None = None,
 ) -> RunResult:
     """Run ``graph`` from its start node on ``state`` until it completes or fails.
 
     ``sleep=None`` skips retry delays (tests). ``on_log`` sees each log entry as it is
-    made. Raises :class:`~engine.errors.StateTooLargeError` or
+    made. ``clients`` (AWS clients by service name) reaches tools as ``ctx.clients``. Raises :class:`~engine.errors.StateTooLargeError` or
     :class:`~engine.errors.InvalidStateError` when the initial state is unusable.
     """
     run_id = run_id or uuid.uuid4().hex
@@ -99,10 +100,19 @@ async def run_graph(
         if graph.nodes[cursor.node].fanout is not None:
             node = graph.nodes[cursor.node]
             outcome = await run_fanout(
-                graph, node, cursor.step, fresh, run_id=run_id, emit=emit, sleep=sleep, now=now, rng=rng
+                graph,
+                node,
+                cursor.step,
+                fresh,
+                run_id=run_id,
+                emit=emit,
+                sleep=sleep,
+                now=now,
+                rng=rng,
+                clients=clients,
             )
         else:
-            outcome = await run_step(graph, cursor, before, run_id=run_id, now=now, rng=rng)
+            outcome = await run_step(graph, cursor, before, run_id=run_id, now=now, rng=rng, clients=clients)
         outcome, update = enforce_limits(outcome, size, before)
         for key, value in outcome.update.items():
             if type(value) in _SCALARS:
