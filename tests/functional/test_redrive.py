@@ -13,7 +13,7 @@ import pytest
 
 from engine import default_registry
 from engine.registry import Registry
-from engine.service import RunService
+from engine.service import Disposition, RunService
 from functions.api.app import handler as api_handler
 from functions.runtime import current_app, set_app
 from functions.sweeper import app as sweeper_app
@@ -82,6 +82,11 @@ FRAGILE = {
         "last": {"fn": "test_vanishing"},
     },
 }
+#: FRAGILE's log once it failed and was redriven with a fix.
+FRAGILE_REDRIVEN = [
+    ("first", "ok"), ("call", "retry"), ("call", "failed"),
+    ("call", "redriven"), ("call", "ok"), ("last", "ok"),
+]  # fmt: skip
 SLOW = {"start": "wait", "nodes": {"wait": {"fn": "redrive_test_slow", "timeout_s": 0.05}}}
 BIG = {"start": "grow", "nodes": {"grow": {"fn": "redrive_test_big"}}}
 MAP = {
@@ -143,10 +148,7 @@ def test_a_tool_failing_after_its_retries_is_redriven_with_a_patch_to_completion
     run = service.get_run(run_id)
     assert run.status == "completed" and run.error is None and run.redrive_count == 1
     assert seqs(service, run_id) == [0, 1, 2, 3, 4, 5]
-    assert statuses(service, run_id) == [
-        ("first", "ok"), ("call", "retry"), ("call", "failed"),
-        ("call", "redriven"), ("call", "ok"), ("last", "ok"),
-    ]  # fmt: skip
+    assert statuses(service, run_id) == FRAGILE_REDRIVEN
     entry = service.store.list_logs(run_id)[3]
     assert entry["result"] == {"fixed": True} and entry["redrive"] == 1 and entry["next"] == "call"
     # the first node did not run again; the failed one restarted at attempt 1, new keys
@@ -381,10 +383,7 @@ def test_a_stale_duplicate_of_the_failed_step_changes_nothing_after_the_redrive(
     # THEN the duplicate ran nothing, and every transition was made once
     run = service.get_run(run_id)
     assert run.status == "completed"
-    assert statuses(service, run_id) == [
-        ("first", "ok"), ("call", "retry"), ("call", "failed"),
-        ("call", "redriven"), ("call", "ok"), ("last", "ok"),
-    ]  # fmt: skip
+    assert statuses(service, run_id) == FRAGILE_REDRIVEN
     assert seqs(service, run_id) == list(range(run.step))
 
 
@@ -400,23 +399,27 @@ def test_a_duplicate_racing_from_before_the_failure_loses_its_commit_to_the_redr
         pump.clock.advance(2)
         pump.drain()
         assert redrive(run_id, {"fixed": True}).status == 200
+        redriven.append(service.get_run(run_id).status)
 
+    redriven: list[str] = []
     other = threading.Thread(target=elsewhere)
     other.start()
     other.join(timeout=30)
-    assert service.get_run(run_id).status == "running"
+    assert redriven == ["running"]
 
     # WHEN the first worker gets a stale copy of step 2
-    pump.sqs.send_message(QueueUrl=pump.queue_url, MessageBody=json.dumps(duplicate))
-    pump.drain()
+    disposition = asyncio.run(service.process_step(run_id, duplicate["step"]))
 
-    # THEN its commit lost (the failure took slot 2); the redriven run completed once
+    # THEN it ran the tool again, with step 2's key, and its commit lost (the failure took
+    # slot 2); the redriven run completes once, its node under a new key
+    assert disposition == Disposition.CONFLICT
+    step_2_key = f"{run_id}:2"
+    assert [key for _, _, key in CALLS].count(step_2_key) == 2
+    pump.drain()
     run = service.get_run(run_id)
     assert run.status == "completed"
-    assert statuses(service, run_id) == [
-        ("first", "ok"), ("call", "retry"), ("call", "failed"),
-        ("call", "redriven"), ("call", "ok"), ("last", "ok"),
-    ]  # fmt: skip
+    assert statuses(service, run_id) == FRAGILE_REDRIVEN
+    assert CALLS[-1] == ("call", 1, f"{run_id}:4")
 
 
 def test_a_redrive_that_died_before_its_step_message_is_resent_by_the_sweeper(service, pump, clock):
