@@ -554,3 +554,36 @@ def test_a_run_that_used_its_max_steps_cannot_be_redriven(service, pump):
     error = assert_error(redrive(run_id), 409, "conflict")
     assert "max_steps=3" in error["message"]
     assert service.get_run(run_id).status == "failed"
+
+
+def test_a_map_failed_by_a_dead_lettered_item_runs_only_what_had_not_succeeded(
+    service, pump, dlq_pump, clock
+):
+    # GIVEN a map whose item 2's message is never answered, the other items done
+    run_id = start(service, MAP, {"xs": [0, 1, 2, 3, 4]})
+    lost: list[dict[str, Any]] = []
+    while messages := pump.receive():
+        kept = [m for m in messages if json.loads(m["Body"]).get("item") != 2]
+        lost += [m for m in messages if m not in kept]
+        if kept:
+            pump.deliver(kept)
+    assert [json.loads(m["Body"])["item"] for m in lost] == [2]
+    assert dict(ITEM_CALLS) == {0: 1, 1: 1, 3: 1}  # item 4 waits for item 2 (max_concurrency 2)
+
+    # WHEN it has stalled and the item's dead letter fails the run
+    clock.advance(service.stall_after_s + 1)
+    dead = json.loads(lost[0]["Body"])
+    dlq_pump.sqs.send_message(QueueUrl=dlq_pump.queue_url, MessageBody=json.dumps(dead))
+    dlq_pump.drain()
+    assert service.get_run(run_id).error["type"] == "StepDeliveryFailed"
+
+    # AND it is redriven, its lost message coming back late as well
+    assert redrive(run_id).status == 200
+    pump.drain()
+
+    # THEN items 2 and 4 ran, nothing else again (the late copy of item 2's old message
+    # changed nothing)
+    run = service.get_run(run_id)
+    assert run.status == "completed", run.error
+    assert dict(ITEM_CALLS) == {0: 1, 1: 1, 2: 1, 3: 1, 4: 1}
+    assert json.loads(run.state["ys"]) == [0, 10, 20, 30, 40]
