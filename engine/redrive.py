@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from engine.errors import ConflictError, GraphValidationError, NotFoundError
 from engine.fanout import InvalidMapItems, item_list
-from engine.ports import FanOutRecord, RunRecord, StepCommit
+from engine.ports import FanOutRecord, RunRecord, RunStore, StepCommit
 from engine.state import StateSize, decode_state, encode_state
 from engine.step import Cursor, StepResult, enforce_limits, iso_time
 
@@ -166,7 +166,7 @@ def _carried_items(
     return CarriedItems(prior.base, frozenset(succeeded))
 
 
-def _failed_in(store: Any, run: RunRecord, node: CompiledNode, fanout: FanOutRecord) -> bool:
+def _failed_in(store: RunStore, run: RunRecord, node: CompiledNode, fanout: FanOutRecord) -> bool:
     """Whether the run failed in ``fanout`` (its latest): finished from outside while its
     items ran (the dead-letter handler), or at its join."""
     if fanout.base <= run.step <= fanout.base + fanout.executed:
