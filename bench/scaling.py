@@ -3,7 +3,9 @@
 1. With the run's history: the steps around step 10 and around step 1,000 of one loop
    run (~1 KB of state) must cost the same: the same AWS requests, the same request
    units, the same CPU time in FlowForge's code. Nothing per step may read or write
-   anything that grows with the number of steps already made.
+   anything that grows with the number of steps already made. Measured one step per
+   invocation (chaining off) so steps pair one to one, and again with chaining: the
+   requests and request units per node of a lone run's first chain and of its last.
 2. With the state's size: the loop with 1 KB, 10 KB and 100 KB of state, where each
    step changes one small key (``i``). The store writes only that key (``SET
    #state.#k``), but DynamoDB bills an UpdateItem on the size of the whole item (the
@@ -50,7 +52,9 @@ def history_trace(late_step: int) -> History:
     final one (which ends the run: it sends nothing and leaves the sweeper's index).
     """
     graph = loop_graph(late_step)
-    with MotoStack() as aws:
+    # One step per invocation (ChainMaxSteps=1), so the two runs' steps pair one to one;
+    # chained steps cost the same at any step (see ``chained_history``).
+    with MotoStack(chain_max_steps=1) as aws:
         trace = Trace("history", 2)
         (old_id,) = aws.start(graph, [loop_state(STATE_BYTES)], trace)
         while not trace.invocations or trace.invocations[-1].steps[0] < late_step - WINDOW - 3:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from engine.records import record
 from engine.step import Cursor
 
 
@@ -46,7 +47,7 @@ class RunRecord:
     """The principal that started it when runs are isolated by principal (None: the account's)."""
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class StepCommit:
     """Run@``step`` → run@``step + 1`` plus log entry ``step``.
 
