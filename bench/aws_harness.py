@@ -251,7 +251,12 @@ class MotoStack:
 
 
 def run_workload(
-    name: str, graph: dict[str, Any], states: list[dict[str, Any]], *, concurrent: bool
+    name: str,
+    graph: dict[str, Any],
+    states: list[dict[str, Any]],
+    *,
+    concurrent: bool,
+    chain_max_steps: int | None = None,
 ) -> Trace:
     """One run per state on a fresh stack, pumped until every run has finished.
 
@@ -260,7 +265,7 @@ def run_workload(
     else one after another (each step is a batch of one, as for a lone run, which one
     warm container keeps taking).
     """
-    with MotoStack(container_per_invocation=concurrent) as aws:
+    with MotoStack(container_per_invocation=concurrent, chain_max_steps=chain_max_steps) as aws:
         trace = Trace(name, len(states))
         batches = [states] if concurrent else [[state] for state in states]
         run_ids = []

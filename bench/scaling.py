@@ -18,6 +18,7 @@ stand-in for AWS round trips) is in the notes.
 
 from __future__ import annotations
 
+import math
 import statistics
 from dataclasses import dataclass
 
@@ -25,6 +26,7 @@ from bench.aws_cost import STATE_BYTES, loop_trace
 from bench.aws_harness import Invocation, MotoStack, Trace, loop_graph, loop_state, step_memory_mb
 from bench.bill import bill
 from bench.figure import Figure, Target, format_number, ratios
+from functions.aws.dynamodb import SNAPSHOT_EVERY
 
 NAME = "scaling"
 LATE_STEP, QUICK_LATE_STEP = 1_000, 200
@@ -120,6 +122,38 @@ def history(quick: bool) -> list[Figure]:
     return figures
 
 
+def chained_history(quick: bool) -> list[Figure]:
+    """A lone run's chains early and late: the same requests and request units per node.
+
+    Chains of ChainMaxSteps steps begin at different offsets from the run item's rewrite
+    (every SNAPSHOT_EVERY steps): the second chain is compared with the latest one that
+    begins at the same offset, so both make the same writes if nothing grows with history.
+    """
+    trace = loop_trace(QUICK_LATE_STEP if quick else LATE_STEP)
+    chains = trace.invocations[:-1]  # the last one ends the run (a final rewrite)
+    period = SNAPSHOT_EVERY // math.gcd(SNAPSHOT_EVERY, chains[0].nodes)
+    late = max(i for i in range(1, len(chains)) if (i - 1) % period == 0)
+    early_chain, late_chain = chains[1], chains[late]
+
+    def per_node(invocation: Invocation) -> tuple[float, float]:
+        calls = [*invocation.calls, *invocation.esm_calls]
+        units = sum(c.capacity.read + c.capacity.write + c.capacity.index_write for c in calls if c.capacity)
+        return (len(calls) + 1) / invocation.nodes, units / invocation.nodes  # + its Lambda invocation
+
+    (early_requests, early_units), (late_requests, late_units) = per_node(early_chain), per_node(late_chain)
+    label = f"chained, steps {early_chain.steps[0]:,}+ and {late_chain.steps[0]:,}+"
+    note = (
+        f"{early_chain.nodes} steps a chain; per node: requests {format_number(early_requests)} and "
+        f"{format_number(late_requests)}, request units {format_number(early_units)} and {format_number(late_units)}"
+    )
+    return [
+        Figure(NAME, f"{label}: requests per node, late ÷ early", "x", [late_requests / early_requests],
+               EQUAL_TARGET, note=note),
+        Figure(NAME, f"{label}: request units per node, late ÷ early", "x", [late_units / early_units],
+               EQUAL_TARGET),
+    ]  # fmt: skip
+
+
 def state_sizes(quick: bool) -> list[Figure]:
     memory_mb = step_memory_mb()
     steps = QUICK_SIZE_STEPS if quick else SIZE_STEPS
@@ -172,4 +206,4 @@ def state_sizes(quick: bool) -> list[Figure]:
 
 
 def run(quick: bool) -> list[Figure]:
-    return history(quick) + state_sizes(quick)
+    return history(quick) + chained_history(quick) + state_sizes(quick)

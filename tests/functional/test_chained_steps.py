@@ -225,7 +225,10 @@ def test_time_is_shared_too(service, pump, clock):
     # GIVEN two runs whose steps take 1 s each, in one batch, and 4 s of chaining per invocation
     budget(chain_max_seconds=4.0)
     HOOKS.update(clock=clock, tick_s=1.0)
-    graph = {"start": "t", "nodes": {"t": {"fn": "test_chain_tick", "loop_condition": {"var": "i", "gte": 10}}}}
+    graph = {
+        "start": "t",
+        "nodes": {"t": {"fn": "test_chain_tick", "loop_condition": {"var": "i", "gte": 10}}},
+    }
     first, second = start(service, graph, {}), start(service, graph, {})
 
     # WHEN that batch is delivered
@@ -241,7 +244,10 @@ def test_when_a_chain_spends_the_functions_time_the_rest_of_the_batch_is_returne
     # of 1 s, and two runs whose first messages come in one batch
     HOOKS.update(clock=clock, tick_s=1.0)
     pump.handler = lambda event, _: step_app.handler(event, LambdaContext(remaining_ms=8000))
-    graph = {"start": "t", "nodes": {"t": {"fn": "test_chain_tick", "loop_condition": {"var": "i", "gte": 6}}}}
+    graph = {
+        "start": "t",
+        "nodes": {"t": {"fn": "test_chain_tick", "loop_condition": {"var": "i", "gte": 6}}},
+    }
     first, second = start(service, graph, {}), start(service, graph, {})
     messages = pump.receive()
 

@@ -127,6 +127,10 @@ def count_loop(steps: int) -> dict[str, Any]:
         "name": "count_loop",
         "start": "count",
         "nodes": {
-            "count": {"fn": "test_count", "loop_condition": {"var": "i", "gte": steps}, "max_iterations": steps}
+            "count": {
+                "fn": "test_count",
+                "loop_condition": {"var": "i", "gte": steps},
+                "max_iterations": steps,
+            }
         },
     }
