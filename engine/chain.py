@@ -144,7 +144,13 @@ async def run_chain(
         assert cursor is not None  # the chain goes on only while the run runs
         state = live.view()
         outcome = await run_step(
-            graph, cursor, state, run_id=run.run_id, now=service.clock, deadline=budget.deadline
+            graph,
+            cursor,
+            state,
+            run_id=run.run_id,
+            now=service.clock,
+            deadline=budget.deadline,
+            clients=service.clients,
         )
         budget.steps += 1
         committed = service.commit(run, run.step, outcome, state, on_commit)

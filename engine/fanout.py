@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from engine.conditions import _MISSING, resolve
 from engine.errors import FlowForgeError
 from engine.graph import MAX_MAP_ITEMS
+from engine.notes import log_notes
 from engine.state import MAX_LOG_RESULT_BYTES
 from engine.step import (
     Cursor,
@@ -136,16 +137,27 @@ async def run_execution(
     run_id: str,
     now: Callable[[], float] = time.time,
     rng: random.Random | None = None,
+    clients: Callable[[str], Any] | None = None,
 ) -> Execution:
     """Run attempt ``attempt`` of item (or branch) ``index`` against the state as it was
-    when the fan-out started. Never raises for a tool's failure."""
+    when the fan-out started. Never raises for a tool's failure. ``clients`` reaches the
+    tool as ``ctx.clients``; what it notes goes into the execution's log entry."""
     fanout = fanout_of(node)
     policy = policy_node(graph, node, index)
     item = state_item(node, state, index)
     started = now()
     deadline = started + policy.timeout_s if policy.timeout_s is not None else None
     ctx = ToolContext(
-        run_id, node.id, base, attempt, 1, deadline, MappingProxyType(policy.params), item=item, index=index
+        run_id,
+        node.id,
+        base,
+        attempt,
+        1,
+        deadline,
+        MappingProxyType(policy.params),
+        item=item,
+        index=index,
+        clients=clients,
     )
     t0 = time.perf_counter()
     try:
@@ -158,19 +170,11 @@ async def run_execution(
         error = _error(policy.id, exc, message)
         status, value, delay = _failure(policy, attempt, exc, error, rng, f"{run_id}:{base}:{index}")
         duration = (time.perf_counter() - t0) * 1000
-        return Execution(
-            index,
-            attempt,
-            status,
-            value,
-            error,
-            _entry(node, index, attempt, status, started, duration, value, error),
-            delay,
-        )
+        entry = _entry(node, index, attempt, status, started, duration, value, error, ctx.notes)
+        return Execution(index, attempt, status, value, error, entry, delay)
     duration = (time.perf_counter() - t0) * 1000
-    return Execution(
-        index, attempt, "ok", value, None, _entry(node, index, attempt, "ok", started, duration, value, None)
-    )
+    entry = _entry(node, index, attempt, "ok", started, duration, value, None, ctx.notes)
+    return Execution(index, attempt, "ok", value, None, entry)
 
 
 def state_item(node: CompiledNode, state: Mapping[str, Any], index: int) -> Any:
@@ -226,10 +230,11 @@ def _entry(
     duration: float,
     value: Any,
     error: dict[str, Any] | None,
+    notes: dict[str, Any],
 ) -> dict[str, Any]:
     fanout = fanout_of(node)
     where = {"index": index} if fanout.is_map else {"branch": fanout.branches[index]}
-    return {
+    entry = {
         "node": node.id,
         **where,
         "attempt": attempt,
@@ -240,6 +245,9 @@ def _entry(
         "next": None,
         "error": error,
     }
+    if notes:
+        entry["notes"] = log_notes(notes)
+    return entry
 
 
 def _log_result(value: Any) -> Any:

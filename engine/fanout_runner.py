@@ -44,6 +44,7 @@ async def run_fanout(
     sleep: Callable[[float], Awaitable[Any]],
     now: Callable[[], float] = time.time,
     rng: random.Random | None = None,
+    clients: Callable[[str], Any] | None = None,
 ) -> StepResult:
     """Run the fan-out node ``node`` that the run reached at step ``base``; ``emit`` gets
     each execution's log entry (with its ``seq``) as it finishes. Returns the join."""
@@ -64,7 +65,16 @@ async def run_fanout(
         async with slots:
             while True:
                 execution = await run_execution(
-                    graph, node, index, attempt, fresh_state(), base=base, run_id=run_id, now=now, rng=rng
+                    graph,
+                    node,
+                    index,
+                    attempt,
+                    fresh_state(),
+                    base=base,
+                    run_id=run_id,
+                    now=now,
+                    rng=rng,
+                    clients=clients,
                 )
                 if next_seq >= graph.max_steps:
                     raise _MaxStepsReached

@@ -144,7 +144,15 @@ class FanOutSteps:
         assert fanout is not None, "an item message names a step at a map or parallel node"
         state = decode_state(run.state)
         execution = await run_execution(
-            graph, node, index, attempt, state, base=base, run_id=run_id, now=service.clock
+            graph,
+            node,
+            index,
+            attempt,
+            state,
+            base=base,
+            run_id=run_id,
+            now=service.clock,
+            clients=service.clients,
         )
         # When the fan-out is next due: now, or after this item's retry delay (so the
         # sweeper does not take a pending retry for a stall).

@@ -21,7 +21,7 @@ _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=F
 
 def log_message(run_id: str, entry: dict[str, Any]) -> dict[str, Any]:
     """A log entry as clients receive it (DESIGN.md §6); a map item's execution also says
-    its ``index``, a parallel branch's its ``branch``."""
+    its ``index``, a parallel branch's its ``branch``; a tool's ``notes`` come along."""
     message = {
         "run_id": run_id,
         "seq": entry["seq"],
@@ -34,7 +34,7 @@ def log_message(run_id: str, entry: dict[str, Any]) -> dict[str, Any]:
         "next": entry.get("next"),
         "error": entry.get("error"),
     }
-    for name in ("index", "branch"):
+    for name in ("index", "branch", "notes"):
         if name in entry:
             message[name] = entry[name]
     return message

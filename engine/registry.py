@@ -5,14 +5,18 @@ from __future__ import annotations
 import importlib
 import inspect
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar, overload
 
-from engine.errors import RegistryError, ToolsImportError, UnknownToolError
+from engine.errors import Problem, RegistryError, ToolsImportError, UnknownToolError
 
 #: A tool or condition function, as registered (and returned unchanged by the decorators).
 F = TypeVar("F", bound=Callable[..., Any])
+#: A tool's check of a node's ``params`` when the graph is created: ``(params, mapped)``
+#: (``mapped``: the node is a map, the tool runs once per item) to the problems found,
+#: each at its path inside ``params`` ("" for params as a whole).
+ParamsCheck = Callable[[Mapping[str, Any], bool], list[Problem]]
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]{0,63}$")
 
 
@@ -24,6 +28,7 @@ class Registered:
     fn: Callable[..., Any]
     is_async: bool
     doc: str
+    check_params: ParamsCheck | None = None
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "async": self.is_async, "doc": self.doc}
@@ -46,7 +51,14 @@ class Registry:
         self._conditions: dict[str, Registered] = {}
 
     # -- registration ---------------------------------------------------------------
-    def _add(self, table: dict[str, Registered], kind: str, name: str, fn: Callable[..., Any]) -> None:
+    def _add(
+        self,
+        table: dict[str, Registered],
+        kind: str,
+        name: str,
+        fn: Callable[..., Any],
+        check_params: ParamsCheck | None = None,
+    ) -> None:
         if not callable(fn):
             raise RegistryError(f"{kind} {name!r} is not callable")
         if not isinstance(name, str) or not _NAME.match(name):
@@ -54,17 +66,21 @@ class Registry:
         existing = table.get(name)
         if existing is not None and _origin(existing.fn) != _origin(fn):
             raise RegistryError(f"{kind} {name!r} is already registered by {_origin(existing.fn)}")
-        table[name] = Registered(name, fn, inspect.iscoroutinefunction(fn), _doc(fn))
+        table[name] = Registered(name, fn, inspect.iscoroutinefunction(fn), _doc(fn), check_params)
 
     def _decorator(
-        self, table: dict[str, Registered], kind: str, name_or_fn: str | F | None
+        self,
+        table: dict[str, Registered],
+        kind: str,
+        name_or_fn: str | F | None,
+        check_params: ParamsCheck | None = None,
     ) -> F | Callable[[F], F]:
         if callable(name_or_fn):
             self._add(table, kind, name_or_fn.__name__, name_or_fn)
             return name_or_fn
 
         def register(fn: F) -> F:
-            self._add(table, kind, fn.__name__ if name_or_fn is None else name_or_fn, fn)
+            self._add(table, kind, fn.__name__ if name_or_fn is None else name_or_fn, fn, check_params)
             return fn
 
         return register
@@ -72,10 +88,16 @@ class Registry:
     @overload
     def tool(self, name_or_fn: F) -> F: ...
     @overload
-    def tool(self, name_or_fn: str | None = None) -> Callable[[F], F]: ...
-    def tool(self, name_or_fn: str | F | None = None) -> F | Callable[[F], F]:
-        """Register a tool: ``@tool`` uses the function's name, ``@tool("name")`` another."""
-        return self._decorator(self._tools, "tool", name_or_fn)
+    def tool(
+        self, name_or_fn: str | None = None, *, params: ParamsCheck | None = None
+    ) -> Callable[[F], F]: ...
+    def tool(
+        self, name_or_fn: str | F | None = None, *, params: ParamsCheck | None = None
+    ) -> F | Callable[[F], F]:
+        """Register a tool: ``@tool`` uses the function's name, ``@tool("name")`` another.
+        ``params`` checks the ``params`` of every node that names the tool, when its graph
+        is created (see :data:`ParamsCheck`): problems are reported at their path."""
+        return self._decorator(self._tools, "tool", name_or_fn, params)
 
     @overload
     def condition(self, name_or_fn: F) -> F: ...

@@ -64,11 +64,12 @@ async def run_graph(
     on_log: Callable[[dict[str, Any]], Any] | None = None,
     now: Callable[[], float] = time.time,
     rng: random.Random | None = None,
+    clients: Callable[[str], Any] | None = None,
 ) -> RunResult:
     """Run ``graph`` from its start node on ``state`` until it completes or fails.
 
     ``sleep=None`` skips retry delays (tests). ``on_log`` sees each log entry as it is
-    made. Raises :class:`~engine.errors.StateTooLargeError` or
+    made. ``clients`` (AWS clients by service name) reaches tools as ``ctx.clients``. Raises :class:`~engine.errors.StateTooLargeError` or
     :class:`~engine.errors.InvalidStateError` when the initial state is unusable.
     """
     run_id = run_id or uuid.uuid4().hex
@@ -100,10 +101,19 @@ async def run_graph(
         node = graph.nodes[cursor.node]
         if node.fanout is not None:
             outcome = await run_fanout(
-                graph, node, cursor.step, live.view, run_id=run_id, emit=emit, sleep=sleep, now=now, rng=rng
+                graph,
+                node,
+                cursor.step,
+                live.view,
+                run_id=run_id,
+                emit=emit,
+                sleep=sleep,
+                now=now,
+                rng=rng,
+                clients=clients,
             )
         else:
-            outcome = await run_step(graph, cursor, before, run_id=run_id, now=now, rng=rng)
+            outcome = await run_step(graph, cursor, before, run_id=run_id, now=now, rng=rng, clients=clients)
         outcome, update = enforce_limits(outcome, size, before)
         commit = step_commit(run, outcome.log["seq"], outcome, update, now(), None)
         run = apply_commit(run, commit)

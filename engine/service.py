@@ -90,9 +90,12 @@ class RunService:
         clock: Callable[[], float] = time.time,
         new_id: Callable[[], str] = lambda: uuid.uuid4().hex,
         isolated: bool = False,
+        clients: Callable[[str], Any] | None = None,
     ) -> None:
         """``isolated``: graphs and runs belong to the principal that created them, and
-        the API passes each caller as ``owner``; otherwise they belong to the account."""
+        the API passes each caller as ``owner``; otherwise they belong to the account.
+        ``clients``: the container's AWS clients by service name, for tools
+        (``ctx.clients``)."""
         self.store = store
         self.isolated = isolated
         self.queue = queue
@@ -103,6 +106,7 @@ class RunService:
         self.log_page_bytes = log_page_bytes
         self.clock = clock
         self.new_id = new_id
+        self.clients = clients
         self._graphs: dict[str, CompiledGraph] = {}  # graphs are immutable: cache forever
         self._graph_owners: dict[str, str | None] = {}
         from engine.fanout_service import FanOutSteps  # it builds on this module's Disposition

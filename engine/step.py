@@ -19,6 +19,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal
 
 from engine.errors import FlowForgeError
+from engine.notes import log_notes
 from engine.records import record
 from engine.state import MAX_LOG_RESULT_BYTES, MAX_MARKER_KEY_BYTES, StateSize, encode_value
 
@@ -78,6 +79,17 @@ class ToolContext:
     #: A map's item and its index in the list (None outside a map).
     item: Any = None
     index: int | None = None
+    #: The container's AWS clients by service name (``ctx.clients("bedrock-runtime")``),
+    #: each built on first use; None when whoever runs the step passed none.
+    clients: Callable[[str], Any] | None = None
+    #: What this call adds to its log entry: see :meth:`note`.
+    notes: dict[str, Any] = field(default_factory=dict)
+
+    def note(self, **fields: Any) -> None:
+        """Add ``fields`` (JSON values) to this call's log entry, under ``notes`` — e.g. a
+        model call's token usage. Kept whether the call succeeds or fails; notes over
+        :data:`~engine.notes.MAX_NOTES_BYTES` are replaced by a marker with their size."""
+        self.notes.update(fields)
 
     @property
     def idempotency_key(self) -> str:
@@ -184,6 +196,7 @@ async def run_step(
     now: Callable[[], float] = time.time,
     rng: random.Random | None = None,
     deadline: float | None = None,
+    clients: Callable[[str], Any] | None = None,
 ) -> StepResult:
     """Execute ``cursor.node`` once against ``state`` and route the run onwards.
 
@@ -192,7 +205,7 @@ async def run_step(
     ``now``'s clock) is when the caller must have the step back — the step Lambda's end,
     less what its commit needs: the node's ``timeout_s`` is capped by it, and a node
     without one gets it, so the node's retry and catch see a ``TimeoutError`` rather
-    than the function being killed.
+    than the function being killed. ``clients`` reaches the tool as ``ctx.clients``.
     """
     node = graph.nodes[cursor.node]
     started = now()
@@ -205,7 +218,9 @@ async def run_step(
     deadline = started + timeout if timeout is not None else None
     # Read-only params: a tool must not change the compiled graph for later runs.
     params = MappingProxyType(node.params)
-    ctx = ToolContext(run_id, node.id, cursor.step, cursor.attempt, cursor.iteration, deadline, params)
+    ctx = ToolContext(
+        run_id, node.id, cursor.step, cursor.attempt, cursor.iteration, deadline, params, clients=clients
+    )
     tool = node.tool
     assert tool is not None, f"node {node.id!r} is a map or parallel node: engine.fanout runs it"
     t0 = time.perf_counter()
@@ -233,9 +248,17 @@ async def run_step(
                 if capped
                 else f"node timed out after {timeout}s"
             )
-        return _on_failure(node, cursor, state, update, exc, message, started, duration, rng, run_id)
+        failed = _on_failure(node, cursor, state, update, exc, message, started, duration, rng, run_id)
+        return _noted(failed, ctx.notes)
     duration = (time.perf_counter() - t0) * 1000
-    return _result(cursor, merged, update, target, "ok", started, duration, None)
+    return _noted(_result(cursor, merged, update, target, "ok", started, duration, None), ctx.notes)
+
+
+def _noted(outcome: StepResult, notes: dict[str, Any]) -> StepResult:
+    """``outcome`` with the tool's notes (:meth:`ToolContext.note`) in its log entry."""
+    if notes:
+        outcome.log["notes"] = log_notes(notes)
+    return outcome
 
 
 def _route(node: CompiledNode, cursor: Cursor, state: dict[str, Any]) -> Cursor | None:

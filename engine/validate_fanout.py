@@ -34,6 +34,7 @@ def check_node_kinds(
     for nid, node in nodes.items():
         base = f"nodes.{nid}"
         problems += _check_kind(base, node)
+        problems += _check_params(base, node, registry)
         if node.map is not None:
             problems += _check_map(base, node, registry, tools, suggester)
         for i, target in enumerate(parallel_targets(node)):
@@ -63,6 +64,20 @@ def check_node_kinds(
     for target, parent in branch_of.items():
         problems += _check_branch(target, parent, nodes[target], start, nodes)
     return problems
+
+
+def _check_params(base: str, node: Node, registry: Registry) -> list[Problem]:
+    """The node's ``params`` as its tool checks them (a tool registered with ``params=``)."""
+    name, mapped = (node.map.fn, True) if node.map is not None else (node.fn, False)
+    if name is None or not registry.has_tool(name):
+        return []
+    check = registry.get_tool(name).check_params
+    if check is None:
+        return []
+    return [
+        Problem(f"{base}.params.{p.path}" if p.path else f"{base}.params", p.message)
+        for p in check(node.params, mapped)
+    ]
 
 
 def _check_kind(base: str, node: Node) -> list[Problem]:

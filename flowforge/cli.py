@@ -171,6 +171,9 @@ def run_local(args: argparse.Namespace) -> int:
     graph = load_graph(args.graph)
     state = read_state(args.state)
     options: dict[str, Any] = {"sleep": None} if args.no_sleep else {}
+    from functions.runtime import AwsClients  # tools that call AWS (llm) use your credentials
+
+    options["clients"] = AwsClients()
     try:
         result = run_graph_sync(graph, state, **options)
     except FlowForgeError as exc:  # the initial state is over the cap or not JSON

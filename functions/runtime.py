@@ -26,6 +26,17 @@ if TYPE_CHECKING:
 
 #: A boto3 client by service name ("dynamodb", "sqs", ...).
 Clients = Callable[[str], Any]
+#: Client settings that differ from boto3's defaults, by service. Bedrock: one attempt per
+#: call, so a throttled model call fails into the node's own retry (its backoff, its log
+#: entries) rather than being retried out of sight; the node's timeout bounds a call, so
+#: the socket may wait as long as a function can run.
+CLIENT_CONFIG: dict[str, dict[str, Any]] = {
+    "bedrock-runtime": {
+        "retries": {"total_max_attempts": 1, "mode": "standard"},
+        "connect_timeout": 10,
+        "read_timeout": 900,
+    },
+}
 
 
 class AwsClients:
@@ -48,7 +59,14 @@ class AwsClients:
                         import boto3  # deferred: keeps cold start off the import path of pure code
 
                         self._session = boto3.session.Session()
-                    client = self._clients[name] = self._session.client(name)
+                    settings = CLIENT_CONFIG.get(name)
+                    if settings is None:
+                        client = self._session.client(name)
+                    else:
+                        from botocore.config import Config  # loaded with boto3 by now
+
+                        client = self._session.client(name, config=Config(**settings))
+                    self._clients[name] = client
         return client
 
 
@@ -117,6 +135,7 @@ class App:
             stall_after_s=settings.stall_after_s,
             retention_s=settings.retention_days * 86400 if settings.retention_days else None,
             isolated=settings.isolation == "principal",
+            clients=self.clients,
         )
 
     def _build_log_stream(self) -> LogStream:

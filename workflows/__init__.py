@@ -3,6 +3,6 @@
 ``workflows/graphs/`` holds each workflow's graph definition and an example initial state.
 """
 
-from workflows import summarization
+from workflows import llm, summarization, summarization_llm
 
-__all__ = ["summarization"]
+__all__ = ["llm", "summarization", "summarization_llm"]

@@ -149,13 +149,16 @@ class MotoServer:
         self._server.server_close()
 
 
-def local_aws_environment(endpoint: str, region: str) -> dict[str, str]:
-    """Variables that make every boto3 client in this process talk to moto only.
+def local_aws_environment(endpoint: str, region: str, bedrock_endpoint: str | None = None) -> dict[str, str]:
+    """Variables that make every boto3 client in this process talk to moto only (and
+    Bedrock Runtime clients to ``bedrock_endpoint``, the stand-in, when given).
 
     The user's AWS config and credential files are masked too: a profile with SSO, a
     role or its own endpoint must not leak into the local stack.
     """
+    bedrock = {"AWS_ENDPOINT_URL_BEDROCK_RUNTIME": bedrock_endpoint} if bedrock_endpoint else {}
     return {
+        **bedrock,
         "AWS_ENDPOINT_URL": endpoint,
         "AWS_REGION": region,
         "AWS_DEFAULT_REGION": region,

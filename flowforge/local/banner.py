@@ -22,6 +22,10 @@ class Endpoints:
     signing_key: tuple[str, str] | None = None
     """With IAM auth: the key pair the examples sign with (access key id, secret or a placeholder)."""
     isolation: str = "account"
+    bedrock: str | None = None
+    """The Bedrock Runtime stand-in's endpoint (LLM nodes)."""
+    example_llm_graph: str | None = None
+    """The LLM variant of the example (same state), answered by the stand-in."""
 
 
 def _count(n: int, noun: str) -> str:
@@ -63,6 +67,11 @@ def banner(at: Endpoints) -> str:
         f"  API         {at.url}        docs: {at.url}/docs",
         f'  WebSocket   {ws}/ws/logs/<run_id>   or {ws} then send {{"action": "subscribe", "run_id": "<run_id>"}}',
         f"  AWS (moto)  {at.moto}        table {at.table}",
+        *(
+            [f"  Bedrock     {at.bedrock}       a stand-in for LLM nodes (Converse, deterministic)"]
+            if at.bedrock
+            else []
+        ),
         f"  data        {_shown(at.data_dir)}/ ({_count(at.restored, 'item')} restored,"
         f" {_count(at.resumed, 'run')} resumed)",
     ]
@@ -74,12 +83,14 @@ def banner(at: Endpoints) -> str:
         lines += [
             "",
             f'  example graph "summarization": {graph}',
+            *_llm_graph_line(at),
             "",
             "  Try it (another terminal; bin/flowforge is the CLI of this checkout):",
             f"    curl -s {at.url}/graph/run -H 'content-type: application/json' \\",
             f'      -d "{{\\"graph_id\\": \\"{graph}\\", \\"state\\": $(cat {state})}}" | python3 -m json.tool',
             *_cli_endpoint(at),
             f"    bin/flowforge run {graph} --state {state} --follow",
+            *_llm_example(at),
             "    bin/flowforge logs <run_id> --follow     bin/flowforge state <run_id> --full",
             f"    xdg-open {at.url}/console               (macOS: open)",
             "",
@@ -99,6 +110,7 @@ def _signed_examples(at: Endpoints, graph: str) -> list[str]:
     return [
         "",
         f'  example graph "summarization": {graph}',
+        *_llm_graph_line(at),
         "",
         "  Try it (another terminal; requests are signed as on AWS):",
         f"    curl -s {at.url}/graph/run --aws-sigv4 'aws:amz:{at.region}:execute-api' --user '{key}:{secret}' \\",
@@ -107,5 +119,20 @@ def _signed_examples(at: Endpoints, graph: str) -> list[str]:
         f"    export AWS_ACCESS_KEY_ID={key} AWS_SECRET_ACCESS_KEY={secret} AWS_DEFAULT_REGION={at.region} FLOWFORGE_SIGN=1",
         *_cli_endpoint(at),
         f"    bin/flowforge run {graph} --state {state} --follow",
+        *_llm_example(at),
         "    bin/flowforge logs <run_id> --follow",
+    ]
+
+
+def _llm_graph_line(at: Endpoints) -> list[str]:
+    return [f'  example graph "summarization_llm": {at.example_llm_graph}'] if at.example_llm_graph else []
+
+
+def _llm_example(at: Endpoints) -> list[str]:
+    """The LLM variant's run command (same state), when it is registered."""
+    if not at.example_llm_graph:
+        return []
+    return [
+        f"    bin/flowforge run {at.example_llm_graph} --state {_shown(at.example_state)} --follow"
+        "   (summarization_llm: LLM nodes)"
     ]

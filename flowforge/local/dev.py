@@ -30,6 +30,7 @@ from aiohttp import web
 
 from flowforge.local.aws import MotoServer, apply_environment, local_aws_environment
 from flowforge.local.banner import Endpoints, banner
+from flowforge.local.bedrock import BedrockStandIn
 from flowforge.local.gateway import Gateway
 from flowforge.local.journal import Journal, restore
 from flowforge.local.lambdas import LocalFunction
@@ -45,6 +46,8 @@ log = logging.getLogger("flowforge.local")
 
 EXAMPLE_GRAPH = Path(__file__).resolve().parents[2] / "workflows" / "graphs" / "summarization.json"
 EXAMPLE_STATE = EXAMPLE_GRAPH.with_name("summarization.state.json")
+#: The abstractive variant: LLM nodes, answered by the Bedrock stand-in (same state).
+EXAMPLE_LLM_GRAPH = EXAMPLE_GRAPH.with_name("summarization_llm.json")
 #: Set by the local stack itself; a user's value for these would point handlers elsewhere.
 _OWNED_VARIABLES = frozenset({"FLOWFORGE_TABLE", "FLOWFORGE_STEP_QUEUE_URL", "FLOWFORGE_WS_ENDPOINT"})
 SHUTDOWN_GRACE_S = 5.0
@@ -68,6 +71,7 @@ class DevOptions:
     host: str = "127.0.0.1"
     port: int = 3000
     moto_port: int = 5000
+    bedrock_port: int = 0  # the Bedrock Runtime stand-in (0: a free port)
     data_dir: Path = Path(".flowforge")
     template: Path = DEFAULT_TEMPLATE
     region: str = "us-east-1"
@@ -92,6 +96,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--moto-port", type=int, default=5000, help="moto (local AWS) port (5000)")
     parser.add_argument(
+        "--bedrock-port",
+        type=int,
+        default=0,
+        help="the Bedrock Runtime stand-in's port (default: a free one)",
+    )
+    parser.add_argument(
         "--data-dir", type=Path, default=Path(".flowforge"), help="where data survives restarts (.flowforge)"
     )
     parser.add_argument(
@@ -105,7 +115,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         help="the handlers' Powertools log level (WARNING keeps the terminal readable)",
     )
-    parser.add_argument("--no-example", action="store_true", help="do not register the summarization graph")
+    parser.add_argument(
+        "--no-example",
+        action="store_true",
+        help="do not register the example graphs (summarization, its LLM variant)",
+    )
     parser.add_argument(
         "--auth",
         choices=["none", "iam"],
@@ -133,6 +147,7 @@ def options_from_args(args: argparse.Namespace) -> DevOptions:
         host=args.host,
         port=args.port,
         moto_port=args.moto_port,
+        bedrock_port=args.bedrock_port,
         data_dir=args.data_dir,
         template=args.template,
         sweep_interval_s=args.sweep_interval,
@@ -185,6 +200,14 @@ class LocalStack:
             if exc.errno == errno.EADDRINUSE:
                 raise PortInUse(f"{options.host}:{options.moto_port}", "--moto-port") from None
             raise
+        try:
+            self.bedrock = BedrockStandIn(options.host, options.bedrock_port)
+        except OSError as exc:
+            self.gateway_socket.close()
+            self.moto.stop()
+            if exc.errno == errno.EADDRINUSE:
+                raise PortInUse(f"{options.host}:{options.bedrock_port}", "--bedrock-port") from None
+            raise
         self.functions: dict[str, LocalFunction] = {}
         self.journal = Journal(options.data_dir / "journal.jsonl")
         self.stream: StreamPoller | None = None
@@ -201,12 +224,14 @@ class LocalStack:
         return Endpoints(
             url=self.url,
             moto=self.moto.endpoint,
+            bedrock=self.bedrock.endpoint,
             region=self.options.region,
             table=self.summary["table"],
             data_dir=self.options.data_dir,
             restored=self.summary["restored"],
             resumed=self.summary["resumed"],
             example_graph=self.summary.get("example"),
+            example_llm_graph=self.summary.get("example_llm"),
             example_state=EXAMPLE_STATE,
             signing_key=self._signing_key(),
             isolation=self.summary.get("isolation", "account"),
@@ -224,7 +249,8 @@ class LocalStack:
     async def start(self) -> None:
         options = self.options
         self.moto.start()
-        apply_environment(local_aws_environment(self.moto.endpoint, options.region))
+        await self.bedrock.start()
+        apply_environment(local_aws_environment(self.moto.endpoint, options.region, self.bedrock.endpoint))
         session = boto3.session.Session()
         dynamodb, sqs = session.client("dynamodb"), session.client("sqs")
         parameters = {"Isolation": options.isolation} if options.isolation else None
@@ -270,6 +296,7 @@ class LocalStack:
                 else None
             )
             self.summary["example"] = register_example(service, owner=owner)
+            self.summary["example_llm"] = register_example(service, EXAMPLE_LLM_GRAPH, owner=owner)
 
         gateway = Gateway(
             self.functions,
@@ -358,6 +385,7 @@ class LocalStack:
             await self.runner.cleanup()
         loop = asyncio.get_running_loop()
         finished = await loop.run_in_executor(None, self._drain)
+        await self.bedrock.stop()
         self.moto.stop()
         self.journal.close()  # every write was journaled as it was acknowledged
         return finished
@@ -386,7 +414,7 @@ def _key_ring(options: DevOptions) -> KeyRing | None:
 
 
 def register_example(service: Any, path: Path = EXAMPLE_GRAPH, owner: str | None = None) -> str:
-    """The summarization graph's id (``owner``'s): the stored copy if unchanged, else a new one."""
+    """An example graph's id (``owner``'s): the stored copy if unchanged, else a new one."""
     definition = json.loads(path.read_text(encoding="utf-8"))
     graphs, _ = service.store.list_graphs(limit=100, owner=owner)
     for graph in graphs:
@@ -430,7 +458,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         return asyncio.run(serve(options_from_args(args)))
     except PortInUse as exc:
-        what = "moto (local AWS)" if exc.option == "--moto-port" else "the API gateway"
+        what = {"--moto-port": "moto (local AWS)", "--bedrock-port": "the Bedrock stand-in"}.get(
+            exc.option, "the API gateway"
+        )
         print(
             f"flowforge dev: {exc.address} ({what}) is already in use (another `make run`?);"
             f" choose another with {exc.option}: bin/flowforge dev {exc.option} <port>",

@@ -49,6 +49,8 @@ OWN_RESOURCES = [
     {"Fn::GetAtt": ["StepDeadLetterQueue", "Arn"]},
     # @connections of this API's stage only: any method (POST, GET, DELETE) on any connection
     {"Fn::Sub": "arn:${AWS::Partition}:execute-api:${AWS::Region}:${AWS::AccountId}:${WebSocketApi}/${StageName}/*/@connections/*"},
+    # the models llm nodes may call: the deploy parameter's ARNs, nothing wider
+    {"Ref": "BedrockModelArns"},
 ]  # fmt: skip
 PARAMETER_SETS = [
     {},

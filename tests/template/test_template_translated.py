@@ -380,7 +380,7 @@ def test_each_role_reaches_only_the_stack_resources_its_function_uses():
     roles = resources_of_type(translate(), "AWS::IAM::Role")
     expected = {
         "ApiFunctionRole": {"Table", "StepQueue"},
-        "StepFunctionRole": {"Table", "StepQueue"},
+        "StepFunctionRole": {"Table", "StepQueue", "BedrockModelArns"},  # and the models llm nodes call
         "DlqFunctionRole": {"Table"},
         "SweeperFunctionRole": {"Table", "StepQueue"},
         "WsFunctionRole": {"Table", "WebSocketApi"},
@@ -403,6 +403,29 @@ def test_each_role_reaches_only_the_stack_resources_its_function_uses():
     sweeper = str(roles["SweeperFunctionRole"]["Properties"]["Policies"])
     # it reads, rewrites a run item that lags its run and claims re-sends; it never deletes
     assert "Query" in sweeper and "UpdateItem" in sweeper and "DeleteItem" not in sweeper
+
+
+def test_llm_nodes_may_invoke_only_the_configured_models():
+    # GIVEN the template deployed with two model ARNs
+    models = "arn:aws:bedrock:us-east-1::foundation-model/a.one-v1:0,arn:aws:bedrock:us-east-1::foundation-model/b.two-v1:0"
+    roles = resources_of_type(translate(BedrockModelArns=models), "AWS::IAM::Role")
+
+    # THEN only the step function may call Bedrock: InvokeModel (Converse) on those ARNs
+    grants = {
+        name: [
+            s
+            for policy in role["Properties"].get("Policies", [])
+            for s in policy["PolicyDocument"]["Statement"]
+            if "bedrock" in json.dumps(s["Action"])
+        ]
+        for name, role in roles.items()
+    }
+    assert {name for name, found in grants.items() if found} == {"StepFunctionRole"}
+    (statement,) = grants["StepFunctionRole"]
+    assert statement["Action"] == "bedrock:InvokeModel"
+    # a list parameter: CloudFormation passes each ARN as one resource of the statement
+    assert statement["Resource"] == {"Ref": "BedrockModelArns"}
+    assert load_template()["Parameters"]["BedrockModelArns"]["Type"] == "CommaDelimitedList"
 
 
 # --------------------------------------------------------------------- ops & outputs

@@ -58,3 +58,16 @@ def test_the_banner_knows_the_clis_default_endpoint():
     from flowforge.client import LOCAL_ENDPOINT
 
     assert LOCAL_ENDPOINT == CLI_DEFAULT_URL
+
+
+def test_the_bedrock_stand_in_and_the_llm_example_are_shown():
+    # GIVEN a stack with the Bedrock stand-in and both examples registered
+    at = replace(STACK, bedrock="http://127.0.0.1:41234", example_llm_graph="g2")
+
+    # THEN the banner says where the stand-in is and how to run the LLM example
+    for text in (banner(at), banner(replace(at, signing_key=("testing", "testing")))):
+        assert "Bedrock     http://127.0.0.1:41234" in text
+        assert 'example graph "summarization_llm": g2' in text
+        assert "bin/flowforge run g2 --state workflows/graphs/summarization.state.json --follow" in text
+    # and without them, nothing about them
+    assert "Bedrock" not in banner(STACK) and "summarization_llm" not in banner(STACK)

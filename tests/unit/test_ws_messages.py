@@ -148,3 +148,12 @@ def test_a_fan_out_executions_message_says_its_index_or_branch():
     assert (item["index"], item["node"], item["result"]) == (2, "m", 4)
     assert (branch["branch"], branch["attempt"]) == ("fetch_news", 2)
     assert "index" not in plain and "branch" not in plain
+
+
+def test_a_tools_notes_reach_the_socket():
+    from engine.logmessages import log_message
+
+    notes = {"model_id": "m", "usage": {"inputTokens": 3, "outputTokens": 1, "totalTokens": 4}}
+    noted = log_message("r1", {"seq": 0, "node": "ask", "attempt": 1, "status": "ok", "notes": notes})
+    assert noted["notes"] == notes
+    assert "notes" not in log_message("r1", {"seq": 1, "node": "ask", "attempt": 1, "status": "ok"})
