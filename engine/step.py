@@ -216,10 +216,8 @@ async def run_step(
     if deadline is not None and (timeout is None or deadline - started < timeout):
         timeout, capped = max(deadline - started, 0.001), True
     deadline = started + timeout if timeout is not None else None
-    # Read-only params: a tool must not change the compiled graph for later runs.
-    params = MappingProxyType(node.params)
     ctx = ToolContext(
-        run_id, node.id, cursor.step, cursor.attempt, cursor.iteration, deadline, params, clients=clients
+        run_id, node.id, cursor.step, cursor.attempt, cursor.iteration, deadline, node.params, clients=clients
     )
     tool = node.tool
     assert tool is not None, f"node {node.id!r} is a map or parallel node: engine.fanout runs it"
