@@ -8,6 +8,14 @@ runs made moments apart.
 
 Figures are CPU time of this process per node: on a small shared machine wall-clock time
 measures the neighbours as much as the engine. The wall-clock median is in each note.
+
+Flatness in N is measured apart, on FlowForge alone, so that a noisy machine moves it as
+little as possible: every sample runs about :data:`FLAT_BATCH_NODES` nodes (one run of
+N = 10,000, ten of N = 1,000, a hundred of N = 100), the sizes take turns in a rotating
+order within each repetition, and repetitions go on for :data:`FLAT_BUDGET_S` seconds
+(at least :data:`FLAT_MIN_REPEATS`, at most :data:`FLAT_MAX_REPEATS`). The figure pairs
+the slowest size's sample with the fastest size's (by their medians) in each repetition;
+its note gives the spread of those ratios and the ratio of the two medians.
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import importlib.util
+import math
 import statistics
 import time
 from collections.abc import Awaitable, Callable
@@ -33,6 +42,10 @@ PER_NODE_TARGET = Target("<=", 20)
 SPEEDUP_TARGET = Target(">=", 30)
 #: "Flat in N": the slowest size's µs/node is within 25% of the fastest size's.
 FLAT_TARGET = Target("<=", 1.25)
+#: Nodes a flatness sample runs, whatever its N: each sample takes about as long.
+FLAT_BATCH_NODES = 10_000
+FLAT_MIN_REPEATS, FLAT_MAX_REPEATS, FLAT_BUDGET_S = 20, 80, 25.0
+QUICK_FLAT = (5, 10, 3.0)
 
 FLOWFORGE = "FlowForge"
 FLOOR = "asyncio floor"
@@ -180,7 +193,7 @@ async def _measure(sizes, repeats, systems) -> tuple[dict[Key, list[float]], dic
     names = list(systems)
     for rep in range(max(repeats.values())):
         order = names[rep % len(names) :] + names[: rep % len(names)]
-        for n in sizes:
+        for n in _rotated(sizes, rep):
             if rep >= repeats[n]:
                 continue
             for name in order:
@@ -189,6 +202,53 @@ async def _measure(sizes, repeats, systems) -> tuple[dict[Key, list[float]], dic
                 cpu[(name, n)].append(cpu_s / (n + 3) * 1e6)
                 wall[(name, n)].append(wall_s / (n + 3) * 1e6)
     return cpu, wall
+
+
+def _rotated(items: tuple[int, ...], rep: int) -> tuple[int, ...]:
+    shift = rep % len(items)
+    return items[shift:] + items[:shift]
+
+
+async def _measure_flatness(sizes: tuple[int, ...], limits: tuple[int, int, float]) -> dict[int, list[float]]:
+    """FlowForge's CPU µs per node for each N, one sample per repetition, each sample a
+    batch of about :data:`FLAT_BATCH_NODES` nodes, the sizes in a rotating order."""
+    least, most, budget_s = limits
+    runners = {n: _flowforge(n) for n in sizes}
+    batches = {n: max(1, math.ceil(FLAT_BATCH_NODES / (n + 3))) for n in sizes}
+    for n in sizes:  # warm-up
+        await runners[n]()
+    samples: dict[int, list[float]] = {n: [] for n in sizes}
+    started = time.perf_counter()
+    for rep in range(most):
+        if rep >= least and time.perf_counter() - started > budget_s:
+            break
+        for n in _rotated(sizes, rep):
+            gc.collect()
+            cpu_s = 0.0
+            for _ in range(batches[n]):
+                cpu_s += (await runners[n]())[1]
+            samples[n].append(cpu_s / (batches[n] * (n + 3)) * 1e6)
+    return samples
+
+
+def _flatness(per_size: dict[int, list[float]]) -> Figure:
+    """Slowest N ÷ fastest N (by median), paired repetition by repetition, with the spread."""
+    medians = {n: statistics.median(values) for n, values in per_size.items()}
+    slowest, fastest = max(medians, key=medians.get), min(medians, key=medians.get)
+    paired = ratios(per_size[slowest], per_size[fastest])
+    q1, _, q3 = statistics.quantiles(paired, n=4) if len(paired) > 1 else (paired[0],) * 3
+    note = (
+        f"N={slowest:,} ÷ N={fastest:,}, {len(paired)} interleaved repetitions: "
+        f"interquartile {format_number(q1)} to {format_number(q3)}; "
+        f"ratio of medians {format_number(medians[slowest] / medians[fastest])}"
+    )
+    details = {
+        "batch_nodes": FLAT_BATCH_NODES,
+        "us_per_node_median": {str(n): medians[n] for n in per_size},
+        "us_per_node": {str(n): values for n, values in per_size.items()},
+    }
+    name = f"FlowForge flatness: slowest N ÷ fastest N ({len(per_size)} sizes)"
+    return Figure(NAME, name, "x", paired, FLAT_TARGET, note, details)
 
 
 def _wall_note(values: list[float]) -> str:
@@ -204,6 +264,9 @@ def run(quick: bool) -> list[Figure]:
         systems[LANGGRAPH] = lambda n: _langgraph(n, saver=False)
         systems[LANGGRAPH_SAVER] = lambda n: _langgraph(n, saver=True)
     cpu, wall = asyncio.run(_measure(sizes, repeats, systems))
+    flat = asyncio.run(
+        _measure_flatness(sizes, QUICK_FLAT if quick else (FLAT_MIN_REPEATS, FLAT_MAX_REPEATS, FLAT_BUDGET_S))
+    )
 
     figures: list[Figure] = []
     for system in (FLOWFORGE, FLOOR, LANGGRAPH, LANGGRAPH_SAVER):
@@ -226,11 +289,5 @@ def run(quick: bool) -> list[Figure]:
                 figures.append(Figure(NAME, name, "x", (), note=MISSING_LANGGRAPH))
                 continue
             figures.append(Figure(NAME, name, "x", ratios(cpu[(top, n)], cpu[(bottom, n)]), target))
-    paired = min(repeats.values())  # the repetitions in which every size ran
-    spread = [
-        max(cpu[(FLOWFORGE, n)][rep] for n in sizes) / min(cpu[(FLOWFORGE, n)][rep] for n in sizes)
-        for rep in range(paired)
-    ]
-    name = f"FlowForge flatness: slowest N ÷ fastest N ({len(sizes)} sizes)"
-    figures.append(Figure(NAME, name, "x", spread, FLAT_TARGET))
+    figures.append(_flatness(flat))
     return figures

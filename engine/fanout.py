@@ -21,8 +21,9 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from engine.conditions import _MISSING, resolve
-from engine.errors import FlowForgeError
+from engine.errors import FlowForgeError, StateTooLargeError
 from engine.graph import MAX_MAP_ITEMS
+from engine.jsontext import json_problem
 from engine.notes import log_notes
 from engine.state import MAX_LOG_RESULT_BYTES
 from engine.step import (
@@ -43,6 +44,12 @@ from engine.step import (
 
 if TYPE_CHECKING:
     from engine.graph import CompiledFanOut, CompiledGraph, CompiledNode
+
+#: An item's (or branch's) result, in UTF-8 bytes of JSON. Its execution's record holds
+#: it with a log entry (at most ~50 KB: a result over 32 KiB is logged as a marker) in one
+#: DynamoDB item of at most 400 KB; a larger result fails the execution before anything
+#: is written, at its first attempt (it is not retried) — never at the store.
+MAX_RESULT_BYTES = 320 * 1024
 
 
 class MapFailed(FlowForgeError):
@@ -186,16 +193,26 @@ def _checked_value(policy: CompiledNode, value: Any, is_map: bool) -> Any:
     assert policy.tool is not None
     if is_map:
         try:  # stored as JSON: a result that is not JSON fails the item
-            return json.loads(json.dumps(value, allow_nan=False))
+            value = json.loads(json.dumps(value, allow_nan=False))
         except (TypeError, ValueError) as exc:
             raise InvalidToolResult(
                 f"tool {policy.tool.name!r} returned a value that is not JSON: {exc}"
             ) from None
-    if value is None:
+    elif value is None:
         return {}
-    if not _is_update(value):
+    elif not _is_update(value):
         raise InvalidToolResult(
             f"tool {policy.tool.name!r} returned {type(value).__name__}; return a dict with string keys, or None"
+        )
+    # The execution's record holds the result as UTF-8 text: a lone surrogate fails it.
+    if (problem := json_problem(value, "result")) is not None:
+        raise InvalidToolResult(f"tool {policy.tool.name!r} returned {problem.path}: {problem.message}")
+    size = len(json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode())
+    if size > MAX_RESULT_BYTES:
+        raise StateTooLargeError(
+            f"tool {policy.tool.name!r} returned {size} bytes of JSON; an item's or branch's "
+            f"result is at most {MAX_RESULT_BYTES}",
+            details={"size": size, "limit": MAX_RESULT_BYTES},
         )
     return value
 
@@ -210,7 +227,8 @@ def _failure(
 ) -> tuple[str, Any, float]:
     names = _type_names(exc)
     retry = policy.retry
-    if retry is not None and attempt < retry.max_attempts and _matches(retry.on, names):
+    retried = not isinstance(exc, StateTooLargeError)  # the same output would be as large
+    if retry is not None and retried and attempt < retry.max_attempts and _matches(retry.on, names):
         if retry.jitter == "full" and rng is None:
             rng = random.Random(f"{seed}:{attempt}")  # the same delay when re-executed
         return "retry", None, retry.delay_s(attempt, rng)

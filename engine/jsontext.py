@@ -21,8 +21,10 @@ class JsonProblem(Problem):
     too_deep: bool = False
 
 
-def _lone_surrogate(text: str) -> str | None:
+def lone_surrogate(text: str) -> str | None:
     """A description of the first character of ``text`` UTF-8 cannot encode, if any."""
+    if text.isascii():  # the common case, without encoding
+        return None
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as exc:
@@ -34,9 +36,9 @@ def _join(path: str, part: str | int) -> str:
     return f"{path}.{part}" if path else str(part)
 
 
-def shown_key(key: str) -> str:
-    """``key`` as it can be printed: lone surrogates escaped as ``\\udXXX``."""
-    return key.encode("utf-8", "backslashreplace").decode("utf-8")
+def escape_surrogates(text: str) -> str:
+    """``text`` as UTF-8 can carry it: lone surrogates escaped as ``\\udXXX``."""
+    return text if text.isascii() else text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def json_problem(value: Any, prefix: str = "", max_depth: int | None = None) -> JsonProblem | None:
@@ -46,18 +48,20 @@ def json_problem(value: Any, prefix: str = "", max_depth: int | None = None) -> 
     Walks without recursion, so any depth is safe to check.
     """
     if isinstance(value, str):
-        reason = _lone_surrogate(value)
+        reason = lone_surrogate(value)
         return JsonProblem(prefix, f"not valid UTF-8 text ({reason})") if reason else None
     pending: list[tuple[Any, str, int]] = [(value, prefix, 1)]
     while pending:
         item, path, depth = pending.pop()
         pairs = item.items() if isinstance(item, dict) else enumerate(item) if isinstance(item, list) else ()
         for key, child in pairs:
-            if isinstance(key, str) and (reason := _lone_surrogate(key)):
-                return JsonProblem(_join(path, shown_key(key)), f"key is not valid UTF-8 text ({reason})")
+            if isinstance(key, str) and (reason := lone_surrogate(key)):
+                return JsonProblem(
+                    _join(path, escape_surrogates(key)), f"key is not valid UTF-8 text ({reason})"
+                )
             where = _join(path, key)
             if isinstance(child, str):
-                if reason := _lone_surrogate(child):
+                if reason := lone_surrogate(child):
                     return JsonProblem(where, f"not valid UTF-8 text ({reason})")
             elif isinstance(child, dict | list):
                 if max_depth is not None and depth >= max_depth:

@@ -11,6 +11,7 @@ import json
 from typing import Any
 
 from engine.errors import InvalidStateError, StateTooLargeError
+from engine.jsontext import lone_surrogate
 
 DEFAULT_MAX_STATE_BYTES = 256 * 1024
 #: A log entry shows a node's update up to this size; larger ones are summarized.
@@ -25,23 +26,29 @@ _encode_string = json.encoder.encode_basestring  # what _dumps does with a str (
 
 
 def encode_value(key: str, value: Any) -> str:
-    """JSON text of one state value; a clear error for what JSON cannot hold."""
+    """JSON text of one state value; a clear error for what JSON cannot hold, or for text
+    UTF-8 cannot encode (a lone surrogate, which no store, log or socket can carry)."""
+    shown = key if len(key) <= 40 else f"{key[:40]}..."
+    if reason := lone_surrogate(key):
+        raise InvalidStateError(f"state key {shown!r} is not valid UTF-8 text ({reason})")
     if not key or (len(key) * 4 > MAX_STATE_KEY_BYTES and len(key.encode()) > MAX_STATE_KEY_BYTES):
-        shown = key if len(key) <= 40 else f"{key[:40]}..."
         raise InvalidStateError(f"state key {shown!r} must be 1 to {MAX_STATE_KEY_BYTES} bytes long (UTF-8)")
     try:
-        # What the encoder answers for a string or an integer, without its setup (most
-        # updates are one of these; a bool is not an int here).
+        # What the encoder answers for an integer or a string, without its setup (most
+        # updates are one of these; a bool is not an int here). Digits need no check.
         kind = type(value)
-        if kind is str:
-            return _encode_string(value)
         if kind is int:
             return int.__repr__(value)
-        return _dumps(value)
+        text = _encode_string(value) if kind is str else _dumps(value)
     except (TypeError, ValueError) as exc:
-        raise InvalidStateError(f"state key {key!r} is not JSON-serializable: {exc}") from None
+        raise InvalidStateError(f"state key {shown!r} is not JSON-serializable: {exc}") from None
     except RecursionError:
-        raise InvalidStateError(f"state key {key!r} nests arrays or objects too deeply") from None
+        raise InvalidStateError(f"state key {shown!r} nests arrays or objects too deeply") from None
+    if reason := lone_surrogate(text):
+        raise InvalidStateError(
+            f"state key {shown!r} holds text that is not valid UTF-8 ({reason} of its JSON)"
+        )
+    return text
 
 
 def encode_state(state: Any) -> dict[str, str]:

@@ -19,6 +19,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal
 
 from engine.errors import FlowForgeError
+from engine.jsontext import escape_surrogates
 from engine.notes import log_notes
 from engine.records import record
 from engine.state import MAX_LOG_RESULT_BYTES, MAX_MARKER_KEY_BYTES, StateSize, encode_value
@@ -273,6 +274,7 @@ def _route(node: CompiledNode, cursor: Cursor, state: dict[str, Any]) -> Cursor 
 
 
 def _error(node_id: str, exc: BaseException, message: str) -> dict[str, Any]:
+    message = escape_surrogates(message)  # a tool's exception may carry text UTF-8 cannot
     cut = len(message) - MAX_ERROR_MESSAGE_CHARS
     if cut > 0:  # it is stored in the log entry and the run
         message = f"{message[:MAX_ERROR_MESSAGE_CHARS]}... ({cut} more characters)"

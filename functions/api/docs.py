@@ -1,15 +1,22 @@
-"""OpenAPI and Swagger UI: generated from the routes' pydantic models, served offline."""
+"""OpenAPI and Swagger UI: generated from the routes' pydantic models, served offline.
+
+Nothing here imports Powertools' OpenAPI document models (pydantic models of the whole
+OpenAPI specification, about half of the API function's import time) until a request
+asks for the document or the Swagger UI: no other request needs them.
+"""
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Mapping
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response, content_types
-from aws_lambda_powertools.event_handler.openapi.models import OpenAPI
 
 from functions.api.media import JsonRequestValidation
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.event_handler.openapi.models import OpenAPI
 
 TITLE = "FlowForge"
 #: Version of the HTTP contract (not of the package, whose metadata Lambda artifacts lack):
@@ -67,11 +74,18 @@ class FlowForgeResolver(APIGatewayHttpResolver):
             # Powertools has no hook to refuse a body before its validation parses it.
             self._request_validation_middleware = JsonRequestValidation()
 
+    #: Where the Swagger UI is served once a request asks for it (see :func:`add_docs`).
+    swagger_path: str | None = None
+
     def _resolve(self) -> Any:
-        # A path some static route serves (``/graph/create``) answers 405 for other
-        # methods, never a route with a parameter there (``GET /graph/{graph_id}``).
         method = self.current_event.http_method.upper()
         path = self._remove_prefix(self.current_event.path)
+        if path == self.swagger_path:
+            # Registered on first use: Powertools' enable_swagger imports the OpenAPI models.
+            self.enable_swagger(path=path, compress=True)
+            self.swagger_path = None
+        # A path some static route serves (``/graph/create``) answers 405 for other
+        # methods, never a route with a parameter there (``GET /graph/{graph_id}``).
         statics = {route.method for route in self._static_routes if route.rule.match(path)}
         if statics and method not in statics and method != "OPTIONS":
             return self._handle_not_found(method=method, path=path)
@@ -96,10 +110,14 @@ class FlowForgeResolver(APIGatewayHttpResolver):
 
 
 def add_docs(app: FlowForgeResolver) -> None:
-    """``GET /docs`` (Swagger UI with its assets inlined: no CDN) and ``GET /openapi.json``."""
+    """``GET /docs`` (Swagger UI with its assets inlined: no CDN) and ``GET /openapi.json``.
+
+    The Swagger UI route is added by the first request for ``/docs`` (any method, so a
+    POST still answers 405), with no swagger_base_url: Powertools inlines its bundled
+    Swagger UI JS and CSS in the page.
+    """
     app.configure_openapi(title=TITLE, version=API_VERSION, description=DESCRIPTION)
-    # No swagger_base_url: Powertools inlines its bundled Swagger UI JS and CSS in the page.
-    app.enable_swagger(path="/docs", compress=True)
+    app.swagger_path = "/docs"
 
     @app.get("/openapi.json", include_in_schema=False)
     def openapi_json():

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_serializer
+from pydantic import BaseModel, ConfigDict, Field, GetCoreSchemaHandler, model_serializer
+from pydantic_core import CoreSchema
 
 from engine.logpages import MAX_LOG_PAGE_BYTES, LogPage
 from engine.ports import GraphRecord, RunRecord
@@ -20,7 +21,26 @@ from engine.step import TERMINAL
 MAX_WAIT_S = 25.0
 
 
-class RunRequest(BaseModel):
+class _Model(BaseModel):
+    # Each model's validator is built when first used: a request uses two or three of them.
+    model_config = ConfigDict(defer_build=True)
+
+
+class GraphDefinition:
+    """A graph definition in a request body, with :class:`engine.model.Graph`'s schema.
+
+    The graph model is imported when a route first needs its schema (creating a graph,
+    or the OpenAPI document), not by every request.
+    """
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: GetCoreSchemaHandler) -> CoreSchema:
+        from engine.model import Graph
+
+        return handler(Graph)
+
+
+class RunRequest(_Model):
     """Start a run of a stored graph."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
@@ -41,7 +61,7 @@ class RunRequest(BaseModel):
     )
 
 
-class _Response(BaseModel):
+class _Response(_Model):
     model_config = ConfigDict(extra="allow")
 
 
@@ -77,7 +97,7 @@ class GraphPage(_Response):
         return cls(graphs=summaries, next_token=next_token)
 
 
-class GraphProblem(BaseModel):
+class GraphProblem(_Model):
     path: str = Field(
         description="Dotted path of what is wrong, e.g. nodes.refine.next ('' for the whole graph)."
     )
@@ -258,7 +278,7 @@ class ToolListing(_Response):
     conditions: list[RegisteredFunction] = Field(description="Predicates usable as conditions.")
 
 
-class ErrorInfo(BaseModel):
+class ErrorInfo(_Model):
     code: str = Field(
         description="Stable, machine-readable: invalid_request, invalid_json, invalid_graph, "
         "invalid_state, not_found, method_not_allowed, conflict, body_too_large, "
@@ -268,7 +288,7 @@ class ErrorInfo(BaseModel):
     details: Any = Field(None, description="For invalid_request and invalid_graph: [{path, message}].")
 
 
-class ErrorResponse(BaseModel):
+class ErrorResponse(_Model):
     """Every error the API returns has this shape."""
 
     error: ErrorInfo

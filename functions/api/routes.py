@@ -16,13 +16,13 @@ from pydantic import SkipValidation
 from engine.errors import GraphValidationError
 from engine.graph import MAX_STEPS_CAP
 from engine.logpages import MAX_LOG_PAGE_ENTRIES
-from engine.model import Graph
 from engine.ports import RunRecord
 from engine.service import RunService
 from functions.api.fields import Fields, FieldSelection, parse_fields
 from functions.api.models import (
     ErrorResponse,
     GraphCreated,
+    GraphDefinition,
     GraphDetail,
     GraphPage,
     GraphProblem,
@@ -99,7 +99,7 @@ LogsLimit = Annotated[
 )
 def create_graph(
     definition: Annotated[
-        SkipValidation[Graph], Body(description="The graph: {name?, start, nodes, max_steps?}.")
+        SkipValidation[GraphDefinition], Body(description="The graph: {name?, start, nodes, max_steps?}.")
     ],
 ) -> GraphCreated:
     # The engine validates (SkipValidation keeps the schema for the docs only), so a

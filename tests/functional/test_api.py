@@ -20,7 +20,7 @@ from engine import default_registry
 from engine.errors import StoreUnavailableError
 from engine.memory import InMemoryRunStore, InMemoryStepQueue
 from engine.service import RunService
-from functions.api.app import handler
+from functions.api.app import build_resolver, handler
 from functions.api.docs import FlowForgeResolver
 from functions.runtime import set_app
 from tests.functional import fixtures as moto
@@ -551,6 +551,21 @@ def test_docs_serves_swagger_ui_without_any_external_asset(service, call):
     assert "SwaggerUIBundle" in reply.raw and "<style>" in reply.raw
     assert not re.search(r"<(script|link)\b[^>]*\b(src|href)\s*=", reply.raw)
     assert '"title": "FlowForge"' in reply.raw
+
+
+def test_docs_answers_like_any_route_on_a_resolver_that_has_not_served_it_yet(service, lambda_context):
+    # GIVEN a new resolver, whose Swagger UI route is added by the first request for it
+    resolver = build_resolver()
+
+    # WHEN /docs is first asked for with another method, then with GET
+    refused = resolver.resolve(api_event("POST", "/docs"), lambda_context)
+    page = resolver.resolve(api_event("GET", "/docs"), lambda_context)
+
+    # THEN the first is a 405 naming GET, as for any route, and the second is the page
+    refusal = Reply(refused["statusCode"], refused["headers"], refused["body"])
+    assert_error(refusal, 405, "method_not_allowed")
+    assert refusal.headers["Allow"] == "GET"
+    assert page["statusCode"] == 200 and "SwaggerUIBundle" in page["body"]
 
 
 def test_openapi_json_documents_every_route_and_the_error_shape(service, call):

@@ -12,8 +12,9 @@ import json
 import pytest
 from botocore.exceptions import ClientError
 
-from engine import default_registry
-from engine.state import MAX_STATE_KEY_BYTES
+from engine import compile_graph, default_registry, run_graph_sync
+from engine.fanout import MAX_RESULT_BYTES
+from engine.state import MAX_STATE_KEY_BYTES, decode_state
 from functions.aws.dynamodb_codec import MAX_ITEM_BYTES
 
 pytestmark = pytest.mark.filterwarnings("ignore:No application metrics to publish")
@@ -115,3 +116,47 @@ def test_dynamodbs_validation_exception_on_a_slot_fails_the_run_at_once(service,
     assert run.status == "failed" and run.error["type"] == "StateTooLargeError"
     assert "ValidationException" in run.error["message"]
     assert logs[-1]["status"] == "failed"
+
+
+@default_registry.tool("test_item_blob")
+async def item_blob(state, ctx):
+    """``ctx.item`` characters: the item's result (for a branch, ``params.size`` under ``blob``)."""
+    return "x" * ctx.item if ctx.item is not None else {"blob": "x" * ctx.params["size"]}
+
+
+FAN_OUT_BLOBS = {
+    "start": "m",
+    "nodes": {
+        "m": {"map": {"items": "sizes", "fn": "test_item_blob", "results": "blobs", "tolerated_failures": 1},
+              "retry": {"max_attempts": 3, "interval_s": 0}, "next": "p"},
+        "p": {"parallel": ["small", "large"]},
+        "small": {"fn": "test_blob", "params": {"size": 10}},
+        "large": {"fn": "test_item_blob", "params": {"size": MAX_RESULT_BYTES},
+                  "retry": {"max_attempts": 3, "interval_s": 0}},
+    },
+}  # fmt: skip
+
+
+def test_a_map_item_or_branch_result_over_the_item_limit_fails_at_its_first_attempt(service, pump):
+    # regression: an execution's record over DynamoDB's 400 KB item was refused on every
+    # delivery and the dead-letter queue failed the run as StepDeliveryFailed
+    graph, state = FAN_OUT_BLOBS, {"sizes": [1, MAX_ITEM_BYTES, 2]}
+    run_id = service.start_run(service.create_graph(graph).graph_id, state).run_id
+
+    pump.drain()
+
+    # THEN every message was delivered once: the large item failed at its first attempt
+    # (tolerated), the large branch failed the parallel node, as in-process
+    assert len(pump.delivered) == len({json.dumps(body, sort_keys=True) for body in pump.delivered})
+    run, logs = service.get_run(run_id), service.store.list_logs(run_id)
+    expected = run_graph_sync(compile_graph(graph), state, sleep=None)
+    assert (run.status, run.error) == (expected.status, expected.error)
+    assert run.status == "failed" and run.error["type"] == "ParallelFailed"
+    assert "StateTooLargeError" in run.error["message"]
+    failed = [e for e in logs if e["status"] == "failed" and ("index" in e or "branch" in e)]
+    assert [(e.get("index"), e.get("branch"), e["attempt"]) for e in failed] == [
+        (1, None, 1),
+        (None, "large", 1),
+    ]
+    assert all(e["error"]["type"] == "StateTooLargeError" for e in failed)
+    assert decode_state(run.state)["blobs"] == ["x", None, "xx"]

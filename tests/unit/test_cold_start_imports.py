@@ -9,6 +9,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+from bench.cold_start import API_FIRST_REQUEST
+
 ROOT = Path(__file__).resolve().parents[2]
 ENV = {
     "FLOWFORGE_TABLE": "flowforge-test",
@@ -69,6 +71,18 @@ FIRST_MESSAGE = textwrap.dedent(
     """
 )
 
+#: Needed by no API request but the ones that ask for them: Powertools' OpenAPI document
+#: models (the OpenAPI specification as pydantic models: ``GET /openapi.json`` and
+#: ``/docs``), the graph model and its validation (creating or validating a graph).
+NOT_ON_THE_API_PATH = (
+    "aws_lambda_powertools.event_handler.openapi.models",
+    "aws_lambda_powertools.event_handler.openapi.swagger_ui",
+    "engine.model",
+    "engine.validate",
+    "engine.runner",
+    "aws_xray_sdk",
+)
+
 
 def run_python(code: str) -> str:
     done = subprocess.run(
@@ -112,3 +126,27 @@ def test_the_step_handlers_first_message_loads_no_pydantic_or_graph_model():
 def test_the_dlq_and_sweeper_handlers_load_neither_that_nor_the_graph_loader():
     for module in ("functions.sweeper.app", "functions.dlq.app"):
         assert loaded_after_import(module, (*NOT_ON_THE_STEP_PATH, "engine.graph")) == [], module
+
+
+def test_importing_the_api_handler_loads_neither_the_openapi_document_nor_the_graph_model():
+    # GIVEN a fresh interpreter with a function's environment
+    # WHEN the API handler is imported
+    loaded = loaded_after_import("functions.api.app", NOT_ON_THE_API_PATH)
+
+    # THEN what only the docs and graph validation need stayed out
+    assert loaded == []
+
+
+def test_the_api_handlers_first_run_request_loads_neither_of_them_either():
+    # GIVEN a fresh interpreter and a stored graph
+    loaded = f"[m for m in {NOT_ON_THE_API_PATH!r} if m in sys.modules]"
+    report = f'response["loaded"] = {loaded}; print(json.dumps(response))'
+    code = f"{API_FIRST_REQUEST}\nimport sys\n{report}"
+
+    # WHEN the API handler answers its first request, starting a run in the background
+    outcome = json.loads(run_python(code))
+
+    # THEN the run started, and neither the OpenAPI models nor the graph model were loaded
+    assert outcome["statusCode"] == 202, outcome
+    assert json.loads(outcome["body"])["status"] == "running"
+    assert outcome["loaded"] == []

@@ -893,3 +893,18 @@ def test_run_graph_can_be_awaited_and_generates_a_run_id(registry):
         "logs": result.logs,
         "error": None,
     }
+
+
+@pytest.mark.parametrize(
+    ("update", "named"),
+    [({"a": "x\ud800"}, "'a'"), ({"k\udfff": 1}, "'k\\udfff'"), ({"a": {"b\udc00": [1]}}, "'a'")],
+)
+def test_an_update_with_a_lone_surrogate_fails_the_run_naming_its_key(registry, update, named):
+    # regression: text UTF-8 cannot encode raised UnicodeEncodeError out of the runner
+    registry.tool("bad")(lambda state, ctx: update)
+
+    result = run(registry, {"start": "a", "nodes": {"a": {"fn": "bad"}}}, {"x": 1})
+
+    assert result.status == "failed" and result.state == {"x": 1}
+    assert result.error["type"] == "InvalidStateError"
+    assert named in result.error["message"] and "lone surrogate" in result.error["message"]
