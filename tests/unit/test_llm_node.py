@@ -302,3 +302,17 @@ def test_notes_that_are_too_large_or_not_json_leave_a_marker():
     logs = asyncio.run(__import__("engine").run_graph(graph, {})).logs
     assert logs[0]["notes"]["_truncated"] is True and logs[0]["notes"]["bytes"] > 4096
     assert "not JSON" in logs[1]["notes"]["_invalid"]
+
+
+def test_notes_with_a_lone_surrogate_leave_a_marker_and_the_run_goes_on():
+    # regression: text UTF-8 cannot encode raised UnicodeEncodeError out of the step
+    registry = __import__("engine").Registry()
+
+    @registry.tool
+    async def garbled(state, ctx):
+        ctx.note(**{"model\udc80": "x", "reply": "\ud800"})
+        return {"done": True}
+
+    result = run_graph_sync(compile_graph({"start": "a", "nodes": {"a": {"fn": "garbled"}}}, registry), {})
+    assert result.status == "completed" and result.state == {"done": True}
+    assert "lone surrogate" in result.logs[0]["notes"]["_invalid"]
