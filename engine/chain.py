@@ -45,7 +45,7 @@ class StopReason(StrEnum):
 
 #: Defaults of the step function's budget (template parameters ChainMaxSteps and
 #: ChainMaxSeconds), measured with ``python -m bench aws``: see the README's Performance.
-DEFAULT_CHAIN_MAX_STEPS = 50
+DEFAULT_CHAIN_MAX_STEPS = 100
 DEFAULT_CHAIN_MAX_SECONDS = 10.0
 
 

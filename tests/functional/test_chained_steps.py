@@ -61,7 +61,7 @@ def step_messages(pump, run_id: str) -> list[int]:
 
 
 def test_a_lone_run_chains_its_steps_in_one_invocation(service, pump, faults):
-    # GIVEN a run of 12 due steps and the template's budget (50 steps per invocation)
+    # GIVEN a run of 12 due steps and the template's budget (100 steps per invocation)
     store, queue = faults
     graph, state = count_loop(12), {"i": 0}
     run_id = start(service, graph, state)
