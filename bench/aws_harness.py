@@ -15,7 +15,9 @@ time the handler spent outside AWS calls.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
+import io
 import json
 import logging
 import os
@@ -99,10 +101,16 @@ class Invocation:
     cpu_s: float  # the handler's CPU time outside AWS calls (and the meter)
     calls: list[Call]  # made by FlowForge's code
     esm_calls: list[Call]  # the event source mapping's receive and delete for this batch
+    chained: int = 0  # steps run after a record's own (chained steps), from the StepsChained metric
 
     @property
     def records(self) -> int:
         return len(self.messages)
+
+    @property
+    def nodes(self) -> int:
+        """Nodes executed: one per record, plus the chained ones."""
+        return len(self.messages) + self.chained
 
     @property
     def steps(self) -> list[int]:
@@ -122,17 +130,19 @@ class Trace:
 
     @property
     def nodes(self) -> int:
-        return sum(i.records for i in self.invocations)
+        return sum(i.nodes for i in self.invocations)
 
 
 class MotoStack:
     """template.yaml's stack on moto, the functions wired to it, every client metered."""
 
-    def __init__(self, *, container_per_invocation: bool = False) -> None:
+    def __init__(self, *, container_per_invocation: bool = False, chain_max_steps: int | None = None) -> None:
         self._exit = contextlib.ExitStack()
         #: Each invocation in a fresh container (nothing remembered of any run), rather
         #: than every invocation in the one warm container.
         self.container_per_invocation = container_per_invocation
+        #: The step function's ChainMaxSteps (None: template.yaml's default).
+        self.chain_max_steps = chain_max_steps
 
     def __enter__(self) -> MotoStack:
         self._exit.enter_context(_environment(_ENV, _UNSET))
@@ -148,7 +158,10 @@ class MotoStack:
         )
         self.meter = CallMeter(_peek, table_keys, indexes)
         self.client = clients = functools.cache(lambda name: self.meter.attach(session.client(name)))
-        runtime.set_app(runtime.build_app(Settings.from_env(), clients))
+        settings = Settings.from_env()
+        if self.chain_max_steps is not None:
+            settings = dataclasses.replace(settings, chain_max_steps=self.chain_max_steps)
+        runtime.set_app(runtime.build_app(settings, clients))
         self._exit.callback(runtime.set_app, None)
         self.service = runtime.current_app().service
         self.sqs = clients("sqs")
@@ -210,7 +223,8 @@ class MotoStack:
         if self.container_per_invocation:
             self.service.store.forget()
         mark, overhead = self.meter.mark(), self.meter.overhead_s
-        with self.meter.acting("flowforge"), contextlib.redirect_stdout(_devnull()):
+        metrics = io.StringIO()  # the handler's EMF lines: StepsChained counts chained steps
+        with self.meter.acting("flowforge"), contextlib.redirect_stdout(metrics):
             t0 = time.process_time()
             response = self.handler(event, self.context)
             cpu = time.process_time() - t0
@@ -222,7 +236,8 @@ class MotoStack:
         in_calls = sum(c.seconds for c in calls)
         bodies = [json.loads(m["Body"]) for m in messages]
         received = [(b["run_id"], b["step"]) for b in bodies]
-        return Invocation(received, cpu - in_calls - (self.meter.overhead_s - overhead), calls, [])
+        chained = _chained_steps(metrics.getvalue())
+        return Invocation(received, cpu - in_calls - (self.meter.overhead_s - overhead), calls, [], chained)
 
     def item(self, key: Item) -> Item | None:
         """A stored item, read around the meter."""
@@ -236,7 +251,12 @@ class MotoStack:
 
 
 def run_workload(
-    name: str, graph: dict[str, Any], states: list[dict[str, Any]], *, concurrent: bool
+    name: str,
+    graph: dict[str, Any],
+    states: list[dict[str, Any]],
+    *,
+    concurrent: bool,
+    chain_max_steps: int | None = None,
 ) -> Trace:
     """One run per state on a fresh stack, pumped until every run has finished.
 
@@ -245,7 +265,7 @@ def run_workload(
     else one after another (each step is a batch of one, as for a lone run, which one
     warm container keeps taking).
     """
-    with MotoStack(container_per_invocation=concurrent) as aws:
+    with MotoStack(container_per_invocation=concurrent, chain_max_steps=chain_max_steps) as aws:
         trace = Trace(name, len(states))
         batches = [states] if concurrent else [[state] for state in states]
         run_ids = []
@@ -257,6 +277,15 @@ def run_workload(
 
 
 # -- plumbing -------------------------------------------------------------------------------
+def _chained_steps(output: str) -> int:
+    """The StepsChained metric in the handler's EMF output (one JSON object per line)."""
+    total = 0
+    for line in output.splitlines():
+        if '"StepsChained"' in line:
+            total += int(sum(json.loads(line).get("StepsChained", [])))
+    return total
+
+
 def _peek(table: str, key: Item) -> Item | None:
     return moto_internals.stored_item(table, key, REGION)
 

@@ -109,7 +109,7 @@ def bill(trace: Trace, memory_mb: int) -> Bill:
         write_units=write / nodes,
         index_write_units=index / nodes,
         lambda_ms=sum(ms) / nodes,
-        cpu_us=[i.cpu_s / i.records * 1e6 for i in trace.invocations],
+        cpu_us=[i.cpu_s / i.nodes * 1e6 for i in trace.invocations],
         moto_reported_units=sum(c.reported_units or 0.0 for c in handler_calls) / nodes,
     )
     result.dollars = {

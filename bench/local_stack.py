@@ -57,6 +57,9 @@ CONCURRENT_RUNS = 20
 REPLAYS = 5
 #: The live logs targets: done within 1 s of a run's end, a replay's first entry within 0.5 s.
 DONE_LAG_TARGET_MS, REPLAY_START_TARGET_MS = 1000.0, 500.0
+#: A lone run's median latency per step over the bare round trips of the same run, and
+#: 20 concurrent runs' throughput.
+LATENCY_OVER_ROUND_TRIP_TARGET, CONCURRENT_STEPS_PER_S_TARGET = 10.0, 100.0
 RTT_CALLS, QUICK_RTT_CALLS = 50, 20
 READY_TIMEOUT_S = 60.0
 RUNS_TIMEOUT_S = 120.0
@@ -333,6 +336,7 @@ def run(quick: bool) -> list[Figure]:
                 f"summarization, {label}: steps/s",
                 "steps/s",
                 [r.throughput[level].steps_per_s for r in reps],
+                target=Target(">=", CONCURRENT_STEPS_PER_S_TARGET) if level > 1 else None,
                 note=f"{runs} runs of {steps} steps, {'one after another' if level == 1 else 'started at once'}",
             ),
             Figure(
@@ -349,6 +353,17 @@ def run(quick: bool) -> list[Figure]:
                 note="the flowforge dev process (moto, handlers, gateway, pollers), client polls included",
             ),
         ]
+    floors = [sum(statistics.median(r.round_trips_ms[n]) for n in names) for r in reps]
+    figures.append(
+        Figure(
+            NAME,
+            f"summarization, 1 concurrent run: latency per step ÷ {' + '.join(names)}",
+            "x",
+            [statistics.median(r.latencies_ms[1]) / f for r, f in zip(reps, floors, strict=True)],
+            target=Target("<=", LATENCY_OVER_ROUND_TRIP_TARGET),
+            note="each repetition's median latency per step over its own bare round trips",
+        )
+    )
     lags = [t for r in reps for t in r.done_lags_ms]
     figures += [
         Figure(

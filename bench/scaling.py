@@ -3,7 +3,9 @@
 1. With the run's history: the steps around step 10 and around step 1,000 of one loop
    run (~1 KB of state) must cost the same: the same AWS requests, the same request
    units, the same CPU time in FlowForge's code. Nothing per step may read or write
-   anything that grows with the number of steps already made.
+   anything that grows with the number of steps already made. Measured one step per
+   invocation (chaining off) so steps pair one to one, and again with chaining: the
+   requests and request units per node of a lone run's first chain and of its last.
 2. With the state's size: the loop with 1 KB, 10 KB and 100 KB of state, where each
    step changes one small key (``i``). The store writes only that key (``SET
    #state.#k``), but DynamoDB bills an UpdateItem on the size of the whole item (the
@@ -16,6 +18,7 @@ stand-in for AWS round trips) is in the notes.
 
 from __future__ import annotations
 
+import math
 import statistics
 from dataclasses import dataclass
 
@@ -23,6 +26,7 @@ from bench.aws_cost import STATE_BYTES, loop_trace
 from bench.aws_harness import Invocation, MotoStack, Trace, loop_graph, loop_state, step_memory_mb
 from bench.bill import bill
 from bench.figure import Figure, Target, format_number, ratios
+from functions.aws.dynamodb import SNAPSHOT_EVERY
 
 NAME = "scaling"
 LATE_STEP, QUICK_LATE_STEP = 1_000, 200
@@ -50,7 +54,9 @@ def history_trace(late_step: int) -> History:
     final one (which ends the run: it sends nothing and leaves the sweeper's index).
     """
     graph = loop_graph(late_step)
-    with MotoStack() as aws:
+    # One step per invocation (ChainMaxSteps=1), so the two runs' steps pair one to one;
+    # chained steps cost the same at any step (see ``chained_history``).
+    with MotoStack(chain_max_steps=1) as aws:
         trace = Trace("history", 2)
         (old_id,) = aws.start(graph, [loop_state(STATE_BYTES)], trace)
         while not trace.invocations or trace.invocations[-1].steps[0] < late_step - WINDOW - 3:
@@ -116,6 +122,38 @@ def history(quick: bool) -> list[Figure]:
     return figures
 
 
+def chained_history(quick: bool) -> list[Figure]:
+    """A lone run's chains early and late: the same requests and request units per node.
+
+    Chains of ChainMaxSteps steps begin at different offsets from the run item's rewrite
+    (every SNAPSHOT_EVERY steps): the second chain is compared with the latest one that
+    begins at the same offset, so both make the same writes if nothing grows with history.
+    """
+    trace = loop_trace(QUICK_LATE_STEP if quick else LATE_STEP)
+    chains = trace.invocations[:-1]  # the last one ends the run (a final rewrite)
+    period = SNAPSHOT_EVERY // math.gcd(SNAPSHOT_EVERY, chains[0].nodes)
+    late = max(i for i in range(1, len(chains)) if (i - 1) % period == 0)
+    early_chain, late_chain = chains[1], chains[late]
+
+    def per_node(invocation: Invocation) -> tuple[float, float]:
+        calls = [*invocation.calls, *invocation.esm_calls]
+        units = sum(c.capacity.read + c.capacity.write + c.capacity.index_write for c in calls if c.capacity)
+        return (len(calls) + 1) / invocation.nodes, units / invocation.nodes  # + its Lambda invocation
+
+    (early_requests, early_units), (late_requests, late_units) = per_node(early_chain), per_node(late_chain)
+    label = f"chained, steps {early_chain.steps[0]:,}+ and {late_chain.steps[0]:,}+"
+    note = (
+        f"{early_chain.nodes} steps a chain; per node: requests {format_number(early_requests)} and "
+        f"{format_number(late_requests)}, request units {format_number(early_units)} and {format_number(late_units)}"
+    )
+    return [
+        Figure(NAME, f"{label}: requests per node, late ÷ early", "x", [late_requests / early_requests],
+               EQUAL_TARGET, note=note),
+        Figure(NAME, f"{label}: request units per node, late ÷ early", "x", [late_units / early_units],
+               EQUAL_TARGET),
+    ]  # fmt: skip
+
+
 def state_sizes(quick: bool) -> list[Figure]:
     memory_mb = step_memory_mb()
     steps = QUICK_SIZE_STEPS if quick else SIZE_STEPS
@@ -168,4 +206,4 @@ def state_sizes(quick: bool) -> list[Figure]:
 
 
 def run(quick: bool) -> list[Figure]:
-    return history(quick) + state_sizes(quick)
+    return history(quick) + chained_history(quick) + state_sizes(quick)

@@ -161,7 +161,7 @@ async def run_execution(
         attempt,
         1,
         deadline,
-        MappingProxyType(policy.params),
+        policy.params,
         item=item,
         index=index,
         clients=clients,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any, Literal
 
 from engine.conditions import Predicate, compile_condition
@@ -98,7 +99,8 @@ class CompiledNode:
     branches: tuple[tuple[Predicate, str], ...]
     loop: Predicate | None
     max_iterations: int
-    params: dict[str, Any]
+    #: Read-only (built once): a tool must not change the compiled graph for later runs.
+    params: Mapping[str, Any]
     timeout_s: float | None
     retry: CompiledRetry | None
     catch: tuple[CompiledCatch, ...]
@@ -144,7 +146,7 @@ def _load_node(nid: str, raw: Mapping[str, Any], registry: Registry) -> Compiled
         branches=tuple((compile_condition(b["when"], registry), b["next"]) for b in raw.get("branches", ())),
         loop=compile_condition(loop, registry) if loop else None,
         max_iterations=raw.get("max_iterations", DEFAULT_MAX_ITERATIONS),
-        params=dict(raw.get("params", {})),
+        params=MappingProxyType(dict(raw.get("params", {}))),
         timeout_s=None if timeout_s is None else float(timeout_s),
         retry=None if retry is None else _load_retry(retry),
         catch=tuple(_load_catch(rule) for rule in raw.get("catch", ())),

@@ -10,6 +10,7 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from engine.records import record
 from engine.step import Cursor
 
 
@@ -49,7 +50,7 @@ class RunRecord:
     """How many times the run was redriven after failing (``POST /graph/run/{id}/redrive``)."""
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class StepCommit:
     """Run@``step`` → run@``step + 1`` plus log entry ``step``.
 

@@ -13,18 +13,17 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from json import loads
 from typing import Any
 
+from engine.chain import StopReason, chain_stop
 from engine.fanout_runner import run_fanout
 from engine.graph import CompiledGraph
-from engine.state import DEFAULT_MAX_STATE_BYTES, StateSize, decode_state, encode_state
-from engine.step import Cursor, enforce_limits, run_step
+from engine.ports import RunRecord
+from engine.state import DEFAULT_MAX_STATE_BYTES, LiveState, StateSize, encode_state
+from engine.step import Cursor, enforce_limits, iso_time, run_step
+from engine.transitions import apply_commit, step_commit
 
 Sleep = Callable[[float], Awaitable[Any]]
-#: JSON values that read back as the same Python value, and those that may not.
-_SCALARS = frozenset({str, int, float, bool, type(None)})
-_CONTAINERS = frozenset({dict, list})
 
 
 async def _no_sleep(_: float) -> None:
@@ -75,35 +74,37 @@ async def run_graph(
     """
     run_id = run_id or uuid.uuid4().hex
     # The state is kept as the store keeps it, one JSON text per key, and each step gets
-    # it freshly decoded: a value a tool changes in place without returning it is not an
-    # update, here as in the step Lambda.
+    # it freshly decoded (LiveState): a value a tool changes in place without returning it
+    # is not an update, here as in the step Lambda.
     stored = encode_state(dict(state or {}))
     size = StateSize(stored, max_state_bytes)
-    values = decode_state(stored)
-    # Only lists and objects can be changed in place: those are decoded again each step,
-    # from their stored text (key -> text).
-    mutable = {key: stored[key] for key, value in values.items() if type(value) in _CONTAINERS}
+    live = LiveState(stored)
     sleep = sleep or _no_sleep
-    cursor: Cursor | None = Cursor(graph.start)
-    result = RunResult(run_id, "running", values)
-
-    def fresh() -> dict[str, Any]:
-        return {**values, **{key: loads(text) for key, text in mutable.items()}} if mutable else values
+    # The run as a store would hold it: each step is committed to it by the transition
+    # every store applies (apply_commit), and the chain's predicate says when to pause.
+    started = now()
+    stamp = iso_time(started)
+    run = RunRecord(
+        run_id, graph.name or "", "running", Cursor(graph.start), 0, stored, stamp, stamp, started
+    )
+    result = RunResult(run_id, "running", live.values)
 
     def emit(log: dict[str, Any]) -> None:
         result.logs.append(log)
         if on_log is not None:
             on_log(log)
 
-    while cursor is not None:
-        before = fresh()
-        if graph.nodes[cursor.node].fanout is not None:
-            node = graph.nodes[cursor.node]
+    while True:
+        cursor = run.cursor
+        assert cursor is not None  # a running run always has a cursor
+        before = live.view()
+        node = graph.nodes[cursor.node]
+        if node.fanout is not None:
             outcome = await run_fanout(
                 graph,
                 node,
                 cursor.step,
-                fresh,
+                live.view,
                 run_id=run_id,
                 emit=emit,
                 sleep=sleep,
@@ -114,22 +115,16 @@ async def run_graph(
         else:
             outcome = await run_step(graph, cursor, before, run_id=run_id, now=now, rng=rng, clients=clients)
         outcome, update = enforce_limits(outcome, size, before)
-        for key, value in outcome.update.items():
-            if type(value) in _SCALARS:
-                values[key] = value
-                mutable.pop(key, None)
-            else:  # as stored: a tuple comes back a list, a container a copy of its own
-                values[key] = loads(update[key])
-                mutable[key] = update[key]
-        log, status, error = outcome.log, outcome.run_status, outcome.error
-        emit(log)
-        if status != "running":
-            result.status, result.error, result.state = status, error, values
+        commit = step_commit(run, outcome.log["seq"], outcome, update, now(), None)
+        run = apply_commit(run, commit)
+        live.apply(outcome.update, update)
+        emit(outcome.log)
+        reason = chain_stop(outcome, graph, None, 0.0)
+        if reason is StopReason.ENDED:
+            result.status, result.error, result.state = run.status, outcome.error, live.values
             return result
-        if outcome.delay_s:
+        if reason is StopReason.DELAYED:
             await sleep(outcome.delay_s)
-        cursor = outcome.next
-    raise AssertionError("unreachable: a running outcome always has a next cursor")
 
 
 def run_graph_sync(graph: CompiledGraph, state: dict[str, Any] | None = None, **kwargs: Any) -> RunResult:

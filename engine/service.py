@@ -16,6 +16,7 @@ from collections.abc import Callable
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
+from engine.chain import ChainBudget, run_chain
 from engine.errors import (
     ConflictError,
     FlowForgeError,
@@ -26,8 +27,9 @@ from engine.errors import (
 from engine.logpages import MAX_LOG_PAGE_BYTES, MAX_LOG_PAGE_ENTRIES, LogPage, read_log_page
 from engine.ports import GraphRecord, RunRecord, RunStore, StepCommit, StepQueue
 from engine.registry import Registry, default_registry
-from engine.state import DEFAULT_MAX_STATE_BYTES, StateSize, decode_state, encode_state
-from engine.step import TERMINAL, Cursor, StepResult, enforce_limits, iso_time, refuse_update, run_step
+from engine.state import DEFAULT_MAX_STATE_BYTES, StateSize, encode_state
+from engine.step import Cursor, StepResult, enforce_limits, iso_time, refuse_update
+from engine.transitions import step_commit
 
 if TYPE_CHECKING:
     from engine.graph import CompiledGraph
@@ -289,16 +291,26 @@ class RunService:
         *,
         deadline: float | None = None,
         fresh: bool = True,
+        budget: ChainBudget | None = None,
     ) -> Disposition:
-        """Handle step message ``(run_id, step)``: execute one node and commit, or drop.
+        """Handle step message ``(run_id, step)``: execute its node and commit, or drop.
+
+        With a ``budget`` (the step function's, per invocation), the steps after it run
+        in this call too while :func:`engine.chain.chain_stop` allows, each committed on
+        its own (see engine/chain.py); the next step message is sent when the chain stops.
+        Without one, one step runs. Returns what became of the message's own step.
 
         Raises only for infrastructure failures (store or queue unavailable), so the
-        message is redelivered. ``on_commit`` sees the commit this call made, if any (the
-        step handler's metrics: node duration, run outcome). ``deadline`` caps the node's
-        time (see :func:`engine.step.run_step`); unless ``fresh`` (the first message of
-        an invocation), a node whose ``timeout_s`` no longer fits before it is re-sent to
-        run in an invocation of its own, rather than cut short.
+        message is redelivered. ``on_commit`` sees each commit this call made (the step
+        handler's metrics: node duration, run outcome). ``deadline`` (or the budget's)
+        caps a node's time (see :func:`engine.step.run_step`); unless ``fresh`` (the
+        first step of an invocation), a node whose ``timeout_s`` no longer fits before it
+        is re-sent to run in an invocation of its own, rather than cut short.
         """
+        if budget is None:
+            budget = ChainBudget(deadline=deadline)
+        else:
+            deadline, fresh = budget.deadline, budget.steps == 0
         # The store may answer from what it just committed (the same container usually
         # handles a run's next step): the commit's condition catches a stale answer.
         run = self.store.get_run(run_id, step=step)
@@ -324,6 +336,7 @@ class RunService:
             return self._fail_unrunnable(run, exc)
         node = graph.nodes[run.cursor.node]
         if node.fanout is not None:
+            budget.steps += 1
             return await self.fanouts.step(run, graph, node)
         if (
             not fresh
@@ -333,11 +346,8 @@ class RunService:
         ):
             self.queue.send_step(run_id, step)
             return Disposition.DEFERRED
-        state = decode_state(run.state)
-        outcome = await run_step(
-            graph, run.cursor, state, run_id=run_id, now=self.clock, deadline=deadline, clients=self.clients
-        )
-        return self.commit_outcome(run, step, outcome, state, on_commit)
+        committed = await run_chain(self, run, graph, budget, on_commit)
+        return Disposition.COMMITTED if committed else Disposition.CONFLICT
 
     async def process_item(self, run_id: str, step: int, item: int, attempt: int) -> Disposition:
         """Handle item message ``(run_id, step, item, attempt)``: one attempt of one item
@@ -353,7 +363,25 @@ class RunService:
         on_commit: Callable[[StepCommit], Any] | None = None,
     ) -> Disposition:
         """Commit ``outcome`` as the run's transition ``step`` and send the next step."""
-        run_id = run.run_id
+        committed = self.commit(run, step, outcome, state, on_commit)
+        if committed is None:
+            return Disposition.CONFLICT
+        outcome = committed[0]
+        if outcome.next is not None:
+            self.queue.send_step(run.run_id, outcome.next.step, outcome.delay_s)
+        return Disposition.COMMITTED
+
+    def commit(
+        self,
+        run: RunRecord,
+        step: int,
+        outcome: StepResult,
+        state: dict[str, Any],
+        on_commit: Callable[[StepCommit], Any] | None,
+    ) -> tuple[StepResult, StepCommit] | None:
+        """Commit ``outcome`` as the run's transition ``step`` (None: it lost the
+        condition, another delivery or a cancel took the step): the outcome as committed
+        (within the limits) and its commit."""
         outcome, update = enforce_limits(outcome, StateSize(run.state, self.max_state_bytes), state)
         commit = self._commit_of(run, step, outcome, update)
         try:
@@ -366,13 +394,11 @@ class RunService:
                 self.store.commit_step(commit)
         except FlowForgeError as exc:
             if exc.code == "conflict":
-                return Disposition.CONFLICT
+                return None
             raise
-        if outcome.next is not None:
-            self.queue.send_step(run_id, outcome.next.step, outcome.delay_s)
         if on_commit is not None:
             on_commit(commit)
-        return Disposition.COMMITTED
+        return outcome, commit
 
     def _commit_of(
         self, run: RunRecord, step: int, outcome: StepResult, update: dict[str, str]
@@ -384,20 +410,7 @@ class RunService:
         """
         outcome.log["run_id"] = run.run_id  # the entry as stored and served: built once, not copied
         done_at = self.clock()
-        stamp = iso_time(done_at)
-        return StepCommit(
-            run_id=run.run_id,
-            step=step,
-            update=update,
-            cursor=outcome.next,
-            status=outcome.run_status,
-            log=outcome.log,
-            updated_at=stamp,
-            next_at=done_at + outcome.delay_s,
-            error=outcome.error if outcome.run_status == "failed" else None,
-            expires_at=self._expiry(done_at) or run.expires_at,
-            finished_at=stamp if outcome.run_status in TERMINAL else None,
-        )
+        return step_commit(run, step, outcome, update, done_at, self._expiry(done_at))
 
     def _fail_unrunnable(self, run: RunRecord, exc: FlowForgeError) -> Disposition:
         error = {

@@ -12,7 +12,7 @@ import math
 import random
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import field
 from datetime import UTC, datetime
 from functools import lru_cache
 from types import MappingProxyType
@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Any, Literal
 from engine.errors import FlowForgeError
 from engine.jsontext import escape_surrogates
 from engine.notes import log_notes
-from engine.state import MAX_LOG_RESULT_BYTES, MAX_MARKER_KEY_BYTES, StateSize, encode_value, entry_bytes
+from engine.records import record
+from engine.state import MAX_LOG_RESULT_BYTES, MAX_MARKER_KEY_BYTES, StateSize, encode_value
 
 if TYPE_CHECKING:
     from engine.graph import CompiledGraph, CompiledNode
@@ -52,7 +53,7 @@ class InvalidToolResult(FlowForgeError):
     code = "invalid_tool_result"
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Cursor:
     """Where a run stands: the node to execute at ``step`` (0-based, one per log entry)."""
 
@@ -65,9 +66,9 @@ class Cursor:
         return {"node": self.node, "step": self.step, "attempt": self.attempt, "iteration": self.iteration}
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class ToolContext:
-    """What a tool knows about the call it is serving."""
+    """What a tool knows about the call it is serving (read-only: a tool's own copy)."""
 
     run_id: str
     node: str
@@ -103,7 +104,7 @@ class ToolContext:
         return None if self.deadline is None else max(0.0, self.deadline - now())
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class StepResult:
     """The outcome of one step. ``next`` is None when the run has ended."""
 
@@ -122,14 +123,30 @@ def iso_time(ts: float) -> str:
     # The same text as datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")
     # with "Z": round to microseconds half-even (round() and datetime agree), carry into
     # the seconds, truncate to milliseconds. Formatting the date is most of the cost of a
-    # step's log entry, so it is done once per second.
+    # step's log entry, so it is done once per second (the last second is kept), and the
+    # milliseconds come from a table.
     fraction, whole = math.modf(ts)
     micros = round(fraction * 1e6)
     if micros >= 1_000_000:
         whole, micros = whole + 1, micros - 1_000_000
     elif micros < 0:
         whole, micros = whole - 1, micros + 1_000_000
-    return f"{_iso_second(int(whole))}.{micros // 1000:03d}Z"
+    second, text = _last_second
+    if whole != second:
+        text = _iso_second(int(whole))
+        _remember_second(whole, text)
+    return text + _MILLIS[micros // 1000]
+
+
+#: ".000Z" … ".999Z".
+_MILLIS = tuple(f".{ms:03d}Z" for ms in range(1000))
+#: The last second formatted, and its text (one tuple: a thread reads both or neither).
+_last_second: tuple[float, str] = (math.nan, "")
+
+
+def _remember_second(whole: float, text: str) -> None:
+    global _last_second
+    _last_second = (whole, text)
 
 
 @lru_cache(maxsize=16)
@@ -200,10 +217,8 @@ async def run_step(
     if deadline is not None and (timeout is None or deadline - started < timeout):
         timeout, capped = max(deadline - started, 0.001), True
     deadline = started + timeout if timeout is not None else None
-    # Read-only params: a tool must not change the compiled graph for later runs.
-    params = MappingProxyType(node.params)
     ctx = ToolContext(
-        run_id, node.id, cursor.step, cursor.attempt, cursor.iteration, deadline, params, clients=clients
+        run_id, node.id, cursor.step, cursor.attempt, cursor.iteration, deadline, node.params, clients=clients
     )
     tool = node.tool
     assert tool is not None, f"node {node.id!r} is a map or parallel node: engine.fanout runs it"
@@ -350,10 +365,9 @@ def enforce_limits(
         return outcome, {}
     try:
         encoded = {key: encode_value(key, value) for key, value in outcome.update.items()}
-        size.apply(encoded)
+        result_bytes = size.apply(encoded)
     except FlowForgeError as exc:
         return refuse_update(outcome, exc, before), {}
-    result_bytes = sum(entry_bytes(k, v) for k, v in encoded.items())
     if result_bytes > MAX_LOG_RESULT_BYTES:
         marker = {"_truncated": True, "bytes": result_bytes, "keys": _marker_keys(encoded)}
         outcome = StepResult(

@@ -9,6 +9,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from engine.chain import DEFAULT_CHAIN_MAX_SECONDS, DEFAULT_CHAIN_MAX_STEPS
 from engine.state import DEFAULT_MAX_STATE_BYTES
 
 
@@ -37,6 +38,11 @@ class Settings:
     """Runs and their logs expire (DynamoDB TTL) after this many days (FLOWFORGE_RETENTION_DAYS)."""
     tools_modules: tuple[str, ...] = ("workflows",)
     """Modules imported at cold start to register tools (FLOWFORGE_TOOLS_MODULES, comma-separated)."""
+    chain_max_steps: int = DEFAULT_CHAIN_MAX_STEPS
+    """Steps one step-function invocation may run, chained ones included
+    (FLOWFORGE_CHAIN_MAX_STEPS; 1 turns chaining off)."""
+    chain_max_seconds: float = DEFAULT_CHAIN_MAX_SECONDS
+    """Seconds one step-function invocation may spend chaining steps (FLOWFORGE_CHAIN_MAX_SECONDS)."""
     isolation: str = "account"
     """Who sees a graph or run (FLOWFORGE_ISOLATION): ``account``, every caller the API lets in;
     ``principal``, only the IAM principal that created it."""
@@ -63,6 +69,8 @@ class Settings:
             tools_modules=tuple(
                 m.strip() for m in env.get("FLOWFORGE_TOOLS_MODULES", "workflows").split(",") if m.strip()
             ),
+            chain_max_steps=_number(env, "FLOWFORGE_CHAIN_MAX_STEPS", int, DEFAULT_CHAIN_MAX_STEPS),
+            chain_max_seconds=_number(env, "FLOWFORGE_CHAIN_MAX_SECONDS", float, DEFAULT_CHAIN_MAX_SECONDS),
             isolation=_choice(env, "FLOWFORGE_ISOLATION", ISOLATION_MODES),
         )
 

@@ -47,9 +47,11 @@ from functions.aws.errors import error_code
 
 GSI = "gsi1"
 #: A run item is rewritten at least every this many steps: between two snapshots a step
-#: writes only its slot, and a read returns the snapshot plus at most this many slots
-#: (4 slots of a few hundred bytes and a 1 KB state fit one 4 KB read unit).
-SNAPSHOT_EVERY = 4
+#: writes only its slot, and a read returns the snapshot plus at most this many slots.
+#: A rewrite of a run with 1 KB of state costs 2 write units, a read of it and 8 slots of
+#: a few hundred bytes 2 read units (a fifth the price): with steps chained, reads are
+#: rare and 8 beats 4 (see the README's Performance).
+SNAPSHOT_EVERY = 8
 #: Runs whose last known state the store keeps (a step handler reads then commits).
 CACHED_RUNS = 256
 #: A cancel retries this often when steps keep taking the slot it wants.

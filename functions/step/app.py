@@ -1,4 +1,5 @@
-"""Step Lambda: each SQS step message executes one node of one run (DESIGN.md §4)."""
+"""Step Lambda: each SQS step message executes a node of a run, and the nodes after it
+while they are due at once and the invocation has budget left (chained steps: engine/chain.py)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from functools import partial
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
 
+from engine.chain import ChainBudget
 from engine.ports import StepCommit
 from engine.step import TERMINAL
 from functions.aws.batch import SqsRecord, parse_step_message, process_sqs_batch
@@ -44,14 +46,22 @@ MIN_STEP_S = 1.0
 
 
 class Invocation:
-    """The time one invocation has for its batch, on the service's clock."""
+    """The time and the chain budget one invocation has for its batch, on the service's clock."""
 
-    def __init__(self, context, clock) -> None:
+    def __init__(self, context, clock, settings, records: int) -> None:
         remaining = getattr(context, "get_remaining_time_in_millis", None)
         self.clock = clock
+        now = clock()
         #: When tools must be done: the function's end, less what a commit and send need.
-        self.deadline = clock() + remaining() / 1000 - COMMIT_RESERVE_S if remaining else None
-        self.started = 0
+        self.deadline = now + remaining() / 1000 - COMMIT_RESERVE_S if remaining else None
+        self.budget = ChainBudget(
+            max_steps=settings.chain_max_steps,
+            max_seconds=settings.chain_max_seconds,
+            deadline=self.deadline,
+            min_step_s=MIN_STEP_S,
+            started_at=now,
+            pending=records,
+        )
 
     def has_time(self) -> bool:
         """Whether another message may start (else it is left for redelivery)."""
@@ -59,25 +69,25 @@ class Invocation:
 
 
 def process_record(record: SqsRecord, metrics: EphemeralMetrics, invocation: Invocation) -> str | None:
+    budget = invocation.budget
+    budget.begin_message(invocation.clock())
     message = parse_step_message(record, logger, metrics)
     if message is None:
         return None
     logger.thread_safe_append_keys(run_id=message.run_id, step=message.step)
-    fresh, invocation.started = invocation.started == 0, invocation.started + 1
+    chained, budget.stop = budget.chained, None
     try:
         service = current_app().service
         if message.item is None:
             step = service.process_step(
-                message.run_id,
-                message.step,
-                partial(record_outcome, metrics),
-                deadline=invocation.deadline,
-                fresh=fresh,
+                message.run_id, message.step, partial(record_outcome, metrics), budget=budget
             )
         else:
+            budget.steps += 1
             step = service.process_item(message.run_id, message.step, message.item, message.attempt)
         disposition = run_async(step)
-        logger.info("step handled", disposition=disposition)
+        chained = budget.chained - chained
+        logger.info("step handled", disposition=disposition, chained=chained, chain_stop=budget.stop)
     except Exception:  # infrastructure: the record is reported failed and redelivered
         logger.exception("step failed; the message will be redelivered")
         metrics.add_metric("StepErrors", MetricUnit.Count, 1)
@@ -85,12 +95,15 @@ def process_record(record: SqsRecord, metrics: EphemeralMetrics, invocation: Inv
     finally:
         logger.thread_safe_remove_keys(["run_id", "step"])
     metrics.add_metric("Steps" + disposition.title().replace("_", ""), MetricUnit.Count, 1)
+    if chained:
+        metrics.add_metric("StepsChained", MetricUnit.Count, chained)
     return disposition
 
 
 @logger.inject_lambda_context
 def handler(event, context):
-    invocation = Invocation(context, current_app().service.clock)
+    app = current_app()
+    invocation = Invocation(context, app.service.clock, app.settings, len(event.get("Records", ())))
     return process_sqs_batch(
         event, partial(process_record, invocation=invocation), service="step", has_time=invocation.has_time
     )

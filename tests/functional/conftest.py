@@ -7,6 +7,8 @@ environment exactly as in Lambda) running on the test's virtual clock; ``pump`` 
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 import tests.functional.tools  # noqa: F401  (registers the test tools once)
@@ -37,6 +39,14 @@ def service(env, clock) -> RunService:
     service = current_app().service
     service.clock = clock
     return service
+
+
+@pytest.fixture
+def one_step_per_message(service):
+    """ChainMaxSteps=1: each step message runs one step, for tests that name steps by
+    their message (chains under the same faults: test_chained_steps.py, test_differential.py)."""
+    app = current_app()
+    app.settings = dataclasses.replace(app.settings, chain_max_steps=1)
 
 
 @pytest.fixture

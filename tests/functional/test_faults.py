@@ -19,7 +19,11 @@ from tests.functional.crashes import FaultyStore
 from tests.functional.pump import LambdaContext, load_event
 from tests.functional.tools import GATE, gated_summarization, sequential_summarization
 
-pytestmark = pytest.mark.filterwarnings("ignore:No application metrics to publish")
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:No application metrics to publish"),
+    # Steps are named by their message here: one step per message (ChainMaxSteps=1).
+    pytest.mark.usefixtures("one_step_per_message"),
+]
 
 
 def clean_run(graph: dict[str, Any], state: dict[str, Any]) -> RunResult:

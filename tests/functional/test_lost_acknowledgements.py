@@ -16,7 +16,11 @@ from moto.core.botocore_stubber import MockRawResponse
 
 from tests.functional.tools import sequential_summarization
 
-pytestmark = pytest.mark.filterwarnings("ignore:No application metrics to publish")
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:No application metrics to publish"),
+    # Steps are named by their message here: one step per message (ChainMaxSteps=1).
+    pytest.mark.usefixtures("one_step_per_message"),
+]
 
 
 class LoseAcknowledgement:

@@ -113,3 +113,24 @@ async def append_in_place(state, ctx):
     """Appends to a list it was given without returning it: a change that is not an update."""
     state["items"].append(ctx.step)
     return {"seen": len(state["items"])}
+
+
+@default_registry.tool("test_count")
+async def count_tool(state, ctx):
+    """Adds one to ``i``: the loop of :func:`count_loop`."""
+    return {"i": state.get("i", 0) + 1}
+
+
+def count_loop(steps: int) -> dict[str, Any]:
+    """One node run ``steps`` times (``i`` counts up to ``steps``): a chain of due steps."""
+    return {
+        "name": "count_loop",
+        "start": "count",
+        "nodes": {
+            "count": {
+                "fn": "test_count",
+                "loop_condition": {"var": "i", "gte": steps},
+                "max_iterations": steps,
+            }
+        },
+    }

@@ -12,6 +12,7 @@ and nothing may be left running, queued or dead-lettered.
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from typing import Any
 
@@ -20,9 +21,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from engine import RunResult, compile_graph, run_graph_sync
+from engine.chain import DEFAULT_CHAIN_MAX_STEPS
 from engine.errors import StoreUnavailableError
 from engine.state import decode_state
 from flowforge.local import moto_internals
+from functions.runtime import current_app
 from functions.step import app as step_app
 from functions.sweeper import app as sweeper_app
 from tests.functional.pump import LambdaContext, load_event
@@ -34,6 +37,9 @@ from tests.reliability.graphs import fanout_states, graphs, states
 pytestmark = pytest.mark.filterwarnings("ignore:No application metrics to publish")
 
 RATES = [0.0, 0.05, 0.15, 0.3]
+#: The step function's ChainMaxSteps: one step per message, chains cut short often, and
+#: template.yaml's default (whole runs chained in one invocation).
+CHAIN_MAX_STEPS = [1, 3, DEFAULT_CHAIN_MAX_STEPS]
 #: Sweeper rounds a run may need: each rescue can be stranded again by further faults.
 SWEEPS = 20
 
@@ -79,8 +85,10 @@ class World:
     def new_pump(self) -> ChaosPump:
         return ChaosPump(self.sqs, self.queue_url, self.clock, step_app.handler, plan=self.plan)
 
-    def use(self, plan: FaultPlan) -> None:
-        """Start an example: its fault plan, a fresh pump, an empty table."""
+    def use(self, plan: FaultPlan, chain_max_steps: int) -> None:
+        """Start an example: its fault plan and chain budget, a fresh pump, an empty table."""
+        app = current_app()
+        app.settings = dataclasses.replace(app.settings, chain_max_steps=chain_max_steps)
         self.plan = self.faults.plan = plan
         self.pump = self.new_pump()
         self.faults.commits.clear()
@@ -161,20 +169,24 @@ def world(service, stack, aws, clock, monkeypatch) -> World:
     initial=st.lists(states, min_size=1, max_size=figures.scaled(2, 3)),
     seed=st.integers(0, 2**32 - 1),
     rate=st.sampled_from(RATES),
+    chain=st.sampled_from(CHAIN_MAX_STEPS),
 )
-def test_the_distributed_loop_under_faults_matches_the_in_process_runner(world, graph, initial, seed, rate):
+def test_the_distributed_loop_under_faults_matches_the_in_process_runner(
+    world, graph, initial, seed, rate, chain
+):
     world.totals.update(cases=1)
-    assert_matches_runner_under_faults(world, graph, initial, seed, rate)
+    assert_matches_runner_under_faults(world, graph, initial, seed, rate, chain)
 
 
-def assert_matches_runner_under_faults(world, graph, initial, seed, rate) -> None:
+def assert_matches_runner_under_faults(world, graph, initial, seed, rate, chain) -> None:
     # GIVEN the outcome of each run in the in-process runner, without faults
     expected = [expected_outcome(reference(graph, state)) for state in initial]
     plan = FaultPlan(seed, rate)
-    world.use(plan)
+    world.use(plan, chain)
 
-    # WHEN the same runs go through the API's service, the step handler and the queue, with
-    # faults (duplicated, racing, reordered deliveries, crashes at each read, write and send)
+    # WHEN the same runs go through the API's service, the step handler (chaining up to
+    # ``chain`` steps per invocation) and the queue, with faults (duplicated, racing,
+    # reordered deliveries, crashes at each read, write and send, mid-chain included)
     graph_id = world.service.create_graph(graph).graph_id
     run_ids = [world.start(graph_id, state) for state in initial]
     invocations = world.settle(run_ids)
@@ -188,7 +200,7 @@ def assert_matches_runner_under_faults(world, graph, initial, seed, rate) -> Non
     assert sorted(world.faults.commits.values()) == [1] * steps, f"faults: {dict(plan.injected)}"
     assert world.pump.counts() == {"Messages": 0, "MessagesNotVisible": 0, "MessagesDelayed": 0}
     assert world.dead_letters() == 0
-    world.totals.update(runs=len(run_ids), steps=steps, invocations=invocations)
+    world.totals.update(runs=len(run_ids), steps=steps, invocations=invocations, chained_cases=chain > 1)
     world.faults_by_kind.update(plan.injected)
 
 
@@ -203,9 +215,12 @@ def assert_matches_runner_under_faults(world, graph, initial, seed, rate) -> Non
     initial=st.lists(fanout_states, min_size=1, max_size=2),
     seed=st.integers(0, 2**32 - 1),
     rate=st.sampled_from(RATES),
+    chain=st.sampled_from(CHAIN_MAX_STEPS),
 )
-def test_map_and_parallel_nodes_under_faults_match_the_in_process_runner(world, graph, initial, seed, rate):
+def test_map_and_parallel_nodes_under_faults_match_the_in_process_runner(
+    world, graph, initial, seed, rate, chain
+):
     # (graphs with map and parallel nodes, items and branches that fail and retry; faults
     # include crashes between an execution's claim and its entry)
     world.totals.update(cases=1, fanout_cases=1)
-    assert_matches_runner_under_faults(world, graph, initial, seed, rate)
+    assert_matches_runner_under_faults(world, graph, initial, seed, rate, chain)
