@@ -41,6 +41,7 @@ class StopReason(StrEnum):
     TIME = "time"  # the message's share of the invocation's seconds is spent
     DEADLINE = "deadline"  # the function's remaining time is too short for the next node
     CONFLICT = "conflict"  # the commit lost its condition: a cancel or another delivery moved the run
+    WAITING = "waiting"  # the run waits for a callback's answer or a timer (engine/waits.py)
 
 
 #: Defaults of the step function's budget (template parameters ChainMaxSteps and
@@ -111,6 +112,8 @@ def chain_stop(
     cursor = outcome.next
     if cursor is None:
         return StopReason.ENDED
+    if outcome.until is not None:
+        return StopReason.WAITING
     if outcome.delay_s > 0:
         return StopReason.DELAYED
     node = graph.nodes[cursor.node]
@@ -139,19 +142,34 @@ async def run_chain(
     """
     live = LiveState(run.state)
     committed_any = False
+    waits = service.waits
     while True:
         cursor = run.cursor
-        assert cursor is not None  # the chain goes on only while the run runs
+        assert cursor is not None  # the chain goes on only while the run runs or waits
         state = live.view()
-        outcome = await run_step(
-            graph,
-            cursor,
-            state,
-            run_id=run.run_id,
-            now=service.clock,
-            deadline=budget.deadline,
-            clients=service.clients,
-        )
+        wait = None
+        if run.status == "waiting":
+            # The wait ends now (answered, timed out, due) or the run goes on waiting.
+            resumed = waits.resume(run, graph, state)
+            if resumed is None:
+                budget.stop = StopReason.WAITING
+                return committed_any
+            outcome, wait = resumed
+        else:
+            node = graph.nodes[cursor.node]
+            outcome = await run_step(
+                graph,
+                cursor,
+                state,
+                run_id=run.run_id,
+                now=service.clock,
+                deadline=budget.deadline,
+                clients=service.clients,
+                # Stored before the tool runs: an answer that comes meanwhile is kept.
+                callback=waits.open_callback(run, node) if node.callback is not None else None,
+            )
+            if outcome.until is not None and node.wait is not None:
+                waits.open_timer(run, node, outcome.until)
         budget.steps += 1
         committed = service.commit(run, run.step, outcome, state, on_commit)
         if committed is None:
@@ -159,7 +177,17 @@ async def run_chain(
             return committed_any
         outcome, commit = committed
         committed_any = True
+        if wait is not None:
+            waits.close(wait)
         reason = chain_stop(outcome, graph, budget, service.clock())
+        if reason is StopReason.WAITING and commit.status == "waiting":
+            # An answer may have come while the tool ran: look once before parking.
+            run = apply_commit(run, commit)
+            live.apply(outcome.update, commit.update)
+            if waits.park(run):
+                continue
+            budget.stop = reason
+            return True
         if reason is not None:
             budget.stop = reason
             if outcome.next is not None:

@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 from engine.conditions import Predicate, compile_condition
 from engine.registry import Registered, Registry
+from engine.waits import CompiledCallback, CompiledWait
 
 DEFAULT_MAX_STEPS = 1000
 #: No run makes more steps than this; a log entry's seq is below it.
@@ -105,6 +106,9 @@ class CompiledNode:
     retry: CompiledRetry | None
     catch: tuple[CompiledCatch, ...]
     fanout: CompiledFanOut | None = None
+    #: A callback (approval) node's wait, a ``wait`` node's timer (engine/waits.py).
+    callback: CompiledCallback | None = None
+    wait: CompiledWait | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +155,29 @@ def _load_node(nid: str, raw: Mapping[str, Any], registry: Registry) -> Compiled
         retry=None if retry is None else _load_retry(retry),
         catch=tuple(_load_catch(rule) for rule in raw.get("catch", ())),
         fanout=fanout,
+        callback=_load_callback(raw.get("callback")),
+        wait=_load_wait(raw.get("wait")),
+    )
+
+
+def _load_callback(raw: Mapping[str, Any] | None) -> CompiledCallback | None:
+    if raw is None:
+        return None
+    heartbeat = raw.get("heartbeat_s")
+    return CompiledCallback(
+        timeout_s=float(raw["timeout_s"]),
+        heartbeat_s=None if heartbeat is None else float(heartbeat),
+        result=raw.get("result"),
+    )
+
+
+def _load_wait(raw: Mapping[str, Any] | None) -> CompiledWait | None:
+    if raw is None:
+        return None
+    seconds, until = raw.get("seconds"), raw.get("until")
+    return CompiledWait(
+        seconds=None if seconds is None else float(seconds),
+        until=None if until is None else tuple(until.split(".")),
     )
 
 
@@ -168,7 +195,7 @@ def _load_fanout(raw: Mapping[str, Any]) -> tuple[CompiledFanOut | None, str | N
     branches = raw.get("parallel")
     if branches is not None:
         return CompiledFanOut(max_concurrency=len(branches), branches=tuple(branches)), None
-    return None, raw["fn"]
+    return None, raw.get("fn")  # a callback node's tool is optional; a wait node has none
 
 
 def _load_retry(raw: Mapping[str, Any]) -> CompiledRetry:

@@ -16,9 +16,10 @@ from typing import Any
 
 from engine.errors import ConflictError
 from engine.ports import Claim, ExecutionRecord, FanOutRecord, GraphRecord, RunRecord, StepCommit
-from engine.step import TERMINAL
+from engine.step import LIVE, TERMINAL
 from engine.stepmessage import StepMessage
 from engine.transitions import apply_commit, apply_execution, apply_finish
+from engine.waits import PENDING, TIMED_OUT, WaitRecord
 
 
 class InMemoryRunStore:
@@ -36,6 +37,7 @@ class InMemoryRunStore:
         # Runs finished from outside (cancel, dead letter): that took a transition number
         # without a log entry, as a finish slot does in DynamoDB.
         self._finished: set[str] = set()
+        self._waits: dict[tuple[str, int], WaitRecord] = {}
 
     def put_graph(self, graph: GraphRecord) -> None:
         with self._lock:
@@ -77,7 +79,7 @@ class InMemoryRunStore:
     def commit_step(self, commit: StepCommit) -> None:
         with self._lock:
             run = self._runs.get(commit.run_id)
-            if run is None or run.status != "running" or run.step != commit.step:
+            if run is None or run.status not in LIVE or run.step != commit.step:
                 raise ConflictError(f"run {commit.run_id!r} is not running at step {commit.step}")
             self._runs[commit.run_id] = apply_commit(run, commit)
             self._logs[commit.run_id][commit.step] = copy.deepcopy(commit.log)
@@ -101,7 +103,7 @@ class InMemoryRunStore:
             raise ValueError(f"not a terminal status: {status!r}")
         with self._lock:
             run = self._runs.get(run_id)
-            if run is None or run.status != "running":
+            if run is None or run.status not in LIVE:
                 raise ConflictError(f"run {run_id!r} is not running")
             if step is not None and run.step != step:
                 raise ConflictError(f"run {run_id!r} is not at step {step}")
@@ -138,6 +140,52 @@ class InMemoryRunStore:
             ]
         due.sort(key=lambda r: r.next_at)
         return [(r.run_id, r.step) for r in due[:limit]]
+
+    # -- waits ---------------------------------------------------------------------------------
+    def put_wait(self, wait: WaitRecord, *, expires_at: int | None = None) -> WaitRecord:
+        with self._lock:
+            return self._waits.setdefault((wait.run_id, wait.step), wait)
+
+    def get_wait(self, run_id: str, step: int) -> WaitRecord | None:
+        with self._lock:
+            return self._waits.get((run_id, step))
+
+    def settle_wait(
+        self,
+        run_id: str,
+        step: int,
+        *,
+        status: str,
+        now: float,
+        output: Any = None,
+        reason: str | None = None,
+    ) -> WaitRecord:
+        with self._lock:
+            wait = self._waits.get((run_id, step))
+            due = wait is not None and wait.due <= now
+            if wait is None or wait.status != PENDING or due != (status == TIMED_OUT):
+                raise ConflictError(f"the wait of run {run_id!r} at step {step} is not pending")
+            self._waits[(run_id, step)] = wait = wait.settled(status, now, copy.deepcopy(output), reason)
+            return wait
+
+    def heartbeat_wait(self, run_id: str, step: int, *, now: float) -> WaitRecord:
+        with self._lock:
+            wait = self._waits.get((run_id, step))
+            if wait is None or wait.status != PENDING or wait.due <= now:
+                raise ConflictError(f"the wait of run {run_id!r} at step {step} is not pending")
+            self._waits[(run_id, step)] = wait = wait.beat(now)
+            return wait
+
+    def close_wait(self, run_id: str, step: int) -> None:
+        with self._lock:
+            wait = self._waits.get((run_id, step))
+            if wait is not None:
+                self._waits[(run_id, step)] = replace(wait, closed=True)
+
+    def due_waits(self, now: float, limit: int = 100) -> list[WaitRecord]:
+        with self._lock:
+            due = [w for w in self._waits.values() if not w.closed and w.due <= now]
+        return sorted(due, key=lambda w: w.due)[:limit]
 
     # -- fan-outs ---------------------------------------------------------------------------
     def open_fanout(

@@ -26,6 +26,7 @@ from engine.graph import (
     MAX_STEPS_CAP,
     MIN_BRANCHES,
 )
+from engine.waits import MAX_WAIT_S, MIN_WAIT_S
 
 #: Node ids, tool names and graph names: short, printable, URL- and log-safe.
 ID_PATTERN = r"^[A-Za-z_][A-Za-z0-9_\-]{0,63}$"
@@ -100,6 +101,32 @@ class MapSpec(_Model):
     )
 
 
+class CallbackSpec(_Model):
+    """Wait for an answer at ``POST /callbacks/{token}`` (see the README's Runs that wait)."""
+
+    timeout_s: float = Field(
+        ge=MIN_WAIT_S, le=MAX_WAIT_S, description="CallbackTimeout when no answer comes within it."
+    )
+    heartbeat_s: float | None = Field(
+        None,
+        ge=MIN_WAIT_S,
+        le=MAX_WAIT_S,
+        description="CallbackTimeout when no heartbeat (POST /callbacks/{token}/heartbeat) comes within it.",
+    )
+    result: str | None = Field(
+        None, min_length=1, max_length=MAX_RESULTS_KEY_CHARS, description="State key of the approved output."
+    )
+
+
+class WaitSpec(_Model):
+    """A durable timer: ``seconds`` after the node is reached, or ``until`` the time at a state path."""
+
+    seconds: float | None = Field(None, ge=MIN_WAIT_S, le=MAX_WAIT_S)
+    until: str | None = Field(
+        None, min_length=1, max_length=MAX_PATH_CHARS, description="State path holding an ISO-8601 time."
+    )
+
+
 class Node(_Model):
     """One step of a workflow: a registered tool (or a map, or parallel branches) plus
     where to go afterwards."""
@@ -112,6 +139,8 @@ class Node(_Model):
         max_length=MAX_BRANCHES,
         description="Branch node ids run concurrently.",
     )
+    callback: CallbackSpec | None = Field(None, description="Wait for an answer after the optional fn ran.")
+    wait: WaitSpec | None = Field(None, description="Wait a while, or until a time (no fn).")
     next: str | None = Field(None, description="Default successor; none ends the run.")
     branches: list[Branch] = Field(default_factory=list, max_length=50)
     loop_condition: Condition | None = Field(None, description="Repeat this node until the condition holds.")

@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 from engine.records import record
 from engine.step import Cursor
+from engine.waits import WaitRecord
 
 
 @dataclass(slots=True)
@@ -139,8 +140,42 @@ class ExecutionRecord:
     entry: dict[str, Any]
 
 
-class RunStore(Protocol):
-    """Durable graphs, runs and log entries."""
+class WaitStore(Protocol):
+    """Waits of runs (engine/waits.py): a callback's record, a timer; each due in a
+    due-time index until its run moves past it."""
+
+    def put_wait(self, wait: WaitRecord, *, expires_at: int | None = None) -> WaitRecord:
+        """Store ``wait`` unless the run's wait at that step is stored: returns what is stored."""
+
+    def get_wait(self, run_id: str, step: int) -> WaitRecord | None: ...
+
+    def settle_wait(
+        self,
+        run_id: str,
+        step: int,
+        *,
+        status: str,
+        now: float,
+        output: Any = None,
+        reason: str | None = None,
+    ) -> WaitRecord:
+        """Settle a pending wait, once: an answer (``approved``, ``rejected``) only before
+        it is due, a timeout (``timed_out``) only once it is; due at once after. ConflictError
+        otherwise (answered, timed out, or unknown)."""
+
+    def heartbeat_wait(self, run_id: str, step: int, *, now: float) -> WaitRecord:
+        """Push a pending callback's heartbeat deadline (ConflictError if it is not pending
+        or already due)."""
+
+    def close_wait(self, run_id: str, step: int) -> None:
+        """Take the wait out of the due-time index (its run moved past it)."""
+
+    def due_waits(self, now: float, limit: int = 100) -> list[WaitRecord]:
+        """Waits not closed whose due time is ``now`` or before, earliest first."""
+
+
+class RunStore(WaitStore, Protocol):
+    """Durable graphs, runs, log entries and waits."""
 
     def put_graph(self, graph: GraphRecord) -> None:
         """Store a new graph; ConflictError if the id exists."""

@@ -8,6 +8,7 @@ a workflow behaves the same in both.
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import time
 import uuid
@@ -22,6 +23,7 @@ from engine.ports import RunRecord
 from engine.state import DEFAULT_MAX_STATE_BYTES, LiveState, StateSize, encode_state
 from engine.step import Cursor, enforce_limits, iso_time, run_step
 from engine.transitions import apply_commit, step_commit
+from engine.waits import CallbackSigner, CallbackTicket, WaitRecord, resume_outcome
 
 Sleep = Callable[[float], Awaitable[Any]]
 
@@ -65,8 +67,13 @@ async def run_graph(
     now: Callable[[], float] = time.time,
     rng: random.Random | None = None,
     clients: Callable[[str], Any] | None = None,
+    answer: Callable[[CallbackRequest], Awaitable[Answer]] | None = None,
 ) -> RunResult:
     """Run ``graph`` from its start node on ``state`` until it completes or fails.
+
+    A ``wait`` node sleeps (``sleep``) until it is due. A callback node asks ``answer``
+    (given its node, step, token and the state) how it is answered; without ``answer``
+    the run stops there with status ``waiting``.
 
     ``sleep=None`` skips retry delays (tests). ``on_log`` sees each log entry as it is
     made. ``clients`` (AWS clients by service name) reaches tools as ``ctx.clients``. Raises :class:`~engine.errors.StateTooLargeError` or
@@ -113,7 +120,13 @@ async def run_graph(
                 clients=clients,
             )
         else:
-            outcome = await run_step(graph, cursor, before, run_id=run_id, now=now, rng=rng, clients=clients)
+            ticket = None
+            if node.callback is not None:
+                token = signer.token(run_id, cursor.step)
+                ticket = CallbackTicket(token, signer.url(token), now() + node.callback.timeout_s)
+            outcome = await run_step(
+                graph, cursor, before, run_id=run_id, now=now, rng=rng, clients=clients, callback=ticket
+            )
         outcome, update = enforce_limits(outcome, size, before)
         commit = step_commit(run, outcome.log["seq"], outcome, update, now(), None)
         run = apply_commit(run, commit)
@@ -125,6 +138,67 @@ async def run_graph(
             return result
         if reason is StopReason.DELAYED:
             await sleep(outcome.delay_s)
+        if reason is StopReason.WAITING:
+            assert outcome.until is not None and run.cursor is not None
+            wait = await _wait(graph, run, outcome.until, live, sleep, now, answer)
+            if wait is None:
+                result.status, result.state = "waiting", live.values
+                return result
+            resumed = resume_outcome(graph, run.cursor, live.view(), wait, now())
+            resumed, update = enforce_limits(resumed, size, live.view())
+            run = apply_commit(run, step_commit(run, resumed.log["seq"], resumed, update, now(), None))
+            live.apply(resumed.update, update)
+            emit(resumed.log)
+            if chain_stop(resumed, graph, None, 0.0) is StopReason.ENDED:
+                result.status, result.error, result.state = run.status, resumed.error, live.values
+                return result
+
+
+@dataclass(frozen=True, slots=True)
+class CallbackRequest:
+    """A callback node waiting in-process: what ``run_graph``'s ``answer`` is asked."""
+
+    node: str
+    step: int
+    token: str
+    state: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """How a callback is answered in-process: ``approved`` (with ``output``), ``rejected``
+    (with ``reason``) or ``timed_out``."""
+
+    status: str
+    output: Any = None
+    reason: str | None = None
+
+
+async def _wait(
+    graph: CompiledGraph,
+    run: RunRecord,
+    until: float,
+    live: LiveState,
+    sleep: Sleep,
+    now: Callable[[], float],
+    answer: Callable[[CallbackRequest], Awaitable[Answer]] | None,
+) -> WaitRecord | None:
+    """How the run's wait ends in-process (None: nobody can answer its callback)."""
+    assert run.cursor is not None
+    node = graph.nodes[run.cursor.node]
+    step = run.step - 1
+    if node.callback is None:
+        await sleep(max(until - now(), 0.0))
+        return WaitRecord(run.run_id, step, node.id, "timer", until, until)
+    if answer is None:
+        return None
+    given = await answer(CallbackRequest(node.id, step, signer.token(run.run_id, step), live.values))
+    wait = WaitRecord(run.run_id, step, node.id, "callback", until, until)
+    return wait.settled(given.status, now(), given.output, given.reason)
+
+
+#: In-process callback tokens: the key lives as long as the process.
+signer = CallbackSigner(os.urandom(32), "flowforge-local:")
 
 
 def run_graph_sync(graph: CompiledGraph, state: dict[str, Any] | None = None, **kwargs: Any) -> RunResult:

@@ -30,9 +30,11 @@ from engine.registry import Registry, default_registry
 from engine.state import DEFAULT_MAX_STATE_BYTES, StateSize, encode_state
 from engine.step import Cursor, StepResult, enforce_limits, iso_time, refuse_update
 from engine.transitions import step_commit
+from engine.wait_service import WaitSteps
 
 if TYPE_CHECKING:
     from engine.graph import CompiledGraph
+    from engine.waits import CallbackSigner
 
 
 def compile_graph(definition: Any, registry: Registry) -> CompiledGraph:
@@ -72,6 +74,7 @@ class Disposition(StrEnum):
     AHEAD = "ahead"  # a step the run has not reached: cannot come from this service
     FANNED_OUT = "fanned_out"  # a map or parallel node sent its first items
     IN_PROGRESS = "in_progress"  # a fan-out's items are still running
+    WAITING = "waiting"  # the run waits and its wait may not end yet
 
 
 class RunService:
@@ -91,11 +94,13 @@ class RunService:
         new_id: Callable[[], str] = lambda: uuid.uuid4().hex,
         isolated: bool = False,
         clients: Callable[[str], Any] | None = None,
+        callbacks: CallbackSigner | None = None,
     ) -> None:
         """``isolated``: graphs and runs belong to the principal that created them, and
         the API passes each caller as ``owner``; otherwise they belong to the account.
         ``clients``: the container's AWS clients by service name, for tools
-        (``ctx.clients``)."""
+        (``ctx.clients``). ``callbacks`` makes callback tokens and URLs (without it a
+        callback node fails with CallbackKeyMissing)."""
         self.store = store
         self.isolated = isolated
         self.queue = queue
@@ -112,6 +117,7 @@ class RunService:
         from engine.fanout_service import FanOutSteps  # it builds on this module's Disposition
 
         self.fanouts = FanOutSteps(self)
+        self.waits = WaitSteps(self, callbacks)
 
     # -- graphs -------------------------------------------------------------------------
     # ``owner`` (graphs and runs isolated by principal): the caller's principal. Another
@@ -189,7 +195,7 @@ class RunService:
         return read_log_page(self.store, run_id, after, limit=limit, max_bytes=self.log_page_bytes)
 
     def cancel(self, run_id: str, owner: str | None = None) -> RunRecord:
-        """Cancel a running run (ConflictError if it already ended)."""
+        """Cancel a running or waiting run (ConflictError if it already ended)."""
         self.get_run(run_id, owner)
         stamp = iso_time(self.clock())
         error = {"node": None, "type": "Cancelled", "message": "run cancelled by request"}
@@ -268,13 +274,14 @@ class RunService:
         self.fanouts.resend_due(run, self.compiled(run.graph_id))
 
     def sweep(self, limit: int = 100) -> list[tuple[str, int]]:
-        """Re-enqueue runs with no progress for ``stall_after_s`` past their due time."""
+        """Re-enqueue runs with no progress for ``stall_after_s`` past their due time, and
+        wake the waiting runs whose wait is due (the due-time index)."""
         now = self.clock()
         stalled = self.store.stalled_runs(now - self.stall_after_s, limit)
         resent = [(run_id, step) for run_id, step in stalled if self._claim_resend(run_id, now)]
         for run_id, step in resent:
             self.queue.send_step(run_id, step)
-        return resent
+        return resent + self.waits.wake_due(limit)
 
     def _claim_resend(self, run_id: str, now: float) -> bool:
         """Whether to re-send a stalled run now: at most once per stall window, so a queue
@@ -316,6 +323,8 @@ class RunService:
         run = self.store.get_run(run_id, step=step)
         if run is None:
             return Disposition.UNKNOWN_RUN
+        if run.status == "waiting":
+            return await self._wake(run, step, on_commit, budget)
         if run.status != "running":
             return Disposition.FINISHED
         now = self.clock()
@@ -348,6 +357,20 @@ class RunService:
             return Disposition.DEFERRED
         committed = await run_chain(self, run, graph, budget, on_commit)
         return Disposition.COMMITTED if committed else Disposition.CONFLICT
+
+    async def _wake(
+        self, run: RunRecord, step: int, on_commit: Callable[[StepCommit], Any] | None, budget: ChainBudget
+    ) -> Disposition:
+        """A step message for a waiting run: its wait ends if it may (then the chain goes
+        on from there), else the run goes on waiting and nothing is sent."""
+        if step != run.step:
+            return Disposition.STALE
+        try:
+            graph = self.compiled(run.graph_id)
+        except (NotFoundError, GraphValidationError) as exc:
+            return self._fail_unrunnable(run, exc)
+        committed = await run_chain(self, run, graph, budget, on_commit)
+        return Disposition.COMMITTED if committed else Disposition.WAITING
 
     async def process_item(self, run_id: str, step: int, item: int, attempt: int) -> Disposition:
         """Handle item message ``(run_id, step, item, attempt)``: one attempt of one item

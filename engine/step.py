@@ -26,10 +26,13 @@ from engine.state import MAX_LOG_RESULT_BYTES, MAX_MARKER_KEY_BYTES, StateSize, 
 
 if TYPE_CHECKING:
     from engine.graph import CompiledGraph, CompiledNode
+    from engine.waits import CallbackTicket
 
-StepStatus = Literal["ok", "retry", "caught", "failed"]
-RunStatus = Literal["running", "completed", "failed", "cancelled"]
+StepStatus = Literal["ok", "retry", "caught", "failed", "waiting"]
+RunStatus = Literal["running", "waiting", "completed", "failed", "cancelled"]
 TERMINAL = frozenset({"completed", "failed", "cancelled"})
+#: Statuses of a run that has not ended: it runs, or waits (engine/waits.py).
+LIVE = frozenset({"running", "waiting"})
 #: A failure's message is cut to this length: a tool's exception text is unbounded, and a
 #: log entry and a run are each one DynamoDB item (at most 400 KB).
 MAX_ERROR_MESSAGE_CHARS = 4096
@@ -85,6 +88,10 @@ class ToolContext:
     clients: Callable[[str], Any] | None = None
     #: What this call adds to its log entry: see :meth:`note`.
     notes: dict[str, Any] = field(default_factory=dict)
+    #: A callback node's token and the URL that answers it (None elsewhere): send them
+    #: to whoever answers (a mail, a chat message, a webhook registration).
+    callback_token: str | None = None
+    callback_url: str | None = None
 
     def note(self, **fields: Any) -> None:
         """Add ``fields`` (JSON values) to this call's log entry, under ``notes`` — e.g. a
@@ -116,6 +123,8 @@ class StepResult:
     log: dict[str, Any]
     delay_s: float = 0.0
     error: dict[str, Any] | None = None
+    #: A step that starts a wait: when the wait ends at the latest (epoch seconds).
+    until: float | None = None
 
 
 def iso_time(ts: float) -> str:
@@ -198,6 +207,7 @@ async def run_step(
     rng: random.Random | None = None,
     deadline: float | None = None,
     clients: Callable[[str], Any] | None = None,
+    callback: CallbackTicket | None = None,
 ) -> StepResult:
     """Execute ``cursor.node`` once against ``state`` and route the run onwards.
 
@@ -207,20 +217,49 @@ async def run_step(
     less what its commit needs: the node's ``timeout_s`` is capped by it, and a node
     without one gets it, so the node's retry and catch see a ``TimeoutError`` rather
     than the function being killed. ``clients`` reaches the tool as ``ctx.clients``.
+    A callback node's ``callback`` (stored before this call) reaches it as
+    ``ctx.callback_token`` and ``ctx.callback_url``.
     """
     node = graph.nodes[cursor.node]
     started = now()
     if cursor.step >= graph.max_steps:
         exc = MaxStepsExceeded(f"run reached max_steps={graph.max_steps}")
         return _result(cursor, state, {}, None, "failed", started, 0.0, _error(node.id, exc, str(exc)))
+    if node.wait is not None:
+        return _start_timer(node, cursor, state, started)
     timeout, capped = node.timeout_s, False
     if deadline is not None and (timeout is None or deadline - started < timeout):
         timeout, capped = max(deadline - started, 0.001), True
     deadline = started + timeout if timeout is not None else None
-    ctx = ToolContext(
-        run_id, node.id, cursor.step, cursor.attempt, cursor.iteration, deadline, node.params, clients=clients
-    )
+    if callback is None:
+        ctx = ToolContext(
+            run_id,
+            node.id,
+            cursor.step,
+            cursor.attempt,
+            cursor.iteration,
+            deadline,
+            node.params,
+            clients=clients,
+        )
+    else:
+        ctx = ToolContext(
+            run_id,
+            node.id,
+            cursor.step,
+            cursor.attempt,
+            cursor.iteration,
+            deadline,
+            node.params,
+            clients=clients,
+            callback_token=callback.token,
+            callback_url=callback.url,
+        )
     tool = node.tool
+    if node.callback is not None:
+        assert callback is not None, f"callback node {node.id!r} runs only once its callback is stored"
+        if tool is None:
+            return _start_callback(cursor, state, {}, callback, started, 0.0)
     assert tool is not None, f"node {node.id!r} is a map or parallel node: engine.fanout runs it"
     t0 = time.perf_counter()
     update: dict[str, Any] = {}
@@ -237,6 +276,9 @@ async def run_step(
                 )
             update = result
         merged = {**state, **update} if update else state
+        if callback is not None:
+            duration = (time.perf_counter() - t0) * 1000
+            return _noted(_start_callback(cursor, merged, update, callback, started, duration), ctx.notes)
         target = _route(node, cursor, merged)
     except Exception as exc:  # a tool's failure is data: it routes the run
         duration = (time.perf_counter() - t0) * 1000
@@ -251,6 +293,35 @@ async def run_step(
         return _noted(failed, ctx.notes)
     duration = (time.perf_counter() - t0) * 1000
     return _noted(_result(cursor, merged, update, target, "ok", started, duration, None), ctx.notes)
+
+
+def _start_callback(
+    cursor: Cursor,
+    state: dict[str, Any],
+    update: dict[str, Any],
+    callback: CallbackTicket,
+    started: float,
+    duration_ms: float,
+) -> StepResult:
+    from engine.waits import waiting_outcome  # only callback and wait nodes need it
+
+    info = {"expires_at": iso_time(callback.expires_at)}
+    return waiting_outcome(cursor, state, update, callback.expires_at, started, duration_ms, info)
+
+
+def _start_timer(node: CompiledNode, cursor: Cursor, state: dict[str, Any], started: float) -> StepResult:
+    """A ``wait`` node: wait until it is due (at once if that has passed)."""
+    from engine.waits import InvalidWaitUntil, timer_due, waiting_outcome
+
+    assert node.wait is not None
+    try:
+        due = timer_due(node.wait, state, started)
+        if due > started:
+            return waiting_outcome(cursor, state, {}, due, started, 0.0, {"until": iso_time(due)})
+        target = _route(node, cursor, state)
+    except (InvalidWaitUntil, LoopLimitExceeded) as exc:
+        return _on_failure(node, cursor, state, {}, exc, exc.message, started, 0.0, None, "")
+    return _result(cursor, state, {}, target, "ok", started, 0.0, None)
 
 
 def _noted(outcome: StepResult, notes: dict[str, Any]) -> StepResult:
@@ -379,6 +450,7 @@ def enforce_limits(
             {**outcome.log, "result": marker},
             outcome.delay_s,
             outcome.error,
+            outcome.until,
         )
     return outcome, encoded
 

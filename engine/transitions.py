@@ -41,7 +41,7 @@ def step_commit(
         status,
         outcome.log,
         stamp,
-        done_at + outcome.delay_s,
+        done_at + outcome.delay_s if outcome.until is None else outcome.until,
         outcome.error if status == "failed" else None,
         expires_at if expires_at is not None else run.expires_at,
         stamp if status in TERMINAL else None,

@@ -12,6 +12,7 @@ from engine.errors import Problem
 from engine.model import Node
 from engine.registry import Registry
 from engine.suggest import Suggester
+from engine.validate_waits import check_waits
 
 #: What a parallel branch may not have: the run goes on by its parallel node.
 _BRANCH_FORBIDDEN = ("next", "branches", "loop_condition", "map", "parallel")
@@ -81,9 +82,16 @@ def _check_params(base: str, node: Node, registry: Registry) -> list[Problem]:
 
 
 def _check_kind(base: str, node: Node) -> list[Problem]:
+    if node.wait is not None or node.callback is not None:
+        return check_waits(base, node)
     kinds = [name for name in ("fn", "map", "parallel") if getattr(node, name) is not None]
     if not kinds:
-        return [Problem(f"{base}.fn", "required: a node runs a tool (fn), a map or parallel branches")]
+        return [
+            Problem(
+                f"{base}.fn",
+                "required: a node runs a tool (fn), a map or parallel branches, or waits (callback, wait)",
+            )
+        ]
     if len(kinds) > 1:
         return [
             Problem(
@@ -141,7 +149,15 @@ def _check_catch_targets(base: str, node: Node, is_branch: bool) -> Iterator[Pro
 def _check_branch(nid: str, parent: str, node: Node, start: object, nodes: dict[str, Node]) -> list[Problem]:
     base = f"nodes.{nid}"
     problems = []
-    if node.fn is None:
+    if node.callback is not None or node.wait is not None:
+        kind = "callback" if node.callback is not None else "wait"
+        problems.append(
+            Problem(
+                f"{base}.{kind}",
+                f"branch of parallel node {parent!r}: a branch runs one tool (fn); it cannot wait",
+            )
+        )
+    elif node.fn is None:
         kind = "map" if node.map is not None else "parallel"
         problems.append(
             Problem(

@@ -23,6 +23,7 @@ from functions.settings import Settings, SettingsError
 if TYPE_CHECKING:
     from engine.logstream import LogStream
     from engine.service import RunService
+    from engine.waits import CallbackSigner
 
 #: A boto3 client by service name ("dynamodb", "sqs", ...).
 Clients = Callable[[str], Any]
@@ -136,7 +137,27 @@ class App:
             retention_s=settings.retention_days * 86400 if settings.retention_days else None,
             isolated=settings.isolation == "principal",
             clients=self.clients,
+            callbacks=self._callback_signer(),
         )
+
+    def _callback_signer(self) -> CallbackSigner | None:
+        """Callback tokens' signer: the key from the environment, or from the secret on
+        first use (None: neither is configured, callback nodes cannot run)."""
+        from engine.waits import CallbackSigner
+
+        settings = self.settings
+        base = settings.callback_base_url or ""
+        if settings.callback_key:
+            return CallbackSigner(settings.callback_key.encode(), base)
+        secret = settings.callback_key_secret
+        if secret:
+
+            def read_key() -> bytes:
+                value = self.clients("secretsmanager").get_secret_value(SecretId=secret)
+                return str(value["SecretString"]).encode()
+
+            return CallbackSigner(read_key, base)
+        return None
 
     def _build_log_stream(self) -> LogStream:
         from engine.logstream import LogStream

@@ -43,6 +43,15 @@ class Settings:
     (FLOWFORGE_CHAIN_MAX_STEPS; 1 turns chaining off)."""
     chain_max_seconds: float = DEFAULT_CHAIN_MAX_SECONDS
     """Seconds one step-function invocation may spend chaining steps (FLOWFORGE_CHAIN_MAX_SECONDS)."""
+    callback_key: str | None = None
+    """The key callback tokens are made with (FLOWFORGE_CALLBACK_KEY, at least 16
+    characters): the local stack and tests. On AWS the key is a secret instead."""
+    callback_key_secret: str | None = None
+    """The Secrets Manager secret (ARN) holding that key (FLOWFORGE_CALLBACK_KEY_SECRET),
+    read when a callback is first made or shown."""
+    callback_base_url: str | None = None
+    """The HTTP API's URL that callback URLs start with (FLOWFORGE_CALLBACK_BASE_URL);
+    the API function takes it from the request when unset."""
     isolation: str = "account"
     """Who sees a graph or run (FLOWFORGE_ISOLATION): ``account``, every caller the API lets in;
     ``principal``, only the IAM principal that created it."""
@@ -71,6 +80,9 @@ class Settings:
             ),
             chain_max_steps=_number(env, "FLOWFORGE_CHAIN_MAX_STEPS", int, DEFAULT_CHAIN_MAX_STEPS),
             chain_max_seconds=_number(env, "FLOWFORGE_CHAIN_MAX_SECONDS", float, DEFAULT_CHAIN_MAX_SECONDS),
+            callback_key=env.get("FLOWFORGE_CALLBACK_KEY") or None,
+            callback_key_secret=env.get("FLOWFORGE_CALLBACK_KEY_SECRET") or None,
+            callback_base_url=env.get("FLOWFORGE_CALLBACK_BASE_URL") or None,
             isolation=_choice(env, "FLOWFORGE_ISOLATION", ISOLATION_MODES),
         )
 

@@ -15,6 +15,7 @@ import errno
 import json
 import logging
 import os
+import secrets
 import signal
 import socket
 import sys
@@ -49,7 +50,15 @@ EXAMPLE_STATE = EXAMPLE_GRAPH.with_name("summarization.state.json")
 #: The abstractive variant: LLM nodes, answered by the Bedrock stand-in (same state).
 EXAMPLE_LLM_GRAPH = EXAMPLE_GRAPH.with_name("summarization_llm.json")
 #: Set by the local stack itself; a user's value for these would point handlers elsewhere.
-_OWNED_VARIABLES = frozenset({"FLOWFORGE_TABLE", "FLOWFORGE_STEP_QUEUE_URL", "FLOWFORGE_WS_ENDPOINT"})
+_OWNED_VARIABLES = frozenset(
+    {
+        "FLOWFORGE_TABLE",
+        "FLOWFORGE_STEP_QUEUE_URL",
+        "FLOWFORGE_WS_ENDPOINT",
+        "FLOWFORGE_CALLBACK_KEY",
+        "FLOWFORGE_CALLBACK_BASE_URL",
+    }
+)
 SHUTDOWN_GRACE_S = 5.0
 
 
@@ -173,6 +182,10 @@ def handler_environment(resources: dict[str, Any], options: DevOptions, gateway_
     """The functions' variables: the template's, resolved, with local adjustments."""
     env = dict(resources["env"])
     env["FLOWFORGE_WS_ENDPOINT"] = gateway_url  # the gateway's @connections stand-in
+    # Callback tokens: a key of this stack's own (kept with its data, so tokens made before
+    # a restart still answer), and URLs on the gateway. AWS keeps the key in a secret.
+    env["FLOWFORGE_CALLBACK_KEY"] = callback_key(options.data_dir)
+    env["FLOWFORGE_CALLBACK_BASE_URL"] = gateway_url
     env["POWERTOOLS_LOG_LEVEL"] = env["LOG_LEVEL"] = options.log_level
     env["POWERTOOLS_TRACE_DISABLED"] = "true"
     if options.log_level not in ("DEBUG", "INFO"):
@@ -183,6 +196,16 @@ def handler_environment(resources: dict[str, Any], options: DevOptions, gateway_
         if name.startswith("FLOWFORGE_") and name not in _OWNED_VARIABLES and name != "FLOWFORGE_ENDPOINT":
             env[name] = value
     return env
+
+
+def callback_key(data_dir: Path) -> str:
+    """The local stack's callback key, made once and kept in ``data_dir``."""
+    path = data_dir / "callback.key"
+    if not path.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_urlsafe(32))
+        path.chmod(0o600)
+    return path.read_text().strip()
 
 
 class LocalStack:

@@ -13,7 +13,7 @@ from aws_lambda_powertools.event_handler import CORSConfig
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from functions.api import console
+from functions.api import callbacks, console
 from functions.api.body import parse_json_body
 from functions.api.docs import FlowForgeResolver, add_docs
 from functions.api.errors import register_error_handlers
@@ -44,6 +44,7 @@ def build_resolver() -> FlowForgeResolver:
     )
     resolver.include_router(router)
     resolver.include_router(console.router)
+    resolver.include_router(callbacks.router)
     add_docs(resolver)
     register_error_handlers(resolver, logger)
     return resolver

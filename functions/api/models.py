@@ -7,7 +7,7 @@ the engine can add to a log entry or a tool listing without breaking the API.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, GetCoreSchemaHandler, model_serializer
 from pydantic_core import CoreSchema
@@ -15,7 +15,7 @@ from pydantic_core import CoreSchema
 from engine.logpages import MAX_LOG_PAGE_BYTES, LogPage
 from engine.ports import GraphRecord, RunRecord
 from engine.state import decode_state
-from engine.step import TERMINAL
+from engine.step import LIVE, TERMINAL
 
 #: The longest a foreground ``POST /graph/run`` waits (API Gateway gives up at 30 s).
 MAX_WAIT_S = 25.0
@@ -173,12 +173,27 @@ class FanOutProgress(_Response):
     failed: int = Field(description="Items that failed after their retries.")
 
 
+class WaitingInfo(_Response):
+    """What a waiting run waits for."""
+
+    node: str
+    callback_url: str | None = Field(
+        None, description="A callback node: POST an answer here (the token is the last path segment)."
+    )
+    expires_at: str | None = Field(None, description="A callback node: CallbackTimeout after this time.")
+    until: str | None = Field(None, description="A wait node: when it goes on.")
+
+    @model_serializer(mode="wrap")
+    def _omit_absent(self, serialize):
+        return {name: value for name, value in serialize(self).items() if value is not None}
+
+
 class RunView(_Response):
     """A run as clients see it (GET /graph/state/{run_id})."""
 
     run_id: str
     graph_id: str
-    status: str = Field(description="running, completed, failed or cancelled.")
+    status: str = Field(description="running, waiting, completed, failed or cancelled.")
     done: bool = Field(description="true once the status is final.")
     state: dict[str, Any] = Field(description="The shared state after the last step.")
     current_node: str | None = Field(description="Node to run next; null once done.")
@@ -191,6 +206,7 @@ class RunView(_Response):
     progress: FanOutProgress | None = Field(
         None, description="While the run is at a map or parallel node: how far its items are."
     )
+    waiting: WaitingInfo | None = Field(None, description="While the run waits: for what, until when.")
     logs: list[LogEntry] | None = Field(
         None,
         description="One page of log entries with seq > after, in order: at most limit entries "
@@ -213,8 +229,14 @@ class RunView(_Response):
         return data
 
     @classmethod
-    def of(cls, run: RunRecord, logs: LogPage | None, progress: dict[str, Any] | None = None) -> RunView:
-        return cls.model_validate(run_view(run, logs, progress))
+    def of(
+        cls,
+        run: RunRecord,
+        logs: LogPage | None,
+        progress: dict[str, Any] | None = None,
+        waiting: dict[str, Any] | None = None,
+    ) -> RunView:
+        return cls.model_validate(run_view(run, logs, progress, waiting))
 
 
 class SelectedRunFields(_Response):
@@ -232,6 +254,7 @@ class SelectedRunFields(_Response):
     finished_at: str | None = None
     error: dict[str, Any] | None = None
     redrive_count: int | None = None
+    waiting: dict[str, Any] | None = None
     logs: list[LogEntry] | None = None
     logs_next: int | None = None
 
@@ -241,11 +264,19 @@ class RunSummary(_Response):
 
     run_id: str
     graph_id: str
-    status: str = Field(description="running, completed, failed or cancelled.")
+    status: str = Field(description="running, waiting, completed, failed or cancelled.")
     step: int = Field(description="Steps made so far.")
     created_at: str
     updated_at: str
     finished_at: str | None
+    waiting: WaitingInfo | None = Field(None, description="A waiting run: what it waits for.")
+
+    @model_serializer(mode="wrap")
+    def _omit_not_waiting(self, serialize):
+        data = serialize(self)
+        if data.get("waiting") is None:
+            data.pop("waiting", None)
+        return data
 
 
 class RunPage(_Response):
@@ -253,7 +284,9 @@ class RunPage(_Response):
     next_token: str | None = Field(description="Pass as ?next_token= for the next page; null at the end.")
 
     @classmethod
-    def of(cls, runs: list[RunRecord], next_token: str | None) -> RunPage:
+    def of(
+        cls, runs: list[RunRecord], next_token: str | None, waiting: dict[str, Any] | None = None
+    ) -> RunPage:
         summaries = [
             RunSummary(
                 run_id=r.run_id,
@@ -263,6 +296,7 @@ class RunPage(_Response):
                 created_at=r.created_at,
                 updated_at=r.updated_at,
                 finished_at=r.finished_at,
+                waiting=(waiting or {}).get(r.run_id),
             )
             for r in runs
         ]
@@ -279,6 +313,40 @@ class RunAccepted(_Response):
     @classmethod
     def of(cls, run_id: str) -> RunAccepted:
         return cls(run_id=run_id, status="running", state_url=f"/graph/state/{run_id}")
+
+
+class CallbackAnswer(_Model):
+    """An answer to a callback: approve it (with an output) or reject it (with a reason)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, defer_build=True)
+
+    status: Literal["approved", "rejected"] = Field(
+        description="approved: the run goes on; rejected: CallbackRejected."
+    )
+    output: Any = Field(None, description="approved: stored under the node's callback.result.")
+    reason: str | None = Field(
+        None, max_length=4096, description="rejected: the CallbackRejected error's message."
+    )
+
+
+class CallbackAnswered(_Response):
+    """What an answer (or a heartbeat) did."""
+
+    run_id: str
+    callback: str = Field(description="The callback's status: approved, rejected, or pending (a heartbeat).")
+    status: str = Field(description="The run's status now.")
+    applied: bool = Field(
+        description="Whether the run moved on already (false: the node's tool is still running; "
+        "the answer applies when it returns)."
+    )
+    expires_at: str | None = Field(None, description="A heartbeat: when the next one is due at the latest.")
+
+    @model_serializer(mode="wrap")
+    def _omit_absent_deadline(self, serialize):
+        data = serialize(self)
+        if data.get("expires_at") is None:
+            data.pop("expires_at", None)
+        return data
 
 
 class RegisteredFunction(_Response):
@@ -308,16 +376,22 @@ class ErrorResponse(_Model):
     error: ErrorInfo
 
 
-def run_view(run: RunRecord, logs: LogPage | None, progress: dict[str, Any] | None = None) -> dict[str, Any]:
+def run_view(
+    run: RunRecord,
+    logs: LogPage | None,
+    progress: dict[str, Any] | None = None,
+    waiting: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """The public shape of a run (``GET /graph/state/{run_id}``), with a page of its log
-    and, at a map or parallel node, its progress (:meth:`engine.service.RunService.progress`)."""
+    and, at a map or parallel node, its progress (:meth:`engine.service.RunService.progress`);
+    while it waits, what for (:meth:`engine.wait_service.WaitSteps.view`)."""
     view: dict[str, Any] = {
         "run_id": run.run_id,
         "graph_id": run.graph_id,
         "status": run.status,
         "done": run.status in TERMINAL,
         "state": decode_state(run.state),
-        "current_node": run.cursor.node if run.cursor and run.status == "running" else None,
+        "current_node": run.cursor.node if run.cursor and run.status in LIVE else None,
         "step": run.step,
         "created_at": run.created_at,
         "updated_at": run.updated_at,
@@ -325,6 +399,7 @@ def run_view(run: RunRecord, logs: LogPage | None, progress: dict[str, Any] | No
         "error": run.error,
         "redrive_count": run.redrive_count,
         "progress": progress,
+        "waiting": waiting,
     }
     if logs is not None:
         view["logs"] = logs.entries

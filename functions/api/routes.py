@@ -18,6 +18,7 @@ from engine.graph import MAX_STEPS_CAP
 from engine.logpages import MAX_LOG_PAGE_ENTRIES
 from engine.ports import RunRecord
 from engine.service import RunService
+from functions.api.callbacks import callback_base_url
 from functions.api.fields import Fields, FieldSelection, parse_fields
 from functions.api.models import (
     ErrorResponse,
@@ -161,9 +162,10 @@ def get_graph(graph_id: GraphId) -> GraphDetail:
     summary="Start a run",
     description="background: 202 at once. Foreground: waits up to wait_s (25 s) and answers "
     "200 with the final state and the first page of its logs (logs_next says where the rest "
-    "continue), or 202 with a state_url if the run is still going.",
+    "continue) — or as soon as the run waits (status waiting, and what it waits for) — or 202 "
+    "with a state_url if the run is still going.",
     responses={
-        200: {"description": "The run finished", "content": {"application/json": {"model": _RUN}}},
+        200: {"description": "The run finished, or waits", "content": {"application/json": {"model": _RUN}}},
         202: {
             "description": "The run is running",
             "content": {"application/json": {"model": RunAccepted}},
@@ -202,8 +204,12 @@ def list_runs(
     limit: Annotated[int, Query(ge=1, le=100, description="Page size.")] = 50,
     next_token: Annotated[str | None, Query(max_length=1024, description="From the previous page.")] = None,
 ) -> RunPage:
-    runs, token = current_app().service.store.list_runs(limit=limit, after=next_token, owner=_owner())
-    return RunPage.of(runs, token)
+    service = current_app().service
+    runs, token = service.store.list_runs(limit=limit, after=next_token, owner=_owner())
+    base = callback_base_url()
+    return RunPage.of(
+        runs, token, {run.run_id: service.waits.view(run, base) for run in runs if run.status == "waiting"}
+    )
 
 
 @router.get(
@@ -243,7 +249,7 @@ def _answer(
     if selection is not None:
         logs = logs and selection.wants_logs
     page = service.log_page(run.run_id, after, limit) if logs else None
-    view = RunView.of(run, page, service.progress(run))
+    view = RunView.of(run, page, service.progress(run), service.waits.view(run, callback_base_url()))
     data = view.model_dump(mode="json")
     return data if selection is None else selection.apply(data)
 

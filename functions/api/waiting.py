@@ -29,7 +29,8 @@ def wait_for_run(
     *,
     sleep: Callable[[float], None] = time.sleep,
 ) -> RunRecord | None:
-    """The run once it has finished, or None if it is still running after ``budget_s``.
+    """The run once it has finished or waits (a callback, a timer), or None if it is
+    still running after ``budget_s``.
 
     Polls the store from every 50 ms, backing off to every 500 ms: short runs answer
     quickly and long ones cost two reads a second.
@@ -39,7 +40,7 @@ def wait_for_run(
     delay = FIRST_POLL_S
     while True:
         run = service.get_run(run_id)
-        if run.status in TERMINAL:
+        if run.status in TERMINAL or run.status == "waiting":
             return run
         left = deadline - clock()
         if left <= 0:

@@ -37,12 +37,13 @@ from botocore.exceptions import ClientError
 
 from engine.errors import ConflictError, StateTooLargeError, StoreUnavailableError
 from engine.ports import GraphRecord, RunRecord, StepCommit
-from engine.step import TERMINAL
+from engine.step import LIVE, TERMINAL
 from engine.transitions import apply_commit
 from functions.aws import dynamodb_codec as codec
 from functions.aws.adapter import AwsAdapter
 from functions.aws.dynamodb_fanout import DynamoFanOuts
 from functions.aws.dynamodb_fanout_codec import is_execution
+from functions.aws.dynamodb_waits import DynamoWaits
 from functions.aws.errors import error_code
 
 GSI = "gsi1"
@@ -82,7 +83,7 @@ class _Folded:
         return replace(self, run=apply_commit(self.run, commit), slots=self.slots + 1)
 
 
-class DynamoRunStore(DynamoFanOuts, AwsAdapter):
+class DynamoRunStore(DynamoWaits, DynamoFanOuts, AwsAdapter):
     """Graphs, runs and log entries in one table; the low-level client is built on first use."""
 
     def __init__(self, table_name: str, client_factory: Callable[[], Any]) -> None:
@@ -148,7 +149,7 @@ class DynamoRunStore(DynamoFanOuts, AwsAdapter):
         runs = []
         for item in self._batch_get([{**key, "sk": codec.S(codec.RUN_SK)} for key in listed]):
             run: RunRecord | None = codec.run_from_item(item)
-            if run is not None and run.status == "running":
+            if run is not None and run.status in LIVE:
                 folded = self._read_run(run.run_id)
                 run = folded.run if folded else None
             if run is not None:
@@ -228,7 +229,7 @@ class DynamoRunStore(DynamoFanOuts, AwsAdapter):
             raise ValueError(f"not a terminal status: {status!r}")
         for _ in range(FINISH_ATTEMPTS):
             base = self._read_run(run_id)
-            if base is None or base.run.status != "running":
+            if base is None or base.run.status not in LIVE:
                 raise ConflictError(f"run {run_id!r} is not running")
             if step is not None and base.run.step != step:
                 raise ConflictError(f"run {run_id!r} is not at step {step}")
@@ -385,14 +386,14 @@ class DynamoRunStore(DynamoFanOuts, AwsAdapter):
         That it was is enough: slot ``step`` is still empty only if it still is.
         """
         known = self._known_at(run_id, step) or self._read_run(run_id)
-        if known is None or known.run.status != "running" or known.run.step != step:
+        if known is None or known.run.status not in LIVE or known.run.step != step:
             raise ConflictError(f"run {run_id!r} is not running at step {step}")
         return known
 
     def _known_at(self, run_id: str, step: int) -> _Folded | None:
         """What this store last saw of the run, if that was the run running at ``step``."""
         known = self._cache.get(run_id)
-        return known if known is not None and known.slots == step and known.run.status == "running" else None
+        return known if known is not None and known.slots == step and known.run.status in LIVE else None
 
     def _put_slot(self, run_id: str, item: codec.Item) -> None:
         """Take an empty slot: the transition's commit (ConflictError if it is taken).

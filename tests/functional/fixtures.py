@@ -20,6 +20,8 @@ from functions.settings import Settings
 from tests.functional.pump import VirtualClock, patch_moto
 
 REGION = "us-east-1"
+CALLBACK_KEY = "functional-tests-callback-key"
+CALLBACK_BASE_URL = "https://api.example.test/v1"
 
 
 @functools.cache
@@ -85,4 +87,8 @@ def _no_clients(name: str):
 def stack(aws, monkeypatch) -> dict:
     """The table and queues of template.yaml, created in moto."""
     monkeypatch.setattr(flowforge.local.stack, "load_template", cached_template)
-    return create_resources(aws)
+    resources = create_resources(aws)
+    # The local stack's own additions (flowforge/local/dev.py): a callback key and base URL.
+    resources["env"]["FLOWFORGE_CALLBACK_KEY"] = CALLBACK_KEY
+    resources["env"]["FLOWFORGE_CALLBACK_BASE_URL"] = CALLBACK_BASE_URL
+    return resources

@@ -443,7 +443,7 @@ def test_wrong_types_are_reported_per_field():
 def test_missing_required_fields():
     assert problems_of({"nodes": {"a": {}}}) == [
         "start: Field required",
-        "nodes.a.fn: required: a node runs a tool (fn), a map or parallel branches",
+        "nodes.a.fn: required: a node runs a tool (fn), a map or parallel branches, or waits (callback, wait)",
     ]
 
 

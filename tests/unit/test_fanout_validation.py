@@ -139,7 +139,7 @@ def test_a_node_runs_exactly_one_of_fn_map_parallel_and_fan_outs_do_not_loop():
         "nodes.summarize.loop_condition: a map node cannot loop; loop on the node after it instead"
     ]
     assert problems_of(merge={"next": "fetch"}) == [
-        "nodes.merge.fn: required: a node runs a tool (fn), a map or parallel branches"
+        "nodes.merge.fn: required: a node runs a tool (fn), a map or parallel branches, or waits (callback, wait)"
     ]
 
 
