@@ -28,7 +28,11 @@ HTTP_ROUTES = {
     ("get", "/openapi.json"),
     ("get", "/console"),
     ("get", "/console/{proxy+}"),
+    ("post", "/callbacks/{token}"),
+    ("post", "/callbacks/{token}/heartbeat"),
 }
+#: A waiting run's callback routes: the token is their credential unless CallbackAuth=IAM.
+CALLBACK_ROUTES = {("post", "/callbacks/{token}"), ("post", "/callbacks/{token}/heartbeat")}
 # AWS managed policies SAM attaches by itself. Their statements use Resource "*" where AWS
 # requires it: CloudWatch Logs streams are created at run time, dynamodb:ListStreams and
 # the X-Ray actions have no resource-level permissions; the SQS and stream pollers of the
@@ -76,12 +80,23 @@ def test_every_http_route_requires_sigv4_by_default():
     # WHEN API Gateway imports the HTTP API's OpenAPI body
     operations = http_operations(cfn)
 
-    # THEN it has exactly the API's routes, each one behind IAM (SigV4) auth
+    # THEN it has exactly the API's routes, each one behind IAM (SigV4) auth but the
+    # callback routes, whose token is their credential
     assert set(operations) == HTTP_ROUTES
     for route, operation in operations.items():
-        assert operation.get("security") == [{"AWS_IAM": []}], route
+        if route in CALLBACK_ROUTES:
+            assert operation.get("security") == [{"NONE": []}], route  # SAM's "no authorizer"
+        else:
+            assert operation.get("security") == [{"AWS_IAM": []}], route
     scheme = cfn["Resources"]["HttpApi"]["Properties"]["Body"]["components"]["securitySchemes"]
     assert scheme["AWS_IAM"]["x-amazon-apigateway-authtype"] == "awsSigv4"
+
+
+def test_callback_auth_iam_puts_the_callback_routes_behind_sigv4_too():
+    operations = http_operations(translate(CallbackAuth="IAM"))
+
+    for route in HTTP_ROUTES:
+        assert operations[route].get("security") == [{"AWS_IAM": []}], route
 
 
 def test_auth_mode_none_leaves_every_http_route_open():
@@ -380,8 +395,9 @@ def test_no_inline_statement_grants_every_action_or_every_resource(tracing):
 def test_each_role_reaches_only_the_stack_resources_its_function_uses():
     roles = resources_of_type(translate(), "AWS::IAM::Role")
     expected = {
-        "ApiFunctionRole": {"Table", "StepQueue"},
-        "StepFunctionRole": {"Table", "StepQueue", "BedrockModelArns"},  # and the models llm nodes call
+        "ApiFunctionRole": {"Table", "StepQueue", "CallbackKey"},
+        # and the models llm nodes call; the callback key makes callback nodes' tokens
+        "StepFunctionRole": {"Table", "StepQueue", "BedrockModelArns", "CallbackKey"},
         "DlqFunctionRole": {"Table"},
         "SweeperFunctionRole": {"Table", "StepQueue"},
         "WsFunctionRole": {"Table", "WebSocketApi"},
@@ -486,6 +502,8 @@ def test_each_http_route_is_throttled_and_the_routes_that_start_work_tighter():
             "ThrottlingBurstLimit": 6,
             "ThrottlingRateLimit": 3,
         }
+    for route in ("POST /callbacks/{token}", "POST /callbacks/{token}/heartbeat"):
+        assert limits(settings["RouteSettings"][route]) == {"ThrottlingBurstLimit": 20, "ThrottlingRateLimit": 10}
 
 
 @pytest.mark.parametrize(("api", "ws"), [("20", "10"), ("0", "0")])
