@@ -7,19 +7,33 @@ answer. A token names its run and step; only its SHA-256 is stored.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from aws_lambda_powertools.event_handler.api_gateway import Router
 from aws_lambda_powertools.event_handler.openapi.params import Body, Path
+from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
 from aws_lambda_powertools.metrics import MetricUnit
 
 from engine.step import iso_time
-from functions.api.models import CallbackAnswer, CallbackAnswered
+from functions.api.models import CallbackAnswer, CallbackAnswered, ErrorResponse
 from functions.api.observability import logger, metrics
 from functions.api.principal import request_owner
 from functions.runtime import current_app
 
 router = Router()
+
+_ERRORS: Any = {"application/json": {"model": ErrorResponse}}
+_RESPONSES: dict[int, OpenAPIResponse] = {
+    200: {"description": "The callback's status and the run's"},
+    400: {"description": "Not an answer (status approved or rejected; output any JSON)", "content": _ERRORS},
+    404: {"description": "Unknown token", "content": _ERRORS},
+    409: {
+        "description": "Answered or timed out before, or the run no longer waits for it "
+        "(details.status says which); the run is untouched",
+        "content": _ERRORS,
+    },
+    503: {"description": "Store or queue unavailable; retry after Retry-After seconds", "content": _ERRORS},
+}
 
 Token = Annotated[
     str, Path(min_length=1, max_length=256, description="The callback's token (ctx.callback_token).")
@@ -46,6 +60,7 @@ def _owner() -> str | None:
     description="approved: output goes to the node's callback.result and the run goes on; "
     "rejected: the node raises CallbackRejected (catchable). 409 when the callback was "
     "answered before, timed out, or its run no longer waits for it; 404 for an unknown token.",
+    responses=_RESPONSES,
     tags=["callbacks"],
 )
 def answer_callback(
@@ -71,6 +86,7 @@ def answer_callback(
     summary="Tell a waiting callback that its answer is on its way",
     description="Pushes the heartbeat deadline (callback.heartbeat_s from now, at most the "
     "timeout). 409 once the callback was answered or timed out.",
+    responses=_RESPONSES,
     tags=["callbacks"],
 )
 def heartbeat_callback(token: Token) -> CallbackAnswered:

@@ -585,7 +585,10 @@ def test_openapi_json_documents_every_route_and_the_error_shape(service, call):
         "/graph/run/{run_id}/cancel",
         "/graph/run/{run_id}/redrive",
         "/tools",
+        "/callbacks/{token}",
+        "/callbacks/{token}/heartbeat",
     }
+    assert set(spec["paths"]["/callbacks/{token}"]["post"]["responses"]) >= {"200", "400", "404", "409"}
     schemas = spec["components"]["schemas"]
     run_request = schemas["RunRequest"]
     assert run_request["additionalProperties"] is False

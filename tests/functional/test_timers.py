@@ -15,6 +15,7 @@ from tests.functional.test_callbacks import call, start, statuses, sweep
 
 pytestmark = pytest.mark.filterwarnings("ignore:No application metrics to publish")
 
+
 @default_registry.tool("timers_test_remind")
 async def remind(state, ctx):
     return {"reminded": True}
@@ -23,7 +24,10 @@ async def remind(state, ctx):
 def cool_off(seconds: float) -> dict[str, Any]:
     return {
         "start": "cool_off",
-        "nodes": {"cool_off": {"wait": {"seconds": seconds}, "next": "remind"}, "remind": {"fn": "timers_test_remind"}},
+        "nodes": {
+            "cool_off": {"wait": {"seconds": seconds}, "next": "remind"},
+            "remind": {"fn": "timers_test_remind"},
+        },
     }
 
 

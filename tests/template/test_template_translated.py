@@ -503,7 +503,10 @@ def test_each_http_route_is_throttled_and_the_routes_that_start_work_tighter():
             "ThrottlingRateLimit": 3,
         }
     for route in ("POST /callbacks/{token}", "POST /callbacks/{token}/heartbeat"):
-        assert limits(settings["RouteSettings"][route]) == {"ThrottlingBurstLimit": 20, "ThrottlingRateLimit": 10}
+        assert limits(settings["RouteSettings"][route]) == {
+            "ThrottlingBurstLimit": 20,
+            "ThrottlingRateLimit": 10,
+        }
 
 
 @pytest.mark.parametrize(("api", "ws"), [("20", "10"), ("0", "0")])
