@@ -29,7 +29,7 @@ from engine import (
     run_graph_sync,
 )
 from engine.errors import ToolsImportError
-from flowforge import remote
+from flowforge import answers, remote
 from flowforge.inputs import (
     EXIT_OK,
     EXIT_RUN_FAILED,
@@ -239,6 +239,24 @@ COMMANDS: tuple[Command, ...] = (
         "(exit 3 if it had not failed)",
         remote.redrive_arguments,
         remote.api_command(remote.redrive_command),
+    ),
+    Command(
+        "approve",
+        "approve a waiting run's callback, by its token or URL (exit 3 if answered before or timed out)",
+        answers.approve_arguments,
+        answers.with_callback_endpoint(answers.approve_command),
+    ),
+    Command(
+        "reject",
+        "reject a waiting run's callback: CallbackRejected in its node (exit 3 if answered before)",
+        answers.reject_arguments,
+        answers.with_callback_endpoint(answers.reject_command),
+    ),
+    Command(
+        "runs",
+        "list runs, newest first (--waiting: the waiting ones, with their callback URLs)",
+        answers.runs_arguments,
+        remote.api_command(answers.runs_command),
     ),
     Command("console", "serve the web console for a stack, signing its calls", _console_arguments, console),
 )

@@ -245,10 +245,10 @@ class FlowForgeClient:
         return (await self.request("POST", f"/graph/run/{run_id}/redrive", body))[1]
 
     async def wait(self, run_id: str) -> dict[str, Any]:
-        """Poll until the run has finished; its view with logs."""
+        """Poll until the run has finished or waits (a callback, a timer); its view with logs."""
         while True:
             view = await self.get_state(run_id, logs=False)
-            if view["done"]:
+            if view["done"] or view["status"] == "waiting":
                 return await self.get_state(run_id)
             await asyncio.sleep(POLL_INTERVAL_S)
 

@@ -44,6 +44,14 @@ def outcome_line(view: dict[str, Any], steps: int | None = None, elapsed_s: floa
     status, error = view.get("status"), view.get("error")
     if status == "running":
         return f"running at node {view.get('current_node')!r}{summary}"
+    waiting = view.get("waiting")
+    if status == "waiting" and isinstance(waiting, dict):
+        if waiting.get("callback_url"):
+            return (
+                f"waiting at node {waiting.get('node')!r} for its callback until {waiting.get('expires_at')}"
+                f"{summary}\n  answer: flowforge approve {waiting['callback_url']}  (or reject)"
+            )
+        return f"waiting at node {waiting.get('node')!r} until {waiting.get('until')}{summary}"
     if not error:
         return f"{status}{summary}"
     where = f" at node {error['node']!r}" if error.get("node") else ""

@@ -157,7 +157,7 @@ async def run_command(api: Any, args: argparse.Namespace) -> int:
         return EXIT_OK
     view = body if status == 200 else await api.wait(body["run_id"])
     _print_run(view, args)
-    return EXIT_OK if view["status"] == "completed" else EXIT_RUN_FAILED
+    return EXIT_OK if view["status"] in ("completed", "waiting") else EXIT_RUN_FAILED
 
 
 def run_id_arguments(parser: argparse.ArgumentParser) -> None:

@@ -3,6 +3,6 @@
 ``workflows/graphs/`` holds each workflow's graph definition and an example initial state.
 """
 
-from workflows import llm, summarization, summarization_llm
+from workflows import approval, llm, summarization, summarization_llm
 
-__all__ = ["llm", "summarization", "summarization_llm"]
+__all__ = ["approval", "llm", "summarization", "summarization_llm"]

@@ -51,14 +51,17 @@ OWN_RESOURCES = [
     {"Fn::Sub": "arn:${AWS::Partition}:execute-api:${AWS::Region}:${AWS::AccountId}:${WebSocketApi}/${StageName}/*/@connections/*"},
     # the models llm nodes may call: the deploy parameter's ARNs, nothing wider
     {"Ref": "BedrockModelArns"},
+    # the callback key (a Secrets Manager secret of this stack; Ref is its ARN)
+    {"Ref": "CallbackKey"},
 ]  # fmt: skip
 PARAMETER_SETS = [
     {},
     {"AuthMode": "IAM", "TracingMode": "Active"},
     {"AuthMode": "NONE"},
     {"WebSocketAccessLogs": "true"},
+    {"CallbackAuth": "IAM"},
 ]
-PARAMETER_IDS = ["defaults", "iam-tracing", "auth-off", "ws-access-logs"]
+PARAMETER_IDS = ["defaults", "iam-tracing", "auth-off", "ws-access-logs", "callback-iam"]
 
 
 @pytest.fixture(autouse=True)
