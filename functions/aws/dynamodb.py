@@ -171,6 +171,11 @@ class DynamoRunStore(DynamoWaits, DynamoFanOuts, AwsAdapter):
         cannot store it: the caller fails the run with a small slot instead)."""
         base = self._running_at(commit.run_id, commit.step)
         slot = _sized_slot(commit)
+        if base.run.status == "waiting":
+            # A wait ends: the run runs again. Its snapshot (waiting: out of the sweeper's
+            # index) goes back into the index first, as a redrive's does, so a run whose
+            # snapshot write is lost after this slot is still found if it stalls.
+            base = self._mark_due(base, commit.next_at)
         self._put_slot(commit.run_id, slot)
         after = base.committed(commit)
         self._remember(after)
@@ -195,18 +200,24 @@ class DynamoRunStore(DynamoWaits, DynamoFanOuts, AwsAdapter):
             raise ConflictError(f"run {run_id!r} is not failed")
         commit = build(replace(base.run, state=dict(base.run.state)), base.slots)
         slot = _sized_slot(commit)
-        self._call(
-            "put_item",
-            TableName=self.table_name,
-            Item={**codec.run_item(base.run, base.slots), **codec.sweeper_keys(run_id, commit.next_at)},
-            ConditionExpression="applied <= :applied",
-            ExpressionAttributeValues={":applied": codec.N(base.slots)},
-        )
+        self._mark_due(base, commit.next_at)
         self._put_slot(run_id, slot)
         after = base.committed(commit)
         self._remember(after)
         self._snapshot(after)
         return replace(after.run, state=dict(after.run.state))
+
+    def _mark_due(self, base: _Folded, due: float) -> _Folded:
+        """Put the run item (``base``, not running) in the sweeper's index, due at ``due``,
+        before a slot makes the run run again (ConflictError if a newer snapshot is there)."""
+        self._call(
+            "put_item",
+            TableName=self.table_name,
+            Item={**codec.run_item(base.run, base.slots), **codec.sweeper_keys(base.run.run_id, due)},
+            ConditionExpression="applied <= :applied",
+            ExpressionAttributeValues={":applied": codec.N(base.slots)},
+        )
+        return replace(base, snapshot_slots=base.slots, snapshot_bucket=codec.due_bucket_key(due))
 
     def list_logs(self, run_id: str, after: int = -1, limit: int = 1000) -> list[dict[str, Any]]:
         if limit <= 0:

@@ -181,6 +181,34 @@ def fanout_node(draw, index: int, ids: list[str], extra: dict[str, Any]) -> dict
     return node
 
 
+#: A wait node's seconds: within SQS's delay (a delayed step message), or beyond it (the
+#: due-time index the sweeper reads).
+WAIT_SECONDS = (1, 600, 7200)
+#: A callback's timeout: a year, so that only an answer meant as a timeout times it out.
+CALLBACK_TIMEOUT_S = 365 * 86400
+
+
+@st.composite
+def waiting_node(draw, node: dict[str, Any]) -> dict[str, Any]:
+    """``node`` turned into a callback node (its tool runs first) or a wait node (no tool),
+    routed as it was; a catch rule may take CallbackRejected or CallbackTimeout."""
+    node = {k: v for k, v in node.items() if k not in ("loop_condition", "max_iterations")}
+    if draw(st.booleans()):
+        node["callback"] = {
+            "timeout_s": CALLBACK_TIMEOUT_S,
+            "result": draw(st.sampled_from([*KEYS, "answer"])),
+        }
+        errors = ["CallbackRejected", "CallbackTimeout", "*"]
+    else:
+        node = {k: v for k, v in node.items() if k not in ("fn", "params", "retry", "timeout_s")}
+        node["wait"] = {"seconds": draw(st.sampled_from(WAIT_SECONDS))}
+        errors = ["*"]
+    for rule in node.get("catch", []):
+        if draw(st.booleans()):
+            rule["on"] = [draw(st.sampled_from(errors))]
+    return node
+
+
 def prune_unreachable(graph: dict[str, Any]) -> dict[str, Any]:
     seen, stack = {graph["start"]}, [graph["start"]]
     while stack:
@@ -192,11 +220,13 @@ def prune_unreachable(graph: dict[str, Any]) -> dict[str, Any]:
 
 
 @st.composite
-def graphs(draw, max_steps: int = 40, with_fanouts: bool = False) -> dict[str, Any]:
+def graphs(draw, max_steps: int = 40, with_fanouts: bool = False, with_waits: bool = False) -> dict[str, Any]:
     """A valid graph whose runs take at most ``max_steps`` steps (map and parallel nodes
-    among its nodes ``with_fanouts``)."""
+    among its nodes ``with_fanouts``; callback and wait nodes ``with_waits``)."""
     ids = [f"n{i}" for i in range(draw(st.integers(1, MAX_NODES)))]
     fanouts = {ids[0], *draw(st.sets(st.sampled_from(ids), max_size=1))} if with_fanouts else set()
+    # the start node waits, so that every run meets a wait
+    waits = {ids[0], *draw(st.sets(st.sampled_from(ids), max_size=1))} if with_waits else set()
     extra: dict[str, Any] = {}
     graph = {
         "name": "differential",
@@ -207,6 +237,8 @@ def graphs(draw, max_steps: int = 40, with_fanouts: bool = False) -> dict[str, A
             for i, nid in enumerate(ids)
         },
     }
+    for nid in waits - fanouts:
+        graph["nodes"][nid] = draw(waiting_node(graph["nodes"][nid]))
     graph["nodes"].update(extra)
     return prune_unreachable(graph)
 

@@ -13,6 +13,7 @@ and nothing may be left running, queued or dead-lettered.
 from __future__ import annotations
 
 import dataclasses
+import zlib
 from collections import Counter
 from typing import Any
 
@@ -22,8 +23,10 @@ from hypothesis import strategies as st
 
 from engine import RunResult, compile_graph, run_graph_sync
 from engine.chain import DEFAULT_CHAIN_MAX_STEPS
-from engine.errors import StoreUnavailableError
+from engine.errors import ConflictError, StoreUnavailableError
+from engine.runner import Answer, CallbackRequest
 from engine.state import decode_state
+from engine.step import LIVE
 from flowforge.local import moto_internals
 from functions.runtime import current_app
 from functions.step import app as step_app
@@ -40,12 +43,30 @@ RATES = [0.0, 0.05, 0.15, 0.3]
 #: The step function's ChainMaxSteps: one step per message, chains cut short often, and
 #: template.yaml's default (whole runs chained in one invocation).
 CHAIN_MAX_STEPS = [1, 3, DEFAULT_CHAIN_MAX_STEPS]
-#: Sweeper rounds a run may need: each rescue can be stranded again by further faults.
+#: Sweeper rounds a run may need: each rescue can be stranded again by further faults
+#: (and each wait a run makes takes a few rounds more: its answer, its time).
 SWEEPS = 20
+ROUNDS = 400
+
+
+def answer_for(node: str, step: int) -> Answer:
+    """How the callback of ``node`` reached at ``step`` is answered: the same in the
+    reference and in the distributed run (whose steps it then also agrees on)."""
+    choice = zlib.crc32(f"{node}:{step}".encode()) % 4
+    return (
+        Answer("approved", step),
+        Answer("approved", {"by": node, "n": [step]}),
+        Answer("rejected", reason=f"not at step {step}"),
+        Answer("timed_out"),
+    )[choice]
+
+
+async def answer_in_process(request: CallbackRequest) -> Answer:
+    return answer_for(request.node, request.step)
 
 
 def reference(graph: dict[str, Any], state: dict[str, Any]) -> RunResult:
-    return run_graph_sync(compile_graph(graph), state, sleep=None)
+    return run_graph_sync(compile_graph(graph), state, sleep=None, answer=answer_in_process)
 
 
 def expected_outcome(result: RunResult) -> dict[str, Any]:
@@ -122,24 +143,80 @@ class World:
             return run_id
 
     def settle(self, run_ids: list[str]) -> int:
-        """Drain the queue; while a run is left running, let the sweeper find it (as its
-        schedule would, a minute at a time) and drain again. Returns invocations made.
+        """Deliver the queue a few batches at a time, answering waiting runs' callbacks in
+        between (at random times: other messages are still on their way); when nothing is
+        queued and a run is left running or waiting, move the clock — to the next wait's
+        due time, else by a stall window — and let the sweeper find it (as its schedule
+        would). Returns invocations made.
 
         A run is stranded when the worker that committed a step died before sending the
         next one while a duplicate of the message was acknowledged as already done (by a
         concurrent worker that lost the commit, or a second delivery that found it stale).
         """
-        invocations = self.pump.drain(max_invocations=20_000)
+        invocations = 0
         context = LambdaContext(function_name="flowforge-SweeperFunction")
-        for _ in range(SWEEPS):
-            if all(self.service.store.get_run(run_id).status != "running" for run_id in run_ids):
-                break
-            self.clock.advance(self.service.stall_after_s + 60)
+        sweeps = 0
+        for _ in range(ROUNDS):
+            for _ in range(self.plan.randint(1, 4)):
+                messages = self.pump.receive()
+                if messages:
+                    self.pump.deliver(messages)
+                    invocations += 1
+                elif not self.pump._wait_for_next():
+                    break
+            self.answer_some(run_ids)
+            if any(self.pump.counts().values()):
+                continue
+            live = [run for run in map(self.service.store.get_run, run_ids) if run.status in LIVE]
+            if not live:
+                return invocations
+            sweeps += 1
+            assert sweeps <= SWEEPS + 4 * len(run_ids) * 10, (
+                f"runs stranded: {[(r.run_id, r.status, r.step) for r in live]}"
+            )
+            self.clock.advance(self.time_to_move(live))
             self.totals["sweeper_resent"] += sweeper_app.handler(load_event("sweeper_schedule"), context)[
                 "resent"
             ]
-            invocations += self.pump.drain(max_invocations=20_000)
-        return invocations
+        live = [
+            (r.run_id, r.status, r.step) for r in map(self.service.store.get_run, run_ids) if r.status in LIVE
+        ]
+        raise AssertionError(f"runs still live after {ROUNDS} rounds: {live}")
+
+    def answer_some(self, run_ids: list[str]) -> None:
+        """Answer, or not yet, each callback a run waits for, as :func:`answer_for` says
+        (a timeout is left to the clock)."""
+        waits = self.service.waits
+        for run in map(self.service.store.get_run, run_ids):
+            if run.status != "waiting" or self.plan.rng.random() < 0.5:
+                continue
+            wait = self.service.store.get_wait(run.run_id, run.step - 1)
+            if wait is None or wait.kind != "callback" or wait.resolved:
+                continue
+            answer = answer_for(wait.node, wait.step)
+            if answer.status == "timed_out":
+                continue
+            token = waits.signer.token(run.run_id, wait.step)
+            try:
+                waits.answer(token, answer.status, output=answer.output, reason=answer.reason)
+            except ConflictError:
+                pass  # settled already (an earlier answer whose commit was cut short)
+            except StoreUnavailableError:
+                pass  # throttled: the client tries again later (its answer may be stored)
+            self.totals["callbacks_answered"] += 1
+
+    def time_to_move(self, live: list[Any]) -> float:
+        """Seconds to the next wait that ends by time (a timer, a timeout), or a stall window."""
+        step = self.service.stall_after_s + 60
+        dues = []
+        for run in live:
+            wait = self.service.store.get_wait(run.run_id, run.step - 1) if run.status == "waiting" else None
+            if wait is not None and not wait.resolved:
+                if wait.kind == "timer" or answer_for(wait.node, wait.step).status == "timed_out":
+                    dues.append(wait.due)
+                else:
+                    return 0.0  # an answer is still to come: no time needs to pass
+        return max(min([*dues, self.clock() + step]) - self.clock(), 1.0)
 
 
 @pytest.fixture
@@ -200,7 +277,10 @@ def assert_matches_runner_under_faults(world, graph, initial, seed, rate, chain)
     assert sorted(world.faults.commits.values()) == [1] * steps, f"faults: {dict(plan.injected)}"
     assert world.pump.counts() == {"Messages": 0, "MessagesNotVisible": 0, "MessagesDelayed": 0}
     assert world.dead_letters() == 0
-    world.totals.update(runs=len(run_ids), steps=steps, invocations=invocations, chained_cases=chain > 1)
+    waits = sum(1 for outcome in expected for e in outcome["logs"] if e.get("status") == "waiting")
+    world.totals.update(
+        runs=len(run_ids), steps=steps, invocations=invocations, chained_cases=chain > 1, waits=waits
+    )
     world.faults_by_kind.update(plan.injected)
 
 
@@ -223,4 +303,24 @@ def test_map_and_parallel_nodes_under_faults_match_the_in_process_runner(
     # (graphs with map and parallel nodes, items and branches that fail and retry; faults
     # include crashes between an execution's claim and its entry)
     world.totals.update(cases=1, fanout_cases=1)
+    assert_matches_runner_under_faults(world, graph, initial, seed, rate, chain)
+
+
+@settings(
+    max_examples=figures.scaled(30, 300),
+    deadline=None,
+    derandomize=not figures.LONG,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    graph=graphs(max_steps=figures.scaled(16, 40), with_waits=True),
+    initial=st.lists(states, min_size=1, max_size=2),
+    seed=st.integers(0, 2**32 - 1),
+    rate=st.sampled_from(RATES),
+    chain=st.sampled_from(CHAIN_MAX_STEPS),
+)
+def test_runs_that_wait_under_faults_match_the_in_process_runner(world, graph, initial, seed, rate, chain):
+    # (graphs with callback and wait nodes: callbacks approved, rejected or timed out, each
+    # answered at a random time between deliveries; timers short and long)
+    world.totals.update(cases=1, waiting_cases=1)
     assert_matches_runner_under_faults(world, graph, initial, seed, rate, chain)

@@ -161,8 +161,18 @@ def http_operations(cfn: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]
     return {(method, path): op for path, item in body["paths"].items() for method, op in item.items()}
 
 
+#: Routes whose credential is the callback token in their path, unless CallbackAuth=IAM.
+CALLBACK_ROUTES = [("post", "/callbacks/{token}"), ("post", "/callbacks/{token}/heartbeat")]
+
+
 @pytest.mark.parametrize(
-    "parameters", [{}, {"AuthMode": "IAM"}, {"AuthMode": "IAM", "TracingMode": "Active"}]
+    "parameters",
+    [
+        {},
+        {"AuthMode": "IAM"},
+        {"AuthMode": "IAM", "TracingMode": "Active"},
+        {"AuthMode": "IAM", "CallbackAuth": "IAM"},
+    ],
 )
 def test_with_iam_auth_every_route_and_connect_require_sigv4(parameters):
     cfn = translate(**parameters)
@@ -175,7 +185,8 @@ def test_with_iam_auth_every_route_and_connect_require_sigv4(parameters):
 
     assert ("x-amazon-apigateway-any-method", "/{proxy+}") in operations
     unauthenticated = [route for route, op in operations.items() if op.get("security") != [{"AWS_IAM": []}]]
-    assert unauthenticated == []
+    # the callback routes only, unless CallbackAuth=IAM: their token is the credential
+    assert sorted(unauthenticated) == ([] if parameters.get("CallbackAuth") == "IAM" else CALLBACK_ROUTES)
     assert ws_routes["$connect"]["AuthorizationType"] == "AWS_IAM"
     # API Gateway authorizes a WebSocket once, at $connect; no authorizer can be bypassed
     assert resources_of_type(cfn, "AWS::ApiGatewayV2::Authorizer") == {}
@@ -367,6 +378,37 @@ def test_every_call_a_function_makes_is_allowed_by_its_role(service, stack, aws,
     pump.drain()
     calls.acting = None
     assert api("GET", f"/graph/state/{failing_run}").json["redrive_count"] == 1
+    # ... a run that waits for a callback, answered; one that waits two days, woken
+    waits = {
+        "start": "review",
+        "nodes": {
+            "review": {"fn": "rel_noop", "callback": {"timeout_s": 3600, "result": "r"}, "next": "pause"},
+            "pause": {"wait": {"seconds": 172800}},
+        },
+    }
+    waits_graph = api("POST", "/graph/create", json_body=waits).json["graph_id"]
+    body = {"graph_id": waits_graph, "state": {}, "background": True}
+    waiting_run = api("POST", "/graph/run", json_body=body).json["run_id"]
+    calls.acting = "StepFunction"
+    pump.drain()
+    calls.acting = None
+    token = service.waits.signer.token(waiting_run, 0)
+    assert api("POST", f"/callbacks/{token}", json_body={"status": "approved", "output": 1}).status == 200
+    calls.acting = "StepFunction"
+    pump.drain()
+    calls.acting = None
+    assert api("GET", f"/graph/state/{waiting_run}").json["waiting"]["node"] == "pause"
+    clock.advance(172800)
+    calls.run(
+        "SweeperFunction",
+        sweeper_app.handler,
+        load_event("sweeper_schedule"),
+        LambdaContext(function_name="flowforge-SweeperFunction"),
+    )
+    calls.acting = "StepFunction"
+    pump.drain()
+    calls.acting = None
+    assert api("GET", f"/graph/state/{waiting_run}").json["status"] == "completed"
     # ... and the sweeper finds a run whose snapshot lags its end, and mends it
     lagging = aws.client("dynamodb").get_item(TableName=stack["table"], Key=codec.run_key(runs[2]))["Item"]
     lagging.update(
