@@ -10,6 +10,7 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from engine.cost import EMPTY, Usage
 from engine.records import record
 from engine.step import Cursor
 
@@ -48,6 +49,8 @@ class RunRecord:
     """The principal that started it when runs are isolated by principal (None: the account's)."""
     redrive_count: int = 0
     """How many times the run was redriven after failing (``POST /graph/run/{id}/redrive``)."""
+    cost: Usage = EMPTY
+    """What the run's committed steps used, in billed units (see engine/cost.py)."""
 
 
 @record
@@ -70,6 +73,8 @@ class StepCommit:
     finished_at: str | None = field(default=None)
     redrive_count: int | None = None
     """Set by a redrive (a failed run resumed): the run's redrive count after it."""
+    cost: Usage | None = None
+    """The run's usage after this step, its own included (None: unchanged, as a redrive)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,8 +173,11 @@ class RunStore(Protocol):
         wrote or read of the run, if that was the run running at ``step`` — a commit made
         on a stale answer conflicts, so at worst the tool runs once for nothing."""
 
-    def commit_step(self, commit: StepCommit) -> None:
-        """Apply ``commit`` atomically; ConflictError if the run is not running at its step."""
+    def commit_step(self, commit: StepCommit) -> StepCommit:
+        """Apply ``commit`` atomically; ConflictError if the run is not running at its step.
+
+        Returns the commit as stored: a store that counts what storing costs adds it to
+        ``commit.cost`` (the run's usage), in the same write."""
 
     def list_logs(self, run_id: str, after: int = -1, limit: int = 1000) -> list[dict[str, Any]]:
         """Log entries with ``seq > after``, in order."""

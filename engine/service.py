@@ -16,7 +16,8 @@ from collections.abc import Callable
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from engine.chain import ChainBudget, run_chain
+from engine.chain import ChainBudget, StopReason, run_chain
+from engine.cost import EMPTY, InvocationMeter, Usage, step_usage
 from engine.errors import (
     ConflictError,
     FlowForgeError,
@@ -361,9 +362,12 @@ class RunService:
         outcome: StepResult,
         state: dict[str, Any],
         on_commit: Callable[[StepCommit], Any] | None = None,
+        *,
+        meter: InvocationMeter | None = None,
+        spent: Usage = EMPTY,
     ) -> Disposition:
         """Commit ``outcome`` as the run's transition ``step`` and send the next step."""
-        committed = self.commit(run, step, outcome, state, on_commit)
+        committed = self.commit(run, step, outcome, state, on_commit, meter=meter, spent=spent)
         if committed is None:
             return Disposition.CONFLICT
         outcome = committed[0]
@@ -378,39 +382,62 @@ class RunService:
         outcome: StepResult,
         state: dict[str, Any],
         on_commit: Callable[[StepCommit], Any] | None,
-    ) -> tuple[StepResult, StepCommit] | None:
+        *,
+        meter: InvocationMeter | None = None,
+        stop: Callable[[StepResult], StopReason | None] | None = None,
+        spent: Usage = EMPTY,
+    ) -> tuple[StepResult, StepCommit, StopReason | None] | None:
         """Commit ``outcome`` as the run's transition ``step`` (None: it lost the
         condition, another delivery or a cancel took the step): the outcome as committed
-        (within the limits) and its commit."""
+        (within the limits), its commit, and why the chain stops after it.
+
+        ``stop`` (a chain's) says whether the run's next step runs at once in this
+        invocation, asked before the write: where it does not, a step message follows
+        the commit, and the commit counts it (None: the chain stops here). The commit
+        carries the run's usage with this step's (``meter``'s share and time, what
+        ``spent`` adds, the message that follows, Bedrock tokens) and what the store adds.
+        """
         outcome, update = enforce_limits(outcome, StateSize(run.state, self.max_state_bytes), state)
-        commit = self._commit_of(run, step, outcome, update)
+        if meter is not None:
+            spent = spent + meter.take()
+        reason, commit = self._commit_of(run, step, outcome, update, stop, spent)
         try:
             try:
-                self.store.commit_step(commit)
+                commit = self.store.commit_step(commit)
             except StateTooLargeError as exc:
                 # The store cannot hold this step's record: fail the run with a small one.
                 outcome = refuse_update(outcome, exc, state)
-                commit = self._commit_of(run, step, outcome, {})
-                self.store.commit_step(commit)
+                reason, commit = self._commit_of(run, step, outcome, {}, stop, spent)
+                commit = self.store.commit_step(commit)
         except FlowForgeError as exc:
             if exc.code == "conflict":
                 return None
             raise
         if on_commit is not None:
             on_commit(commit)
-        return outcome, commit
+        return outcome, commit, reason
 
     def _commit_of(
-        self, run: RunRecord, step: int, outcome: StepResult, update: dict[str, str]
-    ) -> StepCommit:
-        """The commit of ``outcome``: run@step → run@step+1, with log entry ``step``.
+        self,
+        run: RunRecord,
+        step: int,
+        outcome: StepResult,
+        update: dict[str, str],
+        stop: Callable[[StepResult], StopReason | None] | None,
+        spent: Usage,
+    ) -> tuple[StopReason | None, StepCommit]:
+        """The commit of ``outcome``: run@step → run@step+1, with log entry ``step``, and
+        why the chain stops after it.
 
         Every commit pushes the run's expiry forward, so a run that is still moving is
         never deleted by the table's TTL (its slots and snapshots carry it).
         """
         outcome.log["run_id"] = run.run_id  # the entry as stored and served: built once, not copied
+        reason = stop(outcome) if stop is not None else StopReason.ENDED
+        sends = 1 if reason is not None and outcome.next is not None else 0
+        cost = run.cost + spent + step_usage(outcome.log, sends=sends)
         done_at = self.clock()
-        return step_commit(run, step, outcome, update, done_at, self._expiry(done_at))
+        return reason, step_commit(run, step, outcome, update, done_at, self._expiry(done_at), cost)
 
     def _fail_unrunnable(self, run: RunRecord, exc: FlowForgeError) -> Disposition:
         error = {
