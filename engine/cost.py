@@ -203,7 +203,7 @@ def dollars(usage: Mapping[str, int], prices: PriceTable = LIST_PRICES) -> dict[
         "s3": s3_put * prices.s3_put_request
         + s3_get * prices.s3_get_request
         + s3_bytes / 1024**3 * prices.s3_gb_month,
-        "bedrock": sum(model["usd"] for model in _models(usage, prices).values()),
+        "bedrock": sum((model["usd"] for model in _models(usage, prices).values()), 0.0),
     }
 
 

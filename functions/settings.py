@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from engine.chain import DEFAULT_CHAIN_MAX_SECONDS, DEFAULT_CHAIN_MAX_STEPS
+from engine.prices import LIST_PRICES, InvalidPriceOverrides, PriceTable, parse_overrides
 from engine.state import DEFAULT_MAX_STATE_BYTES
 
 
@@ -46,6 +47,9 @@ class Settings:
     isolation: str = "account"
     """Who sees a graph or run (FLOWFORGE_ISOLATION): ``account``, every caller the API lets in;
     ``principal``, only the IAM principal that created it."""
+    prices: PriceTable = LIST_PRICES
+    """What a run's cost estimate is priced with: us-east-1 list prices, with the
+    FLOWFORGE_PRICE_OVERRIDES JSON (the PriceOverrides parameter) applied."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -72,6 +76,7 @@ class Settings:
             chain_max_steps=_number(env, "FLOWFORGE_CHAIN_MAX_STEPS", int, DEFAULT_CHAIN_MAX_STEPS),
             chain_max_seconds=_number(env, "FLOWFORGE_CHAIN_MAX_SECONDS", float, DEFAULT_CHAIN_MAX_SECONDS),
             isolation=_choice(env, "FLOWFORGE_ISOLATION", ISOLATION_MODES),
+            prices=_prices(env.get("FLOWFORGE_PRICE_OVERRIDES")),
         )
 
     def require_ws_endpoint(self) -> str:
@@ -81,6 +86,14 @@ class Settings:
 
 
 ISOLATION_MODES = ("account", "principal")
+
+
+def _prices(overrides: str | None) -> PriceTable:
+    """The price table with ``overrides`` applied: a bad one fails the cold start, named."""
+    try:
+        return parse_overrides(overrides)
+    except InvalidPriceOverrides as exc:
+        raise SettingsError(f"FLOWFORGE_PRICE_OVERRIDES: {exc.message}") from None
 
 
 def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:

@@ -12,8 +12,10 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, GetCoreSchemaHandler, model_serializer
 from pydantic_core import CoreSchema
 
+from engine.cost import price
 from engine.logpages import MAX_LOG_PAGE_BYTES, LogPage
 from engine.ports import GraphRecord, RunRecord
+from engine.prices import LIST_PRICES, PriceTable
 from engine.state import decode_state
 from engine.step import TERMINAL
 
@@ -191,6 +193,13 @@ class RunView(_Response):
     progress: FanOutProgress | None = Field(
         None, description="While the run is at a map or parallel node: how far its items are."
     )
+    cost: dict[str, Any] | None = Field(
+        None,
+        description="An estimate of what the run's committed steps cost on AWS so far: "
+        '{"usd", "estimate": true, "breakdown": {lambda, sqs, dynamodb, s3, bedrock}, "prices"}, '
+        "each line with what was counted and its USD, priced with the stack's price table "
+        "(us-east-1 list prices unless PriceOverrides says otherwise). See the README's Cost per run.",
+    )
     logs: list[LogEntry] | None = Field(
         None,
         description="One page of log entries with seq > after, in order: at most limit entries "
@@ -213,8 +222,14 @@ class RunView(_Response):
         return data
 
     @classmethod
-    def of(cls, run: RunRecord, logs: LogPage | None, progress: dict[str, Any] | None = None) -> RunView:
-        return cls.model_validate(run_view(run, logs, progress))
+    def of(
+        cls,
+        run: RunRecord,
+        logs: LogPage | None,
+        progress: dict[str, Any] | None = None,
+        prices: PriceTable = LIST_PRICES,
+    ) -> RunView:
+        return cls.model_validate(run_view(run, logs, progress, prices))
 
 
 class SelectedRunFields(_Response):
@@ -232,6 +247,7 @@ class SelectedRunFields(_Response):
     finished_at: str | None = None
     error: dict[str, Any] | None = None
     redrive_count: int | None = None
+    cost: dict[str, Any] | None = None
     logs: list[LogEntry] | None = None
     logs_next: int | None = None
 
@@ -308,9 +324,15 @@ class ErrorResponse(_Model):
     error: ErrorInfo
 
 
-def run_view(run: RunRecord, logs: LogPage | None, progress: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The public shape of a run (``GET /graph/state/{run_id}``), with a page of its log
-    and, at a map or parallel node, its progress (:meth:`engine.service.RunService.progress`)."""
+def run_view(
+    run: RunRecord,
+    logs: LogPage | None,
+    progress: dict[str, Any] | None = None,
+    prices: PriceTable = LIST_PRICES,
+) -> dict[str, Any]:
+    """The public shape of a run (``GET /graph/state/{run_id}``), with a page of its log,
+    at a map or parallel node its progress (:meth:`engine.service.RunService.progress`),
+    and its cost estimate priced with ``prices``."""
     view: dict[str, Any] = {
         "run_id": run.run_id,
         "graph_id": run.graph_id,
@@ -325,6 +347,7 @@ def run_view(run: RunRecord, logs: LogPage | None, progress: dict[str, Any] | No
         "error": run.error,
         "redrive_count": run.redrive_count,
         "progress": progress,
+        "cost": price(run.cost, prices),
     }
     if logs is not None:
         view["logs"] = logs.entries

@@ -243,7 +243,7 @@ def _answer(
     if selection is not None:
         logs = logs and selection.wants_logs
     page = service.log_page(run.run_id, after, limit) if logs else None
-    view = RunView.of(run, page, service.progress(run))
+    view = RunView.of(run, page, service.progress(run), current_app().settings.prices)
     data = view.model_dump(mode="json")
     return data if selection is None else selection.apply(data)
 
@@ -257,7 +257,7 @@ def _answer(
 def cancel_run(run_id: RunId) -> RunView:
     run = current_app().service.cancel(run_id, _owner())
     logger.info("run cancelled", extra={"run_id": run_id})
-    return RunView.of(run, None)
+    return RunView.of(run, None, prices=current_app().settings.prices)
 
 
 @router.post(
@@ -278,7 +278,7 @@ def redrive_run(
     run = service.redrive(run_id, patch, _owner())
     logger.info("run redriven", extra={"run_id": run_id, "redrive_count": run.redrive_count})
     metrics.add_metric(name="runs_redriven", unit=MetricUnit.Count, value=1)
-    return RunView.of(run, None, service.progress(run))
+    return RunView.of(run, None, service.progress(run), current_app().settings.prices)
 
 
 @router.get("/tools", summary="Registered tools and conditions", tags=["tools"])

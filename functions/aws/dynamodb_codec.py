@@ -351,6 +351,8 @@ def finish_item(run: RunRecord, step: int, *, status: str, error: dict[str, Any]
     }
     if run.expires_at is not None:
         item["expires_at"] = N(run.expires_at)
+    if run.cost:  # unchanged: the done message reads it from the slot that ends the run
+        item[COST] = S(run.cost.encode())
     return item
 
 
