@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engine.chain import StopReason, chain_stop
+from engine.cost import EMPTY, Usage, bedrock_usage
 from engine.fanout_runner import run_fanout
 from engine.graph import CompiledGraph
 from engine.ports import RunRecord
@@ -39,6 +40,9 @@ class RunResult:
     state: dict[str, Any]
     logs: list[dict[str, Any]] = field(default_factory=list)
     error: dict[str, Any] | None = None
+    cost: Usage = EMPTY
+    """The Bedrock tokens its ``llm`` calls used, noted in their log entries (in process
+    nothing else is billed); :func:`engine.cost.price` prices it."""
 
     @property
     def done(self) -> bool:
@@ -91,6 +95,8 @@ async def run_graph(
 
     def emit(log: dict[str, Any]) -> None:
         result.logs.append(log)
+        if "notes" in log:
+            result.cost = result.cost + bedrock_usage(log)
         if on_log is not None:
             on_log(log)
 

@@ -188,7 +188,7 @@ class DynamoRunStore(DynamoFanOuts, AwsAdapter):
         if step is None:
             known = self._read_run(run_id)
         else:  # a step's read: counted in its commit's cost
-            known = self._known_at(run_id, step) or self._read_run(run_id, charge=True)
+            known = self._known_at(run_id, step) or self._read_run(run_id, charge=step)
         return replace(known.run, state=dict(known.run.state)) if known else None
 
     def forget(self) -> None:
@@ -386,12 +386,13 @@ class DynamoRunStore(DynamoFanOuts, AwsAdapter):
         return folded.run if folded else None
 
     # -- the fold ---------------------------------------------------------------------------
-    def _read_run(self, run_id: str, *, charge: bool = False) -> _Folded | None:
+    def _read_run(self, run_id: str, *, charge: int | None = None) -> _Folded | None:
         """The run now: its snapshot with the slots after it folded in (None if unknown).
 
         Reads backwards from the run item, one page of about a snapshot's worth of slots,
-        more only when a snapshot write was lost. With ``charge`` (a read for a step) its
-        read units are kept for the step's commit to count.
+        more only when a snapshot write was lost. With ``charge`` (a read for step
+        ``charge``) its read units are kept for that step's commit to count, if the run is
+        at that step: a stale duplicate's read commits nothing, and is not counted.
         """
         known = self._cache.get(run_id)
         params: dict[str, Any] = {
@@ -442,7 +443,6 @@ class DynamoRunStore(DynamoFanOuts, AwsAdapter):
             snapshot.get("gsi1sk", {}).get("S"),
             codec.billed_bytes(snapshot),
             codec.index_entry(snapshot),
-            read if charge else 0,
         )
         for slot in reversed(slots):
             step = codec.step_of(slot)
@@ -451,6 +451,8 @@ class DynamoRunStore(DynamoFanOuts, AwsAdapter):
             if step != folded.slots and not (step > folded.slots and is_execution(slot)):
                 raise StoreUnavailableError(f"run {run_id!r}: slot {folded.slots} missing before slot {step}")
             folded = folded.then(slot)
+        if charge is not None and charge == folded.slots:
+            folded = replace(folded, unpaid_reads=read)
         self._remember(folded)
         return folded
 
@@ -459,7 +461,7 @@ class DynamoRunStore(DynamoFanOuts, AwsAdapter):
 
         That it was is enough: slot ``step`` is still empty only if it still is.
         """
-        known = self._known_at(run_id, step) or self._read_run(run_id, charge=True)
+        known = self._known_at(run_id, step) or self._read_run(run_id, charge=step)
         if known is None or known.run.status != "running" or known.run.step != step:
             raise ConflictError(f"run {run_id!r} is not running at step {step}")
         return known
