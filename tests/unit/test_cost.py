@@ -161,7 +161,7 @@ def test_a_bad_override_fails_the_functions_start_not_a_request():
     # GIVEN the PriceOverrides parameter as the functions get it
     env = {"FLOWFORGE_TABLE": "t", "FLOWFORGE_PRICE_OVERRIDES": '{"dynamodb_write_unit": "cheap"}'}
     # WHEN the settings are read (a cold start), THEN it fails naming the variable and the price
-    with pytest.raises(SettingsError, match="FLOWFORGE_PRICE_OVERRIDES: .*dynamodb_write_unit"):
+    with pytest.raises(SettingsError, match=r"FLOWFORGE_PRICE_OVERRIDES: .*dynamodb_write_unit"):
         Settings.from_env(env)
     # AND a good one is read into the settings
     good = Settings.from_env({**env, "FLOWFORGE_PRICE_OVERRIDES": '{"dynamodb_write_unit": 1.25e-6}'})
