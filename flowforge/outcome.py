@@ -94,7 +94,9 @@ def cost_line(cost: dict[str, Any]) -> str:
     (``GET /graph/state``'s ``cost``, or a done message's), its non-zero services."""
     lines = cost.get("breakdown") or {}
     parts = [
-        f"{name} {dollars(lines[key]['usd'])}" for key, name in SERVICES.items() if lines.get(key, {}).get("usd")
+        f"{name} {dollars(lines[key]['usd'])}"
+        for key, name in SERVICES.items()
+        if lines.get(key, {}).get("usd")
     ]
     detail = f" ({', '.join(parts)})" if parts else ""
     return f"cost ≈ {dollars(cost.get('usd') or 0)}, an estimate{detail}"

@@ -78,7 +78,9 @@ def test_each_message_of_a_batch_carries_its_share_once_and_time_since_its_last_
 
 
 def test_a_step_counts_the_message_that_follows_it_and_its_bedrock_tokens():
-    log = {"notes": {"model_id": HAIKU, "usage": {"inputTokens": 800, "outputTokens": 100, "totalTokens": 900}}}
+    log = {
+        "notes": {"model_id": HAIKU, "usage": {"inputTokens": 800, "outputTokens": 100, "totalTokens": 900}}
+    }
     assert step_usage(log, sends=1) == {"sq": MICRO, f"b:{HAIKU}:i": 800, f"b:{HAIKU}:o": 100}
     assert step_usage({}, sends=0) == EMPTY
     # A note that is not a model call's usage counts nothing
