@@ -220,10 +220,11 @@ def test_large_map_results_are_offloaded_and_joined_whole():
     assert len(blob_store.objects) == 2
     local = run_graph_sync(compile_graph(graph), {"sizes": [10, 200_000]}, run_id=run_id)
     assert local.state["out"] == ["z" * 10, "z" * 200_000]
-    strip = lambda logs: [
-        {k: v for k, v in e.items() if k not in ("started_at", "duration_ms", "run_id")} for e in logs
-    ]  # noqa: E731
-    assert strip(local.logs) == strip(entries)
+    assert _without_times(local.logs) == _without_times(entries)
+
+
+def _without_times(logs):
+    return [{k: v for k, v in e.items() if k not in ("started_at", "duration_ms", "run_id")} for e in logs]
 
 
 def test_a_state_view_reads_each_value_once_and_merges_without_reading():
