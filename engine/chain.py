@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from engine.state import LiveState
 from engine.step import run_step
 from engine.transitions import apply_commit
 
@@ -137,7 +136,7 @@ async def run_chain(
     that moved the run meanwhile makes it conflict, and the chain stops there (whoever
     moved the run sends what follows).
     """
-    live = LiveState(run.state)
+    live = service.live_state(run)
     committed_any = False
     while True:
         cursor = run.cursor

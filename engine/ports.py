@@ -137,6 +137,22 @@ class ExecutionRecord:
     value: Any
     error: dict[str, Any] | None
     entry: dict[str, Any]
+    blob: str | None = None
+    """The stored text of a reference (``engine.blobs``) when the value was offloaded:
+    ``value`` is then None."""
+
+
+class BlobStore(Protocol):
+    """Objects by key: the state values too large to keep in the run (``engine.blobs``).
+
+    Keys are content-addressed (``runs/{run_id}/{sha256}``): a put of a key that exists
+    writes the same bytes again, so puts need no condition.
+    """
+
+    def put_blob(self, key: str, data: bytes) -> None: ...
+
+    def get_blob(self, key: str) -> bytes | None:
+        """The object's bytes, or None if there is none."""
 
 
 class RunStore(Protocol):

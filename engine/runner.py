@@ -13,9 +13,12 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
+from engine.blobs import DEFAULT_MAX_TOTAL_STATE_BYTES, Blobs, MemoryBlobStore
 from engine.chain import StopReason, chain_stop
+from engine.fanout import MAX_RESULT_BYTES
 from engine.fanout_runner import run_fanout
 from engine.graph import CompiledGraph
 from engine.ports import RunRecord
@@ -65,20 +68,35 @@ async def run_graph(
     now: Callable[[], float] = time.time,
     rng: random.Random | None = None,
     clients: Callable[[str], Any] | None = None,
+    blobs: Blobs | None = None,
+    offload: bool = True,
+    max_total_state_bytes: int = DEFAULT_MAX_TOTAL_STATE_BYTES,
 ) -> RunResult:
     """Run ``graph`` from its start node on ``state`` until it completes or fails.
 
     ``sleep=None`` skips retry delays (tests). ``on_log`` sees each log entry as it is
-    made. ``clients`` (AWS clients by service name) reaches tools as ``ctx.clients``. Raises :class:`~engine.errors.StateTooLargeError` or
+    made. ``clients`` (AWS clients by service name) reaches tools as ``ctx.clients``.
+    Values over the offload threshold are kept in ``blobs`` (default: in memory, 32 KiB)
+    as the step function keeps them in S3 (see engine/blobs.py): ``max_state_bytes``
+    caps the state with references in their place, ``max_total_state_bytes`` with the
+    values; ``offload=False`` keeps every value in the state. Raises
+    :class:`~engine.errors.StateTooLargeError` or
     :class:`~engine.errors.InvalidStateError` when the initial state is unusable.
     """
     run_id = run_id or uuid.uuid4().hex
+    if not offload:
+        blobs = None
+    elif blobs is None:
+        blobs = Blobs(MemoryBlobStore())
+    offload_update = None if blobs is None else partial(blobs.offload, run_id)
     # The state is kept as the store keeps it, one JSON text per key, and each step gets
     # it freshly decoded (LiveState): a value a tool changes in place without returning it
     # is not an update, here as in the step Lambda.
     stored = encode_state(dict(state or {}))
-    size = StateSize(stored, max_state_bytes)
-    live = LiveState(stored)
+    if offload_update is not None:
+        stored = offload_update(stored)
+    size = StateSize(stored, max_state_bytes, max_total_state_bytes if blobs is not None else None)
+    live = LiveState(stored, None if blobs is None else blobs.loader(run_id))
     sleep = sleep or _no_sleep
     # The run as a store would hold it: each step is committed to it by the transition
     # every store applies (apply_commit), and the chain's predicate says when to pause.
@@ -111,17 +129,19 @@ async def run_graph(
                 now=now,
                 rng=rng,
                 clients=clients,
+                offload_text=None if blobs is None else partial(blobs.offload_text, run_id),
+                max_result_bytes=MAX_RESULT_BYTES if blobs is None else max_total_state_bytes,
             )
         else:
             outcome = await run_step(graph, cursor, before, run_id=run_id, now=now, rng=rng, clients=clients)
-        outcome, update = enforce_limits(outcome, size, before)
+        outcome, update = enforce_limits(outcome, size, before, offload_update)
         commit = step_commit(run, outcome.log["seq"], outcome, update, now(), None)
         run = apply_commit(run, commit)
         live.apply(outcome.update, update)
         emit(outcome.log)
         reason = chain_stop(outcome, graph, None, 0.0)
         if reason is StopReason.ENDED:
-            result.status, result.error, result.state = run.status, outcome.error, live.values
+            result.status, result.error, result.state = run.status, outcome.error, live.resolved()
             return result
         if reason is StopReason.DELAYED:
             await sleep(outcome.delay_s)
