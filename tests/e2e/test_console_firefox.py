@@ -11,7 +11,7 @@ import uuid
 import pytest
 
 from tests.e2e.firefox import Firefox
-from tests.e2e.test_console import SUMMARIZATION, create, gated, start
+from tests.e2e.test_console import EXPLODING, SUMMARIZATION, create, gated, start
 
 pytestmark = pytest.mark.e2e
 
@@ -94,12 +94,7 @@ def test_run_page_follows_a_run_to_completed_live_in_firefox(stack, page, tmp_pa
 
 
 def test_failed_run_shows_its_error_in_firefox(stack, page):
-    graph = {
-        "name": "exploding",
-        "start": "boom",
-        "nodes": {"boom": {"fn": "e2e_explode", "params": {"message": "the fuse was lit"}}},
-    }
-    run = start(stack, create(stack, graph), {})
+    run = start(stack, create(stack, EXPLODING), {})
     assert run["status"] == "failed"
 
     page.goto(f"{stack.url}/console/runs/{run['run_id']}")
