@@ -53,18 +53,22 @@ fmt: $(STAMP)  ## format the code
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-test: $(STAMP) $(CHECKOV_STAMP) chromium  ## ruff + mypy + checkov + the whole test suite (the console's tests run in headless Chromium)
+test: $(STAMP) $(CHECKOV_STAMP) chromium firefox  ## ruff + mypy + checkov + the whole test suite (the console's tests run in headless Chromium and Firefox)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(MAKE) --no-print-directory checkov
 	$(BIN)/python -m pytest -q -n 2
 
-# The console's browser tests drive the system's Chromium (Debian's package) with
-# Playwright: installed here when missing, never downloaded by Playwright.
+# The console's browser tests drive the system's Chromium with Playwright and the
+# system's Firefox ESR over WebDriver BiDi (tests/e2e/firefox.py): Debian's packages,
+# installed here when missing, never a browser download.
 CHROMIUM ?= /usr/bin/chromium
-.PHONY: chromium screenshots
+FIREFOX ?= /usr/bin/firefox-esr
+.PHONY: chromium firefox screenshots
 chromium:
 	@test -x $(CHROMIUM) || { apt-get update && apt-get install -y chromium; }
+firefox:
+	@test -x $(FIREFOX) || { apt-get update && apt-get install -y firefox-esr; }
 
 screenshots: $(STAMP) chromium  ## the console's screenshots in docs/ (README), from a fresh local stack
 	FLOWFORGE_CHROMIUM=$(CHROMIUM) $(BIN)/python -m tests.e2e.screenshots docs

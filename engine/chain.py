@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from engine.state import LiveState
+from engine.cost import InvocationMeter
 from engine.step import run_step
 from engine.transitions import apply_commit
 
@@ -80,6 +80,8 @@ class ChainBudget:
     share_ends: float = 0.0
     #: Why the last chain stopped (None: none of its steps committed).
     stop: StopReason | None = None
+    #: What the invocation spends, for the commits' cost (None: not counted).
+    meter: InvocationMeter | None = None
 
     def begin_message(self, now: float) -> None:
         """A message of the batch starts: it takes its share of the steps and seconds left."""
@@ -134,13 +136,15 @@ async def run_chain(
     """Execute the run's step, then the next ones while :func:`chain_stop` allows, and
     send the step message of where the chain stopped. Whether the first step committed.
 
-    Each next step runs from the run this call committed (the transition every store
+    Whether the chain goes on is asked before each commit (:func:`chain_stop`), so the
+    commit can count the step message that follows it. Each next step runs from the run
+    this call committed (the transition every store
     applies, :func:`engine.transitions.apply_commit`) and the state it keeps decoded:
     nothing is read. Its commit is conditional like any: a cancel or another delivery
     that moved the run meanwhile makes it conflict, and the chain stops there (whoever
     moved the run sends what follows).
     """
-    live = LiveState(run.state)
+    live = service.live_state(run)
     committed_any = False
     waits = service.waits
     while True:
@@ -171,15 +175,22 @@ async def run_chain(
             if outcome.until is not None and node.wait is not None:
                 waits.open_timer(run, node, outcome.until)
         budget.steps += 1
-        committed = service.commit(run, run.step, outcome, state, on_commit)
+        committed = service.commit(
+            run,
+            run.step,
+            outcome,
+            state,
+            on_commit,
+            meter=budget.meter,
+            stop=lambda outcome: chain_stop(outcome, graph, budget, service.clock()),
+        )
         if committed is None:
             budget.stop = StopReason.CONFLICT
             return committed_any
-        outcome, commit = committed
+        outcome, commit, reason = committed
         committed_any = True
         if wait is not None:
             waits.close(wait)
-        reason = chain_stop(outcome, graph, budget, service.clock())
         if reason is StopReason.WAITING and commit.status == "waiting":
             # An answer may have come while the tool ran: look once before parking.
             run = apply_commit(run, commit)

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import operator
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
+from engine.blobs import StateView
 from engine.errors import Problem
 from engine.registry import Registry
 
-Predicate = Callable[[dict[str, Any]], bool]
+Predicate = Callable[[Mapping[str, Any]], bool]
 OPERATORS = ("eq", "ne", "lt", "lte", "gt", "gte", "in", "contains", "exists", "truthy")
 COMBINATORS = ("all", "any", "not")
 MAX_DEPTH = 16
@@ -31,7 +32,7 @@ def resolve(state: Any, path: tuple[str, ...]) -> Any:
     """Follow ``path`` through dicts (by key) and lists (by index); ``_MISSING`` if absent."""
     value = state
     for part in path:
-        if isinstance(value, dict):
+        if isinstance(value, dict) or type(value) is StateView:  # a state with offloaded values
             value = value.get(part, _MISSING)
         elif isinstance(value, list) and _INDEX.fullmatch(part):
             index = int(part)
@@ -150,7 +151,7 @@ def compile_condition(cond: Any, registry: Registry) -> Predicate:
         return lambda state: (resolve(state, path) is not _MISSING) is expected
     if op == "truthy":
 
-        def truthy(state: dict[str, Any]) -> bool:
+        def truthy(state: Mapping[str, Any]) -> bool:
             value = resolve(state, path)
             return (value is not _MISSING and bool(value)) is expected
 
@@ -158,7 +159,7 @@ def compile_condition(cond: Any, registry: Registry) -> Predicate:
 
     compare = _COMPARISONS.get(op) or _unchecked(op)  # chosen once, not per evaluation
 
-    def predicate(state: dict[str, Any]) -> bool:
+    def predicate(state: Mapping[str, Any]) -> bool:
         value = resolve(state, path)
         if value is _MISSING:
             return False

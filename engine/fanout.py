@@ -16,10 +16,10 @@ import json
 import random
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from types import MappingProxyType
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
+from engine.blobs import merge_state, parse_ref
 from engine.conditions import _MISSING, resolve
 from engine.errors import FlowForgeError, StateTooLargeError
 from engine.graph import MAX_MAP_ITEMS
@@ -40,10 +40,13 @@ from engine.step import (
     _route,
     _type_names,
     iso_time,
+    read_only,
 )
 
 if TYPE_CHECKING:
     from engine.graph import CompiledFanOut, CompiledGraph, CompiledNode
+
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
 
 #: An item's (or branch's) result, in UTF-8 bytes of JSON. Its execution's record holds
 #: it with a log entry (at most ~50 KB: a result over 32 KiB is logged as a marker) in one
@@ -145,10 +148,13 @@ async def run_execution(
     now: Callable[[], float] = time.time,
     rng: random.Random | None = None,
     clients: Callable[[str], Any] | None = None,
+    max_result_bytes: int = MAX_RESULT_BYTES,
 ) -> Execution:
     """Run attempt ``attempt`` of item (or branch) ``index`` against the state as it was
     when the fan-out started. Never raises for a tool's failure. ``clients`` reaches the
-    tool as ``ctx.clients``; what it notes goes into the execution's log entry."""
+    tool as ``ctx.clients``; what it notes goes into the execution's log entry. A result
+    over ``max_result_bytes`` of JSON fails the execution (:data:`MAX_RESULT_BYTES` when
+    its record holds it; the state's total cap when large results are offloaded)."""
     fanout = fanout_of(node)
     policy = policy_node(graph, node, index)
     item = state_item(node, state, index)
@@ -168,8 +174,8 @@ async def run_execution(
     )
     t0 = time.perf_counter()
     try:
-        value = await _call(policy, MappingProxyType(dict(state)), ctx, policy.timeout_s)
-        value = _checked_value(policy, value, fanout.is_map)
+        value = await _call(policy, read_only(state), ctx, policy.timeout_s)
+        value = _checked_value(policy, value, fanout.is_map, max_result_bytes)
     except Exception as exc:  # a tool's failure is data: it is retried, caught or recorded
         message = str(exc) or (
             f"node timed out after {policy.timeout_s}s" if isinstance(exc, TimeoutError) else ""
@@ -189,7 +195,7 @@ def state_item(node: CompiledNode, state: Mapping[str, Any], index: int) -> Any:
     return item_list(node, state)[index] if fanout_of(node).is_map else None
 
 
-def _checked_value(policy: CompiledNode, value: Any, is_map: bool) -> Any:
+def _checked_value(policy: CompiledNode, value: Any, is_map: bool, limit: int) -> Any:
     assert policy.tool is not None
     if is_map:
         try:  # stored as JSON: a result that is not JSON fails the item
@@ -208,11 +214,11 @@ def _checked_value(policy: CompiledNode, value: Any, is_map: bool) -> Any:
     if (problem := json_problem(value, "result")) is not None:
         raise InvalidToolResult(f"tool {policy.tool.name!r} returned {problem.path}: {problem.message}")
     size = len(json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode())
-    if size > MAX_RESULT_BYTES:
+    if size > limit:
         raise StateTooLargeError(
             f"tool {policy.tool.name!r} returned {size} bytes of JSON; an item's or branch's "
-            f"result is at most {MAX_RESULT_BYTES}",
-            details={"size": size, "limit": MAX_RESULT_BYTES},
+            f"result is at most {limit}",
+            details={"size": size, "limit": limit},
         )
     return value
 
@@ -273,11 +279,28 @@ def _log_result(value: Any) -> Any:
     return {"_truncated": True, "bytes": size} if size > MAX_LOG_RESULT_BYTES else value
 
 
+def offload_execution(
+    execution: Execution, offload_text: Callable[[str], str]
+) -> tuple[Execution, str | None]:
+    """``execution`` with its value offloaded when over the threshold (``offload_text``,
+    see engine/blobs.py): its log entry shows the reference, and the reference's stored
+    text is returned for its record (None: the value stays in the record)."""
+    if execution.value is None or execution.status == "retry":
+        return execution, None
+    text = _dumps(execution.value)
+    stored = offload_text(text)
+    ref = parse_ref(stored) if stored is not text else None
+    if ref is None:
+        return execution, None
+    entry = {**execution.entry, "result": ref.to_json()}
+    return replace(execution, entry=entry), stored
+
+
 def join(
     graph: CompiledGraph,
     node: CompiledNode,
     step: int,
-    state: dict[str, Any],
+    state: Mapping[str, Any],
     finals: Mapping[int, Execution],
     total: int,
     *,
@@ -296,14 +319,14 @@ def join(
     except (MapFailed, ParallelFailed, ParallelConflict) as exc:
         update = exc.details if isinstance(exc.details, dict) else {}
         return node_failure(node, cursor, state, update, exc, started)
-    merged = {**state, **update}
+    merged = merge_state(state, update)
     return _result(cursor, merged, update, _route(node, cursor, merged), "ok", started, 0.0, None)
 
 
 def node_failure(
     node: CompiledNode,
     cursor: Cursor,
-    state: dict[str, Any],
+    state: Mapping[str, Any],
     update: dict[str, Any],
     exc: BaseException,
     started: float,
@@ -315,7 +338,7 @@ def node_failure(
         if rule.next is not None and _matches(rule.on, names):
             caught = {**update, rule.result_key: error}
             target = Cursor(rule.next, cursor.step + 1)
-            return _result(cursor, {**state, **caught}, caught, target, "caught", started, 0.0, error)
+            return _result(cursor, merge_state(state, caught), caught, target, "caught", started, 0.0, error)
     return _result(cursor, state, {}, None, "failed", started, 0.0, error)
 
 
@@ -323,7 +346,7 @@ def max_steps_failure(
     graph: CompiledGraph,
     node: CompiledNode,
     step: int,
-    state: dict[str, Any],
+    state: Mapping[str, Any],
     *,
     now: Callable[[], float] = time.time,
 ) -> StepResult:

@@ -10,10 +10,11 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from engine.fanout import (
+    MAX_RESULT_BYTES,
     Execution,
     InvalidMapItems,
     fanout_of,
@@ -21,6 +22,7 @@ from engine.fanout import (
     join,
     max_steps_failure,
     node_failure,
+    offload_execution,
     run_execution,
 )
 from engine.step import Cursor, StepResult
@@ -37,7 +39,7 @@ async def run_fanout(
     graph: CompiledGraph,
     node: CompiledNode,
     base: int,
-    fresh_state: Callable[[], dict[str, Any]],
+    fresh_state: Callable[[], Mapping[str, Any]],
     *,
     run_id: str,
     emit: Callable[[dict[str, Any]], Any],
@@ -45,9 +47,13 @@ async def run_fanout(
     now: Callable[[], float] = time.time,
     rng: random.Random | None = None,
     clients: Callable[[str], Any] | None = None,
+    offload_text: Callable[[str], str] | None = None,
+    max_result_bytes: int = MAX_RESULT_BYTES,
 ) -> StepResult:
     """Run the fan-out node ``node`` that the run reached at step ``base``; ``emit`` gets
-    each execution's log entry (with its ``seq``) as it finishes. Returns the join."""
+    each execution's log entry (with its ``seq``) as it finishes. Returns the join.
+    ``offload_text`` offloads a large result (its entry shows the reference, as the step
+    function's does; see engine/blobs.py)."""
     state = fresh_state()
     if base >= graph.max_steps:
         return max_steps_failure(graph, node, base, state, now=now)
@@ -75,7 +81,10 @@ async def run_fanout(
                     now=now,
                     rng=rng,
                     clients=clients,
+                    max_result_bytes=max_result_bytes,
                 )
+                if offload_text is not None:
+                    execution, _ = offload_execution(execution, offload_text)
                 if next_seq >= graph.max_steps:
                     raise _MaxStepsReached
                 emit({"seq": next_seq, **execution.entry})

@@ -26,10 +26,12 @@ not finished, or joins a complete set.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from functools import partial
 from typing import TYPE_CHECKING
 
 from engine.errors import StoreUnavailableError
 from engine.fanout import (
+    MAX_RESULT_BYTES,
     Execution,
     InvalidMapItems,
     fanout_of,
@@ -37,11 +39,11 @@ from engine.fanout import (
     join,
     max_steps_failure,
     node_failure,
+    offload_execution,
     run_execution,
 )
 from engine.ports import Claim, ExecutionRecord, FanOutRecord, RunRecord
 from engine.service import Disposition
-from engine.state import decode_state
 
 if TYPE_CHECKING:
     from engine.graph import CompiledGraph, CompiledNode
@@ -71,7 +73,7 @@ class FanOutSteps:
         fanout = store.get_fanout(run.run_id, base)
         if fanout is not None:
             return self._resume(run, graph, node, fanout)
-        state = decode_state(run.state)
+        state = service.live_state(run).view()
         if base >= graph.max_steps:
             return service.commit_outcome(run, base, max_steps_failure(graph, node, base, state), state)
         try:
@@ -108,7 +110,7 @@ class FanOutSteps:
         """Open the fan-out of a redriven run at its fan-out node, taking over the items
         ``carried`` from the failed fan-out at ``prior``, and send the items now due."""
         assert run.cursor is not None
-        total = len(item_list(node, decode_state(run.state)))
+        total = len(item_list(node, self.service.live_state(run).view()))
         store, clock = self.service.store, self.service.clock
         fanout = store.open_fanout(run.run_id, run.cursor.step, total, clock(), prior=prior, carried=carried)
         for index, attempt in self._due(node, fanout):
@@ -154,7 +156,7 @@ class FanOutSteps:
         node = graph.nodes[run.cursor.node]
         fanout = node.fanout
         assert fanout is not None, "an item message names a step at a map or parallel node"
-        state = decode_state(run.state)
+        state = service.live_state(run).view()
         execution = await run_execution(
             graph,
             node,
@@ -165,7 +167,11 @@ class FanOutSteps:
             run_id=run_id,
             now=service.clock,
             clients=service.clients,
+            max_result_bytes=MAX_RESULT_BYTES if service.blobs is None else service.max_total_state_bytes,
         )
+        blob = None
+        if service.blobs is not None:  # a large result is written to the blob store, once per content
+            execution, blob = offload_execution(execution, partial(service.blobs.offload_text, run_id))
         # When the fan-out is next due: now, or after this item's retry delay (so the
         # sweeper does not take a pending retry for a stall).
         now = service.clock() + execution.delay_s
@@ -193,7 +199,14 @@ class FanOutSteps:
         assert claim.step is not None and claim.fanout is not None
         entry = {"seq": claim.step, **execution.entry, "run_id": run_id}
         record = ExecutionRecord(
-            claim.step, index, attempt, execution.status, execution.value, execution.error, entry
+            claim.step,
+            index,
+            attempt,
+            execution.status,
+            None if blob is not None else execution.value,
+            execution.error,
+            entry,
+            blob,
         )
         store.put_execution(run_id, base, record, now)
         self._send_next(run, base, node, claim, execution)
@@ -251,12 +264,12 @@ class FanOutSteps:
         records = self._executions(run, fanout, fanout.executed, recheck)
         if records is None:
             return Disposition.IN_PROGRESS
-        finals = _finals(records)
+        finals = self._finals(run.run_id, records)
         if run.redrive_count and fanout.prior is None:
             fanout = self._fanout(run.run_id, fanout.base)  # a claim's answer leaves prior out
         if fanout.prior is not None:
             finals = {**self._carried_finals(run.run_id, fanout), **finals}
-        state = decode_state(run.state)
+        state = self.service.live_state(run).view()
         step = fanout.base + fanout.executed
         outcome = join(graph, node, step, state, finals, fanout.total, now=self.service.clock)
         return self.service.commit_outcome(run, step, outcome, state)
@@ -268,7 +281,7 @@ class FanOutSteps:
         finals: dict[int, Execution] = {}
         prior = store.get_fanout(run_id, fanout.prior) if fanout.prior is not None else None
         while wanted and prior is not None:
-            ran = _finals(store.list_executions(run_id, prior.base, prior.executed))
+            ran = self._finals(run_id, store.list_executions(run_id, prior.base, prior.executed))
             finals |= {index: ran[index] for index in wanted & ran.keys()}
             wanted -= ran.keys()
             prior = store.get_fanout(run_id, prior.prior) if prior.prior is not None else None
@@ -288,15 +301,23 @@ class FanOutSteps:
         assert fanout.closed_at is not None
         if self._executions(run, fanout, fanout.closed_at - fanout.base, recheck) is None:
             return Disposition.IN_PROGRESS
-        state = decode_state(run.state)
+        state = self.service.live_state(run).view()
         outcome = max_steps_failure(graph, node, fanout.closed_at, state, now=self.service.clock)
         return self.service.commit_outcome(run, fanout.closed_at, outcome, state)
 
-
-def _finals(records: list[ExecutionRecord]) -> dict[int, Execution]:
-    """Each item's final execution among ``records``."""
-    return {
-        r.index: Execution(r.index, r.attempt, r.status, r.value, r.error, r.entry)
-        for r in records
-        if r.status != "retry"
-    }
+    def _finals(self, run_id: str, records: list[ExecutionRecord]) -> dict[int, Execution]:
+        """Each item's final execution among ``records``, offloaded values read back."""
+        blobs = self.service.blobs
+        finals = {}
+        for r in records:
+            if r.status == "retry":
+                continue
+            value = r.value
+            if r.blob is not None:
+                if blobs is None:
+                    raise StoreUnavailableError(
+                        f"run {run_id!r}: item {r.index}'s value is offloaded; no blob store"
+                    )
+                value = blobs.resolve(run_id, r.blob)
+            finals[r.index] = Execution(r.index, r.attempt, r.status, value, r.error, r.entry)
+        return finals

@@ -2,7 +2,8 @@
 
 - a log entry: ``{"run_id", "seq", "node", "result", "status", "attempt", "duration_ms",
   "ts", "next", "error"}``, one message per entry, in ``seq`` order;
-- the end: ``{"run_id", "done": true, "status", "error"?}``, once, after every entry;
+- the end: ``{"run_id", "done": true, "status", "error"?, "cost"}``, once, after every
+  entry (``cost``: the run's cost estimate, as ``GET /graph/state`` answers it);
 - an answer to a request that cannot be served: ``{"error": {"code", "message", "details"?}}``.
 """
 
@@ -40,11 +41,16 @@ def log_message(run_id: str, entry: dict[str, Any]) -> dict[str, Any]:
     return message
 
 
-def done_message(run_id: str, status: str, error: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The last message of a run: ``{"run_id", "done": true, "status", "error"?}``."""
+def done_message(
+    run_id: str, status: str, error: dict[str, Any] | None = None, cost: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The last message of a run: ``{"run_id", "done": true, "status", "error"?, "cost"?}``
+    (``cost``: its estimate, :func:`engine.cost.price`)."""
     message: dict[str, Any] = {"run_id": run_id, "done": True, "status": status}
     if error is not None:
         message["error"] = error
+    if cost is not None:
+        message["cost"] = cost
     return message
 
 

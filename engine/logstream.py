@@ -28,11 +28,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from engine.cost import EMPTY, Usage, price
 from engine.errors import FlowForgeError, NotFoundError
 from engine.graph import MAX_STEPS_CAP
 from engine.logmessages import MAX_MESSAGE_BYTES, done_message, encode_message, log_message
 from engine.logpages import RunLog
 from engine.ports import RunRecord
+from engine.prices import LIST_PRICES, PriceTable
 from engine.step import TERMINAL
 
 
@@ -76,18 +78,20 @@ class TooManySubscriptionsError(FlowForgeError):
 # -- subscriptions and ports -------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class RunEnd:
-    """How a run ended, and the seq of its last log entry (-1 when it has none)."""
+    """How a run ended, the seq of its last log entry (-1 when it has none), and what
+    its committed steps used (its cost estimate, priced in the done message)."""
 
     status: str
     last_seq: int
     error: dict[str, Any] | None = None
+    cost: Usage = EMPTY
 
     @classmethod
     def of(cls, run: RunRecord | None) -> RunEnd | None:
         if run is None or run.status not in TERMINAL:
             return None
         # Log entries are 0..step-1: one per committed step.
-        return cls(run.status, run.step - 1, run.error)
+        return cls(run.status, run.step - 1, run.error, run.cost)
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,10 +212,13 @@ class LogStream:
         workers: int = 8,
         max_message_bytes: int = MAX_MESSAGE_BYTES,
         isolated: bool = False,
+        prices: PriceTable = LIST_PRICES,
     ) -> None:
         """``isolated``: runs belong to their owner (isolation by principal), and a
-        connection follows only runs of the principal that opened it."""
+        connection follows only runs of the principal that opened it. ``prices``: what
+        the done message's cost estimate is priced with."""
         self.runs = runs
+        self.prices = prices
         self.isolated = isolated
         self.subs = subscriptions
         self.pusher = pusher
@@ -379,7 +386,9 @@ class LogStream:
                     ):
                         return  # re-subscribed meanwhile: the new subscription takes over
                 if sub.end is not None and (sent >= sub.end.last_seq or exhausted):
-                    self._post(connection_id, done_message(run_id, sub.end.status, sub.end.error))
+                    end = sub.end
+                    cost = price(end.cost, self.prices)
+                    self._post(connection_id, done_message(run_id, end.status, end.error, cost))
                     self.subs.done(run_id, connection_id, token)
                     return
                 if len(entries) >= self.page_size:

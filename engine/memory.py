@@ -76,13 +76,14 @@ class InMemoryRunStore:
             run = self._runs.get(run_id)
             return replace(run, state=dict(run.state)) if run else None
 
-    def commit_step(self, commit: StepCommit) -> None:
+    def commit_step(self, commit: StepCommit) -> StepCommit:
         with self._lock:
             run = self._runs.get(commit.run_id)
             if run is None or run.status not in LIVE or run.step != commit.step:
                 raise ConflictError(f"run {commit.run_id!r} is not running at step {commit.step}")
             self._runs[commit.run_id] = apply_commit(run, commit)
             self._logs[commit.run_id][commit.step] = copy.deepcopy(commit.log)
+        return commit
 
     def list_logs(self, run_id: str, after: int = -1, limit: int = 1000) -> list[dict[str, Any]]:
         with self._lock:

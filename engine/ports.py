@@ -10,6 +10,7 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from engine.cost import EMPTY, Usage
 from engine.records import record
 from engine.step import Cursor
 from engine.waits import WaitRecord
@@ -49,6 +50,8 @@ class RunRecord:
     """The principal that started it when runs are isolated by principal (None: the account's)."""
     redrive_count: int = 0
     """How many times the run was redriven after failing (``POST /graph/run/{id}/redrive``)."""
+    cost: Usage = EMPTY
+    """What the run's committed steps used, in billed units (see engine/cost.py)."""
 
 
 @record
@@ -71,6 +74,8 @@ class StepCommit:
     finished_at: str | None = field(default=None)
     redrive_count: int | None = None
     """Set by a redrive (a failed run resumed): the run's redrive count after it."""
+    cost: Usage | None = None
+    """The run's usage after this step, its own included (None: unchanged, as a redrive)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +143,22 @@ class ExecutionRecord:
     value: Any
     error: dict[str, Any] | None
     entry: dict[str, Any]
+    blob: str | None = None
+    """The stored text of a reference (``engine.blobs``) when the value was offloaded:
+    ``value`` is then None."""
+
+
+class BlobStore(Protocol):
+    """Objects by key: the state values too large to keep in the run (``engine.blobs``).
+
+    Keys are content-addressed (``runs/{run_id}/{sha256}``): a put of a key that exists
+    writes the same bytes again, so puts need no condition.
+    """
+
+    def put_blob(self, key: str, data: bytes) -> None: ...
+
+    def get_blob(self, key: str) -> bytes | None:
+        """The object's bytes, or None if there is none."""
 
 
 class WaitStore(Protocol):
@@ -203,8 +224,11 @@ class RunStore(WaitStore, Protocol):
         wrote or read of the run, if that was the run running at ``step`` — a commit made
         on a stale answer conflicts, so at worst the tool runs once for nothing."""
 
-    def commit_step(self, commit: StepCommit) -> None:
-        """Apply ``commit`` atomically; ConflictError if the run is not running at its step."""
+    def commit_step(self, commit: StepCommit) -> StepCommit:
+        """Apply ``commit`` atomically; ConflictError if the run is not running at its step.
+
+        Returns the commit as stored: a store that counts what storing costs adds it to
+        ``commit.cost`` (the run's usage), in the same write."""
 
     def list_logs(self, run_id: str, after: int = -1, limit: int = 1000) -> list[dict[str, Any]]:
         """Log entries with ``seq > after``, in order."""

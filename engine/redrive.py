@@ -18,13 +18,16 @@ everything) succeeded.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
+from engine.blobs import merge_state
 from engine.errors import ConflictError, GraphValidationError, NotFoundError
 from engine.fanout import InvalidMapItems, item_list
 from engine.ports import FanOutRecord, RunRecord, RunStore, StepCommit
-from engine.state import StateSize, decode_state, encode_state
+from engine.state import encode_state
 from engine.step import Cursor, StepResult, enforce_limits, iso_time
 
 if TYPE_CHECKING:
@@ -59,9 +62,11 @@ def redrive(
     run = service.get_run(run_id, owner)
     if run.status != "failed":
         raise _not_failed(run_id, run.status)
-    patch = encode_state(state_patch or {})
+    encoded = encode_state(state_patch or {})
+    values = {key: json.loads(text) for key, text in encoded.items()}  # as stored and read back
+    patch = service.offload(run_id, encoded)
     graph, node = _failed_node(service, run)
-    carried = _carried_items(service, run, graph, node, patch) if node.fanout is not None else None
+    carried = _carried_items(service, run, graph, node, values) if node.fanout is not None else None
     now = service.clock()
     stamp = iso_time(now)
 
@@ -72,10 +77,9 @@ def redrive(
                 f"run {run_id!r} cannot be redriven: it has used its max_steps={graph.max_steps}",
                 details={"step": step, "max_steps": graph.max_steps},
             )
-        StateSize(current.state, service.max_state_bytes).apply(patch)  # StateTooLargeError
+        service.state_size(current.state).apply(patch)  # StateTooLargeError
         count = current.redrive_count + 1
         cursor = Cursor(node.id, step + 1)
-        values = decode_state(patch)
         log: dict[str, Any] = {
             "seq": step,
             "node": node.id,
@@ -92,8 +96,9 @@ def redrive(
         # The patch is already within the cap: this only marks a large one in the entry.
         outcome, update = enforce_limits(
             StepResult("ok", "running", values, {}, cursor, log),
-            StateSize(current.state, service.max_state_bytes),
+            service.state_size(current.state),
             {},
+            None if service.blobs is None else partial(service.blobs.offload, run_id),
         )
         return StepCommit(
             run_id=run_id,
@@ -144,7 +149,7 @@ def _failed_node(service: RunService, run: RunRecord) -> tuple[CompiledGraph, Co
 
 
 def _carried_items(
-    service: RunService, run: RunRecord, graph: CompiledGraph, node: CompiledNode, patch: dict[str, str]
+    service: RunService, run: RunRecord, graph: CompiledGraph, node: CompiledNode, patch: dict[str, Any]
 ) -> CarriedItems | None:
     """What a redriven fan-out node takes over from the fan-out it failed in (None: it
     runs every item again)."""
@@ -152,10 +157,10 @@ def _carried_items(
     prior = store.latest_fanout(run.run_id)
     if prior is None or prior.executed == 0 or not _failed_in(store, run, node, prior):
         return None
-    before = decode_state(run.state)
+    before = service.live_state(run).view()
     try:
         items = item_list(node, before)
-        if item_list(node, {**before, **decode_state(patch)}) != items:
+        if item_list(node, merge_state(before, patch)) != items:
             return None  # the patch changed what the map runs: item i is another item now
     except InvalidMapItems:
         return None

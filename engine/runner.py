@@ -14,9 +14,13 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
+from engine.blobs import DEFAULT_MAX_TOTAL_STATE_BYTES, Blobs, MemoryBlobStore
 from engine.chain import StopReason, chain_stop
+from engine.cost import EMPTY, Usage, bedrock_usage
+from engine.fanout import MAX_RESULT_BYTES
 from engine.fanout_runner import run_fanout
 from engine.graph import CompiledGraph
 from engine.ports import RunRecord
@@ -41,6 +45,9 @@ class RunResult:
     state: dict[str, Any]
     logs: list[dict[str, Any]] = field(default_factory=list)
     error: dict[str, Any] | None = None
+    cost: Usage = EMPTY
+    """The Bedrock tokens its ``llm`` calls used, noted in their log entries (in process
+    nothing else is billed); :func:`engine.cost.price` prices it."""
 
     @property
     def done(self) -> bool:
@@ -68,6 +75,9 @@ async def run_graph(
     rng: random.Random | None = None,
     clients: Callable[[str], Any] | None = None,
     answer: Callable[[CallbackRequest], Awaitable[Answer]] | None = None,
+    blobs: Blobs | None = None,
+    offload: bool = True,
+    max_total_state_bytes: int = DEFAULT_MAX_TOTAL_STATE_BYTES,
 ) -> RunResult:
     """Run ``graph`` from its start node on ``state`` until it completes or fails.
 
@@ -76,16 +86,28 @@ async def run_graph(
     the run stops there with status ``waiting``.
 
     ``sleep=None`` skips retry delays (tests). ``on_log`` sees each log entry as it is
-    made. ``clients`` (AWS clients by service name) reaches tools as ``ctx.clients``. Raises :class:`~engine.errors.StateTooLargeError` or
+    made. ``clients`` (AWS clients by service name) reaches tools as ``ctx.clients``.
+    Values over the offload threshold are kept in ``blobs`` (default: in memory, 32 KiB)
+    as the step function keeps them in S3 (see engine/blobs.py): ``max_state_bytes``
+    caps the state with references in their place, ``max_total_state_bytes`` with the
+    values; ``offload=False`` keeps every value in the state. Raises
+    :class:`~engine.errors.StateTooLargeError` or
     :class:`~engine.errors.InvalidStateError` when the initial state is unusable.
     """
     run_id = run_id or uuid.uuid4().hex
+    if not offload:
+        blobs = None
+    elif blobs is None:
+        blobs = Blobs(MemoryBlobStore())
+    offload_update = None if blobs is None else partial(blobs.offload, run_id)
     # The state is kept as the store keeps it, one JSON text per key, and each step gets
     # it freshly decoded (LiveState): a value a tool changes in place without returning it
     # is not an update, here as in the step Lambda.
     stored = encode_state(dict(state or {}))
-    size = StateSize(stored, max_state_bytes)
-    live = LiveState(stored)
+    if offload_update is not None:
+        stored = offload_update(stored)
+    size = StateSize(stored, max_state_bytes, max_total_state_bytes if blobs is not None else None)
+    live = LiveState(stored, None if blobs is None else blobs.loader(run_id))
     sleep = sleep or _no_sleep
     # The run as a store would hold it: each step is committed to it by the transition
     # every store applies (apply_commit), and the chain's predicate says when to pause.
@@ -98,6 +120,8 @@ async def run_graph(
 
     def emit(log: dict[str, Any]) -> None:
         result.logs.append(log)
+        if "notes" in log:
+            result.cost = result.cost + bedrock_usage(log)
         if on_log is not None:
             on_log(log)
 
@@ -118,6 +142,8 @@ async def run_graph(
                 now=now,
                 rng=rng,
                 clients=clients,
+                offload_text=None if blobs is None else partial(blobs.offload_text, run_id),
+                max_result_bytes=MAX_RESULT_BYTES if blobs is None else max_total_state_bytes,
             )
         else:
             ticket = None
@@ -127,14 +153,14 @@ async def run_graph(
             outcome = await run_step(
                 graph, cursor, before, run_id=run_id, now=now, rng=rng, clients=clients, callback=ticket
             )
-        outcome, update = enforce_limits(outcome, size, before)
+        outcome, update = enforce_limits(outcome, size, before, offload_update)
         commit = step_commit(run, outcome.log["seq"], outcome, update, now(), None)
         run = apply_commit(run, commit)
         live.apply(outcome.update, update)
         emit(outcome.log)
         reason = chain_stop(outcome, graph, None, 0.0)
         if reason is StopReason.ENDED:
-            result.status, result.error, result.state = run.status, outcome.error, live.values
+            result.status, result.error, result.state = run.status, outcome.error, live.resolved()
             return result
         if reason is StopReason.DELAYED:
             await sleep(outcome.delay_s)
@@ -142,15 +168,15 @@ async def run_graph(
             assert outcome.until is not None and run.cursor is not None
             wait = await _wait(graph, run, outcome.until, live, sleep, now, answer)
             if wait is None:
-                result.status, result.state = "waiting", live.values
+                result.status, result.state = "waiting", live.resolved()
                 return result
             resumed = resume_outcome(graph, run.cursor, live.view(), wait, now())
-            resumed, update = enforce_limits(resumed, size, live.view())
+            resumed, update = enforce_limits(resumed, size, live.view(), offload_update)
             run = apply_commit(run, step_commit(run, resumed.log["seq"], resumed, update, now(), None))
             live.apply(resumed.update, update)
             emit(resumed.log)
             if chain_stop(resumed, graph, None, 0.0) is StopReason.ENDED:
-                result.status, result.error, result.state = run.status, resumed.error, live.values
+                result.status, result.error, result.state = run.status, resumed.error, live.resolved()
                 return result
 
 
@@ -192,7 +218,7 @@ async def _wait(
         return WaitRecord(run.run_id, step, node.id, "timer", until, until)
     if answer is None:
         return None
-    given = await answer(CallbackRequest(node.id, step, signer.token(run.run_id, step), live.values))
+    given = await answer(CallbackRequest(node.id, step, signer.token(run.run_id, step), live.resolved()))
     wait = WaitRecord(run.run_id, step, node.id, "callback", until, until)
     return wait.settled(given.status, now(), given.output, given.reason)
 

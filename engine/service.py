@@ -10,13 +10,17 @@ duplicate or concurrent delivery loses the condition and does nothing.
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from enum import StrEnum
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from engine.chain import ChainBudget, run_chain
+from engine.blobs import DEFAULT_MAX_TOTAL_STATE_BYTES, Blobs
+from engine.chain import ChainBudget, StopReason, run_chain
+from engine.cost import EMPTY, InvocationMeter, Usage, step_usage
 from engine.errors import (
     ConflictError,
     FlowForgeError,
@@ -27,7 +31,7 @@ from engine.errors import (
 from engine.logpages import MAX_LOG_PAGE_BYTES, MAX_LOG_PAGE_ENTRIES, LogPage, read_log_page
 from engine.ports import GraphRecord, RunRecord, RunStore, StepCommit, StepQueue
 from engine.registry import Registry, default_registry
-from engine.state import DEFAULT_MAX_STATE_BYTES, StateSize, encode_state
+from engine.state import DEFAULT_MAX_STATE_BYTES, LiveState, StateSize, encode_state
 from engine.step import Cursor, StepResult, enforce_limits, iso_time, refuse_update
 from engine.transitions import step_commit
 from engine.wait_service import WaitSteps
@@ -95,12 +99,17 @@ class RunService:
         isolated: bool = False,
         clients: Callable[[str], Any] | None = None,
         callbacks: CallbackSigner | None = None,
+        blobs: Blobs | None = None,
+        max_total_state_bytes: int = DEFAULT_MAX_TOTAL_STATE_BYTES,
     ) -> None:
         """``isolated``: graphs and runs belong to the principal that created them, and
         the API passes each caller as ``owner``; otherwise they belong to the account.
         ``clients``: the container's AWS clients by service name, for tools
         (``ctx.clients``). ``callbacks`` makes callback tokens and URLs (without it a
-        callback node fails with CallbackKeyMissing)."""
+        callback node fails with CallbackKeyMissing). ``blobs``: where values over its
+        threshold are offloaded (engine/blobs.py); ``max_state_bytes`` then caps the state
+        as stored, with references, and ``max_total_state_bytes`` the state with offloaded
+        values. Without it every value stays in the run."""
         self.store = store
         self.isolated = isolated
         self.queue = queue
@@ -112,6 +121,8 @@ class RunService:
         self.clock = clock
         self.new_id = new_id
         self.clients = clients
+        self.blobs = blobs
+        self.max_total_state_bytes = max_total_state_bytes
         self._graphs: dict[str, CompiledGraph] = {}  # graphs are immutable: cache forever
         self._graph_owners: dict[str, str | None] = {}
         from engine.fanout_service import FanOutSteps  # it builds on this module's Disposition
@@ -162,12 +173,13 @@ class RunService:
     def start_run(self, graph_id: str, state: Any, owner: str | None = None) -> RunRecord:
         """Store a new run at step 0 and enqueue its first step."""
         graph = self.compiled(graph_id, owner)
-        encoded = encode_state(state if state is not None else {})
-        StateSize(encoded, self.max_state_bytes)
+        run_id = self.new_id()
+        encoded = self.offload(run_id, encode_state(state if state is not None else {}))
+        self.state_size(encoded)
         now = self.clock()
         stamp = iso_time(now)
         run = RunRecord(
-            run_id=self.new_id(),
+            run_id=run_id,
             graph_id=graph_id,
             status="running",
             cursor=Cursor(graph.start),
@@ -289,6 +301,30 @@ class RunService:
         each stale duplicate would otherwise add one more copy)."""
         return self.store.claim_resend(run_id, now, self.stall_after_s)
 
+    # -- state of any size (engine/blobs.py) --------------------------------------------
+    def state_size(self, encoded: dict[str, str]) -> StateSize:
+        """The size of a stored state, checked against the caps (StateTooLargeError)."""
+        total = self.max_total_state_bytes if self.blobs is not None else None
+        return StateSize(encoded, self.max_state_bytes, total)
+
+    def offload(self, run_id: str, encoded: dict[str, str]) -> dict[str, str]:
+        """``encoded`` with each value over the threshold offloaded (no blobs: as it is)."""
+        return encoded if self.blobs is None else self.blobs.offload(run_id, encoded)
+
+    def live_state(self, run: RunRecord) -> LiveState:
+        """The run's state decoded, its offloaded values read when a step reads them."""
+        return LiveState(run.state, None if self.blobs is None else self.blobs.loader(run.run_id))
+
+    def state_value(self, run: RunRecord, key: str) -> Any:
+        """One value of the run's state, read from the blob store if it was offloaded
+        (NotFoundError: no such key)."""
+        text = run.state.get(key)
+        if text is None:
+            raise NotFoundError(f"run {run.run_id!r} has no state key {key!r}")
+        if self.blobs is None:
+            return json.loads(text)
+        return self.blobs.resolve(run.run_id, text)
+
     # -- the step loop ------------------------------------------------------------------
     async def process_step(
         self,
@@ -382,11 +418,14 @@ class RunService:
         run: RunRecord,
         step: int,
         outcome: StepResult,
-        state: dict[str, Any],
+        state: Mapping[str, Any],
         on_commit: Callable[[StepCommit], Any] | None = None,
+        *,
+        meter: InvocationMeter | None = None,
+        spent: Usage = EMPTY,
     ) -> Disposition:
         """Commit ``outcome`` as the run's transition ``step`` and send the next step."""
-        committed = self.commit(run, step, outcome, state, on_commit)
+        committed = self.commit(run, step, outcome, state, on_commit, meter=meter, spent=spent)
         if committed is None:
             return Disposition.CONFLICT
         outcome = committed[0]
@@ -399,41 +438,65 @@ class RunService:
         run: RunRecord,
         step: int,
         outcome: StepResult,
-        state: dict[str, Any],
+        state: Mapping[str, Any],
         on_commit: Callable[[StepCommit], Any] | None,
-    ) -> tuple[StepResult, StepCommit] | None:
+        *,
+        meter: InvocationMeter | None = None,
+        stop: Callable[[StepResult], StopReason | None] | None = None,
+        spent: Usage = EMPTY,
+    ) -> tuple[StepResult, StepCommit, StopReason | None] | None:
         """Commit ``outcome`` as the run's transition ``step`` (None: it lost the
         condition, another delivery or a cancel took the step): the outcome as committed
-        (within the limits) and its commit."""
-        outcome, update = enforce_limits(outcome, StateSize(run.state, self.max_state_bytes), state)
-        commit = self._commit_of(run, step, outcome, update)
+        (within the limits), its commit, and why the chain stops after it.
+
+        ``stop`` (a chain's) says whether the run's next step runs at once in this
+        invocation, asked before the write: where it does not, a step message follows
+        the commit, and the commit counts it (None: the chain stops here). The commit
+        carries the run's usage with this step's (``meter``'s share and time, what
+        ``spent`` adds, the message that follows, Bedrock tokens) and what the store adds.
+        """
+        offload = None if self.blobs is None else partial(self.blobs.offload, run.run_id)
+        outcome, update = enforce_limits(outcome, self.state_size(run.state), state, offload)
+        if meter is not None:
+            spent = spent + meter.take()
+        reason, commit = self._commit_of(run, step, outcome, update, stop, spent)
         try:
             try:
-                self.store.commit_step(commit)
+                commit = self.store.commit_step(commit)
             except StateTooLargeError as exc:
                 # The store cannot hold this step's record: fail the run with a small one.
                 outcome = refuse_update(outcome, exc, state)
-                commit = self._commit_of(run, step, outcome, {})
-                self.store.commit_step(commit)
+                reason, commit = self._commit_of(run, step, outcome, {}, stop, spent)
+                commit = self.store.commit_step(commit)
         except FlowForgeError as exc:
             if exc.code == "conflict":
                 return None
             raise
         if on_commit is not None:
             on_commit(commit)
-        return outcome, commit
+        return outcome, commit, reason
 
     def _commit_of(
-        self, run: RunRecord, step: int, outcome: StepResult, update: dict[str, str]
-    ) -> StepCommit:
-        """The commit of ``outcome``: run@step → run@step+1, with log entry ``step``.
+        self,
+        run: RunRecord,
+        step: int,
+        outcome: StepResult,
+        update: dict[str, str],
+        stop: Callable[[StepResult], StopReason | None] | None,
+        spent: Usage,
+    ) -> tuple[StopReason | None, StepCommit]:
+        """The commit of ``outcome``: run@step → run@step+1, with log entry ``step``, and
+        why the chain stops after it.
 
         Every commit pushes the run's expiry forward, so a run that is still moving is
         never deleted by the table's TTL (its slots and snapshots carry it).
         """
         outcome.log["run_id"] = run.run_id  # the entry as stored and served: built once, not copied
+        reason = stop(outcome) if stop is not None else StopReason.ENDED
+        sends = 1 if reason is not None and outcome.next is not None else 0
+        cost = run.cost + spent + step_usage(outcome.log, sends=sends)
         done_at = self.clock()
-        return step_commit(run, step, outcome, update, done_at, self._expiry(done_at))
+        return reason, step_commit(run, step, outcome, update, done_at, self._expiry(done_at), cost)
 
     def _fail_unrunnable(self, run: RunRecord, exc: FlowForgeError) -> Disposition:
         error = {

@@ -8,8 +8,10 @@ change.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
+from engine.blobs import Loader, StateView, parse_ref, pending, shown
 from engine.errors import InvalidStateError, StateTooLargeError
 from engine.jsontext import lone_surrogate
 
@@ -59,7 +61,9 @@ def encode_state(state: Any) -> dict[str, str]:
 
 
 def decode_state(encoded: dict[str, str]) -> dict[str, Any]:
-    return {key: json.loads(text) for key, text in encoded.items()}
+    """The state as shown: each value decoded, an offloaded one as its reference's JSON
+    (``{"$blob": {...}}``, see engine/blobs.py)."""
+    return {key: shown(text) for key, text in encoded.items()}
 
 
 #: JSON values that read back as the same Python value, and those a tool could change in place.
@@ -73,32 +77,69 @@ class LiveState:
     Each step gets a fresh view (:meth:`view`): the lists and objects in it — what a tool
     could change in place without returning it, which is not an update — are decoded
     again from their stored text, the rest is shared. The in-process runner and a chain
-    of steps in the step function keep the state this way.
+    of steps in the step function keep the state this way. Offloaded values (stored as
+    references, see engine/blobs.py) are read by ``load`` only when a step reads them:
+    the view is then a :class:`~engine.blobs.StateView`.
     """
 
-    __slots__ = ("_containers", "values")
+    __slots__ = ("_containers", "_load", "_offloaded", "values")
 
-    def __init__(self, encoded: dict[str, str]) -> None:
-        self.values = decode_state(encoded)
+    def __init__(self, encoded: dict[str, str], load: Loader | None = None) -> None:
+        self._load = load
+        #: key -> reference of each offloaded value.
+        self._offloaded: dict[str, Any] = {}
+        values: dict[str, Any] = {}
+        for key, text in encoded.items():
+            ref = parse_ref(text)
+            if ref is None:
+                values[key] = json.loads(text)
+            else:
+                values[key] = self._offloaded[key] = pending(ref)
+        self.values = values
         #: key -> stored text of each list or object.
-        self._containers = {key: encoded[key] for key, v in self.values.items() if type(v) in _CONTAINERS}
+        self._containers = {key: encoded[key] for key, v in values.items() if type(v) in _CONTAINERS}
 
-    def view(self) -> dict[str, Any]:
+    def view(self) -> Mapping[str, Any]:
         """The state for one step (the tool sees it read-only, its containers its own)."""
         containers = self._containers
+        if self._offloaded:
+            values = {**self.values, **{key: json.loads(text) for key, text in containers.items()}}
+            return StateView(values, self._loader())
         if not containers:
             return self.values
         return {**self.values, **{key: json.loads(text) for key, text in containers.items()}}
 
+    def _loader(self) -> Loader:
+        if self._load is None:
+            raise InvalidStateError("the state holds offloaded values and no blob store reads them")
+        return self._load
+
+    def resolved(self) -> dict[str, Any]:
+        """Every value, offloaded ones read."""
+        if not self._offloaded:
+            return self.values
+        load = self._loader()
+        return {
+            key: load(self._offloaded[key].ref) if key in self._offloaded else v
+            for key, v in self.values.items()
+        }
+
     def apply(self, update: dict[str, Any], encoded: dict[str, str]) -> None:
         """Apply a committed update (``encoded``: its per-key JSON, as stored)."""
-        values, containers = self.values, self._containers
+        values, containers, offloaded = self.values, self._containers, self._offloaded
         for key, value in update.items():
+            text = encoded[key]
+            ref = parse_ref(text) if text[:1] == "@" else None  # JSON never starts with "@"
+            if ref is not None:
+                values[key] = offloaded[key] = pending(ref)
+                containers.pop(key, None)
+                continue
+            if offloaded:
+                offloaded.pop(key, None)
             if type(value) in _SCALARS:
                 values[key] = value
                 containers.pop(key, None)
             else:  # as stored: a tuple comes back a list, a container a copy of its own
-                text = encoded[key]
                 values[key] = json.loads(text)
                 containers[key] = text
 
@@ -109,15 +150,33 @@ def entry_bytes(key: str, text: str) -> int:
 
 
 class StateSize:
-    """Running size of a state from its per-key encodings, checked against ``limit``."""
+    """Running size of a state from its per-key encodings, checked against ``limit``.
 
-    __slots__ = ("_sizes", "limit", "total")
+    ``limit`` bounds the state as stored (an offloaded value counts its reference);
+    ``total_limit``, when given, bounds it with offloaded values counted in full.
+    """
 
-    def __init__(self, encoded: dict[str, str], limit: int = DEFAULT_MAX_STATE_BYTES) -> None:
+    __slots__ = ("_offloaded", "_sizes", "limit", "offloaded", "total", "total_limit")
+
+    def __init__(
+        self,
+        encoded: dict[str, str],
+        limit: int = DEFAULT_MAX_STATE_BYTES,
+        total_limit: int | None = None,
+    ) -> None:
         self.limit = limit
+        self.total_limit = total_limit
         self._sizes = {key: entry_bytes(key, text) for key, text in encoded.items()}
         self.total = 2 + sum(self._sizes.values())
+        #: key -> bytes an offloaded value adds beyond its reference's text.
+        self._offloaded = {key: _extra(text) for key, text in encoded.items() if text[:1] == "@"}
+        self.offloaded = sum(self._offloaded.values())
         self.check()
+
+    @property
+    def full(self) -> int:
+        """The state's size with its offloaded values counted in full."""
+        return self.total + self.offloaded
 
     def apply(self, encoded_update: dict[str, str]) -> int:
         """Account for ``encoded_update`` and raise if the state is now over the limit;
@@ -129,6 +188,11 @@ class StateSize:
             added += size
             self.total += size - sizes.get(key, 0)
             sizes[key] = size
+            if text[:1] == "@" or key in self._offloaded:  # JSON never starts with "@"
+                extra = _extra(text)
+                self.offloaded += extra - self._offloaded.pop(key, 0)
+                if extra:
+                    self._offloaded[key] = extra
         self.check()
         return added
 
@@ -138,3 +202,14 @@ class StateSize:
                 f"state is {self.total} bytes serialized; the limit is {self.limit}",
                 details={"size": self.total, "limit": self.limit},
             )
+        if self.total_limit is not None and self.offloaded and self.full > self.total_limit:
+            raise StateTooLargeError(
+                f"state is {self.full} bytes with its offloaded values; the limit is {self.total_limit}",
+                details={"size": self.full, "limit": self.total_limit},
+            )
+
+
+def _extra(text: str) -> int:
+    """Bytes an offloaded value adds beyond its reference's text (0 for a value's JSON)."""
+    ref = parse_ref(text)
+    return 0 if ref is None else ref.size - len(text)

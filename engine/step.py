@@ -18,6 +18,7 @@ from functools import lru_cache
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal
 
+from engine.blobs import StateView, merge_state, parse_ref
 from engine.errors import FlowForgeError
 from engine.jsontext import escape_surrogates
 from engine.notes import log_notes
@@ -118,7 +119,7 @@ class StepResult:
     status: StepStatus
     run_status: RunStatus
     update: dict[str, Any]
-    state: dict[str, Any]
+    state: Mapping[str, Any]
     next: Cursor | None
     log: dict[str, Any]
     delay_s: float = 0.0
@@ -200,7 +201,7 @@ async def _call(node: CompiledNode, state: Mapping[str, Any], ctx: ToolContext, 
 async def run_step(
     graph: CompiledGraph,
     cursor: Cursor,
-    state: dict[str, Any],
+    state: Mapping[str, Any],
     *,
     run_id: str,
     now: Callable[[], float] = time.time,
@@ -265,9 +266,9 @@ async def run_step(
     update: dict[str, Any] = {}
     try:
         if tool.is_async and timeout is None:
-            result = await tool.fn(MappingProxyType(state), ctx)  # the common case, inline
+            result = await tool.fn(read_only(state), ctx)  # the common case, inline
         else:
-            result = await _call(node, MappingProxyType(state), ctx, timeout)
+            result = await _call(node, read_only(state), ctx, timeout)
         if result is not None:
             if not _is_update(result):
                 raise InvalidToolResult(
@@ -275,7 +276,7 @@ async def run_step(
                     "return a dict with string keys, or None"
                 )
             update = result
-        merged = {**state, **update} if update else state
+        merged = merge_state(state, update) if update else state
         if callback is not None:
             duration = (time.perf_counter() - t0) * 1000
             return _noted(_start_callback(cursor, merged, update, callback, started, duration), ctx.notes)
@@ -297,7 +298,7 @@ async def run_step(
 
 def _start_callback(
     cursor: Cursor,
-    state: dict[str, Any],
+    state: Mapping[str, Any],
     update: dict[str, Any],
     callback: CallbackTicket,
     started: float,
@@ -309,7 +310,7 @@ def _start_callback(
     return waiting_outcome(cursor, state, update, callback.expires_at, started, duration_ms, info)
 
 
-def _start_timer(node: CompiledNode, cursor: Cursor, state: dict[str, Any], started: float) -> StepResult:
+def _start_timer(node: CompiledNode, cursor: Cursor, state: Mapping[str, Any], started: float) -> StepResult:
     """A ``wait`` node: wait until it is due (at once if that has passed)."""
     from engine.waits import InvalidWaitUntil, timer_due, waiting_outcome
 
@@ -331,7 +332,12 @@ def _noted(outcome: StepResult, notes: dict[str, Any]) -> StepResult:
     return outcome
 
 
-def _route(node: CompiledNode, cursor: Cursor, state: dict[str, Any]) -> Cursor | None:
+def read_only(state: Mapping[str, Any]) -> Mapping[str, Any]:
+    """What a tool gets: a read-only view (a StateView is one already)."""
+    return state if type(state) is StateView else MappingProxyType(state)
+
+
+def _route(node: CompiledNode, cursor: Cursor, state: Mapping[str, Any]) -> Cursor | None:
     """Where the run goes after ``node`` succeeded: loop, then branches, then next."""
     step = cursor.step + 1
     if node.loop is not None and not node.loop(state):
@@ -355,7 +361,7 @@ def _error(node_id: str, exc: BaseException, message: str) -> dict[str, Any]:
 def _on_failure(
     node: CompiledNode,
     cursor: Cursor,
-    state: dict[str, Any],
+    state: Mapping[str, Any],
     update: dict[str, Any],
     exc: BaseException,
     message: str,
@@ -386,14 +392,14 @@ def _on_failure(
                 caught = {**update, rule.result_key: error}
                 target = Cursor(rule.next, cursor.step + 1)
                 return _result(
-                    cursor, {**state, **caught}, caught, target, "caught", started, duration, error
+                    cursor, merge_state(state, caught), caught, target, "caught", started, duration, error
                 )
     return _result(cursor, state, {}, None, "failed", started, duration, error)
 
 
 def _result(
     cursor: Cursor,
-    state: dict[str, Any],
+    state: Mapping[str, Any],
     update: dict[str, Any],
     target: Cursor | None,
     status: StepStatus,
@@ -422,11 +428,17 @@ def _result(
 
 
 def enforce_limits(
-    outcome: StepResult, size: StateSize, before: dict[str, Any]
+    outcome: StepResult,
+    size: StateSize,
+    before: Mapping[str, Any],
+    offload: Callable[[dict[str, str]], dict[str, str]] | None = None,
 ) -> tuple[StepResult, dict[str, str]]:
     """Encode the outcome's update and check it against the state cap.
 
-    Returns the outcome to commit and the update's per-key JSON. An update that is not
+    Returns the outcome to commit and the update's per-key JSON. ``offload`` (see
+    engine/blobs.py) writes each value over its threshold to the blob store and gives
+    the stored texts, references in their place: the cap then counts the references,
+    and the log ``result`` shows them (``{"$blob": {...}}``). An update that is not
     JSON or would push the state over the cap is not applied: the run fails at this
     node instead (:func:`refuse_update`). A log ``result`` over
     :data:`MAX_LOG_RESULT_BYTES` is replaced by a marker (the state still holds the full
@@ -436,18 +448,24 @@ def enforce_limits(
         return outcome, {}
     try:
         encoded = {key: encode_value(key, value) for key, value in outcome.update.items()}
+        if offload is not None:
+            encoded = offload(encoded)
         result_bytes = size.apply(encoded)
     except FlowForgeError as exc:
         return refuse_update(outcome, exc, before), {}
+    log = outcome.log
+    if offload is not None and any(text[:1] == "@" for text in encoded.values()):
+        log = {**log, "result": _with_refs(outcome.update, encoded)}
     if result_bytes > MAX_LOG_RESULT_BYTES:
-        marker = {"_truncated": True, "bytes": result_bytes, "keys": _marker_keys(encoded)}
+        log = {**log, "result": {"_truncated": True, "bytes": result_bytes, "keys": _marker_keys(encoded)}}
+    if log is not outcome.log:
         outcome = StepResult(
             outcome.status,
             outcome.run_status,
             outcome.update,
             outcome.state,
             outcome.next,
-            {**outcome.log, "result": marker},
+            log,
             outcome.delay_s,
             outcome.error,
             outcome.until,
@@ -455,7 +473,16 @@ def enforce_limits(
     return outcome, encoded
 
 
-def refuse_update(outcome: StepResult, exc: FlowForgeError, before: dict[str, Any]) -> StepResult:
+def _with_refs(update: dict[str, Any], encoded: dict[str, str]) -> dict[str, Any]:
+    """The update as its log entry shows it: each offloaded value as its reference."""
+    shown = {}
+    for key, value in update.items():
+        ref = parse_ref(encoded[key])
+        shown[key] = value if ref is None else ref.to_json()
+    return shown
+
+
+def refuse_update(outcome: StepResult, exc: FlowForgeError, before: Mapping[str, Any]) -> StepResult:
     """``outcome`` turned into a failed run at its node: its update is not applied (it is
     not JSON, or the state or the step's record would be too large), the state stays
     ``before``."""

@@ -18,6 +18,7 @@ from engine.ports import RunRecord, StepCommit
 from engine.step import TERMINAL, iso_time
 
 if TYPE_CHECKING:
+    from engine.cost import Usage
     from engine.step import StepResult
 
 
@@ -28,9 +29,11 @@ def step_commit(
     update: dict[str, str],
     done_at: float,
     expires_at: int | None,
+    cost: Usage | None = None,
 ) -> StepCommit:
     """The commit of ``outcome`` (``update``: its per-key JSON): run@step → run@step+1,
-    with log entry ``step``, made at ``done_at`` (epoch seconds)."""
+    with log entry ``step``, made at ``done_at`` (epoch seconds); ``cost``: the run's
+    usage after it (None: unchanged)."""
     stamp = iso_time(done_at)
     status = outcome.run_status
     return StepCommit(
@@ -45,6 +48,8 @@ def step_commit(
         outcome.error if status == "failed" else None,
         expires_at if expires_at is not None else run.expires_at,
         stamp if status in TERMINAL else None,
+        None,
+        cost,
     )
 
 
@@ -73,6 +78,7 @@ def apply_commit(run: RunRecord, commit: StepCommit) -> RunRecord:
         commit.expires_at if commit.expires_at is not None else run.expires_at,
         run.owner,
         commit.redrive_count if commit.redrive_count is not None else run.redrive_count,
+        commit.cost if commit.cost is not None else run.cost,
     )
 
 

@@ -11,6 +11,7 @@ the record is due at once in the due-time index and the sweeper wakes the run.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -105,7 +106,7 @@ class WaitSteps:
 
     # -- ending a wait ----------------------------------------------------------------------
     def resume(
-        self, run: RunRecord, graph: CompiledGraph, state: dict[str, Any]
+        self, run: RunRecord, graph: CompiledGraph, state: Mapping[str, Any]
     ) -> tuple[StepResult, WaitRecord] | None:
         """How the waiting run's wait ends now, or None if it goes on waiting. A pending
         callback past its due time is settled as timed out first (conditionally: an

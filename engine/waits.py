@@ -24,6 +24,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from engine.blobs import merge_state
 from engine.errors import FlowForgeError
 from engine.step import (
     Cursor,
@@ -243,7 +244,7 @@ def timer_due(spec: CompiledWait, state: Mapping[str, Any], now: float) -> float
 # -- outcomes -------------------------------------------------------------------------------
 def waiting_outcome(
     cursor: Cursor,
-    state: dict[str, Any],
+    state: Mapping[str, Any],
     update: dict[str, Any],
     until: float,
     started: float,
@@ -269,7 +270,7 @@ def waiting_outcome(
 
 
 def resume_outcome(
-    graph: CompiledGraph, cursor: Cursor, state: dict[str, Any], wait: WaitRecord, now: float
+    graph: CompiledGraph, cursor: Cursor, state: Mapping[str, Any], wait: WaitRecord, now: float
 ) -> StepResult:
     """How the wait at ``cursor`` ends (``wait`` resolved, or a timer due at ``now``):
     transition ``cursor.step``. No tool runs."""
@@ -291,7 +292,7 @@ def resume_outcome(
             )
         return _resumed(_caught_or_failed(node, cursor, state, exc, now), how)
     update = approved_update(node, wait.output) if wait.kind == "callback" else {}
-    merged = {**state, **update} if update else state
+    merged = merge_state(state, update) if update else state
     return _resumed(_result(cursor, merged, update, _route(node, cursor, merged), "ok", now, 0.0, None), how)
 
 
@@ -305,7 +306,7 @@ def approved_update(node: CompiledNode, output: Any) -> dict[str, Any]:
 
 
 def _caught_or_failed(
-    node: CompiledNode, cursor: Cursor, state: dict[str, Any], exc: FlowForgeError, now: float
+    node: CompiledNode, cursor: Cursor, state: Mapping[str, Any], exc: FlowForgeError, now: float
 ) -> StepResult:
     error = _error(node.id, exc, exc.message)
     names = _type_names(exc)
@@ -313,7 +314,7 @@ def _caught_or_failed(
         if rule.next is not None and _matches(rule.on, names):
             caught = {rule.result_key: error}
             target = Cursor(rule.next, cursor.step + 1)
-            return _result(cursor, {**state, **caught}, caught, target, "caught", now, 0.0, error)
+            return _result(cursor, merge_state(state, caught), caught, target, "caught", now, 0.0, error)
     return _result(cursor, state, {}, None, "failed", now, 0.0, error)
 
 

@@ -8,6 +8,7 @@ intermediate value, so printing it all buries the result. By default ``flowforge
       summary = "Each light was given its own signature…"
       summary_length = 226
       (3 unchanged input keys; --full prints the whole run)
+      cost ≈ $0.0000112, an estimate (Lambda $0.0000013, SQS $0.0000020, DynamoDB $0.0000079)
 
 The keys shown are those some step wrote, read from the run's log (a log entry's
 ``result`` is the step's update; an oversized one keeps its ``keys``), last written
@@ -17,6 +18,7 @@ first. ``--full`` prints the whole run as indented JSON, ``--json`` as one line.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -86,7 +88,35 @@ def run_summary(view: dict[str, Any], *, outcome: bool = True) -> str:
     rest += [f"{unchanged} unchanged input key{'s' if unchanged != 1 else ''}"] if unchanged else []
     if rest:
         lines.append(f"  ({', '.join(rest)}; --full prints the whole run)")
+    if isinstance(view.get("cost"), dict):
+        lines.append(f"  {cost_line(view['cost'])}")
     return "\n".join(lines)
+
+
+#: The services of a cost breakdown, as the cost line names them.
+SERVICES = {"lambda": "Lambda", "sqs": "SQS", "dynamodb": "DynamoDB", "s3": "S3", "bedrock": "Bedrock"}
+
+
+def cost_line(cost: dict[str, Any]) -> str:
+    """``cost ≈ $0.0000112, an estimate (Lambda $…, SQS $…, DynamoDB $…)``: a run's cost
+    (``GET /graph/state``'s ``cost``, or a done message's), its non-zero services."""
+    lines = cost.get("breakdown") or {}
+    parts = [
+        f"{name} {dollars(lines[key]['usd'])}"
+        for key, name in SERVICES.items()
+        if lines.get(key, {}).get("usd")
+    ]
+    detail = f" ({', '.join(parts)})" if parts else ""
+    return f"cost ≈ {dollars(cost.get('usd') or 0)}, an estimate{detail}"
+
+
+def dollars(usd: float) -> str:
+    """USD with three significant digits however small: ``$0.0000112``, ``$1.25``."""
+    if usd <= 0:
+        return "$0"
+    decimals = max(2, 2 - math.floor(math.log10(usd)))
+    text = f"{usd:.{decimals}f}"
+    return "$" + (text.rstrip("0") if decimals > 2 else text)
 
 
 # -- run-local -----------------------------------------------------------------------------

@@ -173,6 +173,7 @@ class App:
             ApiGatewayPusher(management_client_factory(endpoint)),
             connection_ttl_s=CONNECTION_TTL_S,
             isolated=settings.isolation == "principal",
+            prices=settings.prices,
         )
 
 

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from engine.chain import DEFAULT_CHAIN_MAX_SECONDS, DEFAULT_CHAIN_MAX_STEPS
+from engine.prices import LIST_PRICES, InvalidPriceOverrides, PriceTable, parse_overrides
 from engine.state import DEFAULT_MAX_STATE_BYTES
 
 
@@ -55,6 +56,9 @@ class Settings:
     isolation: str = "account"
     """Who sees a graph or run (FLOWFORGE_ISOLATION): ``account``, every caller the API lets in;
     ``principal``, only the IAM principal that created it."""
+    prices: PriceTable = LIST_PRICES
+    """What a run's cost estimate is priced with: us-east-1 list prices, with the
+    FLOWFORGE_PRICE_OVERRIDES JSON (the PriceOverrides parameter) applied."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -84,6 +88,7 @@ class Settings:
             callback_key_secret=env.get("FLOWFORGE_CALLBACK_KEY_SECRET") or None,
             callback_base_url=env.get("FLOWFORGE_CALLBACK_BASE_URL") or None,
             isolation=_choice(env, "FLOWFORGE_ISOLATION", ISOLATION_MODES),
+            prices=_prices(env.get("FLOWFORGE_PRICE_OVERRIDES")),
         )
 
     def require_ws_endpoint(self) -> str:
@@ -93,6 +98,14 @@ class Settings:
 
 
 ISOLATION_MODES = ("account", "principal")
+
+
+def _prices(overrides: str | None) -> PriceTable:
+    """The price table with ``overrides`` applied: a bad one fails the cold start, named."""
+    try:
+        return parse_overrides(overrides)
+    except InvalidPriceOverrides as exc:
+        raise SettingsError(f"FLOWFORGE_PRICE_OVERRIDES: {exc.message}") from None
 
 
 def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:

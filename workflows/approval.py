@@ -33,9 +33,11 @@ def notify_reviewer(state: Any, ctx: Any) -> dict[str, Any]:
     webhook = ctx.params.get("webhook_url")
     if not webhook:
         return {"notified": False}
-    body = json.dumps({"text": f"Please review: {state.get('draft')}", "answer_url": ctx.callback_url}).encode()
+    body = json.dumps(
+        {"text": f"Please review: {state.get('draft')}", "answer_url": ctx.callback_url}
+    ).encode()
     request = urllib.request.Request(webhook, body, {"content-type": "application/json"})
-    with urllib.request.urlopen(request, timeout=ctx.remaining_s() or 10):  # noqa: S310 - the graph's own webhook
+    with urllib.request.urlopen(request, timeout=ctx.remaining_s() or 10):  # the graph's own webhook
         return {"notified": True}
 
 

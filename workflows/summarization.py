@@ -26,8 +26,9 @@ from __future__ import annotations
 
 import math
 import re
+import threading
 import unicodedata
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Iterable, Iterator, Mapping
 from itertools import chain, pairwise
 from typing import Any
@@ -47,9 +48,10 @@ SUMMARY_RATIO = 1 / 3
 #: any text; at or below it, exactly one sentence goes per iteration.
 SINGLE_DROP_MAX = 16
 ELLIPSIS = "…"
-#: The state holds the text up to four times over (text, sentences, chunks, summary) and
-#: is capped at 256 KiB by default: refuse larger texts up front with a clear message.
-MAX_TEXT_BYTES = 48 * 1024
+#: The state holds the text up to four times over (text, sentences, chunks, summary);
+#: large values are offloaded (engine/blobs.py) and the whole state is capped at 100 MiB
+#: by default: refuse larger texts up front with a clear message.
+MAX_TEXT_BYTES = 16 * 1024 * 1024
 
 # Non-ASCII punctuation is spelled as escapes: several marks look like ASCII ones.
 # CJK full stop, exclamation and question marks (U+3002, U+FF01, U+FF1F, U+FF61).
@@ -64,6 +66,7 @@ _TERMINATOR = re.compile(
 )
 _BULLET = re.compile(r"(?:[-*\u2022\u2023\u25e6\u00b7]|\d{1,3}[.)])\s")
 _LAST_WORD = re.compile(r"\S+$")
+_NEXT_CHAR = re.compile(r"\s*(\S)")
 _LETTER_DOTS = re.compile(r"(?:[^\W\d_]\.)*[^\W\d_]")  # "J", "e.g", "u.s"
 # CJK punctuation, kana, Han ideographs and fullwidth forms: joined without spaces.
 _CJK_CHAR = re.compile(r"[\u3000-\u303f\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff00-\uffef]")
@@ -175,8 +178,8 @@ def _ends_sentence(block: str, mark: str, mark_start: int, end: int) -> bool:
     """Whether a Western terminator at ``block[mark_start:end]`` really ends a sentence."""
     if end < len(block) and not block[end].isspace():
         return False  # "3.14", "example.com", "?!" inside a token
-    following = block[end:].lstrip()
-    if following and following[0].islower():
+    following = _NEXT_CHAR.match(block, end)  # not block[end:]: a copy per mark is quadratic
+    if following is not None and following.group(1).islower():
         return False  # "approx. five", '"Really?" she asked'
     if mark == ".":
         found = _LAST_WORD.search(block, max(0, mark_start - 40), mark_start)
@@ -290,7 +293,7 @@ def _drop_weakest(kept: list[int], sentences: list[str], target: int) -> list[in
     Sentences that could never fit whole go first, then the lowest scores, later ones
     first on ties. The length is kept up to date through each sentence's neighbours.
     """
-    scores = score_sentences(sentences)
+    scores, _ = _scores(sentences)
     batch = 1 if len(kept) <= SINGLE_DROP_MAX else len(kept) // 2
     order = sorted(kept, key=lambda i: (len(sentences[i]) <= target, scores[i], -i))
     before: dict[int, int | None] = {b: a for a, b in pairwise(kept)}
@@ -319,7 +322,7 @@ def _drop_weakest(kept: list[int], sentences: list[str], target: int) -> list[in
 async def split_text(state: Mapping[str, Any], ctx: ToolContext) -> dict[str, Any]:
     """Split ``text`` into sentences and pack whole ones into ~``chunk_size`` chunks.
 
-    Checks the input first: ``text`` a non-empty string of at most 48 KiB (UTF-8),
+    Checks the input first: ``text`` a non-empty string of at most 16 MiB (UTF-8),
     ``chunk_size`` an integer in 50..100000 (default 500), ``target_length`` an integer
     in 20..100000 (default 300). A sentence longer than ``chunk_size`` becomes a chunk of
     its own. Writes ``sentences``, ``chunks`` and ``chunk_spans``, and the defaults it
@@ -371,8 +374,32 @@ async def summarize_chunk(state: Mapping[str, Any], ctx: ToolContext) -> list[in
     sentences = _require(state, "sentences", "split_text")
     spans = _require(state, "chunk_spans", "split_text")
     first, end = spans[ctx.index]
-    share = max(SUMMARY_RATIO, target / len(join_sentences(sentences)))
-    return _keep_best(range(first, end), sentences, score_sentences(sentences), share)
+    scores, length = _scores(sentences)
+    share = max(SUMMARY_RATIO, target / length)
+    return _keep_best(range(first, end), sentences, scores, share)
+
+
+#: The scores of the last few documents' sentences: every item of a map and every refine
+#: iteration scores the same document; a long one is scored once per container.
+_SCORES: OrderedDict[tuple[str, ...], tuple[list[float], int]] = OrderedDict()
+_SCORES_LOCK = threading.Lock()
+
+
+def _scores(sentences: list[str]) -> tuple[list[float], int]:
+    """:func:`score_sentences` and the length of the sentences joined, remembered for the
+    last few documents."""
+    key = tuple(sentences)
+    with _SCORES_LOCK:
+        scored = _SCORES.get(key)
+        if scored is not None:
+            _SCORES.move_to_end(key)
+            return scored
+    scored = score_sentences(sentences), len(join_sentences(sentences))
+    with _SCORES_LOCK:
+        _SCORES[key] = scored
+        while len(_SCORES) > 4:
+            _SCORES.popitem(last=False)
+    return scored
 
 
 @tool

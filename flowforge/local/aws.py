@@ -12,10 +12,17 @@ The same middleware makes DynamoDB durable (see journal.py): after each request,
 under the lock, the stream records it added to the table's shard are appended to the
 journal, and the response leaves only once an fsync covers them (and everything the
 request could have read).
+
+The handlers run in this process too: their requests to moto skip the socket
+(:meth:`MotoServer.serve_in_process`). Each is still signed, serialized by botocore, sent
+through the same middleware and parsed back — only the TCP connection, the HTTP text and
+the thread werkzeug starts per request are left out, which were half of a request's CPU.
+Everything outside the process (the CLI, the benchmarks' clients, yours) uses the server.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -23,10 +30,15 @@ import socket
 import sys
 import threading
 from collections.abc import Callable, Iterable
+from io import BytesIO
 from typing import Any
+from urllib.parse import urlsplit
 
+from botocore.awsrequest import AWSPreparedRequest, AWSResponse, HeadersDict
+from botocore.handlers import BUILTIN_HANDLERS
 from moto.moto_server.werkzeug_app import create_backend_app
 from werkzeug.serving import BaseWSGIServer, make_server
+from werkzeug.test import EnvironBuilder
 
 from flowforge.local import moto_internals
 from flowforge.local.journal import Journal, JournalError, to_wire
@@ -104,6 +116,9 @@ class MotoServer:
     """moto's server on ``host:port`` (0 picks a free port). Binding happens here."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 5000) -> None:
+        # The process's moto, for as long as it lives: same answers, less of its CPU.
+        moto_internals.partition_queries(setattr)
+        moto_internals.plain_json_responses(setattr)
         self._app = _SerializeDynamoDB(moto_internals.Dispatcher(create_backend_app))
         # Bound here, so a taken port is an OSError (EADDRINUSE) for the caller to report;
         # werkzeug would print its own lines and exit.
@@ -142,11 +157,63 @@ class MotoServer:
         with self._app.lock:
             moto_internals.forget_through(table, region, through_sequence)
 
+    def serve_in_process(self) -> None:
+        """From now on, boto3 clients made in this process send their requests to this
+        server's endpoint straight to its application, on the caller's thread.
+
+        botocore lets a ``before-send`` handler answer a request instead of the network
+        (moto's own ``mock_aws`` works this way); every session made from now on gets
+        this one. Requests to any other endpoint go out as before.
+        """
+        if ("before-send", self._dispatch) not in BUILTIN_HANDLERS:
+            BUILTIN_HANDLERS.append(("before-send", self._dispatch))
+
+    def _dispatch(self, request: AWSPreparedRequest, **_: Any) -> AWSResponse | None:
+        url = urlsplit(request.url)
+        if url.netloc != self._netloc:
+            return None
+        body = request.body
+        if body is None:
+            body = b""
+        elif hasattr(body, "read"):
+            body = body.read()
+        elif isinstance(body, str):
+            body = body.encode()
+        environ = EnvironBuilder(
+            method=request.method,
+            base_url=f"{url.scheme}://{url.netloc}",
+            path=url.path or "/",
+            query_string=url.query,
+            headers={k: v.decode() if isinstance(v, bytes) else v for k, v in request.headers.items()},
+            data=body,
+        ).get_environ()
+        answer: dict[str, Any] = {}
+
+        def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> None:
+            answer["status"], answer["headers"] = int(status.split(" ", 1)[0]), headers
+
+        data = b"".join(self._app(environ, start_response))
+        return AWSResponse(request.url, answer["status"], HeadersDict(answer["headers"]), _Body(data))
+
+    @property
+    def _netloc(self) -> str:
+        return urlsplit(self.endpoint).netloc
+
     def stop(self) -> None:
+        with contextlib.suppress(ValueError):
+            BUILTIN_HANDLERS.remove(("before-send", self._dispatch))
         if self._thread.is_alive():  # shutdown() waits for serve_forever: only if it runs
             self._server.shutdown()
             self._thread.join(timeout=5)
         self._server.server_close()
+
+
+class _Body(BytesIO):
+    """A response body as botocore reads it from urllib3: ``read`` and ``stream``."""
+
+    def stream(self, amt: int = 1024 * 1024, decode_content: bool | None = None) -> Iterable[bytes]:
+        while chunk := self.read(amt):
+            yield chunk
 
 
 def local_aws_environment(endpoint: str, region: str, bedrock_endpoint: str | None = None) -> dict[str, str]:

@@ -272,6 +272,7 @@ class LocalStack:
     async def start(self) -> None:
         options = self.options
         self.moto.start()
+        self.moto.serve_in_process()  # before any session: the handlers' clients skip the socket
         await self.bedrock.start()
         apply_environment(local_aws_environment(self.moto.endpoint, options.region, self.bedrock.endpoint))
         session = boto3.session.Session()

@@ -12,8 +12,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, GetCoreSchemaHandler, model_serializer
 from pydantic_core import CoreSchema
 
+from engine.cost import price
 from engine.logpages import MAX_LOG_PAGE_BYTES, LogPage
 from engine.ports import GraphRecord, RunRecord
+from engine.prices import LIST_PRICES, PriceTable
 from engine.state import decode_state
 from engine.step import LIVE, TERMINAL
 
@@ -207,6 +209,13 @@ class RunView(_Response):
         None, description="While the run is at a map or parallel node: how far its items are."
     )
     waiting: WaitingInfo | None = Field(None, description="While the run waits: for what, until when.")
+    cost: dict[str, Any] | None = Field(
+        None,
+        description="An estimate of what the run's committed steps cost on AWS so far: "
+        '{"usd", "estimate": true, "breakdown": {lambda, sqs, dynamodb, s3, bedrock}, "prices"}, '
+        "each line with what was counted and its USD, priced with the stack's price table "
+        "(us-east-1 list prices unless PriceOverrides says otherwise). See the README's Cost per run.",
+    )
     logs: list[LogEntry] | None = Field(
         None,
         description="One page of log entries with seq > after, in order: at most limit entries "
@@ -235,8 +244,9 @@ class RunView(_Response):
         logs: LogPage | None,
         progress: dict[str, Any] | None = None,
         waiting: dict[str, Any] | None = None,
+        prices: PriceTable = LIST_PRICES,
     ) -> RunView:
-        return cls.model_validate(run_view(run, logs, progress, waiting))
+        return cls.model_validate(run_view(run, logs, progress, waiting, prices))
 
 
 class SelectedRunFields(_Response):
@@ -255,6 +265,7 @@ class SelectedRunFields(_Response):
     error: dict[str, Any] | None = None
     redrive_count: int | None = None
     waiting: dict[str, Any] | None = None
+    cost: dict[str, Any] | None = None
     logs: list[LogEntry] | None = None
     logs_next: int | None = None
 
@@ -381,10 +392,12 @@ def run_view(
     logs: LogPage | None,
     progress: dict[str, Any] | None = None,
     waiting: dict[str, Any] | None = None,
+    prices: PriceTable = LIST_PRICES,
 ) -> dict[str, Any]:
-    """The public shape of a run (``GET /graph/state/{run_id}``), with a page of its log
-    and, at a map or parallel node, its progress (:meth:`engine.service.RunService.progress`);
-    while it waits, what for (:meth:`engine.wait_service.WaitSteps.view`)."""
+    """The public shape of a run (``GET /graph/state/{run_id}``), with a page of its log,
+    at a map or parallel node its progress (:meth:`engine.service.RunService.progress`),
+    while it waits what for (:meth:`engine.wait_service.WaitSteps.view`), and its cost
+    estimate priced with ``prices``."""
     view: dict[str, Any] = {
         "run_id": run.run_id,
         "graph_id": run.graph_id,
@@ -400,6 +413,7 @@ def run_view(
         "redrive_count": run.redrive_count,
         "progress": progress,
         "waiting": waiting,
+        "cost": price(run.cost, prices),
     }
     if logs is not None:
         view["logs"] = logs.entries

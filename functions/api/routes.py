@@ -249,7 +249,13 @@ def _answer(
     if selection is not None:
         logs = logs and selection.wants_logs
     page = service.log_page(run.run_id, after, limit) if logs else None
-    view = RunView.of(run, page, service.progress(run), service.waits.view(run, callback_base_url()))
+    view = RunView.of(
+        run,
+        page,
+        service.progress(run),
+        service.waits.view(run, callback_base_url()),
+        current_app().settings.prices,
+    )
     data = view.model_dump(mode="json")
     return data if selection is None else selection.apply(data)
 
@@ -263,7 +269,7 @@ def _answer(
 def cancel_run(run_id: RunId) -> RunView:
     run = current_app().service.cancel(run_id, _owner())
     logger.info("run cancelled", extra={"run_id": run_id})
-    return RunView.of(run, None)
+    return RunView.of(run, None, prices=current_app().settings.prices)
 
 
 @router.post(
@@ -284,7 +290,7 @@ def redrive_run(
     run = service.redrive(run_id, patch, _owner())
     logger.info("run redriven", extra={"run_id": run_id, "redrive_count": run.redrive_count})
     metrics.add_metric(name="runs_redriven", unit=MetricUnit.Count, value=1)
-    return RunView.of(run, None, service.progress(run))
+    return RunView.of(run, None, service.progress(run), prices=current_app().settings.prices)
 
 
 @router.get("/tools", summary="Registered tools and conditions", tags=["tools"])

@@ -18,6 +18,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+from engine.cost import Usage
 from engine.errors import ConflictError
 from engine.logstream import Claim, LogStream, RunEnd, Subscription, TooManySubscriptionsError
 from engine.step import TERMINAL
@@ -70,7 +71,9 @@ def subscription_from_item(item: Item) -> Subscription:
         connection_id=item["connection_id"]["S"],
         last_seq=int(item["last_seq"]["N"]),
         ver=int(item.get("ver", {}).get("N", 0)),
-        end=RunEnd(end["status"], end["last_seq"], end.get("error")) if end else None,
+        end=RunEnd(end["status"], end["last_seq"], end.get("error"), Usage.decode(end.get("cost")))
+        if end
+        else None,
         lease=item["lease"]["S"] if "lease" in item else None,
         lease_until=float(item["lease_until"]["N"]) if "lease_until" in item else 0.0,
         replay=item["replay"]["S"] if "replay" in item else None,
@@ -80,7 +83,10 @@ def subscription_from_item(item: Item) -> Subscription:
 
 
 def _end_value(end: RunEnd) -> dict[str, str]:
-    return S(json.dumps({"status": end.status, "last_seq": end.last_seq, "error": end.error}))
+    value = {"status": end.status, "last_seq": end.last_seq, "error": end.error}
+    if end.cost:
+        value["cost"] = end.cost.encode()
+    return S(json.dumps(value))
 
 
 class DynamoSubscriptionStore(AwsAdapter):
@@ -308,7 +314,9 @@ def slot_end(image: Item) -> RunEnd | None:
     error = image.get("error", {}).get("S")
     # Slot k of a step is log entry k; a finish slot k comes after entries 0..k-1.
     last_seq = seq if image["kind"]["S"] == "log" else seq - 1
-    return RunEnd(status, last_seq, json.loads(error) if error else None)
+    # Either slot carries the run's cost after it (a finish slot: unchanged).
+    cost = image.get(codec.COST, {}).get("S")
+    return RunEnd(status, last_seq, json.loads(error) if error else None, Usage.decode(cost))
 
 
 def deadline_of(stream: LogStream, context: Any, reserve_s: float = 3.0) -> float | None:

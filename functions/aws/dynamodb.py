@@ -35,6 +35,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from engine.cost import DYNAMODB_READ_UNITS, DYNAMODB_WRITE_UNITS, EMPTY
 from engine.errors import ConflictError, StateTooLargeError, StoreUnavailableError
 from engine.ports import GraphRecord, RunRecord, StepCommit
 from engine.step import LIVE, TERMINAL
@@ -72,6 +73,12 @@ class _Folded:
     slots: int
     snapshot_slots: int
     snapshot_bucket: str | None  # the snapshot's sweeper index key (None: not indexed)
+    #: The stored snapshot as billed: its size and its index entry (a rewrite is billed on
+    #: the larger of the old and new item, and on each index entry it changes).
+    snapshot_bytes: int = 0
+    snapshot_index: codec.Item | None = None
+    #: Read units spent reading the run for a step, not yet counted in a commit's cost.
+    unpaid_reads: int = 0
 
     def then(self, slot: codec.Item) -> _Folded:
         """The run after ``slot`` (the next one, or a fan-out's execution after a gap),
@@ -79,8 +86,18 @@ class _Folded:
         return replace(self, run=codec.apply_slot(self.run, slot), slots=codec.step_of(slot) + 1)
 
     def committed(self, commit: StepCommit) -> _Folded:
-        """The run after ``commit`` (whose slot is the next one), over the same snapshot."""
-        return replace(self, run=apply_commit(self.run, commit), slots=self.slots + 1)
+        """The run after ``commit`` (whose slot is the next one), over the same snapshot;
+        its reads are paid by the commit."""
+        return replace(self, run=apply_commit(self.run, commit), slots=self.slots + 1, unpaid_reads=0)
+
+    def snapshot_due(self) -> bool:
+        """Whether the run item is rewritten now: the run ended, it is ``SNAPSHOT_EVERY``
+        slots behind, or the run's due minute (its sweeper index key) moved."""
+        return (
+            self.run.status != "running"
+            or self.slots - self.snapshot_slots >= SNAPSHOT_EVERY
+            or codec.due_bucket_key(self.run.next_at) != self.snapshot_bucket
+        )
 
 
 class DynamoRunStore(DynamoWaits, DynamoFanOuts, AwsAdapter):
@@ -137,8 +154,18 @@ class DynamoRunStore(DynamoWaits, DynamoFanOuts, AwsAdapter):
         # Listed first: a crash in between leaves a listed id without a run, which
         # list_runs skips, never a run missing from the list.
         self._put_new(codec.listed_item(run))
-        self._put_new(codec.run_item(run, slots=run.step))
-        self._remember(_Folded(run, run.step, run.step, codec.due_bucket_key(run.next_at)))
+        item = codec.run_item(run, slots=run.step)
+        self._put_new(item)
+        self._remember(
+            _Folded(
+                run,
+                run.step,
+                run.step,
+                codec.due_bucket_key(run.next_at),
+                codec.billed_bytes(item) + codec.WRITER_BYTES,
+                codec.index_entry(item),
+            )
+        )
 
     def list_runs(
         self, limit: int = 50, after: str | None = None, *, owner: str | None = None
@@ -159,32 +186,69 @@ class DynamoRunStore(DynamoWaits, DynamoFanOuts, AwsAdapter):
     def get_run(self, run_id: str, *, step: int | None = None) -> RunRecord | None:
         """The run now (one query); with ``step``, no read at all if this store last saw
         the run running at ``step`` (see :meth:`engine.ports.RunStore.get_run`)."""
-        known = (self._known_at(run_id, step) if step is not None else None) or self._read_run(run_id)
+        if step is None:
+            known = self._read_run(run_id)
+        else:  # a step's read: counted in its commit's cost
+            known = self._known_at(run_id, step) or self._read_run(run_id, charge=step)
         return replace(known.run, state=dict(known.run.state)) if known else None
 
     def forget(self) -> None:
         """Forget every run this thread knows, as a new Lambda container would."""
         self._cache.clear()
 
-    def commit_step(self, commit: StepCommit) -> None:
+    def commit_step(self, commit: StepCommit) -> StepCommit:
         """Take the step's slot (ConflictError if taken; StateTooLargeError if DynamoDB
-        cannot store it: the caller fails the run with a small slot instead)."""
+        cannot store it: the caller fails the run with a small slot instead).
+
+        A commit that carries the run's cost gets what storing it costs added: the read
+        of the run for this step, the slot's write units, and the snapshot's rewrite with
+        its index writes when one follows (see :meth:`_costed`)."""
         base = self._running_at(commit.run_id, commit.step)
-        slot = _sized_slot(commit)
         if base.run.status == "waiting":
             # A wait ends: the run runs again. Its snapshot (waiting: out of the sweeper's
             # index) goes back into the index first, as a redrive's does, so a run whose
             # snapshot write is lost after this slot is still found if it stalls.
             base = self._mark_due(base, commit.next_at)
+        if commit.cost is None:
+            slot, after = _sized_slot(commit), base.committed(commit)
+        else:
+            commit, slot, after = self._costed(base, commit)
         self._put_slot(commit.run_id, slot)
-        after = base.committed(commit)
         self._remember(after)
-        if (
-            after.run.status != "running"
-            or after.slots - after.snapshot_slots >= SNAPSHOT_EVERY
-            or (codec.due_bucket_key(after.run.next_at) != after.snapshot_bucket)
-        ):
+        if after.snapshot_due():
             self._snapshot(after)
+        return commit
+
+    def _costed(self, base: _Folded, commit: StepCommit) -> tuple[StepCommit, codec.Item, _Folded]:
+        """``commit`` with what storing it costs in its cost, its slot, and the run after it.
+
+        The slot and the snapshot hold the cost, so their size depends on it: the write
+        units are found by trying the cost's own figures until they agree (a digit more
+        seldom moves a write across a kilobyte: usually the second try)."""
+        assert commit.cost is not None
+        cost = commit.cost + {DYNAMODB_READ_UNITS: base.unpaid_reads} if base.unpaid_reads else commit.cost
+        slot = _sized_slot(replace(commit, cost=None))
+        slot_bytes = codec.billed_bytes(slot) + codec.WRITER_BYTES
+        after = base.committed(commit)
+        snapshot = (
+            codec.run_item(replace(after.run, cost=EMPTY), after.slots) if after.snapshot_due() else None
+        )
+        snapshot_bytes = codec.billed_bytes(snapshot)
+        index_units = codec.index_write_units(base.snapshot_index, snapshot) if snapshot else 0
+        units = 0
+        while True:
+            text = (cost + {DYNAMODB_WRITE_UNITS: units}).encode()
+            extra = len(codec.COST) + len(text.encode())
+            needed = codec.write_units(slot_bytes + extra)
+            if snapshot is not None:
+                needed += codec.write_units(max(snapshot_bytes + extra, base.snapshot_bytes)) + index_units
+            if needed <= units:
+                break
+            units = needed
+        commit = replace(commit, cost=cost + {DYNAMODB_WRITE_UNITS: units})
+        slot[codec.COST] = codec.S(text)
+        _check_size(slot)
+        return commit, slot, base.committed(commit)
 
     def redrive_run(self, run_id: str, build: Callable[[RunRecord, int], StepCommit]) -> RunRecord:
         """Take the failed run's next slot with the redrive's commit (ConflictError if the
@@ -334,11 +398,13 @@ class DynamoRunStore(DynamoWaits, DynamoFanOuts, AwsAdapter):
         return folded.run if folded else None
 
     # -- the fold ---------------------------------------------------------------------------
-    def _read_run(self, run_id: str) -> _Folded | None:
+    def _read_run(self, run_id: str, *, charge: int | None = None) -> _Folded | None:
         """The run now: its snapshot with the slots after it folded in (None if unknown).
 
         Reads backwards from the run item, one page of about a snapshot's worth of slots,
-        more only when a snapshot write was lost.
+        more only when a snapshot write was lost. With ``charge`` (a read for step
+        ``charge``) its read units are kept for that step's commit to count, if the run is
+        at that step: a stale duplicate's read commits nothing, and is not counted.
         """
         known = self._cache.get(run_id)
         params: dict[str, Any] = {
@@ -355,6 +421,7 @@ class DynamoRunStore(DynamoWaits, DynamoFanOuts, AwsAdapter):
         }
         response = self._call("query", **params, Limit=SNAPSHOT_EVERY + 2)
         items = response.get("Items", [])
+        read = _read_units(items)
         if not items or items[0]["sk"]["S"] != codec.RUN_SK:
             self._cache.pop(run_id, None)
             return None
@@ -364,7 +431,7 @@ class DynamoRunStore(DynamoWaits, DynamoFanOuts, AwsAdapter):
             # The run item went back (it was restored or rewritten from outside): what
             # this store knew no longer bounds the read.
             self._cache.pop(run_id, None)
-            return self._read_run(run_id)
+            return self._read_run(run_id, charge=charge)
         start = response.get("LastEvaluatedKey")
         run = codec.run_from_item(snapshot)
         # A run at a fan-out stays there until its join, and its executions change nothing
@@ -379,8 +446,16 @@ class DynamoRunStore(DynamoWaits, DynamoFanOuts, AwsAdapter):
             missing = codec.step_of(slots[-1]) - base if slots else SNAPSHOT_EVERY
             response = self._call("query", **params, ExclusiveStartKey=start, Limit=missing)
             slots += response.get("Items", [])
+            read += _read_units(response.get("Items", []))
             start = response.get("LastEvaluatedKey")
-        folded = _Folded(run, base, base, snapshot.get("gsi1sk", {}).get("S"))
+        folded = _Folded(
+            run,
+            base,
+            base,
+            snapshot.get("gsi1sk", {}).get("S"),
+            codec.billed_bytes(snapshot),
+            codec.index_entry(snapshot),
+        )
         for slot in reversed(slots):
             step = codec.step_of(slot)
             if step < base:
@@ -388,6 +463,8 @@ class DynamoRunStore(DynamoWaits, DynamoFanOuts, AwsAdapter):
             if step != folded.slots and not (step > folded.slots and is_execution(slot)):
                 raise StoreUnavailableError(f"run {run_id!r}: slot {folded.slots} missing before slot {step}")
             folded = folded.then(slot)
+        if charge is not None and charge == folded.slots:
+            folded = replace(folded, unpaid_reads=read)
         self._remember(folded)
         return folded
 
@@ -396,7 +473,7 @@ class DynamoRunStore(DynamoWaits, DynamoFanOuts, AwsAdapter):
 
         That it was is enough: slot ``step`` is still empty only if it still is.
         """
-        known = self._known_at(run_id, step) or self._read_run(run_id)
+        known = self._known_at(run_id, step) or self._read_run(run_id, charge=step)
         if known is None or known.run.status not in LIVE or known.run.step != step:
             raise ConflictError(f"run {run_id!r} is not running at step {step}")
         return known
@@ -432,11 +509,12 @@ class DynamoRunStore(DynamoWaits, DynamoFanOuts, AwsAdapter):
         Best effort: the slots are the commit, and a reader folds what a lost snapshot
         would have held. Only the store's own transient errors are swallowed.
         """
+        item = codec.run_item(folded.run, folded.slots)
         try:
             self._call(
                 "put_item",
                 TableName=self.table_name,
-                Item=codec.run_item(folded.run, folded.slots),
+                Item=item,
                 ConditionExpression="applied <= :applied" if again else "applied < :applied",
                 ExpressionAttributeValues={":applied": codec.N(folded.slots)},
             )
@@ -448,6 +526,8 @@ class DynamoRunStore(DynamoWaits, DynamoFanOuts, AwsAdapter):
                 folded.slots,
                 folded.slots,
                 codec.due_bucket_key(folded.run.next_at) if folded.run.status == "running" else None,
+                codec.billed_bytes(item),
+                codec.index_entry(item),
             )
         )
 
@@ -553,6 +633,12 @@ class DynamoRunStore(DynamoWaits, DynamoFanOuts, AwsAdapter):
 def _sized_slot(commit: StepCommit) -> codec.Item:
     """The commit's slot, measured: StateTooLargeError if DynamoDB could not store it."""
     slot = codec.commit_item(commit)
+    _check_size(slot)
+    return slot
+
+
+def _check_size(slot: codec.Item) -> None:
+    """StateTooLargeError if DynamoDB could not store ``slot``."""
     size = codec.item_bytes(slot) + codec.WRITER_BYTES
     if size > codec.MAX_ITEM_BYTES:
         raise StateTooLargeError(
@@ -560,7 +646,11 @@ def _sized_slot(commit: StepCommit) -> codec.Item:
             f"DynamoDB stores at most {codec.MAX_ITEM_BYTES} bytes per item",
             details={"size": size, "limit": codec.MAX_ITEM_BYTES},
         )
-    return slot
+
+
+def _read_units(items: list[codec.Item]) -> int:
+    """Read units of one strongly consistent call that returned ``items``."""
+    return codec.read_units(sum(map(codec.billed_bytes, items)))
 
 
 def _table_key(item: codec.Item) -> codec.Item:

@@ -46,8 +46,10 @@ from __future__ import annotations
 import json
 import math
 import zlib
+from decimal import Decimal
 from typing import Any
 
+from engine.cost import EMPTY, Usage
 from engine.ports import GraphRecord, RunRecord, StepCommit
 from engine.step import Cursor
 from engine.transitions import apply_commit, apply_execution, apply_finish
@@ -70,6 +72,8 @@ WRITER = "writer"
 WRITER_BYTES = len(WRITER) + 32  # a uuid4 in hex
 #: DynamoDB's item size limit (400 KB), in bytes as it counts them (:func:`item_bytes`).
 MAX_ITEM_BYTES = 400 * 1024
+#: The attribute holding a run's usage so far (engine/cost.py), on run items and log slots.
+COST = "cost"
 
 Item = dict[str, dict[str, Any]]
 
@@ -263,6 +267,8 @@ def run_item(run: RunRecord, slots: int) -> Item:
         item["owner"] = S(run.owner)
     if run.redrive_count:
         item["redrives"] = N(run.redrive_count)
+    if run.cost:
+        item[COST] = S(run.cost.encode())
     if run.status == "running":
         item.update(sweeper_keys(run.run_id, run.next_at))
     return item
@@ -291,6 +297,7 @@ def run_from_item(item: Item) -> RunRecord:
         expires_at=int(expires_at) if expires_at is not None else None,
         owner=_str(item, "owner"),
         redrive_count=int(_num(item, "redrives") or 0),
+        cost=Usage.decode(_str(item, COST)) if COST in item else EMPTY,
     )
 
 
@@ -326,6 +333,8 @@ def commit_item(commit: StepCommit) -> Item:
         item["expires_at"] = N(commit.expires_at)
     if commit.redrive_count is not None:
         item["redrives"] = N(commit.redrive_count)
+    if commit.cost is not None:
+        item[COST] = S(commit.cost.encode())
     return item
 
 
@@ -342,6 +351,8 @@ def finish_item(run: RunRecord, step: int, *, status: str, error: dict[str, Any]
     }
     if run.expires_at is not None:
         item["expires_at"] = N(run.expires_at)
+    if run.cost:  # unchanged: the done message reads it from the slot that ends the run
+        item[COST] = S(run.cost.encode())
     return item
 
 
@@ -362,6 +373,7 @@ def commit_from_item(item: Item) -> StepCommit:
         expires_at=int(expires_at) if expires_at is not None else None,
         finished_at=_str(item, "finished_at"),
         redrive_count=int(redrives) if redrives is not None else None,
+        cost=Usage.decode(_str(item, COST)) if COST in item else None,
     )
 
 
@@ -410,3 +422,73 @@ def _value_bytes(value: dict[str, Any]) -> int:
     if kind in ("SS", "NS"):
         return sum(len(v.encode()) for v in inner)
     return 1  # BOOL, NULL
+
+
+# -- billing --------------------------------------------------------------------------------
+#: What DynamoDB counts per global secondary index entry, besides its attributes.
+INDEX_ENTRY_OVERHEAD = 100
+WRITE_UNIT_BYTES = 1024
+READ_UNIT_BYTES = 4096
+
+
+def billed_bytes(item: Item | None) -> int:
+    """An item's size as DynamoDB bills it (0 for none): names and strings in UTF-8
+    bytes, a number one byte per two significant digits plus one, 3 bytes per map or
+    list plus 1 per element (https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/CapacityUnitCalculations.html)."""
+    if not item:
+        return 0
+    return sum(len(name.encode()) + _billed_value(value) for name, value in item.items())
+
+
+def _billed_value(value: dict[str, Any]) -> int:
+    ((kind, inner),) = value.items()
+    if kind == "S":
+        return len(inner.encode())
+    if kind == "N":
+        return _number_bytes(inner)
+    if kind == "M":
+        return 3 + sum(1 + len(k.encode()) + _billed_value(v) for k, v in inner.items())
+    if kind == "L":
+        return 3 + sum(1 + _billed_value(v) for v in inner)
+    if kind == "SS":
+        return sum(len(v.encode()) for v in inner)
+    if kind == "NS":
+        return sum(_number_bytes(v) for v in inner)
+    return 1  # BOOL, NULL
+
+
+def _number_bytes(text: str) -> int:
+    digits = Decimal(text).normalize().as_tuple().digits
+    return math.ceil((len(digits) if any(digits) else 1) / 2) + 1
+
+
+def write_units(size: int) -> int:
+    """Write request units of a write billed on ``size`` bytes (at least one)."""
+    return max(1, -(-size // WRITE_UNIT_BYTES))
+
+
+def read_units(size: int) -> int:
+    """Strongly consistent read request units of ``size`` bytes read by one call (at least one)."""
+    return max(1, -(-size // READ_UNIT_BYTES))
+
+
+def index_write_units(before: Item | None, after: Item | None) -> int:
+    """Index write units for the table's one index (gsi1) as an item goes from ``before``
+    to ``after``: an entry gained or lost is one write, a changed one two."""
+    old, new = index_entry(before), index_entry(after)
+    if old == new:
+        return 0
+    return sum(write_units(billed_bytes(entry) + INDEX_ENTRY_OVERHEAD) for entry in (old, new) if entry)
+
+
+def index_entry(item: Item | None) -> Item | None:
+    """``item``'s entry in gsi1 (keys only), or None when it is not in the index."""
+    if not item or "gsi1pk" not in item or "gsi1sk" not in item:
+        return None
+    return {name: item[name] for name in ("pk", "sk", "gsi1pk", "gsi1sk")}
+
+
+def cost_bytes(item: Item) -> int:
+    """The billed bytes of ``item``'s cost attribute (0 without one)."""
+    value = item.get(COST)
+    return len(COST) + len(value["S"].encode()) if value else 0

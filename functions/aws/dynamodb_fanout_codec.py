@@ -121,6 +121,8 @@ def execution_item(
         "updated_at": S(record.entry.get("started_at", "")),
         "next_at": N(now),
     }
+    if record.blob is not None:  # the value is offloaded: the item holds its reference
+        item["blob"] = S(record.blob)
     if expires_at is not None:
         item["expires_at"] = N(expires_at)
     return item
@@ -135,6 +137,7 @@ def execution_from_item(item: Item) -> ExecutionRecord:
         value=_json(item, "value"),
         error=_json(item, "error"),
         entry=_json(item, "entry"),
+        blob=_str(item, "blob"),
     )
 
 

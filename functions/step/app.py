@@ -11,6 +11,7 @@ from aws_lambda_powertools import Logger
 from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
 
 from engine.chain import ChainBudget
+from engine.cost import InvocationMeter
 from engine.ports import StepCommit
 from engine.step import TERMINAL
 from functions.aws.batch import SqsRecord, parse_step_message, process_sqs_batch
@@ -43,12 +44,15 @@ def record_outcome(metrics: EphemeralMetrics, commit: StepCommit) -> None:
 COMMIT_RESERVE_S = 5.0
 #: A message starts only with at least this long before the tools' deadline.
 MIN_STEP_S = 1.0
+#: SQS bills each started 64 KB of a request's payload as one request.
+SQS_CHUNK_BYTES = 64 * 1024
 
 
 class Invocation:
-    """The time and the chain budget one invocation has for its batch, on the service's clock."""
+    """The time and the chain budget one invocation has for its batch, on the service's
+    clock, and what it spends (for the cost of the runs it moves)."""
 
-    def __init__(self, context, clock, settings, records: int) -> None:
+    def __init__(self, context, clock, settings, records: int, body_bytes: int = 0) -> None:
         remaining = getattr(context, "get_remaining_time_in_millis", None)
         self.clock = clock
         now = clock()
@@ -61,6 +65,12 @@ class Invocation:
             min_step_s=MIN_STEP_S,
             started_at=now,
             pending=records,
+            meter=InvocationMeter(
+                records,
+                _memory_mb(context),
+                # The event source mapping's receive: one request per started 64 KB of bodies.
+                receive_requests=max(1, -(-body_bytes // SQS_CHUNK_BYTES)),
+            ),
         )
 
     def has_time(self) -> bool:
@@ -68,9 +78,19 @@ class Invocation:
         return self.deadline is None or self.deadline - self.clock() >= MIN_STEP_S
 
 
+def _memory_mb(context) -> int | None:
+    memory = getattr(context, "memory_limit_in_mb", None)
+    try:
+        return int(memory) if memory else None
+    except (TypeError, ValueError):
+        return None
+
+
 def process_record(record: SqsRecord, metrics: EphemeralMetrics, invocation: Invocation) -> str | None:
     budget = invocation.budget
     budget.begin_message(invocation.clock())
+    if budget.meter is not None:
+        budget.meter.begin_message()
     message = parse_step_message(record, logger, metrics)
     if message is None:
         return None
@@ -103,7 +123,9 @@ def process_record(record: SqsRecord, metrics: EphemeralMetrics, invocation: Inv
 @logger.inject_lambda_context
 def handler(event, context):
     app = current_app()
-    invocation = Invocation(context, app.service.clock, app.settings, len(event.get("Records", ())))
+    records = event.get("Records", ())
+    body_bytes = sum(len(r.get("body", "").encode()) for r in records)
+    invocation = Invocation(context, app.service.clock, app.settings, len(records), body_bytes)
     return process_sqs_batch(
         event, partial(process_record, invocation=invocation), service="step", has_time=invocation.has_time
     )

@@ -27,6 +27,14 @@ LIVE_TIMEOUT_MS = 60_000
 expect.set_options(timeout=LIVE_TIMEOUT_MS)
 
 
+#: A graph whose one node fails with a message the pages must show.
+EXPLODING = {
+    "name": "exploding",
+    "start": "boom",
+    "nodes": {"boom": {"fn": "e2e_explode", "params": {"message": "the fuse was lit"}}},
+}
+
+
 def gated(path) -> dict:
     """before → gate (finishes once ``path`` exists) → after."""
     return {
@@ -195,12 +203,7 @@ def test_run_page_counts_loop_iterations(stack, page):
 
 
 def test_failed_run_shows_its_error(stack, page):
-    graph = {
-        "name": "exploding",
-        "start": "boom",
-        "nodes": {"boom": {"fn": "e2e_explode", "params": {"message": "the fuse was lit"}}},
-    }
-    run = start(stack, create(stack, graph), {})
+    run = start(stack, create(stack, EXPLODING), {})
     assert run["status"] == "failed"
 
     page.goto(f"{stack.url}/console/runs/{run['run_id']}")

@@ -106,7 +106,10 @@ def test_a_background_run_streams_its_log_live_then_done(stack):
             status, view = await call(session, "GET", f"{stack.url}/graph/state/{run_id}")
         entries = [m for m in received if not m.get("done")]
         assert [(m["seq"], m["node"]) for m in entries] == [(0, "before"), (1, "nap"), (2, "after")]
-        assert received[-1] == {"run_id": run_id, "done": True, "status": "completed"}
+        done = received[-1]
+        # the done message carries the run's cost estimate, as GET /graph/state has it
+        assert done.pop("cost") == view["cost"] and view["cost"]["usd"] > 0
+        assert done == {"run_id": run_id, "done": True, "status": "completed"}
         assert view["status"] == "completed" and view["state"]["marks"] == ["before", "after"]
 
     run(scenario())
@@ -228,7 +231,8 @@ def test_the_cli_shows_the_outcome_and_what_changed_and_says_what_went_wrong(sta
     run_id = first.rsplit("[run ", 1)[1].rstrip("]")
     assert any(line.startswith("  summary = ") for line in changed)
     assert SUMMARIZATION_STATE["text"][:60] not in ran.stdout
-    assert changed[-1].endswith("--full prints the whole run)")
+    assert changed[-2].endswith("--full prints the whole run)")
+    assert changed[-1].startswith("  cost ≈ $") and ", an estimate (" in changed[-1]
     full = flowforge("state", run_id, "--full")
     assert json.loads(full.stdout)["state"]["text"] == SUMMARIZATION_STATE["text"]
 

@@ -53,6 +53,7 @@ def test_a_failed_run_redriven_with_a_state_patch_completes_and_streams_again(st
             ("split", "failed"), ("split", "redriven"), ("split", "ok")
         ]  # fmt: skip
         assert entries[1]["result"] == {"chunk_size": 500}
+        assert received[-1].pop("cost")["estimate"] is True
         assert received[-1] == {"run_id": run_id, "done": True, "status": "completed"}
         assert view["status"] == "completed" and view["redrive_count"] == 1
         assert view["state"]["summary"] and view["state"]["chunk_size"] == 500

@@ -21,7 +21,11 @@ APPROVAL = json.loads((ROOT / "workflows" / "graphs" / "approval.json").read_tex
 def flowforge(stack, *args: str, timeout: float = 30) -> subprocess.CompletedProcess:
     env = {**os.environ, "FLOWFORGE_ENDPOINT": stack.url}
     return subprocess.run(
-        [sys.executable, "-m", "flowforge.cli", *args], env=env, capture_output=True, text=True, timeout=timeout
+        [sys.executable, "-m", "flowforge.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
@@ -94,7 +98,11 @@ def test_the_cli_run_returns_when_the_run_waits_and_a_short_timer_goes_on_by_its
 
     graph_id, done = run(start())
     assert done["status"] == "completed"
-    assert [(e["node"], e["status"]) for e in done["logs"]] == [("pause", "waiting"), ("pause", "ok"), ("after", "ok")]
+    assert [(e["node"], e["status"]) for e in done["logs"]] == [
+        ("pause", "waiting"),
+        ("pause", "ok"),
+        ("after", "ok"),
+    ]
 
     shown = flowforge(stack, "run", graph_id, "--state", "{}")
     assert shown.returncode == 0, shown.stderr

@@ -36,17 +36,18 @@ class FaultyStore:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.store, name)
 
-    def commit_step(self, commit: StepCommit) -> None:
+    def commit_step(self, commit: StepCommit) -> StepCommit:
         step = commit.step
         if (commit.run_id, step) in self.unavailable:
             raise StoreUnavailableError(f"injected: commit {step} throttled, again")
         if self._take(self.crash_before_commit, step):
             raise InjectedCrash(f"crash after the tool ran, before commit {step}")
-        self.store.commit_step(commit)
+        stored = self.store.commit_step(commit)
         with self._lock:
             self.commits[(commit.run_id, step)] += 1
         if self._take(self.crash_after_commit, step):
             raise InjectedCrash(f"crash after commit {step}, before the next step was sent")
+        return stored
 
     def _take(self, steps: set[int], step: int) -> bool:
         with self._lock:

@@ -149,7 +149,7 @@ def test_a_map_item_or_branch_result_over_the_item_limit_fails_at_its_first_atte
     # (tolerated), the large branch failed the parallel node, as in-process
     assert len(pump.delivered) == len({json.dumps(body, sort_keys=True) for body in pump.delivered})
     run, logs = service.get_run(run_id), service.store.list_logs(run_id)
-    expected = run_graph_sync(compile_graph(graph), state, sleep=None)
+    expected = run_graph_sync(compile_graph(graph), state, sleep=None, offload=False)  # no blob store
     assert (run.status, run.error) == (expected.status, expected.error)
     assert run.status == "failed" and run.error["type"] == "ParallelFailed"
     assert "StateTooLargeError" in run.error["message"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import threading
 
 import boto3
@@ -24,10 +25,14 @@ from flowforge.local.stack import DEFAULT_TEMPLATE, create_resources
 REGION = "us-east-1"
 
 
-@pytest.fixture
-def moto():  # a server per test: each journals its own table
+@pytest.fixture(params=["over_http", "in_process"])
+def moto(request):  # a server per test: each journals its own table
+    """Reached over HTTP (as from outside the local stack's process) and in-process (as
+    the handlers in it reach it): the journal's guarantees hold for both."""
     server = MotoServer("127.0.0.1", 0)
     server.start()
+    if request.param == "in_process":
+        server.serve_in_process()
     yield server
     server.stop()
 
@@ -50,7 +55,7 @@ def table(moto, dynamodb, request):
         aws_access_key_id="testing",
         aws_secret_access_key="testing",
     )
-    name = request.node.name[-30:].strip("_")  # a table of its own per test
+    name = re.sub(r"[^A-Za-z0-9_-]", "-", request.node.name)[-30:].strip("_-")  # a table of its own per test
     return create_resources({"dynamodb": dynamodb, "sqs": sqs}, DEFAULT_TEMPLATE, stack_name=name)["table"]
 
 

@@ -11,6 +11,7 @@ import pytest
 
 from engine import Registry, compile_graph, run_graph_sync
 from engine.chain import ChainBudget, StopReason, chain_stop
+from engine.cost import Usage
 from engine.memory import InMemoryRunStore, InMemoryStepQueue
 from engine.ports import RunRecord, StepCommit
 from engine.service import Disposition, RunService
@@ -129,6 +130,7 @@ def test_apply_commit_names_every_field_of_a_run():
         "expires_at",
         "owner",
         "redrive_count",
+        "cost",
     ]  # fmt: skip  (apply_commit builds a RunRecord positionally: a new field must be added there)
     run = RunRecord(
         "r", "g", "running", Cursor("a"), 3, {"k": "1"}, "c", "u", 5.0, 7, None, None, 99, "me", 2
@@ -142,6 +144,10 @@ def test_apply_commit_names_every_field_of_a_run():
     )
     # AND a redrive's commit sets the run's redrive count
     assert apply_commit(run, dataclasses.replace(commit, redrive_count=3)).redrive_count == 3
+    # AND a commit's cost is the run's after it (a commit without one leaves it)
+    spent = Usage({"dw": 2})
+    assert apply_commit(run, dataclasses.replace(commit, cost=spent)).cost == spent
+    assert apply_commit(dataclasses.replace(run, cost=spent), commit).cost == spent
 
 
 def service() -> RunService:

@@ -366,8 +366,10 @@ def test_usage_errors_exit_2_with_one_line(workdir, capsys, argv, message):
 
 
 def test_an_initial_state_over_the_cap_is_a_usage_error(workdir, capsys):
+    # GIVEN a state whose values each stay in it (under the 32 KiB offload threshold),
+    # 300 KB together: the cap applies to what the state holds inline
     graph = write_json(workdir / "hello.json", HELLO)
-    state = write_json(workdir / "big.json", {"name": "x" * 300_000})
+    state = write_json(workdir / "big.json", {f"k{i}": "x" * 20_000 for i in range(15)})
 
     assert main(["run-local", graph, "--state", state, "--tools", "my_tools"]) == 2
     line = one_line_error(capsys.readouterr().err)

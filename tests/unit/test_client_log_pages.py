@@ -41,6 +41,7 @@ class PagedRun:
             "step": self.entries,
             "state": {"answer": len(self.requests)},
             "error": None,
+            "cost": {"usd": 4.2e-06, "estimate": True, "breakdown": {"dynamodb": {"usd": 4.2e-06}}},
             "logs": logs,
             "logs_next": (0 if self.stuck else logs[-1]["seq"]) if more else None,
         }
@@ -161,6 +162,14 @@ def test_flowforge_state_prints_every_entry(paged_endpoint, capsys):
 
     view = json.loads(capsys.readouterr().out)
     assert [e["seq"] for e in view["logs"]] == list(range(7)) and view["logs_next"] is None
+
+
+def test_flowforge_state_prints_the_cost_estimate(paged_endpoint, capsys):
+    _, url = paged_endpoint
+
+    assert main(["state", "r1", "--endpoint", url]) == 0
+
+    assert "  cost ≈ $0.0000042, an estimate (DynamoDB $0.0000042)" in capsys.readouterr().out.splitlines()
 
 
 def test_flowforge_logs_prints_every_entry_page_by_page(paged_endpoint, capsys):

@@ -14,6 +14,7 @@ from botocore.stub import ANY, Stubber
 
 import workflows  # noqa: F401 - registers llm, split_text, length_ok, merge_answers
 from engine import GraphValidationError, compile_graph, run_graph_sync
+from engine.cost import price
 from workflows.llm import render, template_fields
 
 GRAPHS = Path(__file__).resolve().parents[2] / "workflows" / "graphs"
@@ -187,6 +188,10 @@ def test_in_a_map_item_is_the_item(bedrock):
     assert result.status == "completed"
     assert result.state["answers"] == ["about one", "about two"]
     assert [e["notes"]["usage"]["outputTokens"] for e in result.logs if "index" in e] == [5, 5]
+    # AND the run's cost counts every item's tokens, priced as Claude 3 Haiku
+    bedrock_cost = price(result.cost)["breakdown"]["bedrock"]["models"][MODEL]
+    assert (bedrock_cost["input_tokens"], bedrock_cost["output_tokens"]) == (24, 10)
+    assert bedrock_cost["usd"] == pytest.approx(24 / 1000 * 0.00025 + 10 / 1000 * 0.00125)
 
 
 def test_render_outside_a_map_reads_a_state_key_named_item():

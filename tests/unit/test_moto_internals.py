@@ -6,6 +6,8 @@ the test named after it fails here; fix moto_internals.py, then move the pin.
 
 from __future__ import annotations
 
+import json
+
 import boto3
 import pytest
 from moto import backends, mock_aws
@@ -115,3 +117,131 @@ def test_the_dispatcher_looks_a_host_up_once(monkeypatch):
 def test_the_quiet_handler_still_overrides_the_request_log():
     assert "log_request" in vars(moto_internals.QuietRequestHandler)
     assert hasattr(moto_internals.MotoRequestHandler, "log_request")
+
+
+@pytest.fixture
+def sorted_table(dynamodb):
+    """A table with a sort key: three partitions, one of them with several items."""
+    dynamodb.create_table(
+        TableName="sorted",
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+        AttributeDefinitions=[
+            {"AttributeName": "pk", "AttributeType": "S"},
+            {"AttributeName": "sk", "AttributeType": "S"},
+        ],
+        BillingMode="PAY_PER_REQUEST",
+        StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_IMAGE"},
+    )
+    for pk, sks in {"a": ["LOG#3", "RUN", "LOG#1", "LOG#2"], "b": ["RUN"], "c": ["LOG#1", "RUN"]}.items():
+        for sk in sks:
+            dynamodb.put_item(
+                TableName="sorted",
+                Item={"pk": {"S": pk}, "sk": {"S": sk}, "blob": {"B": b"\x00\xff" + sk.encode()}},
+            )
+    return dynamodb
+
+
+QUERIES = [
+    {"KeyConditionExpression": "pk = :p", "ExpressionAttributeValues": {":p": {"S": "a"}}},
+    {
+        "KeyConditionExpression": "pk = :p",
+        "ExpressionAttributeValues": {":p": {"S": "a"}},
+        "ScanIndexForward": False,
+    },
+    {
+        "KeyConditionExpression": "pk = :p AND begins_with(sk, :s)",
+        "ExpressionAttributeValues": {":p": {"S": "a"}, ":s": {"S": "LOG#"}},
+    },
+    {"KeyConditionExpression": "pk = :p", "ExpressionAttributeValues": {":p": {"S": "a"}}, "Limit": 2},
+    {
+        "KeyConditionExpression": "pk = :p",
+        "ExpressionAttributeValues": {":p": {"S": "a"}},
+        "Limit": 2,
+        "ExclusiveStartKey": {"pk": {"S": "a"}, "sk": {"S": "LOG#2"}},
+    },
+    {"KeyConditionExpression": "pk = :p", "ExpressionAttributeValues": {":p": {"S": "nobody"}}},
+]
+
+
+def test_a_query_reads_its_partition_only_and_answers_as_moto_does(sorted_table, monkeypatch):
+    from moto.dynamodb.models.table import Table
+
+    expected = [sorted_table.query(TableName="sorted", ConsistentRead=True, **q) for q in QUERIES]
+    moto_internals.partition_queries(monkeypatch.setattr)
+    listed = []
+    all_items = Table.all_items
+    monkeypatch.setattr(Table, "all_items", lambda self: listed.append(self.name) or all_items(self))
+
+    answers = [sorted_table.query(TableName="sorted", ConsistentRead=True, **q) for q in QUERIES]
+
+    for answer, want in zip(answers, expected, strict=True):
+        assert (answer["Items"], answer.get("LastEvaluatedKey")) == (
+            want["Items"],
+            want.get("LastEvaluatedKey"),
+        )
+    assert [len(a["Items"]) for a in answers] == [4, 4, 3, 2, 2, 0]
+    assert listed == []  # no query listed the whole table
+    table = moto_internals_table("sorted")
+    assert len(table.items) == 3  # asking for an empty partition did not add one
+
+
+def moto_internals_table(name: str):
+    from moto.dynamodb.models import dynamodb_backends
+
+    return dynamodb_backends[moto_internals.ACCOUNT_ID][REGION].get_table(name)
+
+
+def test_dynamodb_answers_dumped_as_json_are_what_motos_serializer_answers(sorted_table, monkeypatch):
+    from moto.core.responses import ActionResult
+
+    serializer = ActionResult.execute_result
+    moto_internals.plain_json_responses(monkeypatch.setattr)
+    plain = ActionResult.execute_result
+    compared: list[str] = []
+
+    def both(self, context):
+        fast, slow = plain(self, context), serializer(self, context)
+        assert fast[0] == slow[0] == 200
+        assert json.loads(fast[2]) == json.loads(slow[2]), context.operation_model.name
+        assert fast[1] == slow[1]
+        compared.append(context.operation_model.name)
+        return fast
+
+    monkeypatch.setattr(ActionResult, "execute_result", both)
+    item = {
+        "pk": {"S": "z"},
+        "sk": {"S": "1"},
+        "n": {"N": "1.50"},
+        "b": {"B": b"\x00\xff"},
+        "bs": {"BS": [b"x", b"y"]},
+        "ss": {"SS": ["q", "r"]},
+        "ns": {"NS": ["1", "2"]},
+        "m": {"M": {"x": {"L": [{"NULL": True}, {"BOOL": False}, {"S": "é\u2028\U0001f600"}]}}},
+    }
+    key = {"pk": {"S": "z"}, "sk": {"S": "1"}}
+    sorted_table.put_item(TableName="sorted", Item=item, ReturnConsumedCapacity="TOTAL")
+    sorted_table.get_item(TableName="sorted", Key=key, ConsistentRead=True)
+    sorted_table.get_item(TableName="sorted", Key={"pk": {"S": "none"}, "sk": {"S": "1"}})
+    for q in QUERIES:
+        sorted_table.query(TableName="sorted", ReturnConsumedCapacity="TOTAL", **q)
+    sorted_table.update_item(
+        TableName="sorted",
+        Key=key,
+        UpdateExpression="SET v = :v",
+        ExpressionAttributeValues={":v": {"N": "3"}},
+        ReturnValues="ALL_NEW",
+    )
+    sorted_table.batch_get_item(
+        RequestItems={"sorted": {"Keys": [key, {"pk": {"S": "a"}, "sk": {"S": "RUN"}}]}}
+    )
+    sorted_table.delete_item(TableName="sorted", Key=key, ReturnValues="ALL_OLD")
+    streams = boto3.client("dynamodbstreams", region_name=REGION)
+    arn = sorted_table.describe_table(TableName="sorted")["Table"]["LatestStreamArn"]
+    shard = streams.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"][0]["ShardId"]
+    iterator = streams.get_shard_iterator(StreamArn=arn, ShardId=shard, ShardIteratorType="TRIM_HORIZON")
+    records = streams.get_records(ShardIterator=iterator["ShardIterator"])["Records"]
+
+    assert len(records) >= 10 and all("ApproximateCreationDateTime" in r["dynamodb"] for r in records)
+    assert {"PutItem", "GetItem", "Query", "UpdateItem", "BatchGetItem", "DeleteItem", "GetRecords"} <= set(
+        compared
+    )

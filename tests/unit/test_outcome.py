@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flowforge.outcome import SHOWN_KEYS, changed_keys, outcome_line, run_summary
+from flowforge.outcome import SHOWN_KEYS, changed_keys, cost_line, dollars, outcome_line, run_summary
 
 TEXT = "A long document. " * 500
 
@@ -67,3 +67,25 @@ def test_keys_of_an_oversized_update_come_from_its_marker_and_long_lists_are_cut
     lines = run_summary(view(state=state, logs=logs)).splitlines()
     assert len(lines) == 1 + SHOWN_KEYS + 1
     assert lines[-1] == "  (3 more changed keys; --full prints the whole run)"
+
+
+def test_the_summary_ends_with_the_runs_cost_estimate():
+    # GIVEN a run whose view carries its cost (GET /graph/state)
+    cost = {
+        "usd": 1.12e-05,
+        "estimate": True,
+        "breakdown": {
+            "lambda": {"requests": 1.0, "gb_seconds": 0.0015, "usd": 1.3e-06},
+            "sqs": {"requests": 5.0, "usd": 2e-06},
+            "dynamodb": {"read_units": 1, "write_units": 12, "usd": 7.9e-06},
+            "s3": {"put_requests": 0, "get_requests": 0, "bytes": 0, "usd": 0.0},
+            "bedrock": {"models": {}, "usd": 0.0},
+        },
+    }
+    # WHEN it is summarized, THEN the last line says what it cost, that it is an estimate,
+    # and the services that cost something
+    assert run_summary({**view(), "cost": cost}).splitlines()[-1] == (
+        "  cost ≈ $0.0000112, an estimate (Lambda $0.0000013, SQS $0.000002, DynamoDB $0.0000079)"
+    )
+    assert cost_line({"usd": 0, "breakdown": {}}) == "cost ≈ $0, an estimate"
+    assert [dollars(x) for x in (1.25, 0.0123, 123.4)] == ["$1.25", "$0.0123", "$123.40"]

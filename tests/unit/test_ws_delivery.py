@@ -186,7 +186,9 @@ def test_resuming_with_after_sends_only_what_the_client_lacks(world):
     world.connect("again")
     world.stream.subscribe("again", run_id, after=3)
     assert world.api.entries("again") == [4, 5]
-    assert world.api.dones("again") == [{"run_id": run_id, "done": True, "status": "completed"}]
+    (done,) = world.api.dones("again")
+    assert done.pop("cost")["estimate"] is True
+    assert done == {"run_id": run_id, "done": True, "status": "completed"}
     # After the last entry there is only the done message left to send.
     world.connect("up-to-date")
     world.stream.subscribe("up-to-date", run_id, after=5)
@@ -201,6 +203,8 @@ def test_a_failed_run_ends_with_its_error(world):
     world.finish()
     entry, done = world.api.messages("c1")
     assert entry["status"] == "failed" and entry["error"]["type"] == "RuntimeError"
+    # (its cost estimate: tests/functional/test_run_cost.py)
+    assert done.pop("cost")["estimate"] is True
     assert done == {
         "run_id": run_id,
         "done": True,

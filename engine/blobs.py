@@ -1,0 +1,262 @@
+"""State of any size: large values kept in a blob store, the state holding a reference.
+
+A state value (or a map item's or branch's result) whose JSON is over the offload
+threshold is written to the :class:`~engine.ports.BlobStore` under its run,
+content-addressed (``runs/{run_id}/{sha256}``), when its step commits; the stored state
+holds a :class:`BlobRef` in its place. Writing the same content again writes the same
+key with the same bytes, so a duplicate delivery's offload changes nothing.
+
+Tools never see references. A step's state is a :class:`StateView`: a read-only mapping
+whose offloaded values are read from the store the first time a tool (or a condition)
+reads them, so a tool that never reads ``text`` never downloads it. A value offloaded
+or read by a container is kept in its cache (content-addressed: never stale).
+
+A reference is stored as text that is never JSON (``@blob:<sha256>:<bytes>``), so no
+value a tool returns can be taken for one; log entries and the API show it as the JSON
+object ``{"$blob": {"sha256", "bytes"}}`` (:meth:`BlobRef.to_json`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from engine.errors import NotFoundError
+
+if TYPE_CHECKING:
+    from engine.ports import BlobStore
+
+#: A value whose JSON (UTF-8) is over this many bytes is offloaded (OffloadThresholdBytes).
+DEFAULT_OFFLOAD_BYTES = 32 * 1024
+#: A run's whole state, offloaded values included (MaxTotalStateBytes).
+DEFAULT_MAX_TOTAL_STATE_BYTES = 100 * 1024 * 1024
+#: What a container keeps of the blobs it wrote or read (content-addressed: never stale).
+DEFAULT_CACHE_BYTES = 64 * 1024 * 1024
+#: The stored text of an offloaded value starts with this; JSON text never does.
+REF_PREFIX = "@blob:"
+#: The key of the JSON object that shows a reference in log entries and the API.
+REF_FIELD = "$blob"
+
+
+@dataclass(frozen=True, slots=True)
+class BlobRef:
+    """An offloaded value: the SHA-256 of its JSON text (UTF-8) and that text's size."""
+
+    sha256: str
+    size: int
+
+    def text(self) -> str:
+        """The reference as a stored state holds it in place of the value's JSON."""
+        return f"{REF_PREFIX}{self.sha256}:{self.size}"
+
+    def to_json(self) -> dict[str, Any]:
+        """The reference as log entries and ``GET /graph/state`` show it."""
+        return {REF_FIELD: {"sha256": self.sha256, "bytes": self.size}}
+
+    def key(self, run_id: str) -> str:
+        """The object key of the value in the blob store."""
+        return blob_key(run_id, self.sha256)
+
+
+def blob_key(run_id: str, sha256: str) -> str:
+    return f"runs/{run_id}/{sha256}"
+
+
+def ref_of(data: bytes) -> BlobRef:
+    return BlobRef(hashlib.sha256(data).hexdigest(), len(data))
+
+
+def parse_ref(text: str) -> BlobRef | None:
+    """The reference a stored text holds, or None when it is a value's JSON."""
+    if not text.startswith(REF_PREFIX):
+        return None
+    sha256, _, size = text[len(REF_PREFIX) :].partition(":")
+    return BlobRef(sha256, int(size))
+
+
+def shown(text: str) -> Any:
+    """A stored value as it is shown: its JSON decoded, or a reference's JSON object."""
+    ref = parse_ref(text)
+    return ref.to_json() if ref is not None else json.loads(text)
+
+
+class _Pending:
+    """An offloaded value not read yet, in a :class:`StateView`."""
+
+    __slots__ = ("ref",)
+
+    def __init__(self, ref: BlobRef) -> None:
+        self.ref = ref
+
+
+Loader = Callable[[BlobRef], Any]
+
+
+class StateView(Mapping[str, Any]):
+    """A step's state when some values are offloaded: read-only, each offloaded value
+    read (``load``) the first time it is looked up, then kept for this view."""
+
+    __slots__ = ("_load", "_values")
+
+    def __init__(self, values: dict[str, Any], load: Loader) -> None:
+        self._values = values
+        self._load = load
+
+    def __getitem__(self, key: str) -> Any:
+        value = self._values[key]
+        if type(value) is _Pending:
+            value = self._values[key] = self._load(value.ref)
+        return value
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._values
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def merged(self, update: Mapping[str, Any]) -> StateView:
+        """This state with ``update`` applied, values not read yet still unread."""
+        return StateView({**self._values, **update}, self._load)
+
+    def pending(self) -> frozenset[str]:
+        """The keys whose offloaded value has not been read."""
+        return frozenset(k for k, v in self._values.items() if type(v) is _Pending)
+
+    def resolved(self) -> dict[str, Any]:
+        """A plain dict of every value (reads what was not read yet)."""
+        return {key: self[key] for key in self._values}
+
+
+def merge_state(state: Mapping[str, Any], update: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``state`` with ``update`` applied, without reading offloaded values."""
+    if type(state) is StateView:
+        return state.merged(update)
+    return {**state, **update}
+
+
+def pending(ref: BlobRef) -> Any:
+    """A placeholder for an offloaded value in the values of a :class:`StateView`."""
+    return _Pending(ref)
+
+
+class _Cache:
+    """Blob texts by key, least recently used dropped first, within ``limit`` bytes."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._texts: OrderedDict[str, str] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> str | None:
+        with self._lock:
+            text = self._texts.get(key)
+            if text is not None:
+                self._texts.move_to_end(key)
+            return text
+
+    def put(self, key: str, text: str, size: int) -> None:
+        if size > self.limit:
+            return
+        with self._lock:
+            if key in self._texts:
+                return
+            self._texts[key] = text
+            self._bytes += size
+            while self._bytes > self.limit:
+                _, dropped = self._texts.popitem(last=False)
+                self._bytes -= len(dropped.encode())
+
+
+class Blobs:
+    """Offloads a run's large values to a :class:`~engine.ports.BlobStore` and reads them
+    back, through a cache of what this container wrote or read."""
+
+    def __init__(
+        self,
+        store: BlobStore,
+        *,
+        offload_bytes: int = DEFAULT_OFFLOAD_BYTES,
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
+    ) -> None:
+        self.store = store
+        self.offload_bytes = offload_bytes
+        self._cache = _Cache(cache_bytes)
+
+    def offload_text(self, run_id: str, text: str) -> str:
+        """The stored text for a value's JSON ``text``: itself, or (over the threshold) a
+        reference to it, written to the store first. Idempotent: the same content is
+        the same key with the same bytes."""
+        if len(text) * 4 <= self.offload_bytes:  # at most 4 UTF-8 bytes per character
+            return text
+        data = text.encode()
+        if len(data) <= self.offload_bytes:
+            return text
+        ref = ref_of(data)
+        key = ref.key(run_id)
+        if self._cache.get(key) is None:  # written by this container before: nothing to do
+            self.store.put_blob(key, data)
+            self._cache.put(key, text, len(data))
+        return ref.text()
+
+    def offload(self, run_id: str, encoded: dict[str, str]) -> dict[str, str]:
+        """``encoded`` (per-key JSON) with each value over the threshold offloaded."""
+        out = encoded
+        for key, text in encoded.items():
+            stored = self.offload_text(run_id, text)
+            if stored is not text:
+                if out is encoded:
+                    out = dict(encoded)
+                out[key] = stored
+        return out
+
+    def text(self, run_id: str, ref: BlobRef) -> str:
+        """The JSON text of an offloaded value (NotFoundError if the store has none)."""
+        key = ref.key(run_id)
+        cached = self._cache.get(key)
+        if cached is not None:
+            return cached
+        data = self.store.get_blob(key)
+        if data is None:
+            raise NotFoundError(f"value {ref.sha256} of run {run_id!r} is not in the blob store")
+        text = data.decode()
+        self._cache.put(key, text, len(data))
+        return text
+
+    def loader(self, run_id: str) -> Loader:
+        """Reads the offloaded values of run ``run_id``, decoded."""
+        return lambda ref: json.loads(self.text(run_id, ref))
+
+    def resolve(self, run_id: str, text: str) -> Any:
+        """A stored text's value, read from the store when it is a reference."""
+        ref = parse_ref(text)
+        return json.loads(text if ref is None else self.text(run_id, ref))
+
+
+class MemoryBlobStore:
+    """A :class:`~engine.ports.BlobStore` in a dict, counting its calls (tests and the
+    in-process runner)."""
+
+    def __init__(self) -> None:
+        self.objects: dict[str, bytes] = {}
+        self.puts: list[str] = []
+        self.gets: list[str] = []
+        self._lock = threading.Lock()
+
+    def put_blob(self, key: str, data: bytes) -> None:
+        with self._lock:
+            self.puts.append(key)
+            self.objects[key] = bytes(data)
+
+    def get_blob(self, key: str) -> bytes | None:
+        with self._lock:
+            self.gets.append(key)
+            return self.objects.get(key)

@@ -1,0 +1,92 @@
+"""The local stack's handlers reach its moto without a socket (MotoServer.serve_in_process),
+and get exactly the answers they would get over HTTP."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+import boto3
+import pytest
+import urllib3.connection
+from botocore.awsrequest import AWSPreparedRequest
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+from flowforge.local.aws import MotoServer
+
+REGION = "us-east-1"
+
+
+@pytest.fixture
+def moto():
+    server = MotoServer("127.0.0.1", 0)
+    server.start()
+    yield server
+    server.stop()
+
+
+def clients(moto, *services: str) -> list:
+    session = boto3.session.Session(
+        aws_access_key_id="testing", aws_secret_access_key="testing", region_name=REGION
+    )
+    config = Config(retries={"max_attempts": 1})
+    return [session.client(service, endpoint_url=moto.endpoint, config=config) for service in services]
+
+
+def exercise(dynamodb, sqs, s3, name: str) -> list:
+    """The same calls, whatever carries them: what each answered (request ids aside)."""
+    answers: list = []
+    dynamodb.create_table(
+        TableName=name,
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    item = {"pk": {"S": "a"}, "text": {"S": "é\u2028" * 100}, "blob": {"B": b"\x00\xff"}, "n": {"N": "1.5"}}
+    dynamodb.put_item(TableName=name, Item=item)
+    answers.append(dynamodb.get_item(TableName=name, Key={"pk": {"S": "a"}}, ConsistentRead=True)["Item"])
+    with pytest.raises(ClientError) as refused:
+        dynamodb.put_item(TableName=name, Item=item, ConditionExpression="attribute_not_exists(pk)")
+    answers.append(refused.value.response["Error"]["Code"])
+    queue = sqs.create_queue(QueueName=name)["QueueUrl"]
+    sqs.send_message(QueueUrl=queue, MessageBody='{"run_id": "é", "step": 1}')
+    answers.append([m["Body"] for m in sqs.receive_message(QueueUrl=queue, WaitTimeSeconds=1)["Messages"]])
+    bucket = name.lower()
+    s3.create_bucket(Bucket=bucket)
+    data = os.urandom(3_000_000)
+    key = f"runs/r/{hashlib.sha256(data).hexdigest()}"
+    s3.put_object(Bucket=bucket, Key=key, Body=data)
+    answers.append(s3.get_object(Bucket=bucket, Key=key)["Body"].read() == data)
+    with pytest.raises(ClientError) as missing:
+        s3.head_object(Bucket=bucket, Key="runs/r/none")
+    answers.append(missing.value.response["Error"]["Code"])
+    return answers
+
+
+def test_in_process_requests_open_no_connection_and_answer_as_over_http(moto, monkeypatch):
+    over_http = exercise(*clients(moto, "dynamodb", "sqs", "s3"), "over-http")
+
+    moto.serve_in_process()
+    made = clients(moto, "dynamodb", "sqs", "s3")  # sessions made from now on skip the socket
+
+    def no_socket(self, *args, **kwargs):
+        raise AssertionError("an in-process request opened a connection")
+
+    monkeypatch.setattr(urllib3.connection.HTTPConnection, "connect", no_socket)
+    assert exercise(*made, "in-process") == over_http
+    assert over_http[1] == "ConditionalCheckFailedException" and over_http[4] == "404"
+
+
+def test_requests_to_other_endpoints_still_go_out(moto):
+    moto.serve_in_process()
+    elsewhere = AWSPreparedRequest("POST", "http://127.0.0.1:9/", {}, b"", stream_output=False)
+    assert moto._dispatch(elsewhere) is None
+
+
+def test_a_stopped_server_answers_in_process_no_more(moto):
+    moto.serve_in_process()
+    moto.stop()
+    (dynamodb,) = clients(moto, "dynamodb")
+    with pytest.raises(Exception):  # noqa: B017 - nothing listens: a connection error
+        dynamodb.list_tables()
