@@ -75,7 +75,13 @@ def test_a_run_waits_for_approval_and_flowforge_approve_completes_it(stack):
     assert [(m.get("node"), m.get("status")) for m in messages if not m.get("done")] == [
         ("draft", "ok"), ("review", "waiting"), ("review", "ok"), ("publish", "ok")
     ]  # fmt: skip
-    assert messages[-1] == {"run_id": run_id, "done": True, "status": "completed"}
+    last = messages[-1]
+    assert {k: v for k, v in last.items() if k != "cost"} == {
+        "run_id": run_id,
+        "done": True,
+        "status": "completed",
+    }
+    assert last["cost"] == done["cost"]  # the done message carries the run's cost, as GET /graph/state does
 
 
 def test_the_cli_run_returns_when_the_run_waits_and_a_short_timer_goes_on_by_itself(stack):
