@@ -181,19 +181,32 @@ class World:
         live = [
             (r.run_id, r.status, r.step) for r in map(self.service.store.get_run, run_ids) if r.status in LIVE
         ]
-        raise AssertionError(f"runs still live after {ROUNDS} rounds: {live}")
+        waits = [
+            self.service.store.get_wait(r, s) if hasattr(self.service.store, "get_wait") else None
+            for r, _, s in live
+        ]
+        raise AssertionError(
+            f"runs still live after {ROUNDS} rounds: {live} waits={waits} queue={self.pump.counts()}"
+        )
 
     def skip_to_next_message(self) -> bool:
-        """Move the clock on to the next message that becomes receivable; False if none.
-        A timer's delayed step message (up to SQS's 15 minutes) is waited for in strides
-        of 30 s rather than the pump's 1 s, so that runs with several timers still settle
-        within ROUNDS (nothing in these runs is due at a finer time while only delayed
-        messages are queued)."""
+        """Move the clock on towards the next message that becomes receivable; False if
+        none is queued. A delayed message (a timer's: up to SQS's 15 minutes) is waited for
+        in strides of 30 s at most, a message in flight until its visibility timeout ends,
+        whichever comes first, so that runs with several timers and dead workers still
+        settle within ROUNDS."""
         counts = self.pump.counts()
-        if counts["MessagesDelayed"] and not counts["Messages"] and not counts["MessagesNotVisible"]:
-            self.clock.advance(30)
+        if counts["Messages"]:
             return True
-        return self.pump._wait_for_next()
+        now = self.clock()
+        strides = [30.0] if counts["MessagesDelayed"] else []
+        if counts["MessagesNotVisible"]:  # back when their visibility timeout ends
+            visible_again = [at - now for at in self.pump._in_flight.values() if at > now]
+            strides.append(min(visible_again, default=1.0))
+        if not strides:
+            return False
+        self.clock.advance(max(0.001, min(strides)))
+        return True
 
     def answer_some(self, run_ids: list[str]) -> None:
         """Answer, or not yet, each callback a run waits for, as :func:`answer_for` says
