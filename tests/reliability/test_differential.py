@@ -329,3 +329,23 @@ def test_map_and_parallel_nodes_under_faults_match_the_in_process_runner(
     # include crashes between an execution's claim and its entry)
     world.totals.update(cases=1, fanout_cases=1)
     assert_matches_runner_under_faults(world, graph, initial, seed, rate, chain)
+
+
+@settings(
+    max_examples=figures.scaled(30, 300),
+    deadline=None,
+    derandomize=not figures.LONG,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    graph=graphs(max_steps=figures.scaled(16, 40), with_waits=True),
+    initial=st.lists(states, min_size=1, max_size=2),
+    seed=st.integers(0, 2**32 - 1),
+    rate=st.sampled_from(RATES),
+    chain=st.sampled_from(CHAIN_MAX_STEPS),
+)
+def test_runs_that_wait_under_faults_match_the_in_process_runner(world, graph, initial, seed, rate, chain):
+    # (graphs with callback and wait nodes: callbacks approved, rejected or timed out, each
+    # answered at a random time between deliveries; timers short and long)
+    world.totals.update(cases=1, waiting_cases=1)
+    assert_matches_runner_under_faults(world, graph, initial, seed, rate, chain)
