@@ -24,6 +24,7 @@ BENCHMARKS: dict[str, str] = {
     "coldstart": "bench.cold_start",
     "validation": "bench.validation",
     "aws": "bench.aws_cost",
+    "runcost": "bench.run_cost",
     "fanout": "bench.fanout",
     "scaling": "bench.scaling",
     "local": "bench.local_stack",

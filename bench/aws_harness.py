@@ -102,6 +102,7 @@ class Invocation:
     calls: list[Call]  # made by FlowForge's code
     esm_calls: list[Call]  # the event source mapping's receive and delete for this batch
     chained: int = 0  # steps run after a record's own (chained steps), from the StepsChained metric
+    wall_s: float = 0.0  # the handler call's wall-clock time (what Lambda would bill, here)
 
     @property
     def records(self) -> int:
@@ -225,9 +226,9 @@ class MotoStack:
         mark, overhead = self.meter.mark(), self.meter.overhead_s
         metrics = io.StringIO()  # the handler's EMF lines: StepsChained counts chained steps
         with self.meter.acting("flowforge"), contextlib.redirect_stdout(metrics):
-            t0 = time.process_time()
+            t0, w0 = time.process_time(), time.perf_counter()
             response = self.handler(event, self.context)
-            cpu = time.process_time() - t0
+            cpu, wall = time.process_time() - t0, time.perf_counter() - w0
         calls = self.meter.calls[mark:]
         failures = (response or {}).get("batchItemFailures", [])
         if failures or any(c.failed for c in calls):
@@ -237,7 +238,9 @@ class MotoStack:
         bodies = [json.loads(m["Body"]) for m in messages]
         received = [(b["run_id"], b["step"]) for b in bodies]
         chained = _chained_steps(metrics.getvalue())
-        return Invocation(received, cpu - in_calls - (self.meter.overhead_s - overhead), calls, [], chained)
+        return Invocation(
+            received, cpu - in_calls - (self.meter.overhead_s - overhead), calls, [], chained, wall
+        )
 
     def item(self, key: Item) -> Item | None:
         """A stored item, read around the meter."""

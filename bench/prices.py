@@ -1,46 +1,32 @@
-"""AWS list prices (us-east-1, USD, on-demand, first pricing tier, free tiers ignored)
-that the cost benchmarks multiply their measured request counts by.
+"""The benchmarks' prices: the one table in :mod:`engine.prices` (the runs' cost estimate
+prices with it too), under the names the cost benchmarks use, and their billing rules.
 
-Prices change: each constant names the page it comes from; update the constant and the
-``PRICES_AS_OF`` date together.
+To change a price, change ``engine/prices.py``.
 """
 
 from __future__ import annotations
 
 import math
 
-PRICES_AS_OF = "2025-06"
-REGION = "us-east-1"
+from engine.prices import LIST_PRICES, PRICES_AS_OF, REGION
 
-# https://aws.amazon.com/lambda/pricing/ — Arm (Graviton2), first 7.5 billion GB-s/month.
-LAMBDA_ARM64_PER_GB_SECOND = 0.0000133334
-# https://aws.amazon.com/lambda/pricing/ — requests, any architecture: $0.20 per million.
-LAMBDA_PER_REQUEST = 0.20 / 1_000_000
+__all__ = ["PRICES_AS_OF", "REGION"]
 
-# https://aws.amazon.com/sqs/pricing/ — standard queues, $0.40 per million requests (after
-# the first billion a month it is cheaper). Each 64 KB chunk of a payload is one request.
-SQS_STANDARD_PER_REQUEST = 0.40 / 1_000_000
+LAMBDA_ARM64_PER_GB_SECOND = LIST_PRICES.lambda_gb_second
+LAMBDA_PER_REQUEST = LIST_PRICES.lambda_request
+SQS_STANDARD_PER_REQUEST = LIST_PRICES.sqs_request
+#: Each 64 KB chunk of a payload is one SQS request.
 SQS_CHUNK_BYTES = 64 * 1024
-
-# https://aws.amazon.com/dynamodb/pricing/on-demand/ — standard table class, after the
-# November 2024 price cut: $0.625 per million write request units, $0.125 per million
-# read request units. A write unit covers 1 KB of item; a strongly consistent read
-# unit 4 KB (an eventually consistent read costs half a unit).
-DYNAMODB_PER_WRITE_UNIT = 0.625 / 1_000_000
-DYNAMODB_PER_READ_UNIT = 0.125 / 1_000_000
+DYNAMODB_PER_WRITE_UNIT = LIST_PRICES.dynamodb_write_unit
+DYNAMODB_PER_READ_UNIT = LIST_PRICES.dynamodb_read_unit
+#: A write unit covers 1 KB of item; a strongly consistent read unit 4 KB.
 DYNAMODB_WRITE_UNIT_BYTES = 1024
 DYNAMODB_READ_UNIT_BYTES = 4 * 1024
-
-# https://aws.amazon.com/api-gateway/pricing/ — WebSocket APIs: $1.00 per million
-# messages (first billion a month), metered in 32 KB increments; $0.25 per million
-# connection minutes.
-WEBSOCKET_PER_MESSAGE = 1.00 / 1_000_000
+WEBSOCKET_PER_MESSAGE = LIST_PRICES.websocket_message
+#: WebSocket messages are metered in 32 KB increments.
 WEBSOCKET_FRAME_BYTES = 32 * 1024
-WEBSOCKET_PER_CONNECTION_MINUTE = 0.25 / 1_000_000
-
-# https://aws.amazon.com/step-functions/pricing/ — Standard workflows: $0.025 per 1,000
-# state transitions ($25 per million). The yardstick for cost per node.
-STEP_FUNCTIONS_STANDARD_PER_TRANSITION = 25.0 / 1_000_000
+WEBSOCKET_PER_CONNECTION_MINUTE = LIST_PRICES.websocket_connection_minute
+STEP_FUNCTIONS_STANDARD_PER_TRANSITION = LIST_PRICES.step_functions_transition
 
 
 def _units(size_bytes: int, unit_bytes: int) -> int:
