@@ -232,30 +232,18 @@ async def run_step(
     if deadline is not None and (timeout is None or deadline - started < timeout):
         timeout, capped = max(deadline - started, 0.001), True
     deadline = started + timeout if timeout is not None else None
-    if callback is None:
-        ctx = ToolContext(
-            run_id,
-            node.id,
-            cursor.step,
-            cursor.attempt,
-            cursor.iteration,
-            deadline,
-            node.params,
-            clients=clients,
-        )
-    else:
-        ctx = ToolContext(
-            run_id,
-            node.id,
-            cursor.step,
-            cursor.attempt,
-            cursor.iteration,
-            deadline,
-            node.params,
-            clients=clients,
-            callback_token=callback.token,
-            callback_url=callback.url,
-        )
+    ctx = ToolContext(
+        run_id,
+        node.id,
+        cursor.step,
+        cursor.attempt,
+        cursor.iteration,
+        deadline,
+        node.params,
+        clients=clients,
+        callback_token=callback.token if callback is not None else None,
+        callback_url=callback.url if callback is not None else None,
+    )
     tool = node.tool
     if node.callback is not None:
         assert callback is not None, f"callback node {node.id!r} runs only once its callback is stored"

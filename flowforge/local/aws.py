@@ -132,6 +132,7 @@ class MotoServer:
                 fd=bound.fileno(),
             )
         self._thread = threading.Thread(target=self._server.serve_forever, name="moto", daemon=True)
+        self._netloc = ""  # set by serve_in_process: the host:port requests are answered for
 
     @property
     def endpoint(self) -> str:
@@ -165,6 +166,7 @@ class MotoServer:
         (moto's own ``mock_aws`` works this way); every session made from now on gets
         this one. Requests to any other endpoint go out as before.
         """
+        self._netloc = urlsplit(self.endpoint).netloc
         if ("before-send", self._dispatch) not in BUILTIN_HANDLERS:
             BUILTIN_HANDLERS.append(("before-send", self._dispatch))
 
@@ -194,10 +196,6 @@ class MotoServer:
 
         data = b"".join(self._app(environ, start_response))
         return AWSResponse(request.url, answer["status"], HeadersDict(answer["headers"]), _Body(data))
-
-    @property
-    def _netloc(self) -> str:
-        return urlsplit(self.endpoint).netloc
 
     def stop(self) -> None:
         with contextlib.suppress(ValueError):

@@ -48,6 +48,14 @@ CHAIN_MAX_STEPS = [1, 3, DEFAULT_CHAIN_MAX_STEPS]
 SWEEPS = 20
 ROUNDS = 400
 
+#: Every differential test's hypothesis settings: more examples in the long suite.
+DIFFERENTIAL_SETTINGS = settings(
+    max_examples=figures.scaled(30, 300),
+    deadline=None,
+    derandomize=not figures.LONG,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+
 
 def answer_for(node: str, step: int) -> Answer:
     """How the callback of ``node`` reached at ``step`` is answered: the same in the
@@ -309,12 +317,7 @@ def assert_matches_runner_under_faults(world, graph, initial, seed, rate, chain)
     world.faults_by_kind.update(plan.injected)
 
 
-@settings(
-    max_examples=figures.scaled(30, 300),
-    deadline=None,
-    derandomize=not figures.LONG,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
+@DIFFERENTIAL_SETTINGS
 @given(
     graph=graphs(max_steps=figures.scaled(24, 60), with_fanouts=True),
     initial=st.lists(fanout_states, min_size=1, max_size=2),
@@ -331,12 +334,7 @@ def test_map_and_parallel_nodes_under_faults_match_the_in_process_runner(
     assert_matches_runner_under_faults(world, graph, initial, seed, rate, chain)
 
 
-@settings(
-    max_examples=figures.scaled(30, 300),
-    deadline=None,
-    derandomize=not figures.LONG,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
+@DIFFERENTIAL_SETTINGS
 @given(
     graph=graphs(max_steps=figures.scaled(16, 40), with_waits=True),
     initial=st.lists(states, min_size=1, max_size=2),
