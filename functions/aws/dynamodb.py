@@ -37,6 +37,7 @@ from botocore.exceptions import ClientError
 
 from engine.cost import DYNAMODB_READ_UNITS, DYNAMODB_WRITE_UNITS, EMPTY
 from engine.errors import ConflictError, StateTooLargeError, StoreUnavailableError
+from engine.logentry import StoredEntry
 from engine.ports import GraphRecord, RunRecord, StepCommit
 from engine.step import LIVE, TERMINAL
 from engine.transitions import apply_commit
@@ -284,12 +285,15 @@ class DynamoRunStore(DynamoWaits, DynamoFanOuts, AwsAdapter):
         return replace(base, snapshot_slots=base.slots, snapshot_bucket=codec.due_bucket_key(due))
 
     def list_logs(self, run_id: str, after: int = -1, limit: int = 1000) -> list[dict[str, Any]]:
+        return [entry.fields() for entry in self.list_entries(run_id, after, limit)]
+
+    def list_entries(self, run_id: str, after: int = -1, limit: int = 1000) -> list[StoredEntry]:
         if limit <= 0:
             return []
         params = self._slots_query(run_id, codec.slot_sk(max(after + 1, 0)), codec.SLOT_LAST_SK)
         # A finish item can only be the last slot: one more than asked covers it.
         items = self._query(params, limit + 1)
-        return [codec.log_from_item(item) for item in items if item["kind"]["S"] in LOG_KINDS][:limit]
+        return [codec.entry_from_item(item) for item in items if item["kind"]["S"] in LOG_KINDS][:limit]
 
     def finish_run(
         self,
