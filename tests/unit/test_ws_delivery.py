@@ -16,7 +16,7 @@ import pytest
 
 from engine import default_registry
 from engine.errors import NotFoundError
-from engine.logentry import stored_entry
+from engine.logentry import StoredEntry
 from engine.logstream import InvalidAfterError, LogStream, PushUnavailableError, TooManySubscriptionsError
 from engine.logstream_memory import InMemorySubscriptionStore
 from engine.memory import InMemoryRunStore, InMemoryStepQueue
@@ -90,7 +90,7 @@ class World:
         self.run_id = self.service.start_run(graph_id, {}).run_id
         return self.run_id
 
-    def step(self, broadcast: bool = True) -> dict | None:
+    def step(self, broadcast: bool = True) -> StoredEntry | None:
         """Execute the next queued step; the log entry it committed (broadcast unless told not to)."""
         message = self.queue.pop()
         if message is None:
@@ -101,10 +101,15 @@ class World:
             return None
         if broadcast:
             self.broadcast(commits[0])
-        return stored_entry(commits[0].run_id, commits[0].log)
+        return self.stored(commits[0])
+
+    def stored(self, commit) -> StoredEntry:
+        """The commit's entry as stored: what the table stream carries."""
+        (entry,) = self.store.list_entries(commit.run_id, after=commit.step - 1, limit=1)
+        return entry
 
     def broadcast(self, commit) -> None:
-        self.stream.on_log(commit.run_id, stored_entry(commit.run_id, commit.log))
+        self.stream.on_log(commit.run_id, self.stored(commit))
         if commit.status in TERMINAL:
             self.stream.on_run_end(commit.run_id)
 
