@@ -17,7 +17,9 @@ what the step changed: state keys, cursor, status; ``seq`` is k) or a finish ite
 slot too, with ``redrives`` set. Each slot is written once, with a condition that it is
 empty, so that write is the commit. The run item is rewritten now
 and then with its first ``applied`` slots folded in (see dynamodb.py); a reader folds
-the slots from ``applied`` on onto it.
+the slots from ``applied`` on onto it. A log entry (of a log or exec slot) is kept as
+the text of its WebSocket message (``entry``, sent as it is) and, when it has fields the
+message does not carry, their JSON (``entry_extra``): see engine/logentry.py.
 "RUN" sorts after every "LOG#..." key, so one query read backwards from "RUN" returns
 the snapshot first, then the slots newest first.
 
