@@ -1,9 +1,9 @@
 """A log entry as stored: the text of its WebSocket log message, built once at commit.
 
 The tick builds a step's entry as a dict (engine/step.py: ``seq``, ``node``, ``attempt``,
-``status``, ``started_at``, ``duration_ms``, ``result``, ``next``, ``error``, and
-``run_id`` once committed). When the entry is committed, the store turns it into a
-:class:`StoredEntry` once (:func:`stored_entry`):
+``status``, ``started_at``, ``duration_ms``, ``result``, ``next``, ``error``, and the
+fields some entries add). When the entry is committed, the store turns it into a
+:class:`StoredEntry` once (:func:`stored_entry`, with the run's id):
 
 - ``text``: the log message exactly as WebSocket clients receive it
   (:func:`engine.logmessages.log_message`: ``run_id`` first, ``started_at`` named ``ts``,
