@@ -12,10 +12,10 @@ from playwright.sync_api import expect
 
 from tests.e2e.browser import VIEWPORT, PageErrors
 from tests.e2e.conftest import ROOT
-from tests.e2e.test_console import LIVE_TIMEOUT_MS, browser, create, page, start
+from tests.e2e.test_console import LIVE_TIMEOUT_MS, browser, console_proxy, create, page, start
 
 pytestmark = pytest.mark.e2e
-__all__ = ["browser", "page"]
+__all__ = ["browser", "console_proxy", "page"]
 
 APPROVAL = json.loads((ROOT / "workflows" / "graphs" / "approval.json").read_text())
 #: What Chromium logs by itself for any response with an error status (the page's own
@@ -187,3 +187,20 @@ def test_home_page_lists_a_waiting_run_under_its_filter_and_follows_it_live(stac
     expect(row).to_have_count(0)
     page.locator('[data-filter="all"]').click()
     expect(row.locator(".badge")).to_have_text("completed")
+
+
+def test_flowforge_console_forwards_the_answer_to_the_stack(stack, console_proxy, page):
+    # GIVEN a waiting run's page served by `flowforge console`: its callback URL names the
+    # stack's origin, the page answers through its own
+    run_id = waiting_run(stack, "proxied")
+    page.goto(f"{console_proxy}/console/runs/{run_id}")
+    expect_waiting_at_review(page)
+    assert state_of(stack, run_id)["waiting"]["callback_url"].startswith(f"{stack.url}/callbacks/")
+
+    with page.expect_request(re.compile(r"/callbacks/")) as sent:
+        page.locator("#approve-output").fill('"lgtm"')
+        page.locator("#approve").click()
+
+    assert sent.value.url.startswith(f"{console_proxy}/callbacks/")
+    expect(page.locator("#run-status")).to_have_text("completed")
+    assert state_of(stack, run_id)["state"]["review"] == "lgtm"
