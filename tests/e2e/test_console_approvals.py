@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 
 import pytest
 from playwright.sync_api import expect
@@ -31,6 +32,15 @@ def waiting_run(stack, topic: str = "tides") -> str:
 def state_of(stack, run_id: str) -> dict:
     status, view = stack.request("GET", f"/graph/state/{run_id}")
     assert status == 200, view
+    return view
+
+
+def until_waiting(stack, run_id: str, timeout_s: float = LIVE_TIMEOUT_MS / 1000) -> dict:
+    """The run's view once it waits (a wait for the stack, generous on a busy machine)."""
+    deadline = time.monotonic() + timeout_s
+    while (view := state_of(stack, run_id))["status"] != "waiting":
+        assert time.monotonic() < deadline, view
+        time.sleep(0.1)
     return view
 
 
@@ -125,6 +135,34 @@ def test_a_rejection_routes_by_the_catch_and_the_revised_draft_waits_again(stack
     assert state_of(stack, run_id)["state"]["published"]["text"] == "A post about kelp. (revised: too long)"
 
 
+def test_a_node_without_a_result_key_takes_an_object_output_only(stack, page):
+    # GIVEN a callback node that names no callback.result: an approved object's keys are
+    # merged into the state, anything else would be dropped
+    graph = {
+        "name": "ask",
+        "start": "ask",
+        "nodes": {"ask": {"fn": "notify_reviewer", "callback": {"timeout_s": 3600}}},
+    }
+    run_id = start(stack, create(stack, graph), {}, background=True)["run_id"]
+    page.goto(f"{stack.url}/console/runs/{run_id}")
+    expect(page.locator("#approve")).to_be_visible()
+    expect(page.locator("#approval label[for=approve-output]")).to_contain_text(
+        "keys are merged into the state"
+    )
+
+    # WHEN a JSON string is approved, THEN the page refuses it before sending
+    page.locator("#approve-output").fill('"yes"')
+    page.locator("#approve").click()
+    expect(page.locator("#output-invalid")).to_contain_text("the output must be a JSON object")
+    assert state_of(stack, run_id)["status"] == "waiting"
+
+    # WHEN an object is approved, THEN its keys are in the state
+    page.locator("#approve-output").fill('{"answer": "yes"}')
+    page.locator("#approve").click()
+    expect(page.locator("#run-status")).to_have_text("completed")
+    assert state_of(stack, run_id)["state"]["answer"] == "yes"
+
+
 @pytest.fixture
 def held_page(browser):
     """A page whose WebSocket reaches nothing (it hears no news of its run), and the
@@ -142,10 +180,11 @@ def held_page(browser):
 def test_a_second_answer_is_refused_with_a_message_and_the_run_read_again(stack, held_page):
     page, errors = held_page
     # GIVEN a waiting run's page that has not heard yet that someone else answered it
+    # (opened once the run waits: this page hears nothing live)
     run_id = waiting_run(stack)
+    token = until_waiting(stack, run_id)["waiting"]["callback_url"].rsplit("/", 1)[1]
     page.goto(f"{stack.url}/console/runs/{run_id}")
     expect_waiting_at_review(page)
-    token = state_of(stack, run_id)["waiting"]["callback_url"].rsplit("/", 1)[1]
     status, answer = stack.request("POST", f"/callbacks/{token}", {"status": "approved", "output": "by mail"})
     assert status == 200, answer
 

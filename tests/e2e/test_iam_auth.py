@@ -28,7 +28,7 @@ from playwright.sync_api import expect
 from flowforge import cli
 from tests.e2e.conftest import ROOT, LocalStack
 from tests.e2e.test_console import browser, create, flowforge_console, page, start
-from tests.e2e.test_console_approvals import APPROVAL, expect_waiting_at_review
+from tests.e2e.test_console_approvals import APPROVAL, expect_waiting_at_review, until_waiting
 
 pytestmark = pytest.mark.e2e
 __all__ = ["browser", "page"]
@@ -249,8 +249,7 @@ def test_the_console_answers_a_callback_through_flowforge_console_signed(stack, 
     # GIVEN a run waiting for approval on a stack that wants every route signed (as with
     # CallbackAuth=IAM on AWS): an unsigned answer is refused
     run_id = start(stack, create(stack, APPROVAL), {"topic": "signed"})["run_id"]
-    status, view = stack.request("GET", f"/graph/state/{run_id}?logs=false")
-    assert view["status"] == "waiting", view
+    view = until_waiting(stack, run_id)
     unsigned = unsigned_post(view["waiting"]["callback_url"], {"status": "approved"})
     assert unsigned == 403
     environment = {

@@ -73,11 +73,12 @@
     const reason = h("input", { id: "reject-reason", type: "text", maxlength: 1000, placeholder: "optional", autocomplete: "off" });
     const problem = h("div", { id: "answer-error" });
     const about = h("p", { class: "muted", id: "waiting-about" });
-    const resultKey = h("code", {});
+    const lands = h("span", {}); // where the output goes in the state
+    let resultKey = null; // the node's callback.result; without one an object's keys are merged
     const approve = h("button", { class: "primary", type: "button", id: "approve" }, "Approve");
     const reject = h("button", { class: "danger", type: "button", id: "reject" }, "Reject");
     const answers = h("div", { class: "answers" },
-      h("div", {}, h("label", { for: "approve-output" }, "Output (JSON, optional), stored in the state as ", resultKey),
+      h("div", {}, h("label", { for: "approve-output" }, "Output (JSON, optional), ", lands),
         output, h("div", { class: "form-row" }, approve)),
       h("div", {}, h("label", { for: "reject-reason" }, "Reason (optional)"), reason,
         h("div", { class: "form-row" }, reject)));
@@ -101,7 +102,7 @@
         onAnswered(reply);
       } catch (err) {
         if (err.status === 409 || err.status === 404) {
-          const why = err.status === 404 ? "the callback is unknown (its run may be gone)" : err.message;
+          const why = err.status === 404 ? "the callback is unknown (its run may be gone)" : err.message.replace(/\.$/, "");
           message.replaceChildren(h("p", { class: "notice", id: "answer-refused", "data-status": err.status },
             `Not ${body.status}: ${why}.`));
           onStale();
@@ -121,6 +122,13 @@
         } catch (err) {
           problem.replaceChildren(h("p", { class: "problem", id: "output-invalid" },
             `The output is not JSON (${err.message}). Write an object such as {"ok": true}, or a string in double quotes; leave it empty for none.`));
+          output.focus();
+          return;
+        }
+        const isObject = body.output !== null && typeof body.output === "object" && !Array.isArray(body.output);
+        if (resultKey === null && !isObject) {
+          problem.replaceChildren(h("p", { class: "problem", id: "output-invalid" },
+            "This node names no callback.result: the output must be a JSON object, its keys merged into the state."));
           output.focus();
           return;
         }
@@ -152,7 +160,10 @@
         token = next;
         answers.hidden = !token;
         const spec = definition.nodes[waiting.node] || {};
-        resultKey.textContent = `state.${(spec.callback && spec.callback.result) || waiting.node}`;
+        resultKey = (spec.callback && spec.callback.result) || null;
+        lands.replaceChildren(...(resultKey !== null
+          ? ["stored in the state as ", h("code", {}, `state.${resultKey}`)]
+          : ["an object whose keys are merged into the state"]));
         about.replaceChildren(...(waiting.until
           ? ["At ", h("b", {}, waiting.node), ` until ${when(waiting.until)}.`]
           : ["At ", h("b", {}, waiting.node), " for an answer", waiting.expires_at ? `, until ${when(waiting.expires_at)}` : "",
