@@ -190,6 +190,7 @@ class RunService:
             next_at=now,
             expires_at=self._expiry(now),
             owner=owner,
+            cost=Usage(self.blobs.take_usage(run_id)) if self.blobs is not None else EMPTY,
         )
         self.store.create_run(run)
         # If this send is lost the sweeper finds the run (next_at = now) and resends it.
@@ -459,6 +460,8 @@ class RunService:
         outcome, update = enforce_limits(outcome, self.state_size(run.state), state, offload)
         if meter is not None:
             spent = spent + meter.take()
+        if self.blobs is not None:  # the S3 requests of this step (and of reads before it)
+            spent = spent + self.blobs.take_usage(run.run_id)
         reason, commit = self._commit_of(run, step, outcome, update, stop, spent)
         try:
             try:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from functions.settings import Settings, SettingsError
 
 if TYPE_CHECKING:
+    from engine.blobs import Blobs
     from engine.logstream import LogStream
     from engine.service import RunService
     from engine.waits import CallbackSigner
@@ -138,7 +139,21 @@ class App:
             isolated=settings.isolation == "principal",
             clients=self.clients,
             callbacks=self._callback_signer(),
+            blobs=self._blobs(),
+            max_total_state_bytes=settings.max_total_state_bytes,
         )
+
+    def _blobs(self) -> Blobs | None:
+        """Where values over the offload threshold go: the state bucket (None: no bucket
+        configured, every value stays in the run)."""
+        from engine.blobs import Blobs
+        from functions.aws.s3 import S3BlobStore
+
+        settings = self.settings
+        if not settings.state_bucket:
+            return None
+        store = S3BlobStore(settings.state_bucket, lambda: self.clients("s3"))
+        return Blobs(store, offload_bytes=settings.offload_bytes)
 
     def _callback_signer(self) -> CallbackSigner | None:
         """Callback tokens' signer: the key from the environment, or from the secret on

@@ -276,10 +276,10 @@ class LocalStack:
         await self.bedrock.start()
         apply_environment(local_aws_environment(self.moto.endpoint, options.region, self.bedrock.endpoint))
         session = boto3.session.Session()
-        dynamodb, sqs = session.client("dynamodb"), session.client("sqs")
+        dynamodb, sqs, s3 = session.client("dynamodb"), session.client("sqs"), session.client("s3")
         parameters = {"Isolation": options.isolation} if options.isolation else None
         resources = create_resources(
-            {"dynamodb": dynamodb, "sqs": sqs}, options.template, parameters=parameters
+            {"dynamodb": dynamodb, "sqs": sqs, "s3": s3}, options.template, parameters=parameters
         )
         self.summary["table"] = resources["table"]
         environment = handler_environment(resources, options, self.url)
