@@ -46,7 +46,7 @@ class ConsoleProxy:
         self._session: aiohttp.ClientSession | None = None
 
     def application(self) -> web.Application:
-        app = web.Application(client_max_size=2 * 1024 * 1024)
+        app = web.Application(client_max_size=6 * 1024 * 1024)  # the API takes up to 5.5 MiB
         app.router.add_route("*", "/{tail:.*}", self.dispatch)
         app.on_startup.append(self._open)
         app.on_cleanup.append(self._close)

@@ -33,6 +33,9 @@ Clients = Callable[[str], Any]
 #: entries) rather than being retried out of sight; the node's timeout bounds a call, so
 #: the socket may wait as long as a function can run.
 CLIENT_CONFIG: dict[str, dict[str, Any]] = {
+    # Presigned URLs of state values signed with SigV4 (boto3 presigns with SigV2 in
+    # us-east-1 otherwise).
+    "s3": {"signature_version": "s3v4"},
     "bedrock-runtime": {
         "retries": {"total_max_attempts": 1, "mode": "standard"},
         "connect_timeout": 10,

@@ -57,7 +57,7 @@ _ERROR_TEXT: dict[int | str, str] = {
     404: "Unknown graph or run",
     "404-value": "Unknown run, or the run has no such state key (or its offloaded value expired)",
     409: "The run is not in a status this request can act on (e.g. cancelling a finished run)",
-    413: "Body over 1 MiB, or state over the state cap",
+    413: "Body over 5.5 MiB, or state over the state caps (256 KiB as stored, 100 MB in all)",
     415: "The body is not sent as content-type: application/json",
     503: "Store or queue unavailable; retry after Retry-After seconds",
 }
@@ -295,7 +295,7 @@ StateKey = Annotated[
     },
     tags=["runs"],
 )
-def get_state_value(run_id: RunId, key: StateKey) -> Response:
+def get_state_value(run_id: RunId, key: StateKey):
     service = current_app().service
     run = service.get_run(run_id, _owner())
     name = unquote(key)

@@ -21,6 +21,7 @@ from engine.errors import StoreUnavailableError
 from engine.memory import InMemoryRunStore, InMemoryStepQueue
 from engine.service import RunService
 from functions.api.app import build_resolver, handler
+from functions.api.body import MAX_BODY_BYTES
 from functions.api.docs import FlowForgeResolver
 from functions.runtime import set_app
 from tests.functional import fixtures as moto
@@ -367,15 +368,16 @@ def test_invalid_json_is_400(service, call):
     assert "line 1" in error["message"]
 
 
-def test_body_over_one_mebibyte_is_413_before_parsing(service, call):
-    # GIVEN a body over 1 MiB that is not even JSON
-    body = "x" * (1024 * 1024 + 1)
+def test_body_over_the_limit_is_413_before_parsing(service, call):
+    # GIVEN a body one byte over 5.5 MiB that is not even JSON
+    body = "x" * (MAX_BODY_BYTES + 1)
 
     # WHEN it is posted
     error = assert_error(call("POST", "/graph/create", body=body), 413, "body_too_large")
 
     # THEN the size was refused first
-    assert error["details"] == {"limit": 1024 * 1024}
+    assert MAX_BODY_BYTES == 5632 * 1024
+    assert error["details"] == {"limit": MAX_BODY_BYTES}
 
 
 def test_a_non_json_content_type_is_415(service, call):

@@ -73,7 +73,7 @@ HOSTILE_HTTP = [
     ("wrong-types-graph", "POST", CREATE, {"json_body": {"start": 1, "nodes": [], "max_steps": "9"}}, 400, "invalid_graph"),
     ("wrong-types-run", "POST", RUN, {"json_body": {"graph_id": 5, "state": [], "background": "yes"}}, 400, "invalid_request"),
     ("unknown-field", "POST", RUN, {"json_body": {"graph_id": "g", "eval": "1"}}, 400, "invalid_request"),
-    ("huge-body", "POST", CREATE, {"body": "x" * (2 * 1024 * 1024)}, 413, "body_too_large"),
+    ("huge-body", "POST", CREATE, {"body": "x" * (6 * 1024 * 1024)}, 413, "body_too_large"),
     ("huge-unicode-body", "POST", RUN, {"body": '{"graph_id": "' + "é" * 600_000 + '"}'}, 413, "body_too_large"),
     ("deep-array-body", "POST", CREATE, {"body": deep(10_000)}, 400, "invalid_json"),
     ("deep-object-body", "POST", CREATE, {"body": '{"a":' * 10_000 + "1" + "}" * 10_000}, 400, "invalid_json"),
