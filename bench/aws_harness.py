@@ -231,7 +231,9 @@ class MotoStack:
         if self.container_per_invocation:
             self.service.store.forget()
             if self.service.blobs is not None:  # nor any value it wrote or read
-                self.service.blobs = Blobs(self.service.blobs.store, offload_bytes=self.service.blobs.offload_bytes)
+                self.service.blobs = Blobs(
+                    self.service.blobs.store, offload_bytes=self.service.blobs.offload_bytes
+                )
         mark, overhead = self.meter.mark(), self.meter.overhead_s
         metrics = io.StringIO()  # the handler's EMF lines: StepsChained counts chained steps
         with self.meter.acting("flowforge"), contextlib.redirect_stdout(metrics):

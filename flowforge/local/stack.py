@@ -143,7 +143,8 @@ def _clients(session_or_clients: Any, endpoint_url: str | None) -> tuple[Any, An
         return session_or_clients["dynamodb"], session_or_clients["sqs"], session_or_clients["s3"]
     if hasattr(session_or_clients, "client"):
         options = {"endpoint_url": endpoint_url} if endpoint_url else {}
-        return tuple(session_or_clients.client(name, **options) for name in ("dynamodb", "sqs", "s3"))  # type: ignore[return-value]
+        client = session_or_clients.client
+        return client("dynamodb", **options), client("sqs", **options), client("s3", **options)
     raise TypeError("expected a boto3 session or {'dynamodb': client, 'sqs': client, 's3': client}")
 
 
@@ -235,7 +236,9 @@ def _create_table(
         intrinsics.attrs[(logical_id, "StreamArn")] = table["LatestStreamArn"]
 
 
-def _create_bucket(s3: Any, intrinsics: Intrinsics, logical_id: str, resource: Mapping, stack_name: str) -> None:
+def _create_bucket(
+    s3: Any, intrinsics: Intrinsics, logical_id: str, resource: Mapping, stack_name: str
+) -> None:
     props = dict(intrinsics.resolve(resource.get("Properties", {})))
     # Bucket names are lowercase; CloudFormation makes one from the stack and logical id too.
     name = props.pop("BucketName", None) or f"{stack_name}-{logical_id}".lower()

@@ -285,7 +285,7 @@ StateKey = Annotated[
     "/graph/state/<run_id>/values/<key>",
     summary="One value of a run's state, resolved",
     description="The value of state key `key` as JSON, whether it is kept in the run or was "
-    "offloaded (GET /graph/state shows those as {\"$blob\": {\"sha256\", \"bytes\"}}). An "
+    'offloaded (GET /graph/state shows those as {"$blob": {"sha256", "bytes"}}). An '
     f"offloaded value over {VALUE_INLINE_MAX_BYTES} bytes is a 303 to a presigned URL of its "
     "object (valid 5 minutes): follow it (curl -L).",
     responses={
@@ -306,7 +306,9 @@ def get_state_value(run_id: RunId, key: StateKey):
     if ref is None:  # kept in the run: its JSON as stored
         return Response(200, content_types.APPLICATION_JSON, text)
     if service.blobs is None:
-        raise NotFoundError(f"run {run_id!r}: the value of {name!r} is offloaded and no blob store is configured")
+        raise NotFoundError(
+            f"run {run_id!r}: the value of {name!r} is offloaded and no blob store is configured"
+        )
     presign = getattr(service.blobs.store, "presigned_url", None)
     if ref.size > VALUE_INLINE_MAX_BYTES and presign is not None:
         url = presign(ref.key(run_id))

@@ -24,7 +24,21 @@ FIVE_MB = 5_000_000
 def five_megabytes_of_text() -> str:
     """Sentences of common words, 5,000,000 characters (ASCII: as many bytes)."""
     rng = random.Random(16)
-    words = "the ship light tower coast storm stone keeper lamp sea night harbour rock".split()
+    words = [
+        "the",
+        "ship",
+        "light",
+        "tower",
+        "coast",
+        "storm",
+        "stone",
+        "keeper",
+        "lamp",
+        "sea",
+        "night",
+        "harbour",
+        "rock",
+    ]
     sentences, size = [], 0
     while size < FIVE_MB:
         sentence = " ".join(rng.choice(words) for _ in range(rng.randint(6, 18))).capitalize() + ". "
@@ -73,7 +87,9 @@ def test_a_5_mb_text_is_summarized_and_its_values_fetched(stack: LocalStack):
     # THEN the run completed with a summary within its target; the state shows the text
     # as a reference, and the values route answers both (the text by a 303 to local S3)
     assert view["status"] == "completed", view["error"]
-    assert view["state"]["text"] == {"$blob": {"sha256": view["state"]["text"]["$blob"]["sha256"], "bytes": FIVE_MB + 2}}
+    assert view["state"]["text"] == {
+        "$blob": {"sha256": view["state"]["text"]["$blob"]["sha256"], "bytes": FIVE_MB + 2}
+    }
     assert summary[0] == 200 and summary[1] == view["state"]["summary"] and 0 < len(summary[1]) <= 300
     status, fetched_text, redirects = fetched
     assert status == 200 and redirects == [303] and fetched_text == text

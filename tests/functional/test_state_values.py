@@ -43,7 +43,10 @@ def start(graph: dict[str, Any], state: dict[str, Any]) -> str:
 
 
 def writer(key: str, chars: int, fill: str = "y") -> dict[str, Any]:
-    return {"start": "w", "nodes": {"w": {"fn": "values_write", "params": {"key": key, "chars": chars, "fill": fill}}}}
+    return {
+        "start": "w",
+        "nodes": {"w": {"fn": "values_write", "params": {"key": key, "chars": chars, "fill": fill}}},
+    }
 
 
 def objects(aws, stack) -> dict[str, int]:
@@ -52,7 +55,9 @@ def objects(aws, stack) -> dict[str, int]:
 
 
 @pytest.mark.parametrize(("chars", "offloaded"), [(EDGE, False), (EDGE + 1, True)])
-def test_a_value_is_offloaded_just_over_the_threshold_on_the_step_path(service, pump, aws, stack, chars, offloaded):
+def test_a_value_is_offloaded_just_over_the_threshold_on_the_step_path(
+    service, pump, aws, stack, chars, offloaded
+):
     # GIVEN a run whose step writes a value of exactly the threshold, or one byte over
     run_id = start(writer("big", chars), {})
 
@@ -100,7 +105,9 @@ def test_a_state_over_the_total_cap_is_refused(service):
     assert reply.status == 413 and reply.json["error"]["code"] == "state_too_large"
 
 
-def test_the_values_route_streams_a_small_offloaded_value_and_redirects_a_large_one(service, pump, aws, stack):
+def test_the_values_route_streams_a_small_offloaded_value_and_redirects_a_large_one(
+    service, pump, aws, stack
+):
     # GIVEN a run with an inline value, a small offloaded one and one over the stream limit
     text = "é" * (VALUE_INLINE_MAX_BYTES // 2)  # 2 bytes each in UTF-8: over the limit
     run_id = start(writer("out", 100), {"small": "s" * 40_000, "large": text, "n": [1, {"a": None}]})

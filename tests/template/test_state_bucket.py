@@ -29,7 +29,9 @@ def s3_grants(role: dict[str, Any]) -> set[tuple[str, str]]:
     for policy in role["Properties"].get("Policies", []):
         for statement in policy["PolicyDocument"]["Statement"]:
             actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
-            resources = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
+            resources = (
+                statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
+            )
             for action in actions:
                 if action.startswith("s3:"):
                     assert "Condition" not in statement or action == "s3:ListBucket"
@@ -55,7 +57,12 @@ def test_the_bucket_is_private_encrypted_and_expires_run_values_with_the_retenti
     assert len(props["PublicAccessBlockConfiguration"]) == 4
     expiring = [r for r in props["LifecycleConfiguration"]["Rules"] if "ExpirationInDays" in r]
     assert expiring == [
-        {"Id": "ExpireRunValues", "Status": "Enabled", "Prefix": "runs/", "ExpirationInDays": {"Ref": "RetentionDays"}}
+        {
+            "Id": "ExpireRunValues",
+            "Status": "Enabled",
+            "Prefix": "runs/",
+            "ExpirationInDays": {"Ref": "RetentionDays"},
+        }
     ]
 
 

@@ -30,10 +30,23 @@ def endpoint() -> Iterator[tuple[str, list[tuple[str, str | None]]]]:
             path = urlsplit(self.path).path
             seen.append((path, self.headers.get("Authorization")))
             if path == "/graph/state/r1":
-                self._json(200, {"run_id": "r1", "status": "completed", "done": True, "state": STATE, "logs": [], "logs_next": None})
+                self._json(
+                    200,
+                    {
+                        "run_id": "r1",
+                        "status": "completed",
+                        "done": True,
+                        "state": STATE,
+                        "logs": [],
+                        "logs_next": None,
+                    },
+                )
             elif path == "/graph/state/r1/values/big":
                 self.send_response(303)
-                self.send_header("Location", f"http://127.0.0.1:{self.server.server_address[1]}/s3/object?X-Amz-Signature=x")
+                self.send_header(
+                    "Location",
+                    f"http://127.0.0.1:{self.server.server_address[1]}/s3/object?X-Amz-Signature=x",
+                )
                 self.send_header("Content-Length", "0")
                 self.end_headers()
             elif path == "/s3/object":
