@@ -584,6 +584,7 @@ def test_openapi_json_documents_every_route_and_the_error_shape(service, call):
         "/graph/{graph_id}",
         "/graph/run",
         "/graph/state/{run_id}",
+        "/graph/state/{run_id}/values/{key}",
         "/graph/run/{run_id}/cancel",
         "/graph/run/{run_id}/redrive",
         "/tools",
@@ -591,6 +592,9 @@ def test_openapi_json_documents_every_route_and_the_error_shape(service, call):
         "/callbacks/{token}/heartbeat",
     }
     assert set(spec["paths"]["/callbacks/{token}"]["post"]["responses"]) >= {"200", "400", "404", "409"}
+    values = spec["paths"]["/graph/state/{run_id}/values/{key}"]["get"]
+    assert set(values["responses"]) == {"200", "303", "400", "404", "500", "503"}
+    assert [p["name"] for p in values["parameters"]] == ["run_id", "key"]
     schemas = spec["components"]["schemas"]
     run_request = schemas["RunRequest"]
     assert run_request["additionalProperties"] is False

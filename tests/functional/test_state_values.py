@@ -170,3 +170,26 @@ def test_a_duplicate_delivery_reoffloads_to_the_same_key(service, pump, aws, sta
     # THEN it is the same reference to the same single object
     assert again == run.state["big"]
     assert objects(aws, stack) == before and len([k for k in before if run_id in k]) == 1
+
+
+@default_registry.tool("values_item")
+async def values_item(state, ctx):
+    """A map item's result: ``ctx.item`` characters."""
+    return "z" * ctx.item
+
+
+def test_map_results_over_the_threshold_are_offloaded_and_joined_from_s3(service, pump, aws, stack):
+    # GIVEN a map whose middle item's result is over the threshold
+    graph = {"start": "m", "nodes": {"m": {"map": {"items": "sizes", "fn": "values_item", "results": "out"}}}}
+    run_id = start(graph, {"sizes": [1, EDGE + 1, 2]})
+
+    # WHEN it runs
+    pump.drain()
+
+    # THEN the item's result went to S3, and the joined list (over the threshold too)
+    # holds it, read back
+    assert len([k for k in objects(aws, stack) if k.startswith(f"runs/{run_id}/")]) == 2
+    assert REF_FIELD in api("GET", f"/graph/state/{run_id}").json["state"]["out"]
+    assert api("GET", f"/graph/state/{run_id}").json["status"] == "completed"
+    reply = api("GET", f"/graph/state/{run_id}/values/out")
+    assert reply.status == 200 and reply.json == ["z", "z" * (EDGE + 1), "zz"]
