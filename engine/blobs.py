@@ -213,10 +213,11 @@ class Blobs:
             puts, gets, size = self._usage.pop(run_id, (0, 0, 0))
         return {S3_PUT_REQUESTS: puts, S3_GET_REQUESTS: gets, S3_BYTES: size}
 
-    def offload_text(self, run_id: str, text: str) -> str:
+    def offload_text(self, run_id: str, text: str, *, write: bool = True) -> str:
         """The stored text for a value's JSON ``text``: itself, or (over the threshold) a
-        reference to it, written to the store first. Idempotent: the same content is
-        the same key with the same bytes."""
+        reference to it, written to the store first (``write=False``: the reference
+        only, nothing written). Idempotent: the same content is the same key with the
+        same bytes."""
         if len(text) * 4 <= self.offload_bytes:  # at most 4 UTF-8 bytes per character
             return text
         data = text.encode()
@@ -224,17 +225,18 @@ class Blobs:
             return text
         ref = ref_of(data)
         key = ref.key(run_id)
-        if self._cache.get(key) is None:  # written by this container before: nothing to do
+        if write and self._cache.get(key) is None:  # written by this container before: nothing to do
             self.store.put_blob(key, data)
             self._count(run_id, puts=1, size=len(data))
             self._cache.put(key, text, len(data))
         return ref.text()
 
-    def offload(self, run_id: str, encoded: dict[str, str]) -> dict[str, str]:
-        """``encoded`` (per-key JSON) with each value over the threshold offloaded."""
+    def offload(self, run_id: str, encoded: dict[str, str], *, write: bool = True) -> dict[str, str]:
+        """``encoded`` (per-key JSON) with each value over the threshold offloaded
+        (``write=False``: what would be stored, nothing written)."""
         out = encoded
         for key, text in encoded.items():
-            stored = self.offload_text(run_id, text)
+            stored = self.offload_text(run_id, text, write=write)
             if stored is not text:
                 if out is encoded:
                     out = dict(encoded)

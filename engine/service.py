@@ -174,7 +174,10 @@ class RunService:
         """Store a new run at step 0 and enqueue its first step."""
         graph = self.compiled(graph_id, owner)
         run_id = self.new_id()
-        encoded = self.offload(run_id, encode_state(state if state is not None else {}))
+        encoded = encode_state(state if state is not None else {})
+        if self.blobs is not None:  # a state refused by its caps writes nothing to the store
+            self.state_size(self.blobs.offload(run_id, encoded, write=False))
+        encoded = self.offload(run_id, encoded)
         self.state_size(encoded)
         now = self.clock()
         stamp = iso_time(now)
