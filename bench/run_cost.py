@@ -30,7 +30,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from bench.aws_harness import MotoStack, Trace, loop_graph, loop_state, step_memory_mb
+from bench.aws_harness import MotoStack, Trace, loop_graph, loop_state, step_memory_mb, summarization
 from bench.bill import billed_requests
 from bench.figure import Figure, Target
 from engine.cost import (
@@ -54,19 +54,22 @@ STATE_BYTES = 1024
 AGREEMENT_TARGET = Target("<=", 5.0)
 #: A payload over the offload threshold: kept in the state bucket.
 OFFLOADED_BYTES = 64 * 1024
-#: (name, steps per run, runs, concurrent, ChainMaxSteps (None: the default), state bytes,
-#: tool), full and quick.
+#: (name, steps per run (0: the summarization example, whose chunks are a map's items),
+#: runs, concurrent, ChainMaxSteps (None: the default), state bytes, tool), full and quick.
 WORKLOADS = {
     False: [
         ("loop 1 KB, 1 run", 1000, 1, False, None, STATE_BYTES, "bench_count"),
         ("loop 1 KB, 20 runs", 50, 20, True, None, STATE_BYTES, "bench_count"),
         ("loop 1 KB, 1 run, one step per message", 200, 1, False, 1, STATE_BYTES, "bench_count"),
+        ("summarization (a map), 1 run", 0, 1, False, None, STATE_BYTES, "bench_count"),
+        ("summarization (a map), 5 runs", 0, 5, True, None, STATE_BYTES, "bench_count"),
         ("loop 64 KB offloaded and read, 20 runs", 50, 20, True, None, OFFLOADED_BYTES, "bench_read"),
     ],
     True: [
         ("loop 1 KB, 1 run", 200, 1, False, None, STATE_BYTES, "bench_count"),
         ("loop 1 KB, 20 runs", 10, 20, True, None, STATE_BYTES, "bench_count"),
         ("loop 1 KB, 1 run, one step per message", 30, 1, False, 1, STATE_BYTES, "bench_count"),
+        ("summarization (a map), 1 run", 0, 1, False, None, STATE_BYTES, "bench_count"),
         ("loop 64 KB offloaded and read, 20 runs", 10, 20, True, None, OFFLOADED_BYTES, "bench_read"),
     ],
 }
@@ -93,12 +96,17 @@ def measure(
 ) -> tuple[Usage, Trace]:
     """The runs' estimates, summed, and the trace of everything metered for them."""
     with MotoStack(container_per_invocation=concurrent, chain_max_steps=chain_max_steps) as aws:
-        trace = Trace(f"loop x {steps}", runs)
-        # each run its own payload: content-addressed values are per run anyway
-        states = [{**loop_state(state_bytes), "run": n} for n in range(runs)]
+        if steps:
+            graph = loop_graph(steps, fn)
+            # each run its own payload: content-addressed values are per run anyway
+            states = [{**loop_state(state_bytes), "run": n} for n in range(runs)]
+        else:
+            graph, state = summarization()
+            states = [state] * runs
+        trace = Trace(f"{graph['name']} x {steps or 'its steps'}", runs)
         run_ids: list[str] = []
         for batch in [states] if concurrent else [[s] for s in states]:
-            run_ids += aws.start(loop_graph(steps, fn), batch, trace)
+            run_ids += aws.start(graph, batch, trace)
             aws.pump(trace)
         aws.check_completed(run_ids)
         total = Usage()

@@ -11,9 +11,11 @@ import math
 import threading
 from collections import deque
 from collections.abc import Callable, Collection
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import replace
 from typing import Any
 
+from engine.cost import EMPTY, Usage, UsageTally
 from engine.errors import ConflictError
 from engine.ports import Claim, ExecutionRecord, FanOutRecord, GraphRecord, RunRecord, StepCommit
 from engine.step import LIVE, TERMINAL
@@ -198,9 +200,10 @@ class InMemoryRunStore:
         *,
         prior: int | None = None,
         carried: Collection[int] = (),
+        cost: Usage = EMPTY,
     ) -> FanOutRecord:
         claims = dict.fromkeys(carried, (0, True))
-        opened = FanOutRecord(run_id, base, total, 0, len(claims), 0, now, claims, prior=prior)
+        opened = FanOutRecord(run_id, base, total, 0, len(claims), 0, now, claims, prior=prior, cost=cost)
         with self._lock:
             return self._fanouts.setdefault((run_id, base), opened)
 
@@ -260,6 +263,9 @@ class InMemoryRunStore:
             if run.cursor is not None and run.cursor.step == base:
                 stamp = record.entry.get("started_at", run.updated_at)
                 self._runs[run_id] = apply_execution(run, record.step, updated_at=stamp, next_at=now)
+
+    def tally(self) -> AbstractContextManager[UsageTally]:
+        return nullcontext(UsageTally())  # nothing in memory is billed
 
     def list_executions(self, run_id: str, base: int, count: int) -> list[ExecutionRecord]:
         with self._lock:

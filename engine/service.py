@@ -386,7 +386,7 @@ class RunService:
         node = graph.nodes[run.cursor.node]
         if node.fanout is not None:
             budget.steps += 1
-            return await self.fanouts.step(run, graph, node)
+            return await self.fanouts.step(run, graph, node, budget.meter)
         if (
             not fresh
             and deadline is not None
@@ -412,10 +412,13 @@ class RunService:
         committed = await run_chain(self, run, graph, budget, on_commit)
         return Disposition.COMMITTED if committed else Disposition.WAITING
 
-    async def process_item(self, run_id: str, step: int, item: int, attempt: int) -> Disposition:
+    async def process_item(
+        self, run_id: str, step: int, item: int, attempt: int, meter: InvocationMeter | None = None
+    ) -> Disposition:
         """Handle item message ``(run_id, step, item, attempt)``: one attempt of one item
-        (or branch) of the fan-out the run reached at ``step`` (see engine/fanout_service.py)."""
-        return await self.fanouts.process_item(run_id, step, item, attempt)
+        (or branch) of the fan-out the run reached at ``step`` (see engine/fanout_service.py).
+        ``meter``: what the invocation spends, for the run's cost."""
+        return await self.fanouts.process_item(run_id, step, item, attempt, meter)
 
     def commit_outcome(
         self,

@@ -35,7 +35,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from engine.cost import DYNAMODB_READ_UNITS, DYNAMODB_WRITE_UNITS, EMPTY
+from engine.cost import DYNAMODB_READ_UNITS, DYNAMODB_WRITE_UNITS, EMPTY, UsageTally
 from engine.errors import ConflictError, StateTooLargeError, StoreUnavailableError
 from engine.ports import GraphRecord, RunRecord, StepCommit
 from engine.step import LIVE, TERMINAL
@@ -530,6 +530,23 @@ class DynamoRunStore(DynamoWaits, DynamoFanOuts, AwsAdapter):
                 codec.index_entry(item),
             )
         )
+
+    @property
+    def _tally(self) -> UsageTally | None:
+        """The tally this thread counts its reads into (see :meth:`tally`), if any."""
+        return getattr(self._local, "tally", None)
+
+    @_tally.setter
+    def _tally(self, tally: UsageTally | None) -> None:
+        self._local.tally = tally
+
+    def _call(self, operation: str, **params: Any) -> Any:
+        response = super()._call(operation, **params)
+        tally = self._tally
+        if tally is not None and operation in ("get_item", "query"):
+            found = [response["Item"]] if "Item" in response else response.get("Items", [])
+            tally.add({DYNAMODB_READ_UNITS: _read_units(found)})
+        return response
 
     @property
     def _cache(self) -> OrderedDict[str, _Folded]:

@@ -189,7 +189,11 @@ def test_map_results_over_the_threshold_are_offloaded_and_joined_from_s3(service
     # THEN the item's result went to S3, and the joined list (over the threshold too)
     # holds it, read back
     assert len([k for k in objects(aws, stack) if k.startswith(f"runs/{run_id}/")]) == 2
-    assert REF_FIELD in api("GET", f"/graph/state/{run_id}").json["state"]["out"]
+    view = api("GET", f"/graph/state/{run_id}").json
+    assert REF_FIELD in view["state"]["out"]
+    # ... and the run's cost counts both PUTs and their bytes (the item's with its execution)
+    s3 = view["cost"]["breakdown"]["s3"]
+    assert (s3["put_requests"], s3["bytes"]) == (2, sum(objects(aws, stack).values()))
     assert api("GET", f"/graph/state/{run_id}").json["status"] == "completed"
     reply = api("GET", f"/graph/state/{run_id}/values/out")
     assert reply.status == 200 and reply.json == ["z", "z" * (EDGE + 1), "zz"]
