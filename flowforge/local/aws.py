@@ -86,7 +86,11 @@ class _SerializeDynamoDB:
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         if not environ.get("HTTP_X_AMZ_TARGET", "").startswith(_DYNAMODB_TARGETS):
-            if self.objects is not None and environ.get("REQUEST_METHOD") in ("PUT", "POST", "DELETE"):
+            if (
+                self.objects is not None
+                and environ.get("REQUEST_METHOD") in ("PUT", "POST", "DELETE")
+                and "HTTP_X_AMZ_TARGET" not in environ  # S3 has none; SQS (JSON) does
+            ):
                 return self._persisting_objects(environ, start_response)
             return self.app(environ, start_response)
         try:
