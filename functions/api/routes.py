@@ -275,8 +275,10 @@ StateKey = Annotated[
     str,
     Path(
         min_length=1,
-        max_length=3 * 1024,  # 1,024 UTF-8 bytes, percent-encoded
-        description="A top-level state key, percent-encoded (as in the run's state).",
+        # A request line must fit the gateways' limits (aiohttp's 8 KB locally, API
+        # Gateway's 10 KB with headers): a longer key is read with GET /graph/state.
+        max_length=512,
+        description="A top-level state key, percent-encoded: at most 512 characters as sent.",
     ),
 ]
 
