@@ -40,6 +40,7 @@ class InMemoryRunStore:
         # without a log entry, as a finish slot does in DynamoDB.
         self._finished: set[str] = set()
         self._waits: dict[tuple[str, int], WaitRecord] = {}
+        self._held: dict[str, dict[str, float]] = {}  # owner -> run id -> when counted
 
     def put_graph(self, graph: GraphRecord) -> None:
         with self._lock:
@@ -131,6 +132,24 @@ class InMemoryRunStore:
                 return False
             self._resent[run_id] = now
             return True
+
+    def hold_run(self, owner: str, run_id: str, cap: int, now: float) -> bool:
+        with self._lock:
+            held = self._held.setdefault(owner, {})
+            if run_id not in held and len(held) >= cap:
+                return False
+            held.setdefault(run_id, now)
+            return True
+
+    def held_runs(self, owner: str) -> dict[str, float]:
+        with self._lock:
+            return dict(self._held.get(owner, {}))
+
+    def release_runs(self, owner: str, run_ids: list[str]) -> None:
+        with self._lock:
+            held = self._held.get(owner, {})
+            for run_id in run_ids:
+                held.pop(run_id, None)
 
     def stalled_runs(self, due_before: float, limit: int = 100) -> list[tuple[str, int]]:
         with self._lock:

@@ -256,6 +256,18 @@ class RunStore(WaitStore, Protocol):
         ConflictError if the run is not running (or not at ``step`` when given).
         """
 
+    # -- running runs per principal (engine/running.py) --------------------------------------
+    def hold_run(self, owner: str, run_id: str, cap: int, now: float) -> bool:
+        """Count ``run_id`` among the runs ``owner`` holds, at ``now``, if it holds fewer
+        than ``cap`` (or holds this one already); False at the cap. Atomic: of two racing
+        for the last place, one gets it."""
+
+    def held_runs(self, owner: str) -> dict[str, float]:
+        """The runs ``owner`` holds, with when each was counted."""
+
+    def release_runs(self, owner: str, run_ids: list[str]) -> None:
+        """Stop counting ``run_ids`` for ``owner`` (ids it does not hold are ignored)."""
+
     def stalled_runs(self, due_before: float, limit: int = 100) -> list[tuple[str, int]]:
         """(run_id, step) of running runs whose next step was due before ``due_before``
         and that were not re-sent after it (:meth:`claim_resend`)."""

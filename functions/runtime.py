@@ -144,6 +144,7 @@ class App:
             callbacks=self._callback_signer(),
             blobs=self._blobs(),
             max_total_state_bytes=settings.max_total_state_bytes,
+            max_running_runs=settings.max_running_runs,
         )
 
     def _blobs(self) -> Blobs | None:

@@ -44,6 +44,7 @@ from functions.aws import dynamodb_codec as codec
 from functions.aws.adapter import AwsAdapter
 from functions.aws.dynamodb_fanout import DynamoFanOuts
 from functions.aws.dynamodb_fanout_codec import is_execution
+from functions.aws.dynamodb_running import DynamoRunningRuns
 from functions.aws.dynamodb_waits import DynamoWaits
 from functions.aws.errors import error_code
 
@@ -100,7 +101,7 @@ class _Folded:
         )
 
 
-class DynamoRunStore(DynamoWaits, DynamoFanOuts, AwsAdapter):
+class DynamoRunStore(DynamoWaits, DynamoFanOuts, DynamoRunningRuns, AwsAdapter):
     """Graphs, runs and log entries in one table; the low-level client is built on first use."""
 
     def __init__(self, table_name: str, client_factory: Callable[[], Any]) -> None:
