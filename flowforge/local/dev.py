@@ -301,7 +301,10 @@ class LocalStack:
             raise StartupError(
                 "isolation by principal needs --auth iam: with auth off no request carries a principal to isolate by"
             )
-        if environment.get("FLOWFORGE_MAX_RUNNING_RUNS", "0") not in ("0", "") and self.summary["isolation"] != "principal":
+        if (
+            environment.get("FLOWFORGE_MAX_RUNNING_RUNS", "0") not in ("0", "")
+            and self.summary["isolation"] != "principal"
+        ):
             raise StartupError(
                 "--max-running-runs needs --isolation principal: runs belong to a principal only then"
             )
