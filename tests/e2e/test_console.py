@@ -174,6 +174,8 @@ def test_run_page_goes_from_running_to_completed_live(stack, page, tmp_path):
     page.locator('#timeline li[data-seq="1"]').click()
     expect(page.locator("#changed-keys")).to_have_text("gate")
     assert json.loads(page.locator("#entry-result").inner_text()) == run["logs"][1]["result"]
+    # AND when it started, though it came live (a live entry carries ts, not started_at)
+    expect(page.locator("#entry-when")).to_have_text(re.compile(r"^\S.* · [0-9.]+ ms · next: after$"))
 
 
 def test_cancel_stops_a_running_run_from_its_page(stack, page, tmp_path):

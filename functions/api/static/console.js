@@ -172,7 +172,7 @@
     const followRun = (r) => live.follow(r.run_id, r.step - 1,
       (entry) => {
         r.step = Math.max(r.step, entry.seq + 1);
-        r.updated_at = entry.started_at || r.updated_at;
+        r.updated_at = entry.started_at || entry.ts || r.updated_at; // a live entry carries ts
         if (entry.status === "waiting") {
           r.status = "waiting";
           r.waiting = { node: entry.node };

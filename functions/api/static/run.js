@@ -234,7 +234,7 @@
       const keys = entry.result && typeof entry.result === "object" && !Array.isArray(entry.result) ? Object.keys(entry.result) : [];
       detail.replaceChildren(
         h("h3", {}, `#${entry.seq} ${entry.node} — attempt ${entry.attempt ?? 1}`),
-        h("div", { class: "muted" }, `${when(entry.started_at)} · ${entry.duration_ms ?? "?"} ms · next: ${entry.next ?? "(end)"}`),
+        h("div", { class: "muted", id: "entry-when" }, `${when(entry.started_at ?? entry.ts)} · ${entry.duration_ms ?? "?"} ms · next: ${entry.next ?? "(end)"}`),
         h("h3", {}, "State keys changed"),
         keys.length ? h("div", { class: "keys", id: "changed-keys" }, keys.map((k) => h("code", {}, k))) : h("p", { class: "muted" }, "none"),
         h("h3", {}, "Result"), h("pre", { class: "json", id: "entry-result" }, json(entry.result ?? null)),
