@@ -24,7 +24,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from bench.aws_harness import MotoStack, Trace, loop_graph, loop_state, step_memory_mb
+from bench.aws_harness import MotoStack, Trace, loop_graph, loop_state, step_memory_mb, summarization
 from bench.bill import billed_requests
 from bench.figure import Figure, Target
 from engine.cost import (
@@ -43,17 +43,21 @@ NAME = "runcost"
 STATE_BYTES = 1024
 #: |estimate - metered| / metered, in %, of the dollars per run.
 AGREEMENT_TARGET = Target("<=", 5.0)
-#: (name, steps per run, runs, concurrent, ChainMaxSteps (None: the default)), full and quick.
+#: (name, steps per run (0: the summarization example, whose chunks are a map's
+#: items), runs, concurrent, ChainMaxSteps (None: the default)), full and quick.
 WORKLOADS = {
     False: [
         ("loop 1 KB, 1 run", 1000, 1, False, None),
         ("loop 1 KB, 20 runs", 50, 20, True, None),
         ("loop 1 KB, 1 run, one step per message", 200, 1, False, 1),
+        ("summarization (a map), 1 run", 0, 1, False, None),
+        ("summarization (a map), 5 runs", 0, 5, True, None),
     ],
     True: [
         ("loop 1 KB, 1 run", 200, 1, False, None),
         ("loop 1 KB, 20 runs", 10, 20, True, None),
         ("loop 1 KB, 1 run, one step per message", 30, 1, False, 1),
+        ("summarization (a map), 1 run", 0, 1, False, None),
     ],
 }
 LINES = ("lambda requests", "lambda GB-s", "SQS requests", "DynamoDB read units", "DynamoDB write units")
@@ -62,11 +66,15 @@ LINES = ("lambda requests", "lambda GB-s", "SQS requests", "DynamoDB read units"
 def measure(steps: int, runs: int, *, concurrent: bool, chain_max_steps: int | None) -> tuple[Usage, Trace]:
     """The runs' estimates, summed, and the trace of everything metered for them."""
     with MotoStack(container_per_invocation=concurrent, chain_max_steps=chain_max_steps) as aws:
-        trace = Trace(f"loop x {steps}", runs)
-        states = [loop_state(STATE_BYTES)] * runs
+        if steps:
+            graph, state = loop_graph(steps), loop_state(STATE_BYTES)
+        else:
+            graph, state = summarization()
+        trace = Trace(f"{graph['name']} x {steps or 'its steps'}", runs)
+        states = [state] * runs
         run_ids: list[str] = []
         for batch in [states] if concurrent else [[s] for s in states]:
-            run_ids += aws.start(loop_graph(steps), batch, trace)
+            run_ids += aws.start(graph, batch, trace)
             aws.pump(trace)
         aws.check_completed(run_ids)
         total = Usage()

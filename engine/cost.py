@@ -172,6 +172,23 @@ class InvocationMeter:
         return Usage(counts)
 
 
+class UsageTally:
+    """Usage counted by whoever holds it (a store counts its reads into one: see
+    :meth:`engine.ports.RunStore.tally`), taken as a whole."""
+
+    __slots__ = ("usage",)
+
+    def __init__(self) -> None:
+        self.usage = EMPTY
+
+    def add(self, counts: Mapping[str, int]) -> None:
+        self.usage = self.usage + counts
+
+    def take(self) -> Usage:
+        usage, self.usage = self.usage, EMPTY
+        return usage
+
+
 def step_usage(log: Mapping[str, Any], *, sends: int) -> Usage:
     """What a step adds to its run besides its invocation's share and time, and what
     storing it costs: ``sends`` step messages sent after its commit, its Bedrock tokens."""

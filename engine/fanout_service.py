@@ -29,6 +29,7 @@ from collections.abc import Iterator
 from functools import partial
 from typing import TYPE_CHECKING
 
+from engine.cost import EMPTY, MICRO, SQS_REQUESTS, InvocationMeter, Usage, UsageTally, step_usage
 from engine.errors import StoreUnavailableError
 from engine.fanout import (
     MAX_RESULT_BYTES,
@@ -65,39 +66,52 @@ class FanOutSteps:
     def __init__(self, service: RunService) -> None:
         self.service = service
 
-    async def step(self, run: RunRecord, graph: CompiledGraph, node: CompiledNode) -> Disposition:
-        """A step message for a run at fan-out ``node``: open the fan-out, or resume it."""
+    async def step(
+        self, run: RunRecord, graph: CompiledGraph, node: CompiledNode, meter: InvocationMeter | None = None
+    ) -> Disposition:
+        """A step message for a run at fan-out ``node``: open the fan-out, or resume it.
+        ``meter``: what the invocation spends (for the run's cost)."""
         service, store = self.service, self.service.store
         assert run.cursor is not None
         base = run.cursor.step
-        fanout = store.get_fanout(run.run_id, base)
+        with store.tally() as tally:
+            fanout = store.get_fanout(run.run_id, base)
+            read = tally.take()
         if fanout is not None:
-            return self._resume(run, graph, node, fanout)
+            return self._resume(run, graph, node, fanout, meter)
         state = service.live_state(run).view()
         if base >= graph.max_steps:
-            return service.commit_outcome(run, base, max_steps_failure(graph, node, base, state), state)
+            outcome = max_steps_failure(graph, node, base, state)
+            return service.commit_outcome(run, base, outcome, state, meter=meter, spent=read)
         try:
             total = len(item_list(node, state))
         except InvalidMapItems as exc:
             outcome = node_failure(node, run.cursor, state, {}, exc, service.clock())
-            return service.commit_outcome(run, base, outcome, state)
+            return service.commit_outcome(run, base, outcome, state, meter=meter, spent=read)
         if total == 0:
-            return service.commit_outcome(
-                run, base, join(graph, node, base, state, {}, 0, now=service.clock), state
-            )
-        store.open_fanout(run.run_id, base, total, service.clock())
-        for index in range(min(fanout_of(node).max_concurrency, total)):
+            outcome = join(graph, node, base, state, {}, 0, now=service.clock)
+            return service.commit_outcome(run, base, outcome, state, meter=meter, spent=read)
+        width = min(fanout_of(node).max_concurrency, total)
+        # What opening costs is kept with the fan-out, for the join to count.
+        cost = read + _taken(meter) + {SQS_REQUESTS: width * MICRO}
+        store.open_fanout(run.run_id, base, total, service.clock(), cost=cost)
+        for index in range(width):
             service.queue.send_item(run.run_id, base, index, 1)
         return Disposition.FANNED_OUT
 
     def _resume(
-        self, run: RunRecord, graph: CompiledGraph, node: CompiledNode, fanout: FanOutRecord
+        self,
+        run: RunRecord,
+        graph: CompiledGraph,
+        node: CompiledNode,
+        fanout: FanOutRecord,
+        meter: InvocationMeter | None,
     ) -> Disposition:
         service = self.service
         if fanout.closed_at is not None:
-            return self._end_closed(run, graph, node, fanout)
+            return self._end_closed(run, graph, node, fanout, meter=meter)
         if fanout.complete:
-            return self._join(run, graph, node, fanout)
+            return self._join(run, graph, node, fanout, meter=meter)
         if service.clock() - fanout.updated_at < service.stall_after_s:
             return Disposition.IN_PROGRESS
         for index, attempt in self._due(node, fanout):  # stalled: some item message was lost
@@ -141,9 +155,24 @@ class FanOutSteps:
                 continue
             yield index, attempt + 1
 
-    async def process_item(self, run_id: str, base: int, index: int, attempt: int) -> Disposition:
+    async def process_item(
+        self, run_id: str, base: int, index: int, attempt: int, meter: InvocationMeter | None = None
+    ) -> Disposition:
         """Run attempt ``attempt`` of item ``index`` of the fan-out at step ``base``, commit
-        it once, send what follows, and join if this completed the set."""
+        it once, send what follows, and join if this completed the set. ``meter``: what
+        the invocation spends (the attempt's record keeps its part, the join counts it)."""
+        with self.service.store.tally() as tally:
+            return await self._process_item(run_id, base, index, attempt, meter, tally)
+
+    async def _process_item(
+        self,
+        run_id: str,
+        base: int,
+        index: int,
+        attempt: int,
+        meter: InvocationMeter | None,
+        tally: UsageTally,
+    ) -> Disposition:
         service, store = self.service, self.service.store
         run = store.get_run(run_id)
         if run is None:
@@ -198,6 +227,8 @@ class FanOutSteps:
             )
         assert claim.step is not None and claim.fanout is not None
         entry = {"seq": claim.step, **execution.entry, "run_id": run_id}
+        following = self._following(run, base, node, claim, execution)
+        sends = EMPTY if following is None else {SQS_REQUESTS: MICRO}
         record = ExecutionRecord(
             claim.step,
             index,
@@ -207,20 +238,24 @@ class FanOutSteps:
             execution.error,
             entry,
             blob,
+            # The store adds its reads (the tally's) and the claim's and this write's units.
+            cost=tally.take() + _taken(meter) + step_usage(entry, sends=0) + sends,
         )
         store.put_execution(run_id, base, record, now)
-        self._send_next(run, base, node, claim, execution)
+        if following is not None:
+            service.queue.send_item(run_id, base, *following)
         if claim.fanout.complete:
-            return self._join(run, graph, node, claim.fanout, recheck=claim.outcome == "new")
+            return self._join(run, graph, node, claim.fanout, recheck=claim.outcome == "new", meter=meter)
         return Disposition.COMMITTED
 
-    def _send_next(
+    def _following(
         self, run: RunRecord, base: int, node: CompiledNode, claim: Claim, execution: Execution
-    ) -> None:
-        queue, run_id = self.service.queue, run.run_id
+    ) -> tuple[int, int, float] | None:
+        """The item message that follows ``execution`` (index, attempt, delay), if any:
+        its next attempt, or the item ``max_concurrency`` places further on."""
+        run_id = run.run_id
         if not execution.final:
-            queue.send_item(run_id, base, execution.index, execution.attempt + 1, execution.delay_s)
-            return
+            return execution.index, execution.attempt + 1, execution.delay_s
         width = fanout_of(node).max_concurrency
         following = execution.index + width
         assert claim.fanout is not None
@@ -229,8 +264,7 @@ class FanOutSteps:
             carried = self._fanout(run_id, base).carried
             while following in carried:
                 following += width
-        if following < claim.fanout.total:
-            queue.send_item(run_id, base, following, 1)
+        return (following, 1, 0.0) if following < claim.fanout.total else None
 
     def _fanout(self, run_id: str, base: int) -> FanOutRecord:
         fanout = self.service.store.get_fanout(run_id, base)
@@ -259,20 +293,25 @@ class FanOutSteps:
         node: CompiledNode,
         fanout: FanOutRecord,
         recheck: bool = False,
+        meter: InvocationMeter | None = None,
     ) -> Disposition:
-        """Commit the join of a complete set, as the transition after its last execution."""
-        records = self._executions(run, fanout, fanout.executed, recheck)
-        if records is None:
-            return Disposition.IN_PROGRESS
-        finals = self._finals(run.run_id, records)
-        if run.redrive_count and fanout.prior is None:
-            fanout = self._fanout(run.run_id, fanout.base)  # a claim's answer leaves prior out
-        if fanout.prior is not None:
-            finals = {**self._carried_finals(run.run_id, fanout), **finals}
+        """Commit the join of a complete set, as the transition after its last execution.
+        Its commit counts in the run's cost what the fan-out cost: its opening, each
+        execution (retried attempts included) and the join's own reads."""
+        with self.service.store.tally() as tally:
+            records = self._executions(run, fanout, fanout.executed, recheck)
+            if records is None:
+                return Disposition.IN_PROGRESS
+            finals = self._finals(run.run_id, records)
+            if fanout.cost is None or (run.redrive_count and fanout.prior is None):
+                fanout = self._fanout(run.run_id, fanout.base)  # a claim's answer leaves them out
+            if fanout.prior is not None:
+                finals = {**self._carried_finals(run.run_id, fanout), **finals}
+            spent = _spent(fanout, records, tally)
         state = self.service.live_state(run).view()
         step = fanout.base + fanout.executed
         outcome = join(graph, node, step, state, finals, fanout.total, now=self.service.clock)
-        return self.service.commit_outcome(run, step, outcome, state)
+        return self.service.commit_outcome(run, step, outcome, state, meter=meter, spent=spent)
 
     def _carried_finals(self, run_id: str, fanout: FanOutRecord) -> dict[int, Execution]:
         """The final executions of the items a redriven fan-out took over, from the failed
@@ -296,14 +335,21 @@ class FanOutSteps:
         node: CompiledNode,
         fanout: FanOutRecord,
         recheck: bool = False,
+        meter: InvocationMeter | None = None,
     ) -> Disposition:
         """A fan-out closed because the run reached max_steps: fail the run at its step."""
-        assert fanout.closed_at is not None
-        if self._executions(run, fanout, fanout.closed_at - fanout.base, recheck) is None:
-            return Disposition.IN_PROGRESS
+        closed_at = fanout.closed_at
+        assert closed_at is not None
+        with self.service.store.tally() as tally:
+            records = self._executions(run, fanout, closed_at - fanout.base, recheck)
+            if records is None:
+                return Disposition.IN_PROGRESS
+            if fanout.cost is None:
+                fanout = self._fanout(run.run_id, fanout.base)
+            spent = _spent(fanout, records, tally)
         state = self.service.live_state(run).view()
-        outcome = max_steps_failure(graph, node, fanout.closed_at, state, now=self.service.clock)
-        return self.service.commit_outcome(run, fanout.closed_at, outcome, state)
+        outcome = max_steps_failure(graph, node, closed_at, state, now=self.service.clock)
+        return self.service.commit_outcome(run, closed_at, outcome, state, meter=meter, spent=spent)
 
     def _finals(self, run_id: str, records: list[ExecutionRecord]) -> dict[int, Execution]:
         """Each item's final execution among ``records``, offloaded values read back."""
@@ -321,3 +367,17 @@ class FanOutSteps:
                 value = blobs.resolve(run_id, r.blob)
             finals[r.index] = Execution(r.index, r.attempt, r.status, value, r.error, r.entry)
         return finals
+
+
+def _taken(meter: InvocationMeter | None) -> Usage:
+    return EMPTY if meter is None else meter.take()
+
+
+def _spent(fanout: FanOutRecord, records: list[ExecutionRecord], tally: UsageTally) -> Usage:
+    """What a fan-out cost, for the commit that ends it: its opening, its executions (a
+    redriven one's carried items were counted by the commit that failed before) and
+    the reads in ``tally``."""
+    spent = (fanout.cost or EMPTY) + tally.take()
+    for record in records:
+        spent = spent + record.cost
+    return spent

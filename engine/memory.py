@@ -11,9 +11,11 @@ import math
 import threading
 from collections import deque
 from collections.abc import Callable, Collection
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import replace
 from typing import Any
 
+from engine.cost import EMPTY, Usage, UsageTally
 from engine.errors import ConflictError
 from engine.ports import Claim, ExecutionRecord, FanOutRecord, GraphRecord, RunRecord, StepCommit
 from engine.step import LIVE, TERMINAL
@@ -38,6 +40,7 @@ class InMemoryRunStore:
         # without a log entry, as a finish slot does in DynamoDB.
         self._finished: set[str] = set()
         self._waits: dict[tuple[str, int], WaitRecord] = {}
+        self._held: dict[str, dict[str, float]] = {}  # owner -> run id -> when counted
 
     def put_graph(self, graph: GraphRecord) -> None:
         with self._lock:
@@ -130,6 +133,24 @@ class InMemoryRunStore:
             self._resent[run_id] = now
             return True
 
+    def hold_run(self, owner: str, run_id: str, cap: int, now: float) -> bool:
+        with self._lock:
+            held = self._held.setdefault(owner, {})
+            if run_id not in held and len(held) >= cap:
+                return False
+            held.setdefault(run_id, now)
+            return True
+
+    def held_runs(self, owner: str) -> dict[str, float]:
+        with self._lock:
+            return dict(self._held.get(owner, {}))
+
+    def release_runs(self, owner: str, run_ids: list[str]) -> None:
+        with self._lock:
+            held = self._held.get(owner, {})
+            for run_id in run_ids:
+                held.pop(run_id, None)
+
     def stalled_runs(self, due_before: float, limit: int = 100) -> list[tuple[str, int]]:
         with self._lock:
             due = [
@@ -206,9 +227,10 @@ class InMemoryRunStore:
         *,
         prior: int | None = None,
         carried: Collection[int] = (),
+        cost: Usage = EMPTY,
     ) -> FanOutRecord:
         claims = dict.fromkeys(carried, (0, True))
-        opened = FanOutRecord(run_id, base, total, 0, len(claims), 0, now, claims, prior=prior)
+        opened = FanOutRecord(run_id, base, total, 0, len(claims), 0, now, claims, prior=prior, cost=cost)
         with self._lock:
             return self._fanouts.setdefault((run_id, base), opened)
 
@@ -268,6 +290,9 @@ class InMemoryRunStore:
             if run.cursor is not None and run.cursor.step == base:
                 stamp = record.entry.get("started_at", run.updated_at)
                 self._runs[run_id] = apply_execution(run, record.step, updated_at=stamp, next_at=now)
+
+    def tally(self) -> AbstractContextManager[UsageTally]:
+        return nullcontext(UsageTally())  # nothing in memory is billed
 
     def list_executions(self, run_id: str, base: int, count: int) -> list[ExecutionRecord]:
         with self._lock:

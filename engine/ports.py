@@ -7,10 +7,11 @@ DynamoDB and SQS. One contract suite (tests/contract) runs against both.
 from __future__ import annotations
 
 from collections.abc import Callable, Collection
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from engine.cost import EMPTY, Usage
+from engine.cost import EMPTY, Usage, UsageTally
 from engine.records import record
 from engine.step import Cursor
 from engine.waits import WaitRecord
@@ -104,6 +105,10 @@ class FanOutRecord:
     """A redriven fan-out: the base of the failed one it resumes. Items that finished
     there without failing are carried over, done from the start (claimed as attempt 0),
     and their values are read from it (or from its own prior) at the join."""
+    cost: Usage | None = None
+    """What opening it cost (the opening step message's share of its invocation and its
+    time, the item messages it sent, the store's reads and writes), counted in the run's
+    cost by the join; None where the store's answer leaves it out (a claim's)."""
 
     @property
     def complete(self) -> bool:
@@ -146,6 +151,10 @@ class ExecutionRecord:
     blob: str | None = None
     """The stored text of a reference (``engine.blobs``) when the value was offloaded:
     ``value`` is then None."""
+    cost: Usage = EMPTY
+    """What this attempt cost (its message's share of its invocation and its time, the
+    messages it sent, its Bedrock tokens; the store adds its reads and writes when it
+    writes the record), counted in the run's cost by the join."""
 
 
 class BlobStore(Protocol):
@@ -250,6 +259,18 @@ class RunStore(WaitStore, Protocol):
         ConflictError if the run is not running (or not at ``step`` when given).
         """
 
+    # -- running runs per principal (engine/running.py) --------------------------------------
+    def hold_run(self, owner: str, run_id: str, cap: int, now: float) -> bool:
+        """Count ``run_id`` among the runs ``owner`` holds, at ``now``, if it holds fewer
+        than ``cap`` (or holds this one already); False at the cap. Atomic: of two racing
+        for the last place, one gets it."""
+
+    def held_runs(self, owner: str) -> dict[str, float]:
+        """The runs ``owner`` holds, with when each was counted."""
+
+    def release_runs(self, owner: str, run_ids: list[str]) -> None:
+        """Stop counting ``run_ids`` for ``owner`` (ids it does not hold are ignored)."""
+
     def stalled_runs(self, due_before: float, limit: int = 100) -> list[tuple[str, int]]:
         """(run_id, step) of running runs whose next step was due before ``due_before``
         and that were not re-sent after it (:meth:`claim_resend`)."""
@@ -276,11 +297,13 @@ class RunStore(WaitStore, Protocol):
         *,
         prior: int | None = None,
         carried: Collection[int] = (),
+        cost: Usage = EMPTY,
     ) -> FanOutRecord:
         """Start counting the executions of the fan-out the run reached at step ``base``
         (or return it as it stands if it was started before). A redriven fan-out names
         the failed one it resumes (``prior``) and the items ``carried`` over from it: done
-        from the start."""
+        from the start. ``cost``: what opening it cost so far; the store adds what it
+        spends (the read of the run for this step, the fan-out's write) and keeps it."""
 
     def latest_fanout(self, run_id: str) -> FanOutRecord | None:
         """The run's fan-out with the highest base (None: it never reached one)."""
@@ -309,7 +332,13 @@ class RunStore(WaitStore, Protocol):
 
     def put_execution(self, run_id: str, base: int, record: ExecutionRecord, now: float) -> None:
         """Write the claimed execution's log entry and value at ``record.step`` (once:
-        a second write of the same step does nothing)."""
+        a second write of the same step does nothing). The store adds what writing it
+        costs to its ``cost``."""
+
+    def tally(self) -> AbstractContextManager[UsageTally]:
+        """Count what the store's calls in this thread spend within the block — reads,
+        and the writes of claims — into a tally (fan-out steps, whose work no slot
+        commit of their own counts: engine/fanout_service.py)."""
 
     def list_executions(self, run_id: str, base: int, count: int) -> list[ExecutionRecord]:
         """The fan-out's executions written so far among its first ``count``, in step order."""

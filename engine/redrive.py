@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
+from engine import running
 from engine.blobs import merge_state
 from engine.errors import ConflictError, GraphValidationError, NotFoundError
 from engine.fanout import InvalidMapItems, item_list
@@ -113,12 +114,20 @@ def redrive(
             redrive_count=count,
         )
 
+    running.hold(service, run.owner, run_id)  # a failed run's place was given back
     try:
         redriven = service.store.redrive_run(run_id, build)
     except RedriveRefused:
+        running.release(service, run.owner, run_id)
         raise
     except ConflictError:
-        raise _not_failed(run_id, service.get_run(run_id).status) from None
+        status = service.get_run(run_id).status
+        if status == "failed":
+            running.release(service, run.owner, run_id)
+        raise _not_failed(run_id, status) from None
+    except BaseException:
+        running.release(service, run.owner, run_id)
+        raise
     if carried is not None:
         service.fanouts.reopen(redriven, graph, node, carried.prior, carried.items)
     else:

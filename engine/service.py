@@ -18,6 +18,7 @@ from enum import StrEnum
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
+from engine import running
 from engine.blobs import DEFAULT_MAX_TOTAL_STATE_BYTES, Blobs
 from engine.chain import ChainBudget, StopReason, run_chain
 from engine.cost import EMPTY, InvocationMeter, Usage, step_usage
@@ -101,6 +102,7 @@ class RunService:
         callbacks: CallbackSigner | None = None,
         blobs: Blobs | None = None,
         max_total_state_bytes: int = DEFAULT_MAX_TOTAL_STATE_BYTES,
+        max_running_runs: int = 0,
     ) -> None:
         """``isolated``: graphs and runs belong to the principal that created them, and
         the API passes each caller as ``owner``; otherwise they belong to the account.
@@ -109,7 +111,8 @@ class RunService:
         callback node fails with CallbackKeyMissing). ``blobs``: where values over its
         threshold are offloaded (engine/blobs.py); ``max_state_bytes`` then caps the state
         as stored, with references, and ``max_total_state_bytes`` the state with offloaded
-        values. Without it every value stays in the run."""
+        values. Without it every value stays in the run. ``max_running_runs``: how many
+        runs running or waiting each owner may have (0: no cap; see engine/running.py)."""
         self.store = store
         self.isolated = isolated
         self.queue = queue
@@ -123,6 +126,7 @@ class RunService:
         self.clients = clients
         self.blobs = blobs
         self.max_total_state_bytes = max_total_state_bytes
+        self.max_running_runs = max_running_runs
         self._graphs: dict[str, CompiledGraph] = {}  # graphs are immutable: cache forever
         self._graph_owners: dict[str, str | None] = {}
         from engine.fanout_service import FanOutSteps  # it builds on this module's Disposition
@@ -191,7 +195,12 @@ class RunService:
             expires_at=self._expiry(now),
             owner=owner,
         )
-        self.store.create_run(run)
+        running.hold(self, owner, run_id)
+        try:
+            self.store.create_run(run)
+        except BaseException:
+            running.release(self, owner, run_id)
+            raise
         # If this send is lost the sweeper finds the run (next_at = now) and resends it.
         self.queue.send_step(run.run_id, 0)
         return run
@@ -382,7 +391,7 @@ class RunService:
         node = graph.nodes[run.cursor.node]
         if node.fanout is not None:
             budget.steps += 1
-            return await self.fanouts.step(run, graph, node)
+            return await self.fanouts.step(run, graph, node, budget.meter)
         if (
             not fresh
             and deadline is not None
@@ -408,10 +417,13 @@ class RunService:
         committed = await run_chain(self, run, graph, budget, on_commit)
         return Disposition.COMMITTED if committed else Disposition.WAITING
 
-    async def process_item(self, run_id: str, step: int, item: int, attempt: int) -> Disposition:
+    async def process_item(
+        self, run_id: str, step: int, item: int, attempt: int, meter: InvocationMeter | None = None
+    ) -> Disposition:
         """Handle item message ``(run_id, step, item, attempt)``: one attempt of one item
-        (or branch) of the fan-out the run reached at ``step`` (see engine/fanout_service.py)."""
-        return await self.fanouts.process_item(run_id, step, item, attempt)
+        (or branch) of the fan-out the run reached at ``step`` (see engine/fanout_service.py).
+        ``meter``: what the invocation spends, for the run's cost."""
+        return await self.fanouts.process_item(run_id, step, item, attempt, meter)
 
     def commit_outcome(
         self,

@@ -21,6 +21,7 @@ STATUS_BY_CODE: dict[str, int] = {
     "state_too_large": 413,
     "unsupported_media_type": 415,
     "too_many_subscriptions": 429,
+    "too_many_runs": 429,  # the principal's cap of running runs (MaxRunningRunsPerPrincipal)
     "internal": 500,
     "unavailable": 503,
     "push_unavailable": 503,

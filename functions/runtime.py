@@ -138,6 +138,7 @@ class App:
             isolated=settings.isolation == "principal",
             clients=self.clients,
             callbacks=self._callback_signer(),
+            max_running_runs=settings.max_running_runs,
         )
 
     def _callback_signer(self) -> CallbackSigner | None:

@@ -56,6 +56,10 @@ class Settings:
     isolation: str = "account"
     """Who sees a graph or run (FLOWFORGE_ISOLATION): ``account``, every caller the API lets in;
     ``principal``, only the IAM principal that created it."""
+    max_running_runs: int = 0
+    """How many runs each principal may have running or waiting, with isolation by
+    principal (FLOWFORGE_MAX_RUNNING_RUNS, the MaxRunningRunsPerPrincipal parameter;
+    0: no cap). See engine/running.py."""
     prices: PriceTable = LIST_PRICES
     """What a run's cost estimate is priced with: us-east-1 list prices, with the
     FLOWFORGE_PRICE_OVERRIDES JSON (the PriceOverrides parameter) applied."""
@@ -89,6 +93,11 @@ class Settings:
             callback_base_url=env.get("FLOWFORGE_CALLBACK_BASE_URL") or None,
             isolation=_choice(env, "FLOWFORGE_ISOLATION", ISOLATION_MODES),
             prices=_prices(env.get("FLOWFORGE_PRICE_OVERRIDES")),
+            max_running_runs=(
+                0
+                if env.get("FLOWFORGE_MAX_RUNNING_RUNS", "0") in ("0", "")
+                else _number(env, "FLOWFORGE_MAX_RUNNING_RUNS", int, 0)
+            ),
         )
 
     def require_ws_endpoint(self) -> str:

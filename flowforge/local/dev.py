@@ -91,6 +91,7 @@ class DevOptions:
     auth: str = "none"  # "iam": the gateway verifies SigV4 like API Gateway's IAM authorizer
     credentials: Path | None = None  # the key pairs --auth iam accepts (None: testing/testing)
     isolation: str | None = None  # the template's Isolation parameter (None: its default)
+    max_running_runs: int | None = None  # MaxRunningRunsPerPrincipal (None: its default)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -149,6 +150,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the template's Isolation parameter: principal gives each IAM principal its own graphs"
         " and runs (needs --auth iam; default: the template's, account)",
     )
+    parser.add_argument(
+        "--max-running-runs",
+        type=int,
+        metavar="N",
+        help="the template's MaxRunningRunsPerPrincipal parameter: with --isolation principal,"
+        " how many runs each principal may have running or waiting (default: 0, no cap)",
+    )
 
 
 def options_from_args(args: argparse.Namespace) -> DevOptions:
@@ -166,6 +174,7 @@ def options_from_args(args: argparse.Namespace) -> DevOptions:
         auth=args.auth,
         credentials=args.credentials,
         isolation=args.isolation,
+        max_running_runs=args.max_running_runs,
     )
 
 
@@ -277,9 +286,13 @@ class LocalStack:
         apply_environment(local_aws_environment(self.moto.endpoint, options.region, self.bedrock.endpoint))
         session = boto3.session.Session()
         dynamodb, sqs = session.client("dynamodb"), session.client("sqs")
-        parameters = {"Isolation": options.isolation} if options.isolation else None
+        parameters: dict[str, str] = {}
+        if options.isolation:
+            parameters["Isolation"] = options.isolation
+        if options.max_running_runs is not None:
+            parameters["MaxRunningRunsPerPrincipal"] = str(options.max_running_runs)
         resources = create_resources(
-            {"dynamodb": dynamodb, "sqs": sqs}, options.template, parameters=parameters
+            {"dynamodb": dynamodb, "sqs": sqs}, options.template, parameters=parameters or None
         )
         self.summary["table"] = resources["table"]
         environment = handler_environment(resources, options, self.url)
@@ -287,6 +300,10 @@ class LocalStack:
         if self.summary["isolation"] == "principal" and self.keys is None:
             raise StartupError(
                 "isolation by principal needs --auth iam: with auth off no request carries a principal to isolate by"
+            )
+        if environment.get("FLOWFORGE_MAX_RUNNING_RUNS", "0") not in ("0", "") and self.summary["isolation"] != "principal":
+            raise StartupError(
+                "--max-running-runs needs --isolation principal: runs belong to a principal only then"
             )
         apply_environment(environment, drop=())
         # One App per worker, as Lambda builds one per container; all share the clients.

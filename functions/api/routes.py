@@ -55,6 +55,7 @@ _ERROR_TEXT = {
     409: "The run is not in a status this request can act on (e.g. cancelling a finished run)",
     413: "Body over 1 MiB, or state over the state cap",
     415: "The body is not sent as content-type: application/json",
+    429: "The caller already has MaxRunningRunsPerPrincipal runs running or waiting",
     503: "Store or queue unavailable; retry after Retry-After seconds",
 }
 
@@ -170,7 +171,7 @@ def get_graph(graph_id: GraphId) -> GraphDetail:
             "description": "The run is running",
             "content": {"application/json": {"model": RunAccepted}},
         },
-        **_errors(400, 404, 413, 415, 503),
+        **_errors(400, 404, 413, 415, 429, 503),
     },
     tags=["runs"],
 )
@@ -278,7 +279,7 @@ def cancel_run(run_id: RunId) -> RunView:
     description="The node runs again with a fresh attempt count, after state_patch (if any) "
     "is merged into the state (top-level keys, like a tool's update). The log goes on with "
     "the next seq: first a 'redriven' entry, then the node's. 409 unless the run failed.",
-    responses=_responses("The redriven run, running again (without logs)", 400, 404, 409, 413, 415, 503),
+    responses=_responses("The redriven run, running again (without logs)", 400, 404, 409, 413, 415, 429, 503),
     tags=["runs"],
 )
 def redrive_run(

@@ -35,7 +35,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from engine.cost import DYNAMODB_READ_UNITS, DYNAMODB_WRITE_UNITS, EMPTY
+from engine.cost import DYNAMODB_READ_UNITS, DYNAMODB_WRITE_UNITS, EMPTY, UsageTally
 from engine.errors import ConflictError, StateTooLargeError, StoreUnavailableError
 from engine.ports import GraphRecord, RunRecord, StepCommit
 from engine.step import LIVE, TERMINAL
@@ -44,6 +44,7 @@ from functions.aws import dynamodb_codec as codec
 from functions.aws.adapter import AwsAdapter
 from functions.aws.dynamodb_fanout import DynamoFanOuts
 from functions.aws.dynamodb_fanout_codec import is_execution
+from functions.aws.dynamodb_running import DynamoRunningRuns
 from functions.aws.dynamodb_waits import DynamoWaits
 from functions.aws.errors import error_code
 
@@ -100,7 +101,7 @@ class _Folded:
         )
 
 
-class DynamoRunStore(DynamoWaits, DynamoFanOuts, AwsAdapter):
+class DynamoRunStore(DynamoWaits, DynamoFanOuts, DynamoRunningRuns, AwsAdapter):
     """Graphs, runs and log entries in one table; the low-level client is built on first use."""
 
     def __init__(self, table_name: str, client_factory: Callable[[], Any]) -> None:
@@ -530,6 +531,23 @@ class DynamoRunStore(DynamoWaits, DynamoFanOuts, AwsAdapter):
                 codec.index_entry(item),
             )
         )
+
+    @property
+    def _tally(self) -> UsageTally | None:
+        """The tally this thread counts its reads into (see :meth:`tally`), if any."""
+        return getattr(self._local, "tally", None)
+
+    @_tally.setter
+    def _tally(self, tally: UsageTally | None) -> None:
+        self._local.tally = tally
+
+    def _call(self, operation: str, **params: Any) -> Any:
+        response = super()._call(operation, **params)
+        tally = self._tally
+        if tally is not None and operation in ("get_item", "query"):
+            found = [response["Item"]] if "Item" in response else response.get("Items", [])
+            tally.add({DYNAMODB_READ_UNITS: _read_units(found)})
+        return response
 
     @property
     def _cache(self) -> OrderedDict[str, _Folded]:

@@ -11,10 +11,12 @@ final; then a PutItem writes the exec slot at that step.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Collection
+from collections.abc import Callable, Collection, Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+from engine.cost import DYNAMODB_READ_UNITS, DYNAMODB_WRITE_UNITS, EMPTY, Usage, UsageTally
 from engine.errors import ConflictError
 from engine.ports import Claim, ExecutionRecord, FanOutRecord
 from functions.aws import dynamodb_codec as codec
@@ -34,6 +36,12 @@ class DynamoFanOuts:
         @property
         def _cache(self) -> OrderedDict[str, _Folded]: ...
 
+        @property
+        def _tally(self) -> UsageTally | None: ...
+
+        @_tally.setter
+        def _tally(self, tally: UsageTally | None) -> None: ...
+
         def _call(self, operation: str, **params: Any) -> Any: ...
         def _put_new(self, item: codec.Item) -> None: ...
         def _get(self, key: codec.Item) -> codec.Item | None: ...
@@ -44,6 +52,19 @@ class DynamoFanOuts:
         def _snapshot(self, folded: _Folded) -> None: ...
         def _remember(self, folded: _Folded) -> None: ...
 
+    @contextmanager
+    def tally(self) -> Iterator[UsageTally]:
+        """Count the read units of this thread's calls within the block (and the claims'
+        write units) into a tally: see :meth:`engine.ports.RunStore.tally`."""
+        outer, self._tally = self._tally, UsageTally()
+        try:
+            yield self._tally
+        finally:
+            self._tally = outer
+
+    def _taken(self) -> Usage:
+        return EMPTY if self._tally is None else self._tally.take()
+
     def open_fanout(
         self,
         run_id: str,
@@ -53,17 +74,31 @@ class DynamoFanOuts:
         *,
         prior: int | None = None,
         carried: Collection[int] = (),
+        cost: Usage = EMPTY,
     ) -> FanOutRecord:
+        """The counting item keeps what opening cost: ``cost``, the read of the run for
+        this step, and this call's reads and writes (the item's own, and the snapshot's)."""
         known = self._known_at(run_id, base) or self._read_run(run_id)
         expires_at = known.run.expires_at if known is not None else None
-        item = fc.fanout_item(run_id, base, total, now, expires_at, prior, carried)
+        snapshot = known is not None and known.snapshot_slots < known.slots
+        if cost:
+            cost = cost + self._taken()
+            if known is not None and known.unpaid_reads:
+                cost = cost + {DYNAMODB_READ_UNITS: known.unpaid_reads}
+                known = replace(known, unpaid_reads=0)
+                self._remember(known)
+            if snapshot and known is not None:
+                cost = cost + {DYNAMODB_WRITE_UNITS: _snapshot_units(known)}
+        item = _with_own_units(
+            cost, lambda c: fc.fanout_item(run_id, base, total, now, expires_at, prior, carried, c)
+        )
         try:
             self._put_new(item)
         except ConflictError:
             found = self.get_fanout(run_id, base)
             assert found is not None, "a fan-out item is never deleted before its run"
             return found
-        if known is not None and known.snapshot_slots < known.slots:
+        if snapshot and known is not None:
             # A snapshot at the fan-out's step lets readers skip its executions.
             self._snapshot(known)
         return fc.fanout_from_item(run_id, base, item)
@@ -127,6 +162,12 @@ class DynamoFanOuts:
             return self._claim_refused(run_id, base, index, attempt, final, _old_item(exc))
         attributes = response["Attributes"]
         offset, _, _ = fc.decode_claim(int(attributes["c"]["M"][str(index)]["N"]))
+        if self._tally is not None:
+            # An update is billed on the larger of the item before and after: after.
+            executed = int(attributes["n"]["N"])
+            opened = fc.fanout_item(run_id, base, total, now, int(now) + CLAIM_EXPIRY_SPAN)
+            size = fc.claim_item_bytes(codec.billed_bytes(opened) + OPENED_EXTRA_BYTES, min(executed, total))
+            self._tally.add({DYNAMODB_WRITE_UNITS: codec.write_units(size)})
         fanout = FanOutRecord(
             run_id,
             base,
@@ -159,10 +200,15 @@ class DynamoFanOuts:
         return Claim("full", None, final, fanout)
 
     def put_execution(self, run_id: str, base: int, record: ExecutionRecord, now: float) -> None:
+        """The record's cost gets the tally's reads and this write's units added."""
         known = self._cache.get(run_id)
         expires_at = known.run.expires_at if known is not None else None
+        cost = record.cost + self._taken() if record.cost else record.cost
+        item = _with_own_units(
+            cost, lambda c: fc.execution_item(run_id, base, replace(record, cost=c), now, expires_at)
+        )
         try:
-            self._put_new(fc.execution_item(run_id, base, record, now, expires_at))
+            self._put_new(item)
         except ConflictError:
             return  # written before: by this execution's first delivery
         cursor = known.run.cursor if known is not None and known.run.status == "running" else None
@@ -201,3 +247,32 @@ def _old_item(exc: ConflictError) -> codec.Item | None:
     cause: Any = exc.__cause__
     response = getattr(cause, "response", None) or {}
     return response.get("Item")
+
+
+#: What a counting item holds besides what :func:`fc.fanout_item` shows at a claim: its
+#: write token and its cost (about 40 + 60 bytes).
+OPENED_EXTRA_BYTES = codec.WRITER_BYTES + 60
+#: A run's expiry is about this many seconds away (its digits count in the item's size).
+CLAIM_EXPIRY_SPAN = 10**7
+
+
+def _with_own_units(cost: Usage, build: Callable[[Usage], codec.Item]) -> codec.Item:
+    """The item ``build(cost)`` makes, ``cost`` including the write units of putting it
+    (the item holds its cost, so its size depends on it: tried until they agree). With
+    no cost to keep, the item as it is."""
+    if not cost:
+        return build(cost)
+    units = 0
+    while True:
+        item: codec.Item = build(cost + {DYNAMODB_WRITE_UNITS: units})
+        needed = codec.write_units(codec.billed_bytes(item) + codec.WRITER_BYTES)
+        if needed <= units:
+            return item
+        units = needed
+
+
+def _snapshot_units(known: _Folded) -> int:
+    """Write units of rewriting the run item as ``known`` (with its index entry)."""
+    item = codec.run_item(known.run, known.slots)
+    units = codec.write_units(max(codec.billed_bytes(item), known.snapshot_bytes))
+    return units + codec.index_write_units(known.snapshot_index, item)

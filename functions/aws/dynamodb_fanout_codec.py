@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from collections.abc import Collection
 
+from engine.cost import EMPTY, Usage
 from engine.ports import ExecutionRecord, FanOutRecord
 from functions.aws.dynamodb_codec import (
+    COST,
     SLOT_DIGITS,
     Item,
     N,
@@ -39,6 +41,7 @@ def fanout_item(
     expires_at: int | None,
     prior: int | None = None,
     carried: Collection[int] = (),
+    cost: Usage = EMPTY,
 ) -> Item:
     """A new fan-out's counting item; a redriven one's ``carried`` items are done from the
     start, claimed as attempt 0 at no step, and ``p`` names the fan-out they come from."""
@@ -57,7 +60,24 @@ def fanout_item(
         item["p"] = N(prior)
     if expires_at is not None:
         item["expires_at"] = N(expires_at)
+    if cost:
+        item[COST] = S(cost.encode())
     return item
+
+
+#: A claim's ``c`` entry is billed about this much besides its index's digits: the
+#: element's byte and a number of 6-7 digits (see :func:`claim_item_bytes`).
+CLAIM_ENTRY_BYTES = 5
+
+
+def claim_item_bytes(opened_bytes: int, claimed: int) -> int:
+    """About what the counting item is billed on once ``claimed`` items hold a claim,
+    from its size when it was opened (``opened_bytes``): each claim adds an element to
+    ``c`` (an item's retries rewrite its element; a redriven fan-out's carried items
+    are in ``opened_bytes``) and ``n``, ``d`` and ``f`` grow by a byte per two digits."""
+    digits = sum(len(str(index)) for index in range(claimed))
+    counters = 3 * (len(str(claimed)) // 2)
+    return opened_bytes + claimed * CLAIM_ENTRY_BYTES + digits + counters
 
 
 def fanout_base(item: Item) -> int:
@@ -99,6 +119,7 @@ def fanout_from_item(run_id: str, base: int, item: Item) -> FanOutRecord:
         claims=claims,
         closed_at=None if fin is None else base + int(fin),
         prior=None if prior is None else int(prior),
+        cost=Usage.decode(_str(item, COST)),
     )
 
 
@@ -123,6 +144,8 @@ def execution_item(
     }
     if record.blob is not None:  # the value is offloaded: the item holds its reference
         item["blob"] = S(record.blob)
+    if record.cost:
+        item[COST] = S(record.cost.encode())
     if expires_at is not None:
         item["expires_at"] = N(expires_at)
     return item
@@ -138,6 +161,7 @@ def execution_from_item(item: Item) -> ExecutionRecord:
         error=_json(item, "error"),
         entry=_json(item, "entry"),
         blob=_str(item, "blob"),
+        cost=Usage.decode(_str(item, COST)),
     )
 
 

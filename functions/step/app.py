@@ -104,7 +104,9 @@ def process_record(record: SqsRecord, metrics: EphemeralMetrics, invocation: Inv
             )
         else:
             budget.steps += 1
-            step = service.process_item(message.run_id, message.step, message.item, message.attempt)
+            step = service.process_item(
+                message.run_id, message.step, message.item, message.attempt, budget.meter
+            )
         disposition = run_async(step)
         chained = budget.chained - chained
         logger.info("step handled", disposition=disposition, chained=chained, chain_stop=budget.stop)

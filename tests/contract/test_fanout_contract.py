@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
+from engine.cost import DYNAMODB_WRITE_UNITS, MICRO, SQS_REQUESTS, Usage
 from engine.errors import ConflictError
+from engine.memory import InMemoryRunStore
 from engine.ports import ExecutionRecord
 from engine.step import Cursor
 from tests.contract.test_store_contract import T0, commit, run
@@ -154,3 +158,33 @@ def test_a_cancel_during_a_fan_out_ends_the_run_and_later_executions_change_noth
         store.put_execution("run1", 1, record(late.step, 2), T0 + 23)
     stored = store.get_run("run1")
     assert (stored.status, stored.cursor) == ("cancelled", None)
+
+
+def test_the_cost_of_opening_and_of_each_execution_is_kept_for_the_join(store):
+    # GIVEN a run at a fan-out opened with what opening it cost so far
+    store.create_run(run())
+    store.commit_step(commit(0, cursor=Cursor("m", 1)))
+    opened = store.open_fanout("run1", 1, 2, T0 + 10, cost=Usage({SQS_REQUESTS: 2 * MICRO}))
+
+    # WHEN an execution is claimed and written with what its attempt cost, within a tally
+    with store.tally() as tally:
+        done = claim(store, 0, total=2)
+        own = tally.take()
+        store.put_execution(
+            "run1", 1, replace(record(done.step, 0), cost=Usage({SQS_REQUESTS: MICRO}) + own), T0 + 21
+        )
+
+    # THEN the fan-out and the execution keep their costs, each with what the store
+    # spent writing it (DynamoDB: the items' write units and the claim's; memory: nothing)
+    kept = store.get_fanout("run1", 1).cost
+    (execution,) = store.list_executions("run1", 1, 1)
+    assert opened.cost == kept and kept.count(SQS_REQUESTS) == 2 * MICRO
+    assert execution.cost.count(SQS_REQUESTS) == MICRO
+    written = kept.count(DYNAMODB_WRITE_UNITS), execution.cost.count(DYNAMODB_WRITE_UNITS)
+    if isinstance(store, InMemoryRunStore):
+        assert written == (0, 0) and not own
+    else:
+        assert written[0] >= 1 and written[1] >= 2  # the exec slot's write and the claim's
+        assert own.count(DYNAMODB_WRITE_UNITS) >= 1  # the claim's
+    # AND a claim's answer has it or leaves it out (then the join reads the fan-out)
+    assert done.fanout is not None and done.fanout.cost in (None, kept)

@@ -183,3 +183,53 @@ def test_duplicates_and_a_crash_before_a_commit_are_not_counted(meter, pump, clo
     assert store.commits[(run_id, 3)] == 1
     # ...but the run's cost counts each committed step once: the clean run's figures
     assert estimated(get_state(run_id)) == yardstick
+
+
+def start_map(state: dict[str, Any]) -> str:
+    from tests.functional.test_fanout_loop import map_graph  # registers its tools
+
+    service = current_app().service
+    return service.start_run(service.create_graph(map_graph(tolerated=1)).graph_id, state).run_id
+
+
+MAP_STATE = {"xs": [1, 2, 3, "x", 5, 6, 7]}
+
+
+def test_a_map_and_a_parallel_node_cost_what_aws_metered_retries_included(meter, pump):
+    # GIVEN a map over 7 items (one fails twice: a retried attempt, then tolerated) and
+    # two parallel branches: item messages, each execution committed on its own
+    app = current_app()
+    run_id = start_map(MAP_STATE)
+    mark = meter.mark()
+
+    # WHEN the queue is drained, each invocation in a fresh container
+    invocations = 0
+    while pump.step_once():
+        invocations += 1
+        app.service.store.forget()
+
+    # THEN the run's cost counts every execution, the fan-outs' openings and joins: the
+    # metered requests and units, exactly
+    billed = metered(meter, mark, invocations)
+    view = get_state(run_id)
+    assert view["status"] == "completed" and view["state"]["ys"][3] is None
+    assert invocations > 10
+    assert estimated(view) == billed
+
+
+def test_a_map_run_delivered_twice_costs_what_the_clean_run_cost(meter, pump):
+    # GIVEN the clean map run's cost as the yardstick
+    clean = start_map(MAP_STATE)
+    pump.drain()
+    yardstick = estimated(get_state(clean))
+
+    # WHEN the same run is made with every message delivered twice (the duplicate's
+    # claim finds its attempt taken and writes nothing)
+    run_id = start_map(MAP_STATE)
+    pump.duplicate = True
+    pump.drain()
+
+    # THEN the run's cost counts each execution once
+    view = get_state(run_id)
+    assert view["status"] == "completed"
+    assert estimated(view) == yardstick
