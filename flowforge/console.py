@@ -6,6 +6,10 @@ A browser cannot sign requests with SigV4, and a deployed stack's HTTP API and W
 HTTP requests to the HTTP API, ``/ws`` to the WebSocket API, each signed with the user's
 AWS credentials by :class:`flowforge.client.Signer`, exactly as the CLI signs. It listens
 on 127.0.0.1 only: whoever reaches it acts with those credentials.
+
+A waiting run's Approve and Reject post to ``/callbacks/{token}``, forwarded like the rest
+and signed: a stack with CallbackAuth=IAM needs the signature, one with CallbackAuth=TOKEN
+(the token is the credential) ignores it. The token never appears in what this server logs.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 from typing import Any
 
 import aiohttp
@@ -31,6 +36,13 @@ _RETURNED = ("Content-Type", "Allow", "Retry-After")
 _PAGES = ("/console", "/console/edit")
 _PAGE_PREFIXES = ("/console/graphs/", "/console/runs/")
 _ASSETS = "/console/assets/"
+#: A callback's token in a URL: a credential, so kept out of log lines.
+_TOKEN = re.compile(r"(/callbacks/)[^/?#]+")
+
+
+def _shown(url: str) -> str:
+    """``url`` as a log line may show it: a callback token replaced by an ellipsis."""
+    return _TOKEN.sub(r"\1…", url)
 
 
 class ConsoleProxy:
@@ -44,16 +56,23 @@ class ConsoleProxy:
             )
         self.endpoint = endpoint
         self._session: aiohttp.ClientSession | None = None
+        self._sockets: set[web.WebSocketResponse] = set()
 
     def application(self) -> web.Application:
         app = web.Application(client_max_size=2 * 1024 * 1024)
         app.router.add_route("*", "/{tail:.*}", self.dispatch)
         app.on_startup.append(self._open)
+        app.on_shutdown.append(self._close_sockets)
         app.on_cleanup.append(self._close)
         return app
 
     async def _open(self, app: web.Application) -> None:
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=HTTP_TIMEOUT_S))
+
+    async def _close_sockets(self, app: web.Application) -> None:
+        """Close the browsers' sockets: else a stop waits for each open tab's handler."""
+        for socket in list(self._sockets):
+            await socket.close(code=aiohttp.WSCloseCode.GOING_AWAY, message=b"console stopping")
 
     async def _close(self, app: web.Application) -> None:
         if self._session is not None:
@@ -95,7 +114,7 @@ class ConsoleProxy:
                 returned = {name: upstream.headers[name] for name in _RETURNED if name in upstream.headers}
                 return web.Response(status=upstream.status, body=payload, headers=returned)
         except (aiohttp.ClientError, TimeoutError) as exc:
-            log.warning("%s %s: %s", request.method, url, exc)
+            log.warning("%s %s: %s", request.method, _shown(url), _shown(str(exc) or type(exc).__name__))
             message = f"cannot reach {self.endpoint.http}: {exc or type(exc).__name__}"
             return web.json_response({"error": {"code": "unavailable", "message": message}}, status=502)
 
@@ -104,6 +123,7 @@ class ConsoleProxy:
         assert self._session is not None and self.endpoint.ws is not None
         browser = web.WebSocketResponse(heartbeat=30)
         await browser.prepare(request)
+        self._sockets.add(browser)
         url = self.endpoint.ws
         headers = {}
         if self.endpoint.signer is not None:
@@ -113,6 +133,8 @@ class ConsoleProxy:
                 await _join(browser, stack)
         except (aiohttp.ClientError, aiohttp.WSServerHandshakeError) as exc:
             log.warning("WebSocket %s: %s", url, exc)
+        finally:
+            self._sockets.discard(browser)
         await browser.close()
         return browser
 

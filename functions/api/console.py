@@ -28,6 +28,7 @@ STATIC = Path(__file__).with_name("static")
 ASSETS = {
     "console.css": "text/css; charset=utf-8",
     "console.js": "text/javascript; charset=utf-8",
+    "run.js": "text/javascript; charset=utf-8",
     "graph.js": "text/javascript; charset=utf-8",
     "dagre.min.js": "text/javascript; charset=utf-8",
 }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import subprocess
@@ -320,25 +321,34 @@ def test_home_lists_graphs_and_runs_and_follows_a_status_live(stack, page, tmp_p
     assert statuses and set(statuses) == {"failed"}
 
 
+@contextlib.contextmanager
+def flowforge_console(stack_url: str, tmp_path, env: dict[str, str] | None = None):
+    """``flowforge console`` forwarding to ``stack_url``, in a subprocess; its URL."""
+    port = free_port()
+    command = [sys.executable, "-m", "flowforge.cli", "console", "--endpoint", stack_url, "--port", str(port)]
+    log = (tmp_path / "console.log").open("wb")
+    process = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(200):
+            try:
+                urllib.request.urlopen(f"{url}/console", timeout=1).close()
+                break
+            except OSError:
+                assert process.poll() is None, (tmp_path / "console.log").read_text()
+                time.sleep(0.05)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(10)
+        log.close()
+
+
 @pytest.fixture
 def console_proxy(stack, tmp_path):
     """``flowforge console`` forwarding to the local stack (unsigned: the stack is local)."""
-    port = free_port()
-    command = [sys.executable, "-m", "flowforge.cli", "console", "--endpoint", stack.url, "--port", str(port)]
-    log = (tmp_path / "console.log").open("wb")
-    process = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(200):
-        try:
-            urllib.request.urlopen(f"{url}/console", timeout=1).close()
-            break
-        except OSError:
-            assert process.poll() is None, (tmp_path / "console.log").read_text()
-            time.sleep(0.05)
-    yield url
-    process.terminate()
-    process.wait(10)
-    log.close()
+    with flowforge_console(stack.url, tmp_path) as url:
+        yield url
 
 
 def test_flowforge_console_serves_the_console_and_follows_a_run_live(stack, console_proxy, page, tmp_path):

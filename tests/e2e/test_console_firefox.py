@@ -12,6 +12,7 @@ import pytest
 
 from tests.e2e.firefox import Firefox
 from tests.e2e.test_console import EXPLODING, SUMMARIZATION, create, gated, start
+from tests.e2e.test_console_approvals import APPROVAL
 
 pytestmark = pytest.mark.e2e
 
@@ -149,3 +150,28 @@ def test_home_lists_graphs_and_follows_a_run_live_in_firefox(stack, page, tmp_pa
     gate.touch()
     page.wait_for(f"{badge} === 'completed'")
     assert page.evaluate("window.notReloaded") is True
+
+
+def test_a_waiting_run_is_approved_from_its_page_in_firefox(stack, page):
+    run_id = start(stack, create(stack, APPROVAL), {"topic": "dunes"}, background=True)["run_id"]
+    page.goto(f"{stack.url}/console/runs/{run_id}")
+    page.evaluate("window.notReloaded = true")
+
+    # the run waits at review: its node drawn as waiting, Approve and Reject offered
+    page.wait_for("document.querySelector('#run-status')?.textContent === 'waiting'")
+    page.wait_for("document.querySelector('#approve')?.offsetParent != null")
+    assert page.evaluate("document.querySelector('#reject').offsetParent != null") is True
+    review = "document.querySelector('.g-node[data-node=\"review\"]')"
+    assert page.evaluate(f"{review}.dataset.status") == "waiting"
+    assert page.evaluate(f"{review}.classList.contains('st-waiting')") is True
+
+    page.fill("#approve-output", '{"by": "bo"}')
+    page.click("#approve")
+
+    page.wait_for("document.querySelector('#run-status')?.textContent === 'completed'")
+    assert page.text("#answered") == "Approved: the run goes on."
+    assert page.evaluate("document.querySelector('#approval').hidden") is True
+    assert page.evaluate("window.notReloaded") is True
+    status, view = stack.request("GET", f"/graph/state/{run_id}")
+    assert status == 200 and view["status"] == "completed" and view["state"]["review"] == {"by": "bo"}
+    page.wait_for(f"{review}.dataset.status === 'ok'")

@@ -10,21 +10,28 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+import os
 import re
 import shlex
 import shutil
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 from datetime import UTC, datetime, timedelta
 from unittest import mock
 
 import aiohttp
 import pytest
+from playwright.sync_api import expect
 
 from flowforge import cli
 from tests.e2e.conftest import ROOT, LocalStack
+from tests.e2e.test_console import browser, create, flowforge_console, page, start
+from tests.e2e.test_console_approvals import APPROVAL, expect_waiting_at_review, until_waiting
 
 pytestmark = pytest.mark.e2e
+__all__ = ["browser", "page"]
 
 REGION = "us-east-1"
 LOCAL_ARN = "arn:aws:iam::123456789012:user/local"
@@ -235,3 +242,46 @@ def test_isolation_by_principal_without_auth_refuses_to_start(tmp_path):
         "flowforge dev: isolation by principal needs --auth iam: with auth off no request carries a principal"
         " to isolate by"
     ]
+
+
+# -- the web console, signed ------------------------------------------------------------------
+def test_the_console_answers_a_callback_through_flowforge_console_signed(stack, page, tmp_path):
+    # GIVEN a run waiting for approval on a stack that wants every route signed (as with
+    # CallbackAuth=IAM on AWS): an unsigned answer is refused
+    run_id = start(stack, create(stack, APPROVAL), {"topic": "signed"})["run_id"]
+    view = until_waiting(stack, run_id)
+    unsigned = unsigned_post(view["waiting"]["callback_url"], {"status": "approved"})
+    assert unsigned == 403
+    environment = {
+        **{k: v for k, v in os.environ.items() if k not in ("AWS_PROFILE", "AWS_SESSION_TOKEN")},
+        "FLOWFORGE_SIGN": "1",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": REGION,
+        "AWS_CONFIG_FILE": "/nonexistent",
+        "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent",
+    }
+
+    # WHEN it is approved on its page served by `flowforge console`, which signs
+    with flowforge_console(stack.url, tmp_path, environment) as console:
+        page.goto(f"{console}/console/runs/{run_id}")
+        expect_waiting_at_review(page)
+        page.locator("#approve-output").fill('{"signed": true}')
+        page.locator("#approve").click()
+
+        # THEN the run goes on and the page follows it to completed
+        expect(page.locator("#run-status")).to_have_text("completed")
+    status, view = stack.request("GET", f"/graph/state/{run_id}?logs=false")
+    assert status == 200 and view["state"]["review"] == {"signed": True}
+
+
+def unsigned_post(url: str, body: dict) -> int:
+    """(urllib: Playwright's sync API owns this thread's event loop)"""
+    request = urllib.request.Request(
+        url, json.dumps(body).encode(), {"Content-Type": "application/json"}, method="POST"
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code

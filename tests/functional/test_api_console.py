@@ -136,6 +136,7 @@ def test_console_connects_to_the_configured_websocket_url(service, call):
     [
         ("console.js", "text/javascript; charset=utf-8", "/graph/validate"),
         ("graph.js", "text/javascript; charset=utf-8", "dagre.layout"),
+        ("run.js", "text/javascript; charset=utf-8", "/callbacks/"),
         ("dagre.min.js", "text/javascript; charset=utf-8", "Copyright (c) 2012-2014 Chris Pettitt"),
         ("console.css", "text/css; charset=utf-8", ".g-node"),
     ],

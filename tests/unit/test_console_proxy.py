@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from typing import Any
 
 import aiohttp
@@ -99,6 +100,51 @@ def test_api_calls_are_forwarded_signed_and_answered_as_the_stack_answered():
     assert status == 409 and body["error"]["code"] == "conflict" and headers["Allow"] == "POST"
 
 
+TOKEN = "run-1.3.cDuHjBkOr1R1Ve7SqBBKtCAhYyyw2uBnjk6fQ1ss0sU"
+
+
+def test_a_callback_answer_is_forwarded_signed_and_its_409_returned():
+    # A waiting run's Approve/Reject: with CallbackAuth=IAM the stack needs the signature;
+    # with CallbackAuth=TOKEN it ignores it (the token is the credential)
+    async def scenario(session, url):
+        answer = {"status": "rejected", "reason": "late"}
+        async with session.post(f"{url}/callbacks/{TOKEN}", json=answer) as response:
+            return response.status, await response.json()
+
+    upstream, (status, body) = through_proxy(scenario)
+
+    [seen] = upstream.requests
+    assert (seen["method"], seen["path"]) == ("POST", f"/v1/callbacks/{TOKEN}")
+    assert json.loads(seen["body"]) == {"status": "rejected", "reason": "late"}
+    assert seen["headers"]["Content-Type"] == "application/json"
+    assert_signed(seen["headers"])
+    assert status == 409 and body == {"error": {"code": "conflict", "message": "finished"}}
+
+
+def test_a_callback_token_stays_out_of_the_log_when_the_stack_is_unreachable(caplog):
+    async def main():
+        # a port nothing listens on: bound, then closed
+        runner, host = await serve(web.Application())
+        await runner.cleanup()
+        endpoint = Endpoint(f"http://{host}/v1", f"ws://{host}/v1", SIGNER)
+        proxy_runner, proxy_host = await serve(ConsoleProxy(endpoint).application())
+        try:
+            async with aiohttp.ClientSession() as session:
+                url = f"http://{proxy_host}/callbacks/{TOKEN}?x=1"
+                async with session.post(url, json={"status": "approved"}) as response:
+                    return response.status, await response.json()
+        finally:
+            await proxy_runner.cleanup()
+
+    with caplog.at_level(logging.WARNING, logger="flowforge.console"):
+        status, body = asyncio.run(asyncio.wait_for(main(), 20))
+
+    assert status == 502 and body["error"]["code"] == "unavailable"
+    [record] = [r for r in caplog.records if r.name == "flowforge.console"]
+    assert "/v1/callbacks/…?x=1" in record.getMessage()
+    assert TOKEN not in caplog.text and TOKEN.rsplit(".", 1)[1] not in caplog.text
+
+
 def test_websocket_is_joined_to_a_signed_connection_to_the_stack():
     async def scenario(session, url):
         async with session.ws_connect(url.replace("http", "ws", 1) + "/ws") as socket:
@@ -111,6 +157,39 @@ def test_websocket_is_joined_to_a_signed_connection_to_the_stack():
     [handshake] = upstream.requests
     assert handshake["path"] == "/v1"
     assert_signed(handshake["headers"])
+
+
+def test_stopping_the_proxy_closes_the_browsers_sockets_at_once():
+    # A console tab left open must not hold `flowforge console` up when it stops (aiohttp
+    # waits for open handlers, up to a minute, unless the sockets are closed on shutdown)
+    async def main():
+        upstream = Upstream()
+        up_runner, up_host = await serve(upstream.application())
+        endpoint = Endpoint(f"http://{up_host}/v1", f"ws://{up_host}/v1", SIGNER)
+        proxy_runner = web.AppRunner(ConsoleProxy(endpoint).application(), shutdown_timeout=30)
+        await proxy_runner.setup()
+        site = web.TCPSite(proxy_runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        try:
+            async with (
+                aiohttp.ClientSession() as session,
+                session.ws_connect(f"ws://127.0.0.1:{port}/ws") as socket,
+            ):
+                await socket.send_str(json.dumps({"action": "subscribe", "run_id": "r1"}))
+                await socket.receive()  # joined to the stack
+                started = asyncio.get_running_loop().time()
+                await proxy_runner.cleanup()
+                elapsed = asyncio.get_running_loop().time() - started
+                closing = await socket.receive()
+                return elapsed, closing.type
+        finally:
+            await up_runner.cleanup()
+
+    elapsed, closing = asyncio.run(asyncio.wait_for(main(), 60))
+
+    assert elapsed < 5
+    assert closing in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSING)
 
 
 def test_console_pages_and_assets_are_served_here_without_a_stage():

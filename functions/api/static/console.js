@@ -1,10 +1,12 @@
-/* FlowForge console: the pages, over the HTTP API and the WebSocket API. */
+/* FlowForge console: the pages, over the HTTP API and the WebSocket API. The run page is
+   run.js; both share what window.FlowConsole holds. */
 (function () {
   "use strict";
   const BASE = document.body.dataset.base || "";
   const WS_URL = document.body.dataset.wsUrl || `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`;
   const main = document.getElementById("main");
-  const STATUSES = ["running", "completed", "failed", "cancelled"];
+  const STATUSES = ["running", "waiting", "completed", "failed", "cancelled"];
+  const LIVE = new Set(["running", "waiting"]); // a run that has not ended
 
   // -- small helpers ------------------------------------------------------------------
   function h(tag, attrs, ...children) {
@@ -33,7 +35,7 @@
   }
   function duration(run) {
     const start = Date.parse(run.created_at);
-    const end = run.finished_at ? Date.parse(run.finished_at) : run.status === "running" ? Date.now() : Date.parse(run.updated_at);
+    const end = run.finished_at ? Date.parse(run.finished_at) : LIVE.has(run.status) ? Date.now() : Date.parse(run.updated_at);
     const ms = Math.max(0, end - start);
     if (ms < 1000) return `${ms} ms`;
     if (ms < 60000) return `${(ms / 1000).toFixed(1)} s`;
@@ -160,7 +162,7 @@
         .sort((a, b) => (a.created_at < b.created_at ? 1 : a.created_at > b.created_at ? -1 : 0));
       runBody.replaceChildren(...(shown.length ? shown.map((r) =>
         h("tr", { "data-run": r.run_id },
-          h("td", {}, badge(r.status)),
+          h("td", {}, badge(r.status), r.status === "waiting" && r.waiting ? h("span", { class: "muted waits-at" }, ` at ${r.waiting.node}`) : null),
           h("td", { class: "mono" }, link(`/console/runs/${r.run_id}`, shortId(r.run_id))),
           h("td", {}, link(`/console/graphs/${r.graph_id}`, names.get(r.graph_id) || shortId(r.graph_id))),
           h("td", {}, when(r.created_at)),
@@ -168,7 +170,18 @@
           h("td", { class: "num" }, duration(r)))) : [h("tr", {}, h("td", { colspan: 6, class: "empty" }, "No runs."))]));
     };
     const followRun = (r) => live.follow(r.run_id, r.step - 1,
-      (entry) => { r.step = Math.max(r.step, entry.seq + 1); r.updated_at = entry.started_at || r.updated_at; renderRuns(); },
+      (entry) => {
+        r.step = Math.max(r.step, entry.seq + 1);
+        r.updated_at = entry.started_at || r.updated_at;
+        if (entry.status === "waiting") {
+          r.status = "waiting";
+          r.waiting = { node: entry.node };
+          refreshSoon(); // what it waits for comes with the list
+        } else if (r.status === "waiting") {
+          r.status = "running"; // answered, or its timer went off
+        }
+        renderRuns();
+      },
       (done) => { r.status = done.status; r.finished_at = new Date().toISOString(); refreshSoon(); renderRuns(); });
     let pending = null;
     const refresh = async () => {
@@ -179,12 +192,14 @@
         if (known) Object.assign(known, r);
         else byId.set(r.run_id, r);
         const run = known || r;
-        if (run.status === "running" && !live.handlers.has(run.run_id) && live.handlers.size < 20) followRun(run);
+        if (LIVE.has(run.status) && !live.handlers.has(run.run_id) && live.handlers.size < 20) followRun(run);
       }
       renderRuns();
     };
     const refreshSoon = () => { clearTimeout(pending); pending = setTimeout(() => refresh().catch(() => {}), 300); };
-    runs.runs.filter((r) => r.status === "running").slice(0, 20).forEach(followRun);
+    // Running runs first: a waiting run may wait for days.
+    [...runs.runs.filter((r) => r.status === "running"), ...runs.runs.filter((r) => r.status === "waiting")]
+      .slice(0, 20).forEach(followRun);
     renderRuns();
     setInterval(() => refresh().catch(() => {}), 5000); // new runs, and runs beyond 20 followed
 
@@ -204,11 +219,13 @@
   }
 
   // -- /console/graphs/{id} ---------------------------------------------------------------
-  function legend() {
+  // The drawing's key: edge kinds, and on a run's page the node statuses too.
+  function legend(statuses) {
     return h("div", { class: "legend" },
       h("span", {}, h("i", {}), "next"), h("span", {}, h("i", { class: "branch" }), "branch"),
       h("span", {}, h("i", { class: "loop" }), "loop"), h("span", {}, h("i", { class: "catch" }), "catch"),
-      h("span", {}, h("i", { class: "fork" }), "parallel branch"));
+      h("span", {}, h("i", { class: "fork" }), "parallel branch"),
+      (statuses || []).map((s) => h("span", { "data-legend": s }, h("b", { class: `swatch st-${s}` }), s === "current" ? "running" : s)));
   }
 
   async function graphPage(graphId) {
@@ -251,194 +268,6 @@
           h("section", { class: "panel" }, h("h2", {}, "Definition"), h("pre", { class: "json", id: "definition" }, json(graph.definition)))))
     );
     FlowGraph.draw(drawing, graph.definition);
-  }
-
-  // -- /console/runs/{id} -----------------------------------------------------------------
-  // Redrive: a failed run resumes at the node that failed, its state patched first.
-  function redriveControls(runId, onRedriven) {
-    const patch = h("textarea", { id: "redrive-patch", rows: 4, spellcheck: "false", placeholder: "{}",
-      "aria-label": "State patch (JSON object, optional)" });
-    const problem = h("div", { id: "redrive-error" });
-    const submit = h("button", { class: "primary", type: "submit", id: "redrive-submit" }, "Redrive");
-    const form = h("form", { class: "panel redrive", id: "redrive-form", hidden: true, onsubmit: async (event) => {
-      event.preventDefault();
-      problem.replaceChildren();
-      let statePatch = {};
-      try {
-        statePatch = patch.value.trim() ? JSON.parse(patch.value) : {};
-      } catch (err) {
-        problem.replaceChildren(h("p", { class: "problem" }, `The patch is not JSON: ${err.message}`));
-        return;
-      }
-      if (statePatch === null || typeof statePatch !== "object" || Array.isArray(statePatch)) {
-        problem.replaceChildren(h("p", { class: "problem" }, "The patch must be a JSON object of state keys."));
-        return;
-      }
-      submit.disabled = true;
-      try {
-        const view = await api(`/graph/run/${encodeURIComponent(runId)}/redrive`, { method: "POST", body: { state_patch: statePatch } });
-        form.hidden = true;
-        patch.value = "";
-        onRedriven(view);
-      } catch (err) {
-        const details = Array.isArray(err.details) ? err.details.map((d) => `${d.path}: ${d.message}`) : [];
-        problem.replaceChildren(h("div", { class: "problem" }, err.message, ...details.map((d) => h("div", { class: "mono" }, d))));
-      } finally {
-        submit.disabled = false;
-      }
-    } }, h("h2", {}, "Redrive"),
-      h("label", { class: "muted", for: "redrive-patch" }, "Resume at the node that failed, after setting these state keys (optional JSON object):"),
-      patch, h("div", { class: "form-row" }, submit), problem);
-    const button = h("button", { type: "button", id: "redrive", hidden: true, onclick: () => {
-      form.hidden = !form.hidden;
-      if (!form.hidden) patch.focus();
-    } }, "Redrive…");
-    return {
-      button,
-      form,
-      sync(run) {
-        button.hidden = run.status !== "failed";
-        if (run.status !== "failed") form.hidden = true;
-      },
-    };
-  }
-
-  async function runPage(runId) {
-    let run = await api(`/graph/state/${encodeURIComponent(runId)}`);
-    const entries = [...run.logs];
-    while (run.logs_next != null) {
-      const page = await api(`/graph/state/${encodeURIComponent(runId)}?after=${run.logs_next}`);
-      entries.push(...page.logs);
-      run = page;
-    }
-    const graph = await api(`/graph/${encodeURIComponent(run.graph_id)}`);
-    const loops = new Set(Object.entries(graph.definition.nodes).filter(([, n]) => n && n.loop_condition != null).map(([id]) => id));
-
-    const drawing = h("div", { class: "graphbox", id: "drawing" });
-    const status = h("span", { id: "run-status" });
-    const metaSteps = h("b", {});
-    const metaDuration = h("b", {});
-    const errorBox = h("div", { id: "run-error" });
-    const timeline = h("ol", { class: "timeline", id: "timeline" });
-    const detail = h("div", { class: "detail", id: "entry-detail" }, h("p", { class: "muted" }, "Click a log entry to see its result."));
-    const statePre = h("pre", { class: "json", id: "run-state" });
-    const cancel = h("button", { class: "danger", type: "button", id: "cancel", onclick: async () => {
-      cancel.disabled = true;
-      try {
-        update(await api(`/graph/run/${encodeURIComponent(runId)}/cancel`, { method: "POST" }));
-      } catch (err) {
-        errorBox.replaceChildren(h("div", { class: "problem" }, err.message));
-      }
-    } }, "Cancel");
-    const redrive = redriveControls(runId, (view) => {
-      update(view);
-      followLive();
-    });
-
-    main.replaceChildren(
-      h("div", { class: "pagehead" }, h("h1", {}, "Run ", h("span", { class: "mono" }, shortId(runId))), status,
-        h("span", { class: "spacer" }), cancel, redrive.button),
-      h("div", { class: "meta" }, h("span", {}, "id ", h("b", { class: "mono" }, runId)),
-        h("span", {}, "graph ", link(`/console/graphs/${run.graph_id}`, graph.name || shortId(run.graph_id))),
-        h("span", {}, "started ", h("b", {}, when(run.created_at))), h("span", {}, "steps ", metaSteps),
-        h("span", {}, "duration ", metaDuration)),
-      errorBox,
-      redrive.form,
-      h("div", { class: "grid cols-2" },
-        h("section", { class: "panel" }, h("h2", {}, "Graph"), drawing, legend()),
-        h("div", { class: "stack" },
-          h("section", { class: "panel" }, h("h2", {}, "Timeline"), timeline, detail),
-          h("section", { class: "panel" }, h("h2", {}, "State"), statePre)))
-    );
-    const view = FlowGraph.draw(drawing, graph.definition);
-    const iterations = new Map();
-    let lastSeq = -1; // the last log entry shown
-
-    function select(item, entry) {
-      for (const li of timeline.children) li.classList.toggle("selected", li === item);
-      const keys = entry.result && typeof entry.result === "object" && !Array.isArray(entry.result) ? Object.keys(entry.result) : [];
-      detail.replaceChildren(
-        h("h3", {}, `#${entry.seq} ${entry.node} — attempt ${entry.attempt ?? 1}`),
-        h("div", { class: "muted" }, `${when(entry.started_at)} · ${entry.duration_ms ?? "?"} ms · next: ${entry.next ?? "(end)"}`),
-        h("h3", {}, "State keys changed"),
-        keys.length ? h("div", { class: "keys", id: "changed-keys" }, keys.map((k) => h("code", {}, k))) : h("p", { class: "muted" }, "none"),
-        h("h3", {}, "Result"), h("pre", { class: "json", id: "entry-result" }, json(entry.result ?? null)),
-        entry.error ? [h("h3", {}, "Error"), h("pre", { class: "json" }, json(entry.error))] : null);
-    }
-    function addEntry(entry) {
-      const item = h("li", { "data-seq": entry.seq, "data-node": entry.node, tabindex: 0 },
-        h("span", { class: "seq" }, `#${entry.seq}`),
-        h("span", { class: "node" }, entry.node, entry.branch != null ? ` › ${entry.branch}` : entry.index != null ? ` [${entry.index}]` : ""),
-        h("span", { class: "dur" }, entry.duration_ms != null ? `${Math.round(entry.duration_ms)} ms` : ""), badge(entry.status));
-      item.addEventListener("click", () => select(item, entry));
-      item.addEventListener("keydown", (e) => { if (e.key === "Enter") select(item, entry); });
-      timeline.append(item);
-      view.setNodeStatus(entry.node, entry.status);
-      if (entry.branch != null) view.setNodeStatus(entry.branch, entry.status); // a parallel branch's own entry
-      if (loops.has(entry.node) && entry.status === "ok") {
-        iterations.set(entry.node, (iterations.get(entry.node) || 0) + 1);
-        view.setIterations(entry.node, iterations.get(entry.node));
-      }
-      if (run.status === "running") {
-        run.current_node = entry.next;
-        view.setCurrent(entry.next);
-      }
-      run.step = Math.max(run.step, entry.seq + 1);
-      lastSeq = Math.max(lastSeq, entry.seq);
-      metaSteps.textContent = run.step;
-    }
-    function update(next) {
-      const wasCurrent = run.status === "running" ? run.current_node : null;
-      run = { ...run, ...next };
-      status.replaceChildren(badge(run.status));
-      cancel.hidden = run.status !== "running";
-      redrive.sync(run);
-      metaSteps.textContent = run.step;
-      metaDuration.textContent = duration(run);
-      statePre.textContent = json(run.state);
-      view.setCurrent(run.status === "running" ? run.current_node : null);
-      if (run.status === "cancelled" && wasCurrent) view.setNodeStatus(wasCurrent, "cancelled");
-      errorBox.replaceChildren(...(run.error ? [h("div", { class: "errorbox", id: "failure" },
-        h("h2", {}, `Failed at ${run.error.node ?? "?"}: ${run.error.type ?? "error"}`), h("div", { class: "mono" }, run.error.message ?? ""))] : []));
-    }
-    entries.forEach(addEntry);
-    update(run);
-    let following = false;
-    // Follows a running run over the socket until its final message (again after a redrive).
-    function followLive() {
-      if (following) return;
-      following = true;
-      const ticker = setInterval(() => { metaDuration.textContent = duration(run); }, 1000);
-      let stateTimer = null;
-      let finished = false;
-      const refreshState = () => {
-        clearTimeout(stateTimer);
-        // Only the state: the status changes with the socket's final message, which
-        // comes after every entry (a read may see the run finished before they arrive).
-        stateTimer = setTimeout(async () => {
-          try {
-            const view = await api(`/graph/state/${encodeURIComponent(runId)}?logs=false`);
-            if (!finished) update({ state: view.state });
-          } catch {
-            // the next entry or the final message reads it again
-          }
-        }, 250);
-      };
-      live.follow(runId, lastSeq,
-        (entry) => { addEntry(entry); refreshState(); },
-        async () => {
-          finished = true;
-          following = false;
-          clearTimeout(stateTimer);
-          clearInterval(ticker);
-          try {
-            update(await api(`/graph/state/${encodeURIComponent(runId)}?logs=false`));
-          } catch (err) {
-            errorBox.replaceChildren(h("div", { class: "problem" }, `The run ended; reading it failed: ${err.message}. Reload to retry.`));
-          }
-        });
-    }
-    if (run.status === "running") followLive();
   }
 
   // -- /console/edit ----------------------------------------------------------------------
@@ -540,7 +369,7 @@
     }
     if ((match = path.match(/^\/console\/runs\/([^/]+)$/))) {
       document.title = "Run · FlowForge";
-      return runPage(decodeURIComponent(match[1]));
+      return window.FlowConsole.pages.run(decodeURIComponent(match[1]));
     }
     if (path === "/console/edit") {
       document.title = "Editor · FlowForge";
@@ -548,5 +377,7 @@
     }
     main.replaceChildren(h("div", { class: "errorbox" }, "No such console page."));
   }
-  route().catch(showError);
+  window.FlowConsole = { BASE, LIVE, h, link, badge, json, shortId, when, duration, api, live, legend, main, pages: {} };
+  // Deferred scripts all run before DOMContentLoaded: run.js has added its page by then.
+  document.addEventListener("DOMContentLoaded", () => route().catch(showError));
 })();
