@@ -33,6 +33,7 @@ from moto import mock_aws
 from bench.capacity import Index, Item
 from bench.metering import Call, CallMeter
 from engine import default_registry
+from engine.blobs import Blobs
 from flowforge.local import moto_internals
 from flowforge.local.events import LambdaContext, sqs_event
 from flowforge.local.stack import create_resources, load_template
@@ -58,7 +59,13 @@ async def bench_count(state, ctx) -> dict[str, Any]:
     return {"i": state["i"] + 1}
 
 
-def loop_graph(steps: int) -> dict[str, Any]:
+@default_registry.tool("bench_read")
+async def bench_read(state, ctx) -> dict[str, Any]:
+    """Adds one to ``i`` and reads ``payload`` (offloaded when large: read from S3)."""
+    return {"i": state["i"] + 1, "n": len(state["payload"])}
+
+
+def loop_graph(steps: int, fn: str = "bench_count") -> dict[str, Any]:
     """One node that runs ``steps`` times: ``i`` counts up until it reaches ``steps``."""
     return {
         "name": "bench_loop",
@@ -66,7 +73,7 @@ def loop_graph(steps: int) -> dict[str, Any]:
         "max_steps": steps + 10,
         "nodes": {
             "count": {
-                "fn": "bench_count",
+                "fn": fn,
                 "loop_condition": {"var": "i", "gte": steps},
                 "max_iterations": steps,
             }
@@ -223,6 +230,10 @@ class MotoStack:
         event = sqs_event(messages, self.queue_arn, REGION)
         if self.container_per_invocation:
             self.service.store.forget()
+            if self.service.blobs is not None:  # nor any value it wrote or read
+                self.service.blobs = Blobs(
+                    self.service.blobs.store, offload_bytes=self.service.blobs.offload_bytes
+                )
         mark, overhead = self.meter.mark(), self.meter.overhead_s
         metrics = io.StringIO()  # the handler's EMF lines: StepsChained counts chained steps
         with self.meter.acting("flowforge"), contextlib.redirect_stdout(metrics):

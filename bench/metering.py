@@ -80,6 +80,9 @@ class CallMeter:
                 params.setdefault("ReturnConsumedCapacity", "TOTAL")
             context["bench_before"] = self._images(model.name, params)
         context["bench_params"] = params
+        if model.name == "PutObject":  # the bytes stored (the body is a stream by after-call)
+            body = params.get("Body", b"")
+            context["bench_put_bytes"] = len(body) if isinstance(body, bytes | bytearray) else 0
         context["bench_start"] = _clock()
         self.overhead_s += context["bench_start"] - t0
 
@@ -99,6 +102,8 @@ class CallMeter:
                 call.item_kind = params["Item"].get("kind", {}).get("S")
         elif service == "sqs":
             call.payload_bytes = _sqs_payload(operation, params, parsed)
+        elif service == "s3" and operation == "PutObject":
+            call.payload_bytes = context.get("bench_put_bytes", 0)
         self.calls.append(call)
         self.overhead_s += _clock() - t0
 

@@ -11,9 +11,15 @@ millisecond as Lambda bills it, times the function's memory size: the estimate t
 the function from inside, up to each commit, so it leaves out what follows a message's
 last commit.
 
+S3 requests and bytes (state of any size) are the PutObject and GetObject calls of the
+start and of the step handler, and the bytes PutObject wrote: a run's estimate counts
+the offload of its initial state too.
+
 Workloads: a lone run of the 1 KB loop (chains of ChainMaxSteps steps in one warm
 container), 20 concurrent runs of it (batches of 10, each invocation in a fresh
-container: reads), and the loop with one step per message (ChainMaxSteps=1). The sum of
+container: reads), the loop with one step per message (ChainMaxSteps=1), and 20
+concurrent runs of a loop whose 64 KB payload is offloaded and read by every step (each
+fresh container reads it from S3 once). The sum of
 the runs' estimates is compared with the metered total, line by line and in dollars
 (target: within 5%); both are priced with the one table, engine/prices.py.
 """
@@ -33,6 +39,9 @@ from engine.cost import (
     LAMBDA_MB_US,
     LAMBDA_REQUESTS,
     MICRO,
+    S3_BYTES,
+    S3_GET_REQUESTS,
+    S3_PUT_REQUESTS,
     SQS_REQUESTS,
     Usage,
     dollars,
@@ -43,35 +52,58 @@ NAME = "runcost"
 STATE_BYTES = 1024
 #: |estimate - metered| / metered, in %, of the dollars per run.
 AGREEMENT_TARGET = Target("<=", 5.0)
-#: (name, steps per run (0: the summarization example, whose chunks are a map's
-#: items), runs, concurrent, ChainMaxSteps (None: the default)), full and quick.
+#: A payload over the offload threshold: kept in the state bucket.
+OFFLOADED_BYTES = 64 * 1024
+#: (name, steps per run (0: the summarization example, whose chunks are a map's items),
+#: runs, concurrent, ChainMaxSteps (None: the default), state bytes, tool), full and quick.
 WORKLOADS = {
     False: [
-        ("loop 1 KB, 1 run", 1000, 1, False, None),
-        ("loop 1 KB, 20 runs", 50, 20, True, None),
-        ("loop 1 KB, 1 run, one step per message", 200, 1, False, 1),
-        ("summarization (a map), 1 run", 0, 1, False, None),
-        ("summarization (a map), 5 runs", 0, 5, True, None),
+        ("loop 1 KB, 1 run", 1000, 1, False, None, STATE_BYTES, "bench_count"),
+        ("loop 1 KB, 20 runs", 50, 20, True, None, STATE_BYTES, "bench_count"),
+        ("loop 1 KB, 1 run, one step per message", 200, 1, False, 1, STATE_BYTES, "bench_count"),
+        ("summarization (a map), 1 run", 0, 1, False, None, STATE_BYTES, "bench_count"),
+        ("summarization (a map), 5 runs", 0, 5, True, None, STATE_BYTES, "bench_count"),
+        ("loop 64 KB offloaded and read, 20 runs", 50, 20, True, None, OFFLOADED_BYTES, "bench_read"),
     ],
     True: [
-        ("loop 1 KB, 1 run", 200, 1, False, None),
-        ("loop 1 KB, 20 runs", 10, 20, True, None),
-        ("loop 1 KB, 1 run, one step per message", 30, 1, False, 1),
-        ("summarization (a map), 1 run", 0, 1, False, None),
+        ("loop 1 KB, 1 run", 200, 1, False, None, STATE_BYTES, "bench_count"),
+        ("loop 1 KB, 20 runs", 10, 20, True, None, STATE_BYTES, "bench_count"),
+        ("loop 1 KB, 1 run, one step per message", 30, 1, False, 1, STATE_BYTES, "bench_count"),
+        ("summarization (a map), 1 run", 0, 1, False, None, STATE_BYTES, "bench_count"),
+        ("loop 64 KB offloaded and read, 20 runs", 10, 20, True, None, OFFLOADED_BYTES, "bench_read"),
     ],
 }
-LINES = ("lambda requests", "lambda GB-s", "SQS requests", "DynamoDB read units", "DynamoDB write units")
+LINES = (
+    "lambda requests",
+    "lambda GB-s",
+    "SQS requests",
+    "DynamoDB read units",
+    "DynamoDB write units",
+    "S3 PUT requests",
+    "S3 GET requests",
+    "S3 bytes",
+)
 
 
-def measure(steps: int, runs: int, *, concurrent: bool, chain_max_steps: int | None) -> tuple[Usage, Trace]:
+def measure(
+    steps: int,
+    runs: int,
+    *,
+    concurrent: bool,
+    chain_max_steps: int | None,
+    state_bytes: int = STATE_BYTES,
+    fn: str = "bench_count",
+) -> tuple[Usage, Trace]:
     """The runs' estimates, summed, and the trace of everything metered for them."""
     with MotoStack(container_per_invocation=concurrent, chain_max_steps=chain_max_steps) as aws:
         if steps:
-            graph, state = loop_graph(steps), loop_state(STATE_BYTES)
+            graph = loop_graph(steps, fn)
+            # each run its own payload: content-addressed values are per run anyway
+            states = [{**loop_state(state_bytes), "run": n} for n in range(runs)]
         else:
             graph, state = summarization()
+            states = [state] * runs
         trace = Trace(f"{graph['name']} x {steps or 'its steps'}", runs)
-        states = [state] * runs
         run_ids: list[str] = []
         for batch in [states] if concurrent else [[s] for s in states]:
             run_ids += aws.start(graph, batch, trace)
@@ -92,6 +124,9 @@ def estimated(usage: Mapping[str, int]) -> dict[str, float]:
         "SQS requests": usage.get(SQS_REQUESTS, 0) / MICRO,
         "DynamoDB read units": usage.get(DYNAMODB_READ_UNITS, 0),
         "DynamoDB write units": usage.get(DYNAMODB_WRITE_UNITS, 0),
+        "S3 PUT requests": usage.get(S3_PUT_REQUESTS, 0),
+        "S3 GET requests": usage.get(S3_GET_REQUESTS, 0),
+        "S3 bytes": usage.get(S3_BYTES, 0),
     }
 
 
@@ -100,6 +135,8 @@ def metered(trace: Trace, memory_mb: int) -> dict[str, float]:
     # (see the README's Cost per run): the step loop's calls are.
     calls = [c for i in trace.invocations for c in i.calls + i.esm_calls]
     capacity = [c.capacity for c in calls if c.capacity is not None]
+    # S3: the start's offload is in each run's estimate (the bytes it stores), and so here
+    s3 = [c for c in calls + trace.start_calls if c.service == "s3"]
     billed_ms = sum(max(1, math.ceil(i.wall_s * 1000)) for i in trace.invocations)
     return {
         "lambda requests": len(trace.invocations),
@@ -107,6 +144,9 @@ def metered(trace: Trace, memory_mb: int) -> dict[str, float]:
         "SQS requests": sum(billed_requests(c) for c in calls if c.service == "sqs"),
         "DynamoDB read units": sum(c.read for c in capacity),
         "DynamoDB write units": sum(c.write + c.index_write for c in capacity),
+        "S3 PUT requests": sum(1 for c in s3 if c.operation == "PutObject"),
+        "S3 GET requests": sum(1 for c in s3 if c.operation == "GetObject"),
+        "S3 bytes": sum(c.payload_bytes for c in s3 if c.operation == "PutObject"),
     }
 
 
@@ -118,6 +158,9 @@ def as_usage(counts: Mapping[str, float]) -> Usage:
             SQS_REQUESTS: round(counts["SQS requests"] * MICRO),
             DYNAMODB_READ_UNITS: round(counts["DynamoDB read units"]),
             DYNAMODB_WRITE_UNITS: round(counts["DynamoDB write units"]),
+            S3_PUT_REQUESTS: round(counts["S3 PUT requests"]),
+            S3_GET_REQUESTS: round(counts["S3 GET requests"]),
+            S3_BYTES: round(counts["S3 bytes"]),
         }
     )
 
@@ -180,7 +223,9 @@ def _gb_s_usd(counts: Mapping[str, float]) -> float:
 def run(quick: bool) -> list[Figure]:
     memory_mb = step_memory_mb()
     figures: list[Figure] = []
-    for name, steps, runs, concurrent, budget in WORKLOADS[quick]:
-        estimate, trace = measure(steps, runs, concurrent=concurrent, chain_max_steps=budget)
+    for name, steps, runs, concurrent, budget, state_bytes, fn in WORKLOADS[quick]:
+        estimate, trace = measure(
+            steps, runs, concurrent=concurrent, chain_max_steps=budget, state_bytes=state_bytes, fn=fn
+        )
         figures += compare(name, estimate, trace, memory_mb)
     return figures

@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from engine.cost import S3_BYTES, S3_GET_REQUESTS, S3_PUT_REQUESTS
 from engine.errors import NotFoundError
 
 if TYPE_CHECKING:
@@ -178,7 +179,12 @@ class _Cache:
 
 class Blobs:
     """Offloads a run's large values to a :class:`~engine.ports.BlobStore` and reads them
-    back, through a cache of what this container wrote or read."""
+    back, through a cache of what this container wrote or read.
+
+    It counts the store's requests and the bytes it wrote, by run, until the run's next
+    commit takes them (:meth:`take_usage`): a run's cost counts the S3 requests its
+    steps made (engine/cost.py).
+    """
 
     def __init__(
         self,
@@ -190,11 +196,28 @@ class Blobs:
         self.store = store
         self.offload_bytes = offload_bytes
         self._cache = _Cache(cache_bytes)
+        self._usage: dict[str, list[int]] = {}  # run id -> [puts, gets, bytes put]
+        self._usage_lock = threading.Lock()
 
-    def offload_text(self, run_id: str, text: str) -> str:
+    def _count(self, run_id: str, puts: int = 0, gets: int = 0, size: int = 0) -> None:
+        with self._usage_lock:
+            counts = self._usage.setdefault(run_id, [0, 0, 0])
+            counts[0] += puts
+            counts[1] += gets
+            counts[2] += size
+
+    def take_usage(self, run_id: str) -> dict[str, int]:
+        """The store's requests (and bytes written) for ``run_id`` since the last call, as
+        cost counters (engine/cost.py); counted once, by whichever commit takes them."""
+        with self._usage_lock:
+            puts, gets, size = self._usage.pop(run_id, (0, 0, 0))
+        return {S3_PUT_REQUESTS: puts, S3_GET_REQUESTS: gets, S3_BYTES: size}
+
+    def offload_text(self, run_id: str, text: str, *, write: bool = True) -> str:
         """The stored text for a value's JSON ``text``: itself, or (over the threshold) a
-        reference to it, written to the store first. Idempotent: the same content is
-        the same key with the same bytes."""
+        reference to it, written to the store first (``write=False``: the reference
+        only, nothing written). Idempotent: the same content is the same key with the
+        same bytes."""
         if len(text) * 4 <= self.offload_bytes:  # at most 4 UTF-8 bytes per character
             return text
         data = text.encode()
@@ -202,16 +225,18 @@ class Blobs:
             return text
         ref = ref_of(data)
         key = ref.key(run_id)
-        if self._cache.get(key) is None:  # written by this container before: nothing to do
+        if write and self._cache.get(key) is None:  # written by this container before: nothing to do
             self.store.put_blob(key, data)
+            self._count(run_id, puts=1, size=len(data))
             self._cache.put(key, text, len(data))
         return ref.text()
 
-    def offload(self, run_id: str, encoded: dict[str, str]) -> dict[str, str]:
-        """``encoded`` (per-key JSON) with each value over the threshold offloaded."""
+    def offload(self, run_id: str, encoded: dict[str, str], *, write: bool = True) -> dict[str, str]:
+        """``encoded`` (per-key JSON) with each value over the threshold offloaded
+        (``write=False``: what would be stored, nothing written)."""
         out = encoded
         for key, text in encoded.items():
-            stored = self.offload_text(run_id, text)
+            stored = self.offload_text(run_id, text, write=write)
             if stored is not text:
                 if out is encoded:
                     out = dict(encoded)
@@ -225,6 +250,7 @@ class Blobs:
         if cached is not None:
             return cached
         data = self.store.get_blob(key)
+        self._count(run_id, gets=1)
         if data is None:
             raise NotFoundError(f"value {ref.sha256} of run {run_id!r} is not in the blob store")
         text = data.decode()

@@ -238,8 +238,13 @@ class FanOutSteps:
             execution.error,
             entry,
             blob,
-            # The store adds its reads (the tally's) and the claim's and this write's units.
-            cost=tally.take() + _taken(meter) + step_usage(entry, sends=0) + sends,
+            # The store adds its reads (the tally's) and the claim's and this write's units;
+            # the blob store its requests (the result's offload, the reads of large values).
+            cost=tally.take()
+            + _taken(meter)
+            + step_usage(entry, sends=0)
+            + sends
+            + (service.blobs.take_usage(run_id) if service.blobs is not None else EMPTY),
         )
         store.put_execution(run_id, base, record, now)
         if following is not None:

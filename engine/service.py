@@ -178,7 +178,10 @@ class RunService:
         """Store a new run at step 0 and enqueue its first step."""
         graph = self.compiled(graph_id, owner)
         run_id = self.new_id()
-        encoded = self.offload(run_id, encode_state(state if state is not None else {}))
+        encoded = encode_state(state if state is not None else {})
+        if self.blobs is not None:  # a state refused by its caps writes nothing to the store
+            self.state_size(self.blobs.offload(run_id, encoded, write=False))
+        encoded = self.offload(run_id, encoded)
         self.state_size(encoded)
         now = self.clock()
         stamp = iso_time(now)
@@ -194,6 +197,7 @@ class RunService:
             next_at=now,
             expires_at=self._expiry(now),
             owner=owner,
+            cost=Usage(self.blobs.take_usage(run_id)) if self.blobs is not None else EMPTY,
         )
         running.hold(self, owner, run_id)
         try:
@@ -471,6 +475,8 @@ class RunService:
         outcome, update = enforce_limits(outcome, self.state_size(run.state), state, offload)
         if meter is not None:
             spent = spent + meter.take()
+        if self.blobs is not None:  # the S3 requests of this step (and of reads before it)
+            spent = spent + self.blobs.take_usage(run.run_id)
         reason, commit = self._commit_of(run, step, outcome, update, stop, spent)
         try:
             try:

@@ -19,7 +19,7 @@ import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 import aiohttp
 
@@ -236,6 +236,39 @@ class FlowForgeClient:
             logs += page.get("logs") or []
             view = page
         return {**view, "logs": logs, "logs_next": None}
+
+    async def get_value(self, run_id: str, key: str) -> Any:
+        """One value of the run's state, offloaded or not (``GET .../values/{key}``). A
+        large offloaded value answers 303 to a presigned S3 URL, fetched here unsigned:
+        the URL is its own credential."""
+        url = f"{self.endpoint.http}/graph/state/{quote(run_id, safe='')}/values/{quote(key, safe='')}"
+        headers = self.endpoint.signer.headers("GET", url) if self.endpoint.signer is not None else {}
+        try:
+            async with self.session.get(url, headers=headers, allow_redirects=False) as response:
+                status, data = response.status, await response.read()
+                location = response.headers.get("Location")
+            if status == 303 and location:
+                async with self.session.get(location) as response:
+                    status, data = response.status, await response.read()
+        except aiohttp.ClientConnectionError as exc:
+            raise self._unreachable(exc) from None
+        text = data.decode("utf-8", "replace")
+        try:
+            payload = json.loads(text)
+        except ValueError:
+            payload = None
+        if status >= 400 or (payload is None and text != "null"):
+            raise _api_error(status if status >= 400 else 502, payload, text)
+        return payload
+
+    async def resolved_state(self, run_id: str, state: dict[str, Any]) -> dict[str, Any]:
+        """``state`` (as ``GET /graph/state`` shows it) with each offloaded value, shown as
+        ``{"$blob": {...}}``, fetched through the values route."""
+        resolved = dict(state)
+        for key, value in state.items():
+            if isinstance(value, dict) and set(value) == {"$blob"}:
+                resolved[key] = await self.get_value(run_id, key)
+        return resolved
 
     async def cancel(self, run_id: str) -> dict[str, Any]:
         return (await self.request("POST", f"/graph/run/{run_id}/cancel", {}))[1]

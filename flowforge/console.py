@@ -59,7 +59,7 @@ class ConsoleProxy:
         self._sockets: set[web.WebSocketResponse] = set()
 
     def application(self) -> web.Application:
-        app = web.Application(client_max_size=2 * 1024 * 1024)
+        app = web.Application(client_max_size=6 * 1024 * 1024)  # the API takes up to 5.5 MiB
         app.router.add_route("*", "/{tail:.*}", self.dispatch)
         app.on_startup.append(self._open)
         app.on_shutdown.append(self._close_sockets)

@@ -49,8 +49,8 @@ def _full_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--full",
         action="store_true",
-        help="print the whole run (state and logs) as JSON; by default the outcome and the "
-        "state keys the run changed",
+        help="print the whole run (state and logs) as JSON, offloaded values fetched (`flowforge "
+        "state`); by default the outcome and the state keys the run changed",
     )
 
 
@@ -171,7 +171,10 @@ def state_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 async def state_command(api: Any, args: argparse.Namespace) -> int:
-    _print_run(await api.get_state(args.run_id), args)
+    view = await api.get_state(args.run_id)
+    if args.full:  # offloaded values too, each through GET /graph/state/{run_id}/values/{key}
+        view["state"] = await api.resolved_state(args.run_id, view.get("state") or {})
+    _print_run(view, args)
     return EXIT_OK
 
 

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from functions.settings import Settings, SettingsError
 
 if TYPE_CHECKING:
+    from engine.blobs import Blobs
     from engine.logstream import LogStream
     from engine.service import RunService
     from engine.waits import CallbackSigner
@@ -32,6 +33,9 @@ Clients = Callable[[str], Any]
 #: entries) rather than being retried out of sight; the node's timeout bounds a call, so
 #: the socket may wait as long as a function can run.
 CLIENT_CONFIG: dict[str, dict[str, Any]] = {
+    # Presigned URLs of state values signed with SigV4 (boto3 presigns with SigV2 in
+    # us-east-1 otherwise).
+    "s3": {"signature_version": "s3v4"},
     "bedrock-runtime": {
         "retries": {"total_max_attempts": 1, "mode": "standard"},
         "connect_timeout": 10,
@@ -138,8 +142,22 @@ class App:
             isolated=settings.isolation == "principal",
             clients=self.clients,
             callbacks=self._callback_signer(),
+            blobs=self._blobs(),
+            max_total_state_bytes=settings.max_total_state_bytes,
             max_running_runs=settings.max_running_runs,
         )
+
+    def _blobs(self) -> Blobs | None:
+        """Where values over the offload threshold go: the state bucket (None: no bucket
+        configured, every value stays in the run)."""
+        from engine.blobs import Blobs
+        from functions.aws.s3 import S3BlobStore
+
+        settings = self.settings
+        if not settings.state_bucket:
+            return None
+        store = S3BlobStore(settings.state_bucket, lambda: self.clients("s3"))
+        return Blobs(store, offload_bytes=settings.offload_bytes)
 
     def _callback_signer(self) -> CallbackSigner | None:
         """Callback tokens' signer: the key from the environment, or from the secret on

@@ -9,6 +9,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from engine.blobs import DEFAULT_MAX_TOTAL_STATE_BYTES, DEFAULT_OFFLOAD_BYTES
 from engine.chain import DEFAULT_CHAIN_MAX_SECONDS, DEFAULT_CHAIN_MAX_STEPS
 from engine.prices import LIST_PRICES, InvalidPriceOverrides, PriceTable, parse_overrides
 from engine.state import DEFAULT_MAX_STATE_BYTES
@@ -32,7 +33,16 @@ class Settings:
     """The WebSocket API's URL, wss://…/stage, which the web console connects to
     (FLOWFORGE_CONSOLE_WS_URL; without it the console uses /ws on its own origin)."""
     max_state_bytes: int = DEFAULT_MAX_STATE_BYTES
-    """Cap on a run's serialized state (FLOWFORGE_MAX_STATE_BYTES)."""
+    """Cap on a run's serialized state as stored, offloaded values counted by their
+    references (FLOWFORGE_MAX_STATE_BYTES)."""
+    state_bucket: str | None = None
+    """S3 bucket of the state values over the offload threshold (FLOWFORGE_STATE_BUCKET;
+    without it every value stays in the run, under ``max_state_bytes``)."""
+    offload_bytes: int = DEFAULT_OFFLOAD_BYTES
+    """A state value whose JSON is over this many bytes is offloaded to the state bucket
+    (FLOWFORGE_OFFLOAD_THRESHOLD_BYTES)."""
+    max_total_state_bytes: int = DEFAULT_MAX_TOTAL_STATE_BYTES
+    """Cap on a run's whole state, offloaded values included (FLOWFORGE_MAX_TOTAL_STATE_BYTES)."""
     stall_after_s: float = 360.0
     """A run with no progress this long past its due time is re-enqueued (FLOWFORGE_STALL_AFTER_S)."""
     retention_days: int | None = None
@@ -77,6 +87,11 @@ class Settings:
             ws_endpoint=env.get("FLOWFORGE_WS_ENDPOINT") or None,
             console_ws_url=env.get("FLOWFORGE_CONSOLE_WS_URL") or None,
             max_state_bytes=_number(env, "FLOWFORGE_MAX_STATE_BYTES", int, DEFAULT_MAX_STATE_BYTES),
+            state_bucket=env.get("FLOWFORGE_STATE_BUCKET") or None,
+            offload_bytes=_number(env, "FLOWFORGE_OFFLOAD_THRESHOLD_BYTES", int, DEFAULT_OFFLOAD_BYTES),
+            max_total_state_bytes=_number(
+                env, "FLOWFORGE_MAX_TOTAL_STATE_BYTES", int, DEFAULT_MAX_TOTAL_STATE_BYTES
+            ),
             # A run is only "stalled" once a step could no longer be executing.
             stall_after_s=max(
                 _number(env, "FLOWFORGE_STALL_AFTER_S", float, 360.0),

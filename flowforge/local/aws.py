@@ -42,6 +42,7 @@ from werkzeug.test import EnvironBuilder
 
 from flowforge.local import moto_internals
 from flowforge.local.journal import Journal, JournalError, to_wire
+from flowforge.local.objects import ObjectFiles
 
 log = logging.getLogger("flowforge.local")
 
@@ -80,10 +81,17 @@ class _SerializeDynamoDB:
         self.lock = threading.Lock()
         self.journaled: _JournaledTable | None = None
         self.on_stream_records: Callable[[], None] | None = None
+        self.objects: ObjectFiles | None = None
         self._failed = False
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         if not environ.get("HTTP_X_AMZ_TARGET", "").startswith(_DYNAMODB_TARGETS):
+            if (
+                self.objects is not None
+                and environ.get("REQUEST_METHOD") in ("PUT", "POST", "DELETE")
+                and "HTTP_X_AMZ_TARGET" not in environ  # S3 has none; SQS (JSON) does
+            ):
+                return self._persisting_objects(environ, start_response)
             return self.app(environ, start_response)
         try:
             with self.lock:
@@ -98,6 +106,33 @@ class _SerializeDynamoDB:
                     self.on_stream_records()  # acknowledged writes: the stream has news
         except JournalError as exc:
             return self._not_journaled(exc, start_response)
+        return [body]
+
+    def _persisting_objects(
+        self, environ: dict[str, Any], start_response: Callable[..., Any]
+    ) -> Iterable[bytes]:
+        """An S3 write, answered once the object it stored (or removed) is on disk too
+        (path-style requests, ``/<bucket>/<key>``: the local endpoint is an IP address)."""
+        answer: dict[str, str] = {}
+
+        def remember(status: str, headers: Any, exc_info: Any = None) -> Any:
+            answer["status"] = status
+            return start_response(status, headers, exc_info)
+
+        body = b"".join(self.app(environ, remember))
+        if not answer.get("status", "").startswith("2"):
+            return [body]
+        path = environ.get("PATH_INFO", "").encode("latin-1").decode("utf-8", "replace")
+        bucket, _, key = path.lstrip("/").partition("/")
+        objects = self.objects
+        if objects is None or objects.path(bucket, key) is None:
+            return [body]
+        if environ["REQUEST_METHOD"] == "DELETE":
+            objects.delete(bucket, key)
+        else:
+            data = moto_internals.s3_object(bucket, key)
+            if data is not None:
+                objects.write(bucket, key, data)  # an OSError fails the request: not acknowledged
         return [body]
 
     def _not_journaled(self, exc: JournalError, start_response: Callable[..., Any]) -> Iterable[bytes]:
@@ -147,6 +182,11 @@ class MotoServer:
         """From now on, answer a DynamoDB request only once ``table``'s writes are in ``journal``."""
         with self._app.lock:
             self._app.journaled = _JournaledTable(journal, table, region)
+
+    def persist_objects(self, objects: ObjectFiles) -> None:
+        """From now on, answer an S3 write to one of ``objects``' buckets only once its
+        object is on disk (see objects.py)."""
+        self._app.objects = objects
 
     def on_stream_records(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` (from a request thread) whenever journaled writes added stream records."""

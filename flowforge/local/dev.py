@@ -1,8 +1,9 @@
 """``flowforge dev`` (``make run``): start the local stack and serve until Ctrl-C.
 
 Start order matters: moto first (the handlers' boto3 clients read ``AWS_ENDPOINT_URL``
-at their first call), then the table and queues from template.yaml, the journal's
-restore, journaling of every write from then on, the handlers' environment and cold
+at their first call), then the table, queues and state bucket from template.yaml, the
+journal's restore and the state bucket's (flowforge/local/objects.py), journaling of
+every write (and keeping every object on disk) from then on, the handlers' environment and cold
 start, and only then traffic: the stream poller (past the restore's own writes), the
 queue pollers, the resumed runs, the gateway and the schedule.
 """
@@ -35,6 +36,7 @@ from flowforge.local.bedrock import BedrockStandIn
 from flowforge.local.gateway import Gateway
 from flowforge.local.journal import Journal, restore
 from flowforge.local.lambdas import LocalFunction
+from flowforge.local.objects import ObjectFiles, restore_objects
 from flowforge.local.patterns import compile_filters
 from flowforge.local.pollers import QueuePoller, Schedule, StreamPoller
 from flowforge.local.sigv4 import DEFAULT_ACCESS_KEY, DEFAULT_SECRET_KEY, KeyRing, load_key_ring
@@ -285,14 +287,14 @@ class LocalStack:
         await self.bedrock.start()
         apply_environment(local_aws_environment(self.moto.endpoint, options.region, self.bedrock.endpoint))
         session = boto3.session.Session()
-        dynamodb, sqs = session.client("dynamodb"), session.client("sqs")
+        dynamodb, sqs, s3 = session.client("dynamodb"), session.client("sqs"), session.client("s3")
         parameters: dict[str, str] = {}
         if options.isolation:
             parameters["Isolation"] = options.isolation
         if options.max_running_runs is not None:
             parameters["MaxRunningRunsPerPrincipal"] = str(options.max_running_runs)
         resources = create_resources(
-            {"dynamodb": dynamodb, "sqs": sqs}, options.template, parameters=parameters or None
+            {"dynamodb": dynamodb, "sqs": sqs, "s3": s3}, options.template, parameters=parameters or None
         )
         self.summary["table"] = resources["table"]
         environment = handler_environment(resources, options, self.url)
@@ -301,7 +303,10 @@ class LocalStack:
             raise StartupError(
                 "isolation by principal needs --auth iam: with auth off no request carries a principal to isolate by"
             )
-        if environment.get("FLOWFORGE_MAX_RUNNING_RUNS", "0") not in ("0", "") and self.summary["isolation"] != "principal":
+        if (
+            environment.get("FLOWFORGE_MAX_RUNNING_RUNS", "0") not in ("0", "")
+            and self.summary["isolation"] != "principal"
+        ):
             raise StartupError(
                 "--max-running-runs needs --isolation principal: runs belong to a principal only then"
             )
@@ -316,9 +321,14 @@ class LocalStack:
             for k in dynamodb.describe_table(TableName=resources["table"])["Table"]["KeySchema"]
         ]
         restored = restore(self.journal, dynamodb, resources["table"], keys)
+        # The state bucket's objects, but those of runs the restore did not bring back.
+        objects = ObjectFiles(options.data_dir / "objects", [resources["bucket"]])
+        run_ids = [i["run_id"]["S"] for i in restored.items if i.get("kind", {}).get("S") == "run"]
+        values, _ = restore_objects(objects, s3, resources["bucket"], run_ids)
         # Before any handler runs: every write is acknowledged only once it is on disk.
         self.moto.journal_writes(self.journal, resources["table"], options.region)
-        self.summary.update(restored=len(restored.items), resumed=len(restored.running))
+        self.moto.persist_objects(objects)
+        self.summary.update(restored=len(restored.items), resumed=len(restored.running), values=values)
 
         self._create_functions()
         self._create_pollers(session, resources)

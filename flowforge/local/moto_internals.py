@@ -29,6 +29,19 @@ ACCOUNT_ID = DEFAULT_ACCOUNT_ID
 SetAttr = Callable[[Any, str, Any], None]
 
 
+# -- S3: the local stack's object files -------------------------------------------------------
+def s3_object(bucket: str, key: str) -> bytes | None:
+    """An object's bytes as moto stores them (None: no such bucket or object)."""
+    from moto.s3.exceptions import MissingBucket
+    from moto.s3.models import s3_backends
+
+    try:
+        found = s3_backends[ACCOUNT_ID]["aws"].get_object(bucket, key)
+    except MissingBucket:
+        return None
+    return None if found is None else bytes(found.value)
+
+
 # -- DynamoDB streams: the local stack's journal --------------------------------------------
 def stream_shard(table: str, region: str) -> Any:
     """The table's (only) stream shard, or None when it has no stream."""

@@ -73,6 +73,9 @@ _QUEUE_ATTRIBUTES = frozenset(
     }
 )
 _QUEUE_JSON_ATTRIBUTES = frozenset({"RedrivePolicy", "RedriveAllowPolicy"})
+#: Bucket properties with no local effect: moto serves anyone, over HTTP, and expires
+#: nothing by age (the local stack drops a run's values with its run instead: blobs.py).
+_BUCKET_IGNORED = frozenset({"OwnershipControls", "Tags", "LifecycleConfiguration"})
 
 
 # ------------------------------------------------------------------------- creating
@@ -86,12 +89,14 @@ def create_resources(
     stack_name: str = "flowforge",
     endpoint_url: str | None = None,
 ) -> dict[str, Any]:
-    """Create (or adopt, if they exist) the template's DynamoDB tables and SQS queues.
+    """Create (or adopt, if they exist) the template's DynamoDB tables, SQS queues and S3
+    buckets.
 
     ``session_or_clients`` is a boto3 session (or the boto3 module), whose clients are
-    built with ``endpoint_url``, or a mapping ``{"dynamodb": client, "sqs": client}``.
-    Resources are named ``<stack_name>-<LogicalId>``. Returns ``table``, ``stream_arn``,
-    ``queue_url``, ``queue_arn``, ``dlq_url``, ``dlq_arn``, ``names`` (logical id →
+    built with ``endpoint_url``, or a mapping ``{"dynamodb": client, "sqs": client, "s3":
+    client}``. Resources are named ``<stack_name>-<LogicalId>`` (a bucket in lowercase).
+    Returns ``table``, ``stream_arn``, ``queue_url``, ``queue_arn``, ``dlq_url``,
+    ``dlq_arn``, ``bucket`` (the state bucket), ``names`` (logical id →
     physical name or URL) and ``env``: the functions' environment variables (Globals) that
     resolve from these resources and the parameters. ``FLOWFORGE_WS_ENDPOINT`` needs the
     WebSocket API, so it is left to the caller.
@@ -99,7 +104,7 @@ def create_resources(
     if not _NAME.match(stack_name):
         raise TemplateError(f"stack name {stack_name!r} must match {_NAME.pattern}")
     template = load_template(template_path)
-    dynamodb, sqs = _clients(session_or_clients, endpoint_url)
+    dynamodb, sqs, s3 = _clients(session_or_clients, endpoint_url)
     pseudo = {
         "AWS::Region": dynamodb.meta.region_name,
         "AWS::Partition": "aws",
@@ -110,10 +115,13 @@ def create_resources(
     resources = template.get("Resources", {})
     queues = [lid for lid, r in resources.items() if r.get("Type") == "AWS::SQS::Queue"]
     tables = [lid for lid, r in resources.items() if r.get("Type") == "AWS::DynamoDB::Table"]
+    buckets = [lid for lid, r in resources.items() if r.get("Type") == "AWS::S3::Bucket"]
     for logical_id in _dependency_order(queues, resources):
         _create_queue(sqs, intrinsics, logical_id, resources[logical_id], stack_name)
     for logical_id in tables:
         _create_table(dynamodb, intrinsics, logical_id, resources[logical_id], stack_name)
+    for logical_id in buckets:
+        _create_bucket(s3, intrinsics, logical_id, resources[logical_id], stack_name)
     try:
         return {
             "table": intrinsics.refs["Table"],
@@ -122,20 +130,22 @@ def create_resources(
             "queue_arn": intrinsics.attrs[("StepQueue", "Arn")],
             "dlq_url": intrinsics.refs["StepDeadLetterQueue"],
             "dlq_arn": intrinsics.attrs[("StepDeadLetterQueue", "Arn")],
-            "names": {lid: intrinsics.refs[lid] for lid in queues + tables},
+            "bucket": intrinsics.refs["StateBucket"],
+            "names": {lid: intrinsics.refs[lid] for lid in queues + tables + buckets},
             "env": _environment(template, intrinsics),
         }
     except KeyError as exc:
         raise TemplateError(f"template.yaml has no resource {exc.args[0]!r}") from None
 
 
-def _clients(session_or_clients: Any, endpoint_url: str | None) -> tuple[Any, Any]:
+def _clients(session_or_clients: Any, endpoint_url: str | None) -> tuple[Any, Any, Any]:
     if isinstance(session_or_clients, Mapping):
-        return session_or_clients["dynamodb"], session_or_clients["sqs"]
+        return session_or_clients["dynamodb"], session_or_clients["sqs"], session_or_clients["s3"]
     if hasattr(session_or_clients, "client"):
         options = {"endpoint_url": endpoint_url} if endpoint_url else {}
-        return (session_or_clients.client("dynamodb", **options), session_or_clients.client("sqs", **options))
-    raise TypeError("expected a boto3 session or {'dynamodb': client, 'sqs': client}")
+        client = session_or_clients.client
+        return client("dynamodb", **options), client("sqs", **options), client("s3", **options)
+    raise TypeError("expected a boto3 session or {'dynamodb': client, 'sqs': client, 's3': client}")
 
 
 def _dependency_order(logical_ids: list[str], resources: Mapping[str, Any]) -> list[str]:
@@ -224,6 +234,37 @@ def _create_table(
     intrinsics.attrs[(logical_id, "Arn")] = table["TableArn"]
     if "LatestStreamArn" in table:
         intrinsics.attrs[(logical_id, "StreamArn")] = table["LatestStreamArn"]
+
+
+def _create_bucket(
+    s3: Any, intrinsics: Intrinsics, logical_id: str, resource: Mapping, stack_name: str
+) -> None:
+    props = dict(intrinsics.resolve(resource.get("Properties", {})))
+    # Bucket names are lowercase; CloudFormation makes one from the stack and logical id too.
+    name = props.pop("BucketName", None) or f"{stack_name}-{logical_id}".lower()
+    try:
+        s3.create_bucket(Bucket=name)
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+            raise
+    for key, value in props.items():
+        if key == "BucketEncryption":
+            rules = {
+                "Rules": [
+                    {
+                        "ApplyServerSideEncryptionByDefault" if k == "ServerSideEncryptionByDefault" else k: v
+                        for k, v in rule.items()
+                    }
+                    for rule in value["ServerSideEncryptionConfiguration"]
+                ]
+            }
+            s3.put_bucket_encryption(Bucket=name, ServerSideEncryptionConfiguration=rules)
+        elif key == "PublicAccessBlockConfiguration":
+            s3.put_public_access_block(Bucket=name, PublicAccessBlockConfiguration=value)
+        elif key not in _BUCKET_IGNORED:
+            raise TemplateError(f"{logical_id}: bucket property {key} is not translated")
+    intrinsics.refs[logical_id] = name
+    intrinsics.attrs[(logical_id, "Arn")] = f"arn:aws:s3:::{name}"
 
 
 def _true(value: Any) -> bool:

@@ -8,9 +8,12 @@ from typing import Any
 from engine.jsontext import json_problem
 from functions.api.errors import ApiError, BodyTooLargeError, InvalidJsonError
 
-#: Bodies over 1 MiB are refused before parsing (API Gateway itself allows 10 MB); a
-#: graph is capped at 256 KiB and a state at 256 KiB, so no valid request comes close.
-MAX_BODY_BYTES = 1024 * 1024
+#: Bodies over 5.5 MiB are refused before parsing: a run may start with a 5 MB text
+#: (5 MB of text is a little more as a JSON string: its escapes), whose large values go
+#: to the state bucket. API Gateway allows 10 MB, but Lambda takes a request event of at
+#: most 6 MB (the body, escaped again inside the event, and its headers); a graph is
+#: capped at 256 KiB, a run's state as stored at 256 KiB.
+MAX_BODY_BYTES = 5632 * 1024
 #: Arrays and objects nest at most this deep. Deeper bodies are refused before anything
 #: (the JSON parser, pydantic, a copy) recurses through them and exhausts the stack.
 MAX_BODY_DEPTH = 64

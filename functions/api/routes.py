@@ -6,14 +6,17 @@ Errors are raised, never built here: :mod:`functions.api.errors` maps them.
 from __future__ import annotations
 
 from typing import Annotated, Any
+from urllib.parse import unquote
 
+from aws_lambda_powertools.event_handler import Response, content_types
 from aws_lambda_powertools.event_handler.api_gateway import Router
 from aws_lambda_powertools.event_handler.openapi.params import Body, Path, Query
 from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
 from aws_lambda_powertools.metrics import MetricUnit
 from pydantic import SkipValidation
 
-from engine.errors import GraphValidationError
+from engine.blobs import parse_ref
+from engine.errors import GraphValidationError, NotFoundError
 from engine.graph import MAX_STEPS_CAP
 from engine.logpages import MAX_LOG_PAGE_ENTRIES
 from engine.ports import RunRecord
@@ -49,21 +52,26 @@ def _owner() -> str | None:
     return request_owner(router.current_event.raw_event, current_app().service.isolated)
 
 
-_ERROR_TEXT = {
+_ERROR_TEXT: dict[int | str, str] = {
     400: "Invalid request, JSON, graph or state; details list each problem",
     404: "Unknown graph or run",
+    "404-value": "Unknown run, or the run has no such state key (or its offloaded value expired)",
     409: "The run is not in a status this request can act on (e.g. cancelling a finished run)",
-    413: "Body over 1 MiB, or state over the state cap",
+    413: "Body over 5.5 MiB, or state over the state caps (256 KiB as stored, 100 MB in all)",
     415: "The body is not sent as content-type: application/json",
     429: "The caller already has MaxRunningRunsPerPrincipal runs running or waiting",
     503: "Store or queue unavailable; retry after Retry-After seconds",
 }
 
 
-def _errors(*statuses: int) -> dict[int, OpenAPIResponse]:
-    """OpenAPI entries for the error statuses a route can answer (all share one shape)."""
+def _errors(*statuses: int | str) -> dict[int, OpenAPIResponse]:
+    """OpenAPI entries for the error statuses a route can answer (all share one shape);
+    ``"404-value"`` is a 404 with its own description."""
     content: Any = {"application/json": {"model": ErrorResponse}}
-    return {status: {"description": _ERROR_TEXT[status], "content": content} for status in statuses}
+    return {
+        int(str(status).partition("-")[0]): {"description": _ERROR_TEXT[status], "content": content}
+        for status in statuses
+    }
 
 
 def _responses(success: str, *errors: int, status: int = 200) -> dict[int, OpenAPIResponse]:
@@ -259,6 +267,58 @@ def _answer(
     )
     data = view.model_dump(mode="json")
     return data if selection is None else selection.apply(data)
+
+
+#: An offloaded value up to this size is sent in the answer; a larger one is a 303 to a
+#: presigned URL of its object (a Lambda answer is at most 6 MB).
+VALUE_INLINE_MAX_BYTES = 1024 * 1024
+StateKey = Annotated[
+    str,
+    Path(
+        min_length=1,
+        # A request line must fit the gateways' limits (aiohttp's 8 KB locally, API
+        # Gateway's 10 KB with headers): a longer key is read with GET /graph/state.
+        max_length=512,
+        description="A top-level state key, percent-encoded: at most 512 characters as sent.",
+    ),
+]
+
+
+@router.get(
+    "/graph/state/<run_id>/values/<key>",
+    summary="One value of a run's state, resolved",
+    description="The value of state key `key` as JSON, whether it is kept in the run or was "
+    'offloaded (GET /graph/state shows those as {"$blob": {"sha256", "bytes"}}). An '
+    f"offloaded value over {VALUE_INLINE_MAX_BYTES} bytes is a 303 to a presigned URL of its "
+    "object (valid 5 minutes): follow it (curl -L).",
+    responses={
+        200: {"description": "The value's JSON", "content": {"application/json": {"schema": {}}}},
+        303: {"description": "A large offloaded value: Location is a presigned URL of it"},
+        **_errors(400, "404-value", 503),
+    },
+    tags=["runs"],
+)
+def get_state_value(run_id: RunId, key: StateKey):
+    service = current_app().service
+    run = service.get_run(run_id, _owner())
+    name = unquote(key)
+    text = run.state.get(name)
+    if text is None:
+        raise NotFoundError(f"run {run_id!r} has no state key {name!r}")
+    ref = parse_ref(text)
+    if ref is None:  # kept in the run: its JSON as stored
+        return Response(200, content_types.APPLICATION_JSON, text)
+    if service.blobs is None:
+        raise NotFoundError(
+            f"run {run_id!r}: the value of {name!r} is offloaded and no blob store is configured"
+        )
+    presign = getattr(service.blobs.store, "presigned_url", None)
+    if ref.size > VALUE_INLINE_MAX_BYTES and presign is not None:
+        url = presign(ref.key(run_id))
+        if url is None:
+            raise NotFoundError(f"value {ref.sha256} of run {run_id!r} is not in the blob store (expired?)")
+        return Response(303, content_types.APPLICATION_JSON, "", headers={"Location": url})
+    return Response(200, content_types.APPLICATION_JSON, service.blobs.text(run_id, ref))
 
 
 @router.post(

@@ -15,7 +15,7 @@ from moto import mock_aws
 import flowforge.local.stack
 from engine.service import RunService
 from flowforge.local.stack import create_resources
-from functions.runtime import App, build_app
+from functions.runtime import App, AwsClients, build_app
 from functions.settings import Settings
 from tests.functional.pump import VirtualClock, patch_moto
 
@@ -71,7 +71,7 @@ def aws(monkeypatch, clock):
 
 def moto_app() -> App:
     """The functions' App as deployed: settings from the environment, clients on moto."""
-    return build_app(Settings.from_env(), functools.cache(lambda name: session().client(name)))
+    return build_app(Settings.from_env(), AwsClients(session()))
 
 
 def service_app(service: RunService) -> App:

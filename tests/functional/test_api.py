@@ -21,6 +21,7 @@ from engine.errors import StoreUnavailableError
 from engine.memory import InMemoryRunStore, InMemoryStepQueue
 from engine.service import RunService
 from functions.api.app import build_resolver, handler
+from functions.api.body import MAX_BODY_BYTES
 from functions.api.docs import FlowForgeResolver
 from functions.runtime import set_app
 from tests.functional import fixtures as moto
@@ -367,15 +368,16 @@ def test_invalid_json_is_400(service, call):
     assert "line 1" in error["message"]
 
 
-def test_body_over_one_mebibyte_is_413_before_parsing(service, call):
-    # GIVEN a body over 1 MiB that is not even JSON
-    body = "x" * (1024 * 1024 + 1)
+def test_body_over_the_limit_is_413_before_parsing(service, call):
+    # GIVEN a body one byte over 5.5 MiB that is not even JSON
+    body = "x" * (MAX_BODY_BYTES + 1)
 
     # WHEN it is posted
     error = assert_error(call("POST", "/graph/create", body=body), 413, "body_too_large")
 
     # THEN the size was refused first
-    assert error["details"] == {"limit": 1024 * 1024}
+    assert MAX_BODY_BYTES == 5632 * 1024
+    assert error["details"] == {"limit": MAX_BODY_BYTES}
 
 
 def test_a_non_json_content_type_is_415(service, call):
@@ -582,6 +584,7 @@ def test_openapi_json_documents_every_route_and_the_error_shape(service, call):
         "/graph/{graph_id}",
         "/graph/run",
         "/graph/state/{run_id}",
+        "/graph/state/{run_id}/values/{key}",
         "/graph/run/{run_id}/cancel",
         "/graph/run/{run_id}/redrive",
         "/tools",
@@ -589,6 +592,9 @@ def test_openapi_json_documents_every_route_and_the_error_shape(service, call):
         "/callbacks/{token}/heartbeat",
     }
     assert set(spec["paths"]["/callbacks/{token}"]["post"]["responses"]) >= {"200", "400", "404", "409"}
+    values = spec["paths"]["/graph/state/{run_id}/values/{key}"]["get"]
+    assert set(values["responses"]) == {"200", "303", "400", "404", "500", "503"}
+    assert [p["name"] for p in values["parameters"]] == ["run_id", "key"]
     schemas = spec["components"]["schemas"]
     run_request = schemas["RunRequest"]
     assert run_request["additionalProperties"] is False

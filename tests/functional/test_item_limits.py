@@ -76,7 +76,9 @@ def test_keys_at_the_byte_limit_are_listed_in_a_bounded_log_marker(service, pump
 
 def test_a_step_record_over_dynamodbs_item_limit_fails_the_run_at_once(service, pump):
     # the state cap can be configured above what one item holds: the slot is measured
-    # before it is written and the step fails the run with StateTooLargeError
+    # before it is written and the step fails the run with StateTooLargeError (without a
+    # state bucket, FLOWFORGE_STATE_BUCKET unset: with one the value would be offloaded)
+    service.blobs = None
     service.max_state_bytes = 1024 * 1024
     graph = one_node("test_blob", size=MAX_ITEM_BYTES)
 
@@ -139,7 +141,9 @@ FAN_OUT_BLOBS = {
 
 def test_a_map_item_or_branch_result_over_the_item_limit_fails_at_its_first_attempt(service, pump):
     # regression: an execution's record over DynamoDB's 400 KB item was refused on every
-    # delivery and the dead-letter queue failed the run as StepDeliveryFailed
+    # delivery and the dead-letter queue failed the run as StepDeliveryFailed (on a stack
+    # without a state bucket: with one, a large result is offloaded, test_blobs.py)
+    service.blobs = None
     graph, state = FAN_OUT_BLOBS, {"sizes": [1, MAX_ITEM_BYTES, 2]}
     run_id = service.start_run(service.create_graph(graph).graph_id, state).run_id
 

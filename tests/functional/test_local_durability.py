@@ -56,7 +56,15 @@ def table(moto, dynamodb, request):
         aws_secret_access_key="testing",
     )
     name = re.sub(r"[^A-Za-z0-9_-]", "-", request.node.name)[-30:].strip("_-")  # a table of its own per test
-    return create_resources({"dynamodb": dynamodb, "sqs": sqs}, DEFAULT_TEMPLATE, stack_name=name)["table"]
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=moto.endpoint,
+        region_name=REGION,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    clients = {"dynamodb": dynamodb, "sqs": sqs, "s3": s3}
+    return create_resources(clients, DEFAULT_TEMPLATE, stack_name=name.lower())["table"]
 
 
 @pytest.fixture

@@ -138,7 +138,9 @@ def test_unknown_batch_item_ids_fail_the_whole_batch():
 def stack(client, request):
     name = request.node.name[-30:].strip("_")  # a table of its own per test
     return create_resources(
-        {"dynamodb": client("dynamodb"), "sqs": client("sqs")}, DEFAULT_TEMPLATE, stack_name=name
+        {"dynamodb": client("dynamodb"), "sqs": client("sqs"), "s3": client("s3")},
+        DEFAULT_TEMPLATE,
+        stack_name=name.lower(),
     )
 
 

@@ -181,8 +181,10 @@ def test_a_timed_out_node_is_redriven(service, pump):
 
 
 def test_a_run_failed_by_its_state_cap_is_redriven_with_a_smaller_input(service, pump):
-    # GIVEN a run whose node's update would put the state over the cap
-    run_id = start(service, BIG, {"blob_bytes": service.max_state_bytes})
+    # GIVEN a run whose node's update would put the state over the cap (the whole state's:
+    # the large value is offloaded to the state bucket, so the stored state's cap holds)
+    service.max_total_state_bytes = 512 * 1024
+    run_id = start(service, BIG, {"blob_bytes": service.max_total_state_bytes})
     pump.drain()
     assert service.get_run(run_id).error["type"] == "StateTooLargeError"
 
@@ -526,7 +528,9 @@ def test_a_patch_is_checked_like_an_input_state(service, pump):
     )
     not_object = assert_error(redrive(run_id, [1]), 400, "invalid_request")  # type: ignore[arg-type]
     long_key = assert_error(redrive(run_id, {"k" * 1025: 1}), 400, "invalid_state")
-    too_large = assert_error(redrive(run_id, {"blob": "x" * service.max_state_bytes}), 413, "state_too_large")
+    # (values under the offload threshold: they stay in the run, over its stored cap)
+    inline = {f"k{i}": "x" * 30_000 for i in range(service.max_state_bytes // 30_000 + 1)}
+    too_large = assert_error(redrive(run_id, inline), 413, "state_too_large")
     unknown_field = assert_error(
         call("POST", f"/graph/run/{run_id}/redrive", body={"patch": {}}), 400, "invalid_request"
     )

@@ -73,8 +73,8 @@ HOSTILE_HTTP = [
     ("wrong-types-graph", "POST", CREATE, {"json_body": {"start": 1, "nodes": [], "max_steps": "9"}}, 400, "invalid_graph"),
     ("wrong-types-run", "POST", RUN, {"json_body": {"graph_id": 5, "state": [], "background": "yes"}}, 400, "invalid_request"),
     ("unknown-field", "POST", RUN, {"json_body": {"graph_id": "g", "eval": "1"}}, 400, "invalid_request"),
-    ("huge-body", "POST", CREATE, {"body": "x" * (2 * 1024 * 1024)}, 413, "body_too_large"),
-    ("huge-unicode-body", "POST", RUN, {"body": '{"graph_id": "' + "é" * 600_000 + '"}'}, 413, "body_too_large"),
+    ("huge-body", "POST", CREATE, {"body": "x" * (6 * 1024 * 1024)}, 413, "body_too_large"),
+    ("huge-unicode-body", "POST", RUN, {"body": '{"graph_id": "' + "é" * 3_000_000 + '"}'}, 413, "body_too_large"),
     ("deep-array-body", "POST", CREATE, {"body": deep(10_000)}, 400, "invalid_json"),
     ("deep-object-body", "POST", CREATE, {"body": '{"a":' * 10_000 + "1" + "}" * 10_000}, 400, "invalid_json"),
     ("deep-state", "POST", RUN, {"body": '{"graph_id": "g", "state": {"a": ' + deep(10_000) + "}}"}, 400, "invalid_json"),
@@ -100,7 +100,10 @@ HOSTILE_HTTP = [
     ("code-rule", "POST", CREATE, {"json_body": branch({"lambda": "state: True"})}, 400, "invalid_graph"),
     ("var-not-a-path", "POST", CREATE, {"json_body": branch({"var": ["__class__"], "eq": 1})}, 400, "invalid_graph"),
     ("deep-rule", "POST", CREATE, {"json_body": branch(json.loads('{"not":' * 40 + '{"var": "a", "exists": true}' + "}" * 40))}, 400, "invalid_graph"),
-    ("state-over-limit", "POST", RUN, {"json_body": {"graph_id": "<graph>", "state": {"blob": "x" * 300_000}}}, 413, "state_too_large"),
+    # values under the offload threshold stay in the run: together over its 256 KiB cap
+    ("state-over-limit", "POST", RUN, {"json_body": {"graph_id": "<graph>", "state": {f"k{i}": "x" * 30_000 for i in range(10)}}}, 413, "state_too_large"),
+    # one value offloaded to the state bucket, but over the whole state's cap
+    ("state-over-total", "POST", RUN, {"json_body": {"graph_id": "<graph>", "state": {"blob": "x" * 5_500_000}}, "total": 4_000_000}, 413, "state_too_large"),
     ("state-not-object", "POST", RUN, {"json_body": {"graph_id": "<graph>", "state": "x"}}, 400, "invalid_request"),
     ("bad-limit", "GET", "/graphs", {"query": {"limit": "-1"}}, 400, "invalid_request"),
     ("limit-not-a-number", "GET", "/graphs", {"query": {"limit": "1e9; drop table"}}, 400, "invalid_request"),
@@ -132,6 +135,11 @@ def queued(stack, aws) -> int:
     return sum(int(v) for v in attributes["Attributes"].values())
 
 
+def bucket(stack, aws) -> set[str]:
+    listing = aws.client("s3").list_objects_v2(Bucket=stack["bucket"]).get("Contents", [])
+    return {o["Key"] for o in listing}
+
+
 def assert_clear_error(reply: Reply, status: int, code: str) -> dict[str, Any]:
     """A 4xx in the API's one error shape, saying something, with no trace."""
     assert reply.status == status, reply.text[:500]
@@ -155,7 +163,9 @@ def test_hostile_requests_get_a_clear_4xx_and_store_nothing(
         request_kwargs = {**request_kwargs, "json_body": json.loads(text)}
     if isinstance(request_kwargs.get("body"), str):
         request_kwargs = {**request_kwargs, "body": request_kwargs["body"].replace("<graph>", graph_id)}
-    before, messages = stored(stack, aws), queued(stack, aws)
+    if "total" in request_kwargs:  # MaxTotalStateBytes
+        service.max_total_state_bytes = request_kwargs.pop("total")
+    before, messages, objects = stored(stack, aws), queued(stack, aws), bucket(stack, aws)
 
     # WHEN the hostile request arrives
     reply = call(api_handler, method, path, **request_kwargs)
@@ -164,6 +174,7 @@ def test_hostile_requests_get_a_clear_4xx_and_store_nothing(
     assert_clear_error(reply, status, code)
     assert stored(stack, aws) == before
     assert queued(stack, aws) == messages
+    assert bucket(stack, aws) == objects
 
 
 def test_every_problem_of_a_hostile_graph_is_listed_with_its_path(service):

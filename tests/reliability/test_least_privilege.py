@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from engine import default_registry
 from functions.api.app import handler as api_handler
 from functions.aws import dynamodb_codec as codec
 from functions.dlq import app as dlq_app
@@ -53,6 +54,9 @@ OWN_RESOURCES = [
     {"Ref": "BedrockModelArns"},
     # the callback key (a Secrets Manager secret of this stack; Ref is its ARN)
     {"Ref": "CallbackKey"},
+    # the state bucket's run values (and, to tell a missing object from a denied one, its listing)
+    {"Fn::Sub": "${StateBucket.Arn}/runs/*"},
+    {"Fn::GetAtt": ["StateBucket", "Arn"]},
 ]  # fmt: skip
 PARAMETER_SETS = [
     {},
@@ -287,6 +291,16 @@ def allowed_actions(cfn: dict[str, Any], function: str) -> set[str]:
     }
 
 
+@default_registry.tool("rel_big")
+async def rel_big(state, ctx):
+    """Reads the large ``big`` and writes another large value."""
+    return {"n": len(state["big"]), "more": "m" * 50_000}
+
+
+#: Operations whose IAM action has another name.
+IAM_ACTIONS = {"s3:HeadObject": "s3:GetObject"}
+
+
 class CallsByFunction:
     """The AWS operations made while each function's handler ran (botocore hooks)."""
 
@@ -300,7 +314,7 @@ class CallsByFunction:
     def _record(self, model, **_):
         if self.acting is not None:
             action = f"{model.service_model.signing_name}:{model.name}"
-            self.made.setdefault(self.acting, set()).add(action)
+            self.made.setdefault(self.acting, set()).add(IAM_ACTIONS.get(action, action))
 
     def run(self, function: str, handler, *args, **kwargs):
         self.acting = function
@@ -315,6 +329,7 @@ def test_every_call_a_function_makes_is_allowed_by_its_role(service, stack, aws,
     calls = CallsByFunction()
     calls.watch(service.store.client)
     calls.watch(service.queue.client)
+    calls.watch(service.blobs.store.client)
     pump = QueuePump(aws.client("sqs"), stack["queue_url"], clock, step_app.handler)
     graph = {"start": "a", "nodes": {"a": {"fn": "rel_noop", "next": "b"}, "b": {"fn": "rel_noop"}}}
 
@@ -352,10 +367,22 @@ def test_every_call_a_function_makes_is_allowed_by_its_role(service, stack, aws,
         "/graph/run",
         json_body={"graph_id": fanout_graph, "state": {"xs": [1, 2]}, "background": True},
     ).json["run_id"]
+    # ... a run with large values (offloaded at its start and by its step, which reads one)
+    big_graph = api("POST", "/graph/create", json_body={"start": "w", "nodes": {"w": {"fn": "rel_big"}}}).json
+    large = api(
+        "POST",
+        "/graph/run",
+        json_body={"graph_id": big_graph["graph_id"], "state": {"big": "b" * 2_000_000}, "background": True},
+    ).json["run_id"]
+    service.blobs = type(service.blobs)(service.blobs.store)  # the step function's own container
     calls.acting = "StepFunction"
     pump.drain()
     calls.acting = None
     api("GET", f"/graph/state/{runs[2]}")
+    assert api("GET", f"/graph/state/{large}/values/big").status == 303  # presigned, after a HEAD
+    service.blobs = type(service.blobs)(service.blobs.store, offload_bytes=1024)  # nothing cached
+    assert api("GET", f"/graph/state/{large}/values/more").status == 200
+    assert api("GET", f"/graph/state/{large}/values/n").json == 2_000_000
     assert api("GET", f"/graph/state/{fanout_run}").json["state"]["ys"] == [10, 21]
     # ... a failed map redriven (its failed item alone)
     failing = {
@@ -424,6 +451,8 @@ def test_every_call_a_function_makes_is_allowed_by_its_role(service, stack, aws,
     assert set(calls.made) == {"ApiFunction", "DlqFunction", "StepFunction", "SweeperFunction"}
     assert {"dynamodb:PutItem", "dynamodb:Query"} <= calls.made["SweeperFunction"]
     assert "dynamodb:UpdateItem" in calls.made["StepFunction"]  # the fan-out's claims
+    assert {"s3:PutObject", "s3:GetObject"} <= calls.made["ApiFunction"]  # offloads at start, values
+    assert {"s3:PutObject", "s3:GetObject"} <= calls.made["StepFunction"]
     denied = {f: sorted(made - allowed_actions(cfn, f)) for f, made in calls.made.items()}
     assert denied == {f: [] for f in calls.made}
 

@@ -163,6 +163,9 @@ def test_request_nesting_limit(service):
 
 
 def test_initial_state_size_limit(service):
+    # on a stack without a state bucket (FLOWFORGE_STATE_BUCKET unset); with one, this
+    # value is offloaded and the cap counts its reference (tests/functional/test_state_values.py)
+    service.blobs = None
     graph_id = greet(service)
     # counted as compact UTF-8 JSON, with one separator byte per key
     overhead = len(json.dumps({"s": ""}, separators=(",", ":"))) + 1
@@ -281,6 +284,7 @@ def run_on_the_queue(service, stack, aws, clock, graph: dict[str, Any], state: d
 
 
 def test_a_step_that_grows_the_state_past_its_limit_fails_the_run(service, stack, aws, clock):
+    service.blobs = None  # without a state bucket: with one, the value would be offloaded
     grow = {"start": "a", "nodes": {"a": {"fn": "rel_grow", "params": {"size": DEFAULT_MAX_STATE_BYTES}}}}
 
     run, logs, _ = run_on_the_queue(service, stack, aws, clock, grow, {"kept": 1})
@@ -292,6 +296,9 @@ def test_a_step_that_grows_the_state_past_its_limit_fails_the_run(service, stack
 
 
 def test_a_log_entry_shows_a_result_up_to_its_limit(service, stack, aws, clock):
+    # without a state bucket: with one, a value this large is offloaded and its log entry
+    # shows the reference (tests/functional/test_state_values.py)
+    service.blobs = None
     size = MAX_LOG_RESULT_BYTES  # "blob":"xx...", is 10 bytes more than size: over the limit
     grow = {
         "start": "a",

@@ -150,7 +150,11 @@ def test_create_resources_returns_the_functions_environment(session):
 
 
 def test_create_resources_takes_parameters(session):
-    clients = {"dynamodb": session.client("dynamodb"), "sqs": session.client("sqs")}
+    clients = {
+        "dynamodb": session.client("dynamodb"),
+        "sqs": session.client("sqs"),
+        "s3": session.client("s3"),
+    }
 
     created = create_resources(clients, parameters={"StepTimeoutSeconds": "60", "StallAfterSeconds": 30})
 

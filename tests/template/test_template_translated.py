@@ -21,6 +21,7 @@ HTTP_ROUTES = {
     ("get", "/runs"),
     ("post", "/graph/run"),
     ("get", "/graph/state/{run_id}"),
+    ("get", "/graph/state/{run_id}/values/{key}"),
     ("post", "/graph/run/{run_id}/cancel"),
     ("post", "/graph/run/{run_id}/redrive"),
     ("get", "/tools"),
@@ -395,9 +396,10 @@ def test_no_inline_statement_grants_every_action_or_every_resource(tracing):
 def test_each_role_reaches_only_the_stack_resources_its_function_uses():
     roles = resources_of_type(translate(), "AWS::IAM::Role")
     expected = {
-        "ApiFunctionRole": {"Table", "StepQueue", "CallbackKey"},
+        # the state bucket: a run's large values (tests/template/test_state_bucket.py)
+        "ApiFunctionRole": {"Table", "StepQueue", "CallbackKey", "StateBucket"},
         # and the models llm nodes call; the callback key makes callback nodes' tokens
-        "StepFunctionRole": {"Table", "StepQueue", "BedrockModelArns", "CallbackKey"},
+        "StepFunctionRole": {"Table", "StepQueue", "BedrockModelArns", "CallbackKey", "StateBucket"},
         "DlqFunctionRole": {"Table"},
         "SweeperFunctionRole": {"Table", "StepQueue"},
         "WsFunctionRole": {"Table", "WebSocketApi"},

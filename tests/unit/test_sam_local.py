@@ -72,6 +72,8 @@ def test_env_local_points_at_the_local_stacks_resources_and_ports(env_local):
             f":{defaults.moto_port}/{ACCOUNT_ID}/flowforge-StepQueue"
         )
         assert variables["FLOWFORGE_WS_ENDPOINT"].endswith(f":{defaults.port}")
+        # sam local resolves !Ref StateBucket to the logical id: the local bucket's name instead
+        assert variables["FLOWFORGE_STATE_BUCKET"] == "flowforge-statebucket"
 
 
 @pytest.fixture
