@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 from typing import Any
 
 import aiohttp
@@ -25,6 +24,7 @@ from aiohttp import WSMsgType, web
 
 from engine.errors import NotFoundError
 from flowforge.client import HTTP_TIMEOUT_S, ClientError, Endpoint
+from flowforge.local.gateway import shown_path
 from functions.api import console as pages
 
 log = logging.getLogger("flowforge.console")
@@ -36,13 +36,6 @@ _RETURNED = ("Content-Type", "Allow", "Retry-After")
 _PAGES = ("/console", "/console/edit")
 _PAGE_PREFIXES = ("/console/graphs/", "/console/runs/")
 _ASSETS = "/console/assets/"
-#: A callback's token in a URL: a credential, so kept out of log lines.
-_TOKEN = re.compile(r"(/callbacks/)[^/?#]+")
-
-
-def _shown(url: str) -> str:
-    """``url`` as a log line may show it: a callback token replaced by an ellipsis."""
-    return _TOKEN.sub(r"\1…", url)
 
 
 class ConsoleProxy:
@@ -114,7 +107,9 @@ class ConsoleProxy:
                 returned = {name: upstream.headers[name] for name in _RETURNED if name in upstream.headers}
                 return web.Response(status=upstream.status, body=payload, headers=returned)
         except (aiohttp.ClientError, TimeoutError) as exc:
-            log.warning("%s %s: %s", request.method, _shown(url), _shown(str(exc) or type(exc).__name__))
+            log.warning(
+                "%s %s: %s", request.method, shown_path(url), shown_path(str(exc) or type(exc).__name__)
+            )
             message = f"cannot reach {self.endpoint.http}: {exc or type(exc).__name__}"
             return web.json_response({"error": {"code": "unavailable", "message": message}}, status=502)
 

@@ -44,6 +44,15 @@ MAX_HTTP_BODY = 10 * 1024 * 1024
 MAX_WS_MESSAGE = 128 * 1024
 _CONNECTIONS = re.compile(r"^(?:/[^/@]+)?/@connections/(?P<id>[^/]+)$")
 _WS_LOGS = re.compile(r"^/ws/logs/(?P<run_id>[^/]+)$")
+#: A callback's token in a URL: a credential, so kept out of log lines.
+_TOKEN = re.compile(r"(/callbacks/)[^/?#]+")
+
+
+def shown_path(url: str) -> str:
+    """``url`` (or a path) as a log line may show it: a callback token replaced by an ellipsis."""
+    return _TOKEN.sub(r"\1…", url)
+
+
 _WS_PATHS = ("/", "/ws")
 _HOP_BY_HOP = frozenset({"connection", "content-length", "transfer-encoding", "keep-alive", "upgrade"})
 
@@ -210,7 +219,9 @@ class Gateway:
         started = time.monotonic()
         response = await self._http(request)
         elapsed_ms = (time.monotonic() - started) * 1000
-        log.info("%s %s → %s (%.0f ms)", request.method, request.path_qs, response.status, elapsed_ms)
+        log.info(
+            "%s %s → %s (%.0f ms)", request.method, shown_path(request.path_qs), response.status, elapsed_ms
+        )
         return response
 
     async def _http(self, request: web.Request) -> web.Response:

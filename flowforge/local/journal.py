@@ -12,9 +12,12 @@ compacted, and put back into the table.
 Any cut of the journal is a consistent table: a step commits by writing one item (its
 slot, see functions/aws/dynamodb_codec.py) and the run item is only a snapshot that
 readers complete from the slots after it, so whatever prefix of the writes survived is a
-state the table really had. Slots without their run item (impossible unless the journal
-was edited) are dropped. Connection items are session state and die with their sockets;
-expired items (TTL) are dropped as DynamoDB would.
+state the table really had. Items of a run's partition without its run item (impossible
+unless the journal was edited) are dropped. Connection items are session state and die
+with their sockets; expired items (TTL) are dropped as DynamoDB would. Everything else
+is kept: graphs, runs and their slots, the items that list runs, fan-outs and their
+executions, waits (a waiting run is answered after a restart as before it), and the
+runs each principal holds.
 """
 
 from __future__ import annotations
@@ -33,9 +36,12 @@ from typing import Any
 log = logging.getLogger("flowforge.local")
 
 Item = dict[str, Any]
-#: Item kinds the restore keeps (see functions/aws/dynamodb_codec.py). Anything else is
-#: WebSocket session state (connections, subscriptions) that cannot outlive its socket.
-DURABLE_KINDS = frozenset({"graph", "run", "log", "finish"})
+#: Item kinds the restore drops: WebSocket session state (connections, subscriptions)
+#: that cannot outlive its socket. Every other item is durable (see
+#: functions/aws/dynamodb_codec.py for the layout).
+SESSION_KINDS = frozenset({"conn", "sub"})
+#: The partition key prefix of a run's items: the run item and whatever belongs to it.
+RUN_PARTITION = "RUN#"
 _BATCH_WRITE_MAX = 25
 
 
@@ -240,15 +246,16 @@ def restorable(items: Iterable[Item], now: float | None = None) -> Restored:
     dropped = 0
     for item in items:
         expires_at = _number(item, "expires_at")
-        if _string(item, "kind") not in DURABLE_KINDS or (expires_at is not None and expires_at < now):
+        if _string(item, "kind") in SESSION_KINDS or (expires_at is not None and expires_at < now):
             dropped += 1
         else:
             kept.append(item)
     runs = {_string(i, "pk"): i for i in kept if _string(i, "kind") == "run"}
     restored = Restored(dropped=dropped)
     for item in kept:
-        if _string(item, "kind") in ("log", "finish") and _string(item, "pk") not in runs:
-            restored.dropped += 1
+        pk = _string(item, "pk") or ""
+        if pk.startswith(RUN_PARTITION) and pk not in runs:
+            restored.dropped += 1  # a run's slot, fan-out, wait or listing without the run
             continue
         restored.items.append(item)
     restored.running = [

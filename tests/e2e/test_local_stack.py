@@ -307,6 +307,50 @@ def test_a_run_in_flight_survives_kill_9_and_finishes_after_restart(own_stack: L
     assert "1 run resumed" in own_stack.log()
 
 
+def test_runs_lists_map_executions_and_waiting_runs_survive_a_restart(own_stack: LocalStack):
+    own_stack.start()
+    approval = json.loads((ROOT / "workflows" / "graphs" / "approval.json").read_text())
+
+    async def before_the_crash() -> tuple[dict, dict]:
+        async with aiohttp.ClientSession() as session:
+            # a finished summarization run (its map's fan-out and executions) and a run
+            # waiting at its review node (its wait)
+            graph_id = await create(session, own_stack, SUMMARIZATION)
+            body = {"graph_id": graph_id, "state": SUMMARIZATION_STATE}
+            _, done = await call(session, "POST", f"{own_stack.url}/graph/run", body)
+            assert done["status"] == "completed", done
+            graph_id = await create(session, own_stack, approval)
+            body = {"graph_id": graph_id, "state": {"topic": "tides"}}
+            _, waiting = await call(session, "POST", f"{own_stack.url}/graph/run", body)
+            assert waiting["status"] == "waiting", waiting
+            return done, waiting
+
+    done, waiting = run(before_the_crash())
+    own_stack.kill()
+    own_stack.start()
+
+    async def after_the_restart() -> dict:
+        async with aiohttp.ClientSession() as session:
+            # the runs are still listed
+            _, listed = await call(session, "GET", f"{own_stack.url}/runs")
+            assert {done["run_id"], waiting["run_id"]} <= {r["run_id"] for r in listed["runs"]}
+            # the finished run reads as it did, every map execution in its log
+            _, again = await call(session, "GET", f"{own_stack.url}/graph/state/{done['run_id']}")
+            assert (again["status"], again["state"], again["logs"]) == (
+                done["status"],
+                done["state"],
+                done["logs"],
+            )
+            # and the waiting run takes its answer and completes
+            answer = {"status": "approved", "output": {"by": "ann"}}
+            status, _ = await call(session, "POST", waiting["waiting"]["callback_url"], answer)
+            assert status == 200
+            return await wait_for(session, own_stack, waiting["run_id"], lambda v: v["done"], timeout=15)
+
+    finished = run(after_the_restart())
+    assert finished["status"] == "completed" and finished["state"]["review"] == {"by": "ann"}
+
+
 def test_quick_run_script_prints_the_final_state_and_logs(stack):
     script = ROOT / "tests" / "quick_run.sh"
     result = subprocess.run(

@@ -243,3 +243,20 @@ def test_a_path_parameter_with_a_newline_still_reaches_its_route():
             assert (await response.json())["params"] == {"graph_id": "a\nb\r"}
 
     run(test)
+
+
+def test_a_callback_token_in_a_request_path_is_not_written_to_the_log(caplog):
+    # GIVEN the gateway logging each request (--log-level INFO)
+    caplog.set_level("INFO", logger="flowforge.local")
+    token = "r1.2.c2VjcmV0LW1hYw"
+
+    async def test(session, url, stand_ins, gateway):
+        # WHEN a callback is answered (the route is unknown to this gateway: the log line is the same)
+        async with session.post(f"{url}/callbacks/{token}/heartbeat?x=1", json={}) as response:
+            assert response.status == 404
+
+    run(test)
+    # THEN the request is logged, its token (a credential) shown as an ellipsis
+    lines = [r.getMessage() for r in caplog.records if "/callbacks/" in r.getMessage()]
+    assert lines and all("/callbacks/…/heartbeat?x=1" in line for line in lines)
+    assert token not in caplog.text

@@ -73,6 +73,37 @@ def test_connections_expired_items_and_orphan_logs_are_not_restored():
     assert restored.dropped == 4
 
 
+def test_everything_but_session_state_is_kept_with_its_run():
+    # GIVEN a run at a map (its fan-out and an execution slot), a waiting run's wait, the
+    # items that list the runs, and a principal's running runs
+    pk = S("RUN#r")
+    items = [
+        run("r", 3),
+        {"pk": pk, "sk": S("LISTED"), "kind": S("listed"), "gsi1pk": S("RUNS"), "gsi1sk": S("t#r")},
+        {"pk": pk, "sk": S("FAN#0000000001"), "kind": S("fanout"), "n": N(1)},
+        {"pk": pk, "sk": S("LOG#0000000001"), "kind": S("exec"), "seq": N(1)},
+        run("w", 1, "waiting"),
+        {"pk": S("RUN#w"), "sk": S("WAIT#0000000000"), "kind": S("wait"), "status": S("pending")},
+        {"pk": S("OWNER#arn:aws:iam::1:user/a"), "sk": S("RUNNING"), "kind": S("running")},
+    ]
+    # WHEN it is restored
+    restored = restorable(items, now=0)
+    # THEN every item is put back, and only the running run is resumed
+    assert restored.items == items and restored.dropped == 0
+    assert restored.running == ["r"]
+
+
+def test_a_runs_items_without_the_run_are_dropped():
+    ghost = S("RUN#ghost")
+    items = [
+        {"pk": ghost, "sk": S("LISTED"), "kind": S("listed")},
+        {"pk": ghost, "sk": S("FAN#0000000001"), "kind": S("fanout")},
+        {"pk": ghost, "sk": S("WAIT#0000000000"), "kind": S("wait")},
+    ]
+    restored = restorable(items, now=0)
+    assert restored.items == [] and restored.dropped == 3
+
+
 def test_the_journal_folds_removals_skips_a_torn_line_and_compacts(tmp_path):
     path = tmp_path / "journal.jsonl"
     journal = Journal(path)
