@@ -128,6 +128,8 @@ def redrive(
     except BaseException:
         running.release(service, run.owner, run_id)
         raise
+    if service.blobs is not None:  # a redrive's requests are not in the run's cost: forget them
+        service.blobs.take_usage(run_id)
     if carried is not None:
         service.fanouts.reopen(redriven, graph, node, carried.prior, carried.items)
     else:

@@ -318,7 +318,9 @@ def get_state_value(run_id: RunId, key: StateKey):
         if url is None:
             raise NotFoundError(f"value {ref.sha256} of run {run_id!r} is not in the blob store (expired?)")
         return Response(303, content_types.APPLICATION_JSON, "", headers={"Location": url})
-    return Response(200, content_types.APPLICATION_JSON, service.blobs.text(run_id, ref))
+    text = service.blobs.text(run_id, ref)
+    service.blobs.take_usage(run_id)  # reads of values are not in the run's cost: nothing kept
+    return Response(200, content_types.APPLICATION_JSON, text)
 
 
 @router.post(

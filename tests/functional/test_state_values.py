@@ -112,6 +112,7 @@ def test_the_values_route_streams_a_small_offloaded_value_and_redirects_a_large_
     text = "é" * (VALUE_INLINE_MAX_BYTES // 2)  # 2 bytes each in UTF-8: over the limit
     run_id = start(writer("out", 100), {"small": "s" * 40_000, "large": text, "n": [1, {"a": None}]})
     pump.drain()
+    service.blobs = type(service.blobs)(service.blobs.store)  # the API's own container: no cache
 
     # WHEN each is fetched
     inline = api("GET", f"/graph/state/{run_id}/values/n")
@@ -122,6 +123,8 @@ def test_the_values_route_streams_a_small_offloaded_value_and_redirects_a_large_
     # presigned URL of its object, which answers the value
     assert inline.status == 200 and inline.json == [1, {"a": None}]
     assert small.status == 200 and small.json == "s" * 40_000
+    # (regression: the API container kept counting its reads for a commit that never comes)
+    assert set(service.blobs.take_usage(run_id).values()) == {0}
     assert large.status == 303 and large.text == ""
     location = large.headers["Location"]
     assert f"runs/{run_id}/" in location and "X-Amz-Signature=" in location
@@ -197,3 +200,28 @@ def test_map_results_over_the_threshold_are_offloaded_and_joined_from_s3(service
     assert api("GET", f"/graph/state/{run_id}").json["status"] == "completed"
     reply = api("GET", f"/graph/state/{run_id}/values/out")
     assert reply.status == 200 and reply.json == ["z", "z" * (EDGE + 1), "zz"]
+
+
+@default_registry.tool("values_fragile")
+async def values_fragile(state, ctx):
+    """Fails until the state says ``ok``."""
+    if not state.get("ok"):
+        raise ValueError("not ok yet")
+    return {"done": len(state["big"])}
+
+
+def test_a_redrive_offloads_a_large_patch_and_keeps_no_count_behind(service, pump):
+    run_id = start({"start": "f", "nodes": {"f": {"fn": "values_fragile"}}}, {})
+    pump.drain()
+    assert api("GET", f"/graph/state/{run_id}").json["status"] == "failed"
+
+    reply = api(
+        "POST", f"/graph/run/{run_id}/redrive", json_body={"state_patch": {"ok": True, "big": "b" * 50_000}}
+    )
+    # (regression: the API container kept counting the patch's offload for a commit that never comes)
+    assert reply.status == 200 and set(service.blobs.take_usage(run_id).values()) == {0}
+    pump.drain()
+
+    view = api("GET", f"/graph/state/{run_id}").json
+    assert view["status"] == "completed" and view["state"]["done"] == 50_000
+    assert REF_FIELD in view["state"]["big"]
