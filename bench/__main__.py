@@ -23,6 +23,7 @@ BENCHMARKS: dict[str, str] = {
     "engine": "bench.engine_overhead",
     "coldstart": "bench.cold_start",
     "validation": "bench.validation",
+    "frames": "bench.log_frames",
     "aws": "bench.aws_cost",
     "runcost": "bench.run_cost",
     "fanout": "bench.fanout",

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 #: API Gateway's limit for one WebSocket message (128 KB); kept a little under it.
@@ -20,9 +21,12 @@ _ESSENTIAL = ("run_id", "seq", "node", "status", "attempt", "duration_ms", "ts",
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
 
 
-def log_message(run_id: str, entry: dict[str, Any]) -> dict[str, Any]:
+def log_message(run_id: str, entry: Mapping[str, Any]) -> dict[str, Any]:
     """A log entry as clients receive it (DESIGN.md §6); a map item's execution also says
-    its ``index``, a parallel branch's its ``branch``; a tool's ``notes`` come along."""
+    its ``index``, a parallel branch's its ``branch``; a tool's ``notes`` come along.
+
+    Built once per entry, when it is committed: its JSON is what the store keeps and
+    what the WebSocket sends (:func:`engine.logentry.stored_entry`)."""
     message = {
         "run_id": run_id,
         "seq": entry["seq"],

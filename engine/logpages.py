@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    from engine.logentry import StoredEntry
     from engine.ports import RunRecord
 
 #: Bytes of log-entry JSON one page holds (the run's state comes on top, at most its cap):
@@ -32,15 +33,17 @@ _dumps = json.JSONEncoder(separators=(",", ":")).encode
 
 class RunLog(Protocol):
     """What reading a run's log needs: the run and its entries (a
-    :class:`~engine.ports.RunStore` provides both). Paging reads the entries only.
+    :class:`~engine.ports.RunStore` provides both). Paging reads the entries' fields
+    (``list_logs``), the WebSocket replay their stored text (``list_entries``).
 
-    ``list_logs`` must be strongly consistent: a live-log sender woken by an entry must
-    see it.
+    Both must be strongly consistent: a live-log sender woken by an entry must see it.
     """
 
     def get_run(self, run_id: str) -> RunRecord | None: ...
 
     def list_logs(self, run_id: str, after: int = -1, limit: int = 1000) -> list[dict[str, Any]]: ...
+
+    def list_entries(self, run_id: str, after: int = -1, limit: int = 1000) -> list[StoredEntry]: ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,6 +1,7 @@
 """Live run logs for WebSocket clients: delivery in order, without gaps or duplicates.
 
-The messages themselves are in :mod:`engine.logmessages`.
+The messages themselves are in :mod:`engine.logmessages`; a log entry's message is its
+stored text (:mod:`engine.logentry`, built once at commit), sent as it is.
 
 Two functions deliver a run's log entries to a connection: ``ws`` replays them when the
 client subscribes, ``broadcast`` pushes new ones from the table stream. Both go through
@@ -31,7 +32,8 @@ from typing import Any, Protocol
 from engine.cost import EMPTY, Usage, price
 from engine.errors import FlowForgeError, NotFoundError
 from engine.graph import MAX_STEPS_CAP
-from engine.logmessages import MAX_MESSAGE_BYTES, done_message, encode_message, log_message
+from engine.logentry import StoredEntry
+from engine.logmessages import MAX_MESSAGE_BYTES, done_message, encode_message
 from engine.logpages import RunLog
 from engine.ports import RunRecord
 from engine.prices import LIST_PRICES, PriceTable
@@ -187,8 +189,8 @@ class Pusher(Protocol):
         """ConnectionGoneError if it is closed, PushUnavailableError to retry later."""
 
 
-#: Log messages a LogStream keeps encoded (at most 128 KB each): an entry going out to
-#: many subscribers, or replayed to several, is encoded once.
+#: Log messages a LogStream keeps as frames (at most 128 KB each): an entry going out to
+#: many subscribers, or replayed to several, is turned into bytes once.
 ENCODED_MESSAGES = 32
 
 
@@ -291,9 +293,9 @@ class LogStream:
             self.subs.close_connection(connection_id)
 
     # -- the broadcaster ----------------------------------------------------------------
-    def on_log(self, run_id: str, entry: dict[str, Any], deadline: float | None = None) -> None:
+    def on_log(self, run_id: str, entry: StoredEntry, deadline: float | None = None) -> None:
         """A log entry was committed: bring every subscriber that lacks it up to date."""
-        behind = [s for s in self.subs.subscriptions(run_id) if s.last_seq < entry["seq"]]
+        behind = [s for s in self.subs.subscriptions(run_id) if s.last_seq < entry.seq]
         self._fan_out(behind, hint=entry, deadline=deadline)
 
     def on_run_end(self, run_id: str, deadline: float | None = None, end: RunEnd | None = None) -> None:
@@ -352,7 +354,7 @@ class LogStream:
         run_id: str,
         connection_id: str,
         *,
-        hint: dict[str, Any] | None = None,
+        hint: StoredEntry | None = None,
         end: RunEnd | None = None,
         deadline: float | None = None,
     ) -> None:
@@ -379,7 +381,7 @@ class LogStream:
                         )
                         return
                     self.pusher.post(connection_id, self._log_data(run_id, entry))
-                    sent = entry["seq"]
+                    sent = entry.seq
                     last = i == len(entries) - 1
                     if not last and not self.subs.advance(
                         run_id, connection_id, token, sent, self.clock() + self.lease_s
@@ -414,29 +416,30 @@ class LogStream:
             raise
 
     def _pending(
-        self, sub: Subscription, sent: int, hint: dict[str, Any] | None
-    ) -> tuple[list[dict[str, Any]], bool]:
+        self, sub: Subscription, sent: int, hint: StoredEntry | None
+    ) -> tuple[list[StoredEntry], bool]:
         """Entries to send next, and whether they are all the log holds after ``sent``."""
         if hint is not None and sub.end is None:
-            if hint["seq"] == sent + 1:
+            if hint.seq == sent + 1:
                 return [hint], False
-            if hint["seq"] <= sent:
+            if hint.seq <= sent:
                 return [], False  # already sent; later entries bring their own wake-up
         if sub.end is not None and sent >= sub.end.last_seq:
             return [], True  # every entry of the ended run was sent: only done is left
-        entries = self.runs.list_logs(sub.run_id, after=sent, limit=self.page_size)
+        entries = self.runs.list_entries(sub.run_id, after=sent, limit=self.page_size)
         return entries, len(entries) < self.page_size
 
-    def _log_data(self, run_id: str, entry: dict[str, Any]) -> bytes:
-        """Log entry ``entry`` as clients receive it, encoded once (a committed entry never
-        changes) for every subscriber it goes to."""
-        key = (run_id, entry["seq"])
+    def _log_data(self, run_id: str, entry: StoredEntry) -> bytes:
+        """Log entry ``entry`` as clients receive it: its stored text, the message as it
+        was built at commit (engine/logentry.py), made bytes once (a committed entry
+        never changes) for every subscriber it goes to."""
+        key = (run_id, entry.seq)
         with self._encoded_lock:
             data = self._encoded.get(key)
             if data is not None:
                 self._encoded.move_to_end(key)
                 return data
-        data = encode_message(log_message(run_id, entry), self.max_message_bytes)
+        data = entry.frame(self.max_message_bytes)
         with self._encoded_lock:
             self._encoded[key] = data
             while len(self._encoded) > ENCODED_MESSAGES:

@@ -17,6 +17,7 @@ from typing import Any
 
 from engine.cost import EMPTY, Usage, UsageTally
 from engine.errors import ConflictError
+from engine.logentry import StoredEntry, stored_entry
 from engine.ports import Claim, ExecutionRecord, FanOutRecord, GraphRecord, RunRecord, StepCommit
 from engine.step import LIVE, TERMINAL
 from engine.stepmessage import StepMessage
@@ -31,7 +32,8 @@ class InMemoryRunStore:
         self._lock = threading.Lock()
         self._graphs: dict[str, GraphRecord] = {}
         self._runs: dict[str, RunRecord] = {}
-        self._logs: dict[str, dict[int, dict[str, Any]]] = {}  # run -> step -> entry
+        # run -> step -> entry, kept as stored (immutable: read without a copy)
+        self._logs: dict[str, dict[int, StoredEntry]] = {}
         self._fanouts: dict[tuple[str, int], FanOutRecord] = {}
         self._executions: dict[tuple[str, int], ExecutionRecord] = {}  # (run, step)
         self._claim_steps: dict[tuple[str, int, int, int], int] = {}  # (run, base, index, attempt)
@@ -80,19 +82,23 @@ class InMemoryRunStore:
             return replace(run, state=dict(run.state)) if run else None
 
     def commit_step(self, commit: StepCommit) -> StepCommit:
+        entry = stored_entry(commit.run_id, commit.log, commit.step)
         with self._lock:
             run = self._runs.get(commit.run_id)
             if run is None or run.status not in LIVE or run.step != commit.step:
                 raise ConflictError(f"run {commit.run_id!r} is not running at step {commit.step}")
             self._runs[commit.run_id] = apply_commit(run, commit)
-            self._logs[commit.run_id][commit.step] = copy.deepcopy(commit.log)
+            self._logs[commit.run_id][commit.step] = entry
         return commit
 
     def list_logs(self, run_id: str, after: int = -1, limit: int = 1000) -> list[dict[str, Any]]:
+        return [entry.fields() for entry in self.list_entries(run_id, after, limit)]
+
+    def list_entries(self, run_id: str, after: int = -1, limit: int = 1000) -> list[StoredEntry]:
         with self._lock:
             logs = self._logs.get(run_id, {})
             steps = sorted(step for step in logs if step > after)[: max(limit, 0)]
-            return [copy.deepcopy(logs[step]) for step in steps]
+            return [logs[step] for step in steps]
 
     def finish_run(
         self,
@@ -122,7 +128,7 @@ class InMemoryRunStore:
             step = run.step + 1 if run_id in self._finished else run.step
             commit = build(replace(run, state=dict(run.state)), step)
             self._runs[run_id] = redriven = apply_commit(run, commit)
-            self._logs[run_id][commit.step] = copy.deepcopy(commit.log)
+            self._logs[run_id][commit.step] = stored_entry(commit.run_id, commit.log, commit.step)
             self._finished.discard(run_id)
             return replace(redriven, state=dict(redriven.state))
 
@@ -285,7 +291,7 @@ class InMemoryRunStore:
             if (run_id, record.step) in self._executions:
                 return
             self._executions[(run_id, record.step)] = copy.deepcopy(record)
-            self._logs[run_id][record.step] = copy.deepcopy(record.entry)
+            self._logs[run_id][record.step] = stored_entry(run_id, record.entry, record.step)
             run = self._runs[run_id]
             if run.cursor is not None and run.cursor.step == base:
                 stamp = record.entry.get("started_at", run.updated_at)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from engine.cost import EMPTY, Usage, UsageTally
+from engine.logentry import StoredEntry
 from engine.records import record
 from engine.step import Cursor
 from engine.waits import WaitRecord
@@ -243,7 +244,12 @@ class RunStore(WaitStore, Protocol):
         ``commit.cost`` (the run's usage), in the same write."""
 
     def list_logs(self, run_id: str, after: int = -1, limit: int = 1000) -> list[dict[str, Any]]:
-        """Log entries with ``seq > after``, in order."""
+        """Log entries with ``seq > after``, in order, as ``GET /graph/state`` serves them
+        (:meth:`~engine.logentry.StoredEntry.fields`)."""
+
+    def list_entries(self, run_id: str, after: int = -1, limit: int = 1000) -> list[StoredEntry]:
+        """The same entries as stored: each the text of its WebSocket message (the replay
+        sends it as it is)."""
 
     def finish_run(
         self,

@@ -509,7 +509,6 @@ class RunService:
         Every commit pushes the run's expiry forward, so a run that is still moving is
         never deleted by the table's TTL (its slots and snapshots carry it).
         """
-        outcome.log["run_id"] = run.run_id  # the entry as stored and served: built once, not copied
         reason = stop(outcome) if stop is not None else StopReason.ENDED
         sends = 1 if reason is not None and outcome.next is not None else 0
         cost = run.cost + spent + step_usage(outcome.log, sends=sends)

@@ -297,7 +297,8 @@ def apply_change(stream: LogStream, event_name: str, image: Item, deadline: floa
             stream.on_run_end(run_id, deadline, end=end)
             return "run_end"
         if kind == "log":
-            stream.on_log(run_id, codec.log_from_item(image), deadline)
+            # The stored text is the message: handed on as it is, never parsed.
+            stream.on_log(run_id, codec.entry_from_item(image), deadline)
             return "log"
     if kind == "sub" and event_name in ("INSERT", "MODIFY") and "replay" in image:
         stream.on_replay_due(subscription_from_item(image), deadline)

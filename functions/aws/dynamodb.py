@@ -18,7 +18,8 @@ was running at step k — the slot's condition then guarantees it still is — a
 snapshot is written from it. The step handler's read of the run it committed a moment
 ago is answered from it too, with no request: a container usually gets its run's next
 step, and if another took it meanwhile (or a cancel did), the slot is taken and this
-commit conflicts.
+commit conflicts. A step looks its run up in the cache once: the commit takes the run
+its read found, and a chain's next commit the run the last one left (``_at_step``).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from botocore.exceptions import ClientError
 
 from engine.cost import DYNAMODB_READ_UNITS, DYNAMODB_WRITE_UNITS, EMPTY, UsageTally
 from engine.errors import ConflictError, StateTooLargeError, StoreUnavailableError
+from engine.logentry import StoredEntry
 from engine.ports import GraphRecord, RunRecord, StepCommit
 from engine.step import LIVE, TERMINAL
 from engine.transitions import apply_commit
@@ -189,13 +191,14 @@ class DynamoRunStore(DynamoWaits, DynamoFanOuts, DynamoRunningRuns, AwsAdapter):
         the run running at ``step`` (see :meth:`engine.ports.RunStore.get_run`)."""
         if step is None:
             known = self._read_run(run_id)
-        else:  # a step's read: counted in its commit's cost
-            known = self._known_at(run_id, step) or self._read_run(run_id, charge=step)
+        else:  # a step's read: counted in its commit's cost, and kept for its commit
+            known = self._at_step(run_id, step)
         return replace(known.run, state=dict(known.run.state)) if known else None
 
     def forget(self) -> None:
         """Forget every run this thread knows, as a new Lambda container would."""
         self._cache.clear()
+        self._local.stepping = None
 
     def commit_step(self, commit: StepCommit) -> StepCommit:
         """Take the step's slot (ConflictError if taken; StateTooLargeError if DynamoDB
@@ -285,12 +288,15 @@ class DynamoRunStore(DynamoWaits, DynamoFanOuts, DynamoRunningRuns, AwsAdapter):
         return replace(base, snapshot_slots=base.slots, snapshot_bucket=codec.due_bucket_key(due))
 
     def list_logs(self, run_id: str, after: int = -1, limit: int = 1000) -> list[dict[str, Any]]:
+        return [entry.fields() for entry in self.list_entries(run_id, after, limit)]
+
+    def list_entries(self, run_id: str, after: int = -1, limit: int = 1000) -> list[StoredEntry]:
         if limit <= 0:
             return []
         params = self._slots_query(run_id, codec.slot_sk(max(after + 1, 0)), codec.SLOT_LAST_SK)
         # A finish item can only be the last slot: one more than asked covers it.
         items = self._query(params, limit + 1)
-        return [codec.log_from_item(item) for item in items if item["kind"]["S"] in LOG_KINDS][:limit]
+        return [codec.entry_from_item(item) for item in items if item["kind"]["S"] in LOG_KINDS][:limit]
 
     def finish_run(
         self,
@@ -424,14 +430,14 @@ class DynamoRunStore(DynamoWaits, DynamoFanOuts, DynamoRunningRuns, AwsAdapter):
         items = response.get("Items", [])
         read = _read_units(items)
         if not items or items[0]["sk"]["S"] != codec.RUN_SK:
-            self._cache.pop(run_id, None)
+            self._drop(run_id)
             return None
         snapshot, slots = items[0], items[1:]
         base = codec.slots_of(snapshot)
         if known is not None and base < known.snapshot_slots:
             # The run item went back (it was restored or rewritten from outside): what
             # this store knew no longer bounds the read.
-            self._cache.pop(run_id, None)
+            self._drop(run_id)
             return self._read_run(run_id, charge=charge)
         start = response.get("LastEvaluatedKey")
         run = codec.run_from_item(snapshot)
@@ -474,9 +480,26 @@ class DynamoRunStore(DynamoWaits, DynamoFanOuts, DynamoRunningRuns, AwsAdapter):
 
         That it was is enough: slot ``step`` is still empty only if it still is.
         """
-        known = self._known_at(run_id, step) or self._read_run(run_id, charge=step)
+        known = self._at_step(run_id, step)
         if known is None or known.run.status not in LIVE or known.run.step != step:
             raise ConflictError(f"run {run_id!r} is not running at step {step}")
+        return known
+
+    def _at_step(self, run_id: str, step: int) -> _Folded | None:
+        """The run for step ``step``: what this thread knows if that is the run running at
+        ``step``, else read (its read units charged to the step).
+
+        Looked up once per step: the run a step handler reads (``get_run(step=)``) is kept
+        as this thread's *stepping* run, and so is each commit's run after it, so the
+        commit and a chain's next step take it from there. It is always the cache's entry
+        for its run (:meth:`_remember` and :meth:`_drop` keep it so).
+        """
+        known = getattr(self._local, "stepping", None)
+        if known is None or known.run.run_id != run_id:
+            known = self._cache.get(run_id)
+        if known is None or known.slots != step or known.run.status not in LIVE:
+            known = self._read_run(run_id, charge=step)
+        self._local.stepping = known
         return known
 
     def _known_at(self, run_id: str, step: int) -> _Folded | None:
@@ -493,7 +516,7 @@ class DynamoRunStore(DynamoWaits, DynamoFanOuts, DynamoRunningRuns, AwsAdapter):
         try:
             self._put_new(item)
         except ConflictError:
-            self._cache.pop(run_id, None)  # what we knew is behind
+            self._drop(run_id)  # what we knew is behind
             raise
         except ClientError as exc:
             if error_code(exc) != "ValidationException":
@@ -559,10 +582,21 @@ class DynamoRunStore(DynamoWaits, DynamoFanOuts, DynamoRunningRuns, AwsAdapter):
 
     def _remember(self, folded: _Folded) -> None:
         cache = self._cache
-        cache[folded.run.run_id] = folded
-        cache.move_to_end(folded.run.run_id)
+        run_id = folded.run.run_id
+        cache[run_id] = folded
+        cache.move_to_end(run_id)
+        stepping = getattr(self._local, "stepping", None)
+        if stepping is not None and stepping.run.run_id == run_id:
+            self._local.stepping = folded
         while len(cache) > CACHED_RUNS:
-            cache.popitem(last=False)
+            self._drop(next(iter(cache)))
+
+    def _drop(self, run_id: str) -> None:
+        """Forget what this thread knows of ``run_id``."""
+        self._cache.pop(run_id, None)
+        stepping = getattr(self._local, "stepping", None)
+        if stepping is not None and stepping.run.run_id == run_id:
+            self._local.stepping = None
 
     # -- primitives ---------------------------------------------------------------------
     def _slots_query(self, run_id: str, first: str, last: str) -> dict[str, Any]:

@@ -17,7 +17,9 @@ what the step changed: state keys, cursor, status; ``seq`` is k) or a finish ite
 slot too, with ``redrives`` set. Each slot is written once, with a condition that it is
 empty, so that write is the commit. The run item is rewritten now
 and then with its first ``applied`` slots folded in (see dynamodb.py); a reader folds
-the slots from ``applied`` on onto it.
+the slots from ``applied`` on onto it. A log entry (of a log or exec slot) is kept as
+the text of its WebSocket message (``entry``, sent as it is) and, when it has fields the
+message does not carry, their JSON (``entry_extra``): see engine/logentry.py.
 "RUN" sorts after every "LOG#..." key, so one query read backwards from "RUN" returns
 the snapshot first, then the slots newest first.
 
@@ -50,6 +52,7 @@ from decimal import Decimal
 from typing import Any
 
 from engine.cost import EMPTY, Usage
+from engine.logentry import StoredEntry, stored_entry
 from engine.ports import GraphRecord, RunRecord, StepCommit
 from engine.step import Cursor
 from engine.transitions import apply_commit, apply_execution, apply_finish
@@ -313,13 +316,14 @@ def step_of(item: Item) -> int:
 
 # -- slots: step commits (kind "log": the log entry and what the step changed) and finishes --
 def commit_item(commit: StepCommit) -> Item:
-    """Slot ``commit.step``: the step's log entry and what it changed."""
+    """Slot ``commit.step``: the step's log entry (its WebSocket message text, built
+    here once: engine/logentry.py) and what it changed."""
     item = {
         **slot_key(commit.run_id, commit.step),
         "kind": S("log"),
         "run_id": S(commit.run_id),
         "seq": N(commit.step),
-        "entry": S(_dumps(commit.log)),
+        **entry_attributes(stored_entry(commit.run_id, commit.log, commit.step)),
         "status": S(commit.status),
         "update": state_value(commit.update),
         "updated_at": S(commit.updated_at),
@@ -356,8 +360,9 @@ def finish_item(run: RunRecord, step: int, *, status: str, error: dict[str, Any]
     return item
 
 
-def commit_from_item(item: Item) -> StepCommit:
-    """The step commit a log item records."""
+def transition_from_item(item: Item) -> StepCommit:
+    """The transition a log item records, without its log entry (``log`` is empty):
+    folding a run needs the transition only, so the entry's text is not parsed."""
     expires_at = _num(item, "expires_at")
     redrives = _num(item, "redrives")
     return StepCommit(
@@ -366,7 +371,7 @@ def commit_from_item(item: Item) -> StepCommit:
         update={key: value["S"] for key, value in item.get("update", {}).get("M", {}).items()},
         cursor=cursor_from_value(item.get("cursor")),
         status=_str(item, "status") or "",
-        log=log_from_item(item),
+        log={},
         updated_at=_str(item, "updated_at") or "",
         next_at=float(_num(item, "next_at") or 0),
         error=_json(item, "error"),
@@ -394,11 +399,30 @@ def apply_slot(run: RunRecord, item: Item) -> RunRecord:
             error=_json(item, "error"),
             now=_str(item, "updated_at") or "",
         )
-    return apply_commit(run, commit_from_item(item))
+    return apply_commit(run, transition_from_item(item))
+
+
+# -- log entries: kept as the text of their WebSocket message (engine/logentry.py) ---------
+#: The attribute holding an entry's fields its message does not carry (only when it has some).
+ENTRY_EXTRA = "entry_extra"
+
+
+def entry_attributes(entry: StoredEntry) -> Item:
+    """The attributes of a log or exec slot that hold its log entry."""
+    if entry.extra is None:
+        return {"entry": S(entry.text)}
+    return {"entry": S(entry.text), ENTRY_EXTRA: S(entry.extra)}
+
+
+def entry_from_item(item: Item) -> StoredEntry:
+    """The log entry a log or exec slot holds, its text as stored (one written in the
+    previous shape is built into this one: engine/logentry.py)."""
+    return StoredEntry.read(item["run_id"]["S"], step_of(item), item["entry"]["S"], _str(item, ENTRY_EXTRA))
 
 
 def log_from_item(item: Item) -> dict[str, Any]:
-    return _json(item, "entry")
+    """The log entry a log or exec slot holds, as ``GET /graph/state`` serves it."""
+    return entry_from_item(item).fields()
 
 
 # -- sizes --------------------------------------------------------------------------------

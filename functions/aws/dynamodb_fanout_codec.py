@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Collection
 
 from engine.cost import EMPTY, Usage
+from engine.logentry import stored_entry
 from engine.ports import ExecutionRecord, FanOutRecord
 from functions.aws.dynamodb_codec import (
     COST,
@@ -13,11 +14,12 @@ from functions.aws.dynamodb_codec import (
     Item,
     N,
     S,
-    _dumps,
     _json,
     _num,
     _str,
+    entry_attributes,
     json_or_null,
+    log_from_item,
     run_pk,
     slot_key,
     step_of,
@@ -136,7 +138,7 @@ def execution_item(
         "index": N(record.index),
         "attempt": N(record.attempt),
         "xstatus": S(record.status),
-        "entry": S(_dumps(record.entry)),
+        **entry_attributes(stored_entry(run_id, record.entry, record.step)),
         "value": json_or_null(record.value),
         "error": json_or_null(record.error),
         "updated_at": S(record.entry.get("started_at", "")),
@@ -159,7 +161,7 @@ def execution_from_item(item: Item) -> ExecutionRecord:
         status=_str(item, "xstatus") or "",
         value=_json(item, "value"),
         error=_json(item, "error"),
-        entry=_json(item, "entry"),
+        entry=log_from_item(item),
         blob=_str(item, "blob"),
         cost=Usage.decode(_str(item, COST)),
     )

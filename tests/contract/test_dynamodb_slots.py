@@ -218,3 +218,58 @@ def test_a_step_read_for_another_step_reads_the_table(table):
     calls = Calls(client)
     assert store.get_run("run1", step=5).step == 1
     assert calls.names() == ["Query"]
+
+
+def test_a_step_looks_its_run_up_once_read_and_commit_together(table, monkeypatch):
+    # GIVEN a container that knows a run (it created it) and one running other runs too
+    table_name, client = table
+    store = DynamoRunStore(table_name, lambda: client)
+    store.create_run(run())
+    store.create_run(run(run_id="run2"))
+    lookups: list[str] = []
+    cache_of = DynamoRunStore._cache.fget
+    monkeypatch.setattr(DynamoRunStore, "_cache", property(lambda self: _Counting(cache_of(self), lookups)))
+
+    # WHEN the step handler reads the run for step 0 and commits it, then commits two
+    # chained steps after it (a chain reads nothing)
+    store.get_run("run1", step=0)
+    store.commit_step(commit(0))
+    store.commit_step(commit(1, next_at=T0 + 1.5))
+    store.commit_step(commit(2, next_at=T0 + 2.5))
+
+    # THEN the run was looked up in the cache once, for the read; the commits took it
+    # from there
+    assert lookups == ["run1"]
+
+    # AND a step of another run looks that run up (once), and the next one of the first
+    # run again (once)
+    store.get_run("run2", step=0)
+    store.commit_step(commit(0, run_id="run2"))
+    store.get_run("run1", step=3)
+    store.commit_step(commit(3, next_at=T0 + 3.5))
+    assert lookups == ["run1", "run2", "run1"]
+    assert [e["seq"] for e in store.list_logs("run1")] == [0, 1, 2, 3]
+
+
+class _Counting:
+    """A run cache that records each look-up; reads and writes go to the real one."""
+
+    def __init__(self, cache, lookups: list[str]) -> None:
+        self._cache = cache
+        self._lookups = lookups
+
+    def get(self, run_id, default=None):
+        self._lookups.append(run_id)
+        return self._cache.get(run_id, default)
+
+    def __getattr__(self, name):
+        return getattr(self._cache, name)
+
+    def __setitem__(self, key, value):
+        self._cache[key] = value
+
+    def __len__(self):
+        return len(self._cache)
+
+    def __iter__(self):
+        return iter(self._cache)

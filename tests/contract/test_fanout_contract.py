@@ -30,7 +30,20 @@ def claim(store, index, attempt=1, *, final=True, failed=False, limit=100, base=
 
 
 def record(step, index, attempt=1, status="ok", value=None):
-    entry = {"seq": step, "node": "m", "index": index, "attempt": attempt, "status": status, "result": value}
+    # As engine/fanout_service.py commits an execution's entry.
+    entry = {
+        "seq": step,
+        "node": "m",
+        "index": index,
+        "attempt": attempt,
+        "status": status,
+        "started_at": "2025-06-15T10:00:01.000Z",
+        "duration_ms": 0.5,
+        "result": value,
+        "next": None,
+        "error": None,
+        "run_id": "run1",
+    }
     return ExecutionRecord(step, index, attempt, status, value, None, entry)
 
 

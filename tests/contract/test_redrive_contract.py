@@ -10,7 +10,7 @@ from engine.errors import ConflictError
 from engine.ports import RunRecord
 from engine.step import Cursor
 from tests.contract.test_fanout_contract import at_fanout, claim
-from tests.contract.test_store_contract import T0, commit, run
+from tests.contract.test_store_contract import T0, commit, entry, run
 
 
 def failed_at(store, step: int = 1) -> None:
@@ -27,7 +27,7 @@ def failed_at(store, step: int = 1) -> None:
 def redrive_build(seen: list[tuple[RunRecord, int]], patch: dict[str, str] | None = None):
     def build(current: RunRecord, step: int):
         seen.append((current, step))
-        log = {"seq": step, "node": "a", "status": "redriven", "result": {}, "run_id": "run1", "redrive": 1}
+        log = entry(step, status="redriven", attempt=None, result={}, redrive=1)
         return commit(step, update=patch or {}, log=log, redrive_count=current.redrive_count + 1)
 
     return build

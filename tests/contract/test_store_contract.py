@@ -34,6 +34,23 @@ def run(run_id: str = "run1", **overrides) -> RunRecord:
     return RunRecord(**{**fields, **overrides})
 
 
+def entry(step: int, run_id: str = "run1", **fields) -> dict:
+    """Log entry ``step`` as the tick builds it (engine/step.py), committed."""
+    return {
+        "seq": step,
+        "node": "a",
+        "attempt": 1,
+        "status": "ok",
+        "started_at": f"2025-06-15T10:00:0{step}.000Z",
+        "duration_ms": 1.25,
+        "result": {"n": step + 2},
+        "next": "a",
+        "error": None,
+        **fields,
+        "run_id": run_id,
+    }
+
+
 def commit(step: int = 0, run_id: str = "run1", **overrides) -> StepCommit:
     fields = {
         "run_id": run_id,
@@ -41,7 +58,7 @@ def commit(step: int = 0, run_id: str = "run1", **overrides) -> StepCommit:
         "update": {"n": str(step + 2)},
         "cursor": Cursor("a", step + 1),
         "status": "running",
-        "log": {"seq": step, "node": "a", "status": "ok", "result": {"n": step + 2}, "run_id": run_id},
+        "log": entry(step, run_id),
         "updated_at": f"2025-06-15T10:00:0{step + 1}.000Z",
         "next_at": T0 + step + 1,
         "expires_at": int(T0) + 86400,

@@ -16,6 +16,7 @@ import pytest
 
 from engine import default_registry
 from engine.errors import NotFoundError
+from engine.logentry import StoredEntry
 from engine.logstream import InvalidAfterError, LogStream, PushUnavailableError, TooManySubscriptionsError
 from engine.logstream_memory import InMemorySubscriptionStore
 from engine.memory import InMemoryRunStore, InMemoryStepQueue
@@ -89,7 +90,7 @@ class World:
         self.run_id = self.service.start_run(graph_id, {}).run_id
         return self.run_id
 
-    def step(self, broadcast: bool = True) -> dict | None:
+    def step(self, broadcast: bool = True) -> StoredEntry | None:
         """Execute the next queued step; the log entry it committed (broadcast unless told not to)."""
         message = self.queue.pop()
         if message is None:
@@ -100,10 +101,15 @@ class World:
             return None
         if broadcast:
             self.broadcast(commits[0])
-        return commits[0].log
+        return self.stored(commits[0])
+
+    def stored(self, commit) -> StoredEntry:
+        """The commit's entry as stored: what the table stream carries."""
+        (entry,) = self.store.list_entries(commit.run_id, after=commit.step - 1, limit=1)
+        return entry
 
     def broadcast(self, commit) -> None:
-        self.stream.on_log(commit.run_id, commit.log)
+        self.stream.on_log(commit.run_id, self.stored(commit))
         if commit.status in TERMINAL:
             self.stream.on_run_end(commit.run_id)
 
@@ -174,7 +180,7 @@ def test_a_subscriber_after_the_run_ended_gets_everything_and_done_once(world):
     world.connect("after")
     world.stream.subscribe("after", run_id)
     # Stragglers from the stream (late records of the same run) change nothing.
-    for entry in world.store.list_logs(run_id):
+    for entry in world.store.list_entries(run_id):
         world.stream.on_log(run_id, entry)
     world.stream.on_run_end(run_id)
     assert_complete(world.api, "after", 4)
@@ -246,7 +252,7 @@ def test_entries_committed_during_a_replay_arrive_once_and_in_order(world):
     world.api.on_post = None
 
     # THEN the replay picked them up before letting go: no gap, no duplicate
-    assert [e["seq"] for e in live] == [5, 6]
+    assert [e.seq for e in live] == [5, 6]
     assert world.api.entries("c1") == [0, 1, 2, 3, 4, 5, 6]
     world.finish()
     assert_complete(world.api, "c1", 9)
@@ -271,7 +277,7 @@ def test_concurrent_senders_never_duplicate_or_reorder(world):
     # GIVEN a finished run of 40 entries and 6 clients subscribing at random moments
     run_id = world.start(counting(40))
     world.finish(broadcast=False)
-    entries = world.store.list_logs(run_id)
+    entries = world.store.list_entries(run_id)
     clients = [f"c{i}" for i in range(6)]
     world.connect(*clients)
     rng = random.Random(7)

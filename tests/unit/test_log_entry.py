@@ -1,0 +1,186 @@
+"""A log entry is built once, at commit, as the text of its WebSocket message: what the
+store keeps is what the socket sends, and entries stored in the previous shape read the
+same (engine/logentry.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from engine import default_registry, logentry
+from engine.logentry import MESSAGE_PREFIX, StoredEntry, stored_entry
+from engine.logmessages import MAX_MESSAGE_BYTES, encode_message
+from engine.logstream import LogStream
+from engine.logstream_memory import InMemorySubscriptionStore
+from engine.memory import InMemoryRunStore, InMemoryStepQueue
+from engine.service import RunService
+from engine.step import TERMINAL
+
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+#: Entries as the tick builds them, of every kind a run writes.
+STEP = {
+    "seq": 3,
+    "node": "refine",
+    "attempt": 2,
+    "status": "ok",
+    "started_at": "2025-06-15T12:00:03.120Z",
+    "duration_ms": 12.5,
+    "result": {"summary": "héllo ✓"},
+    "next": "refine",
+    "error": None,
+}
+NOTED = {**STEP, "notes": {"input_tokens": 12, "output_tokens": 3}}
+WAITING = {**STEP, "status": "waiting", "waiting": {"until": "2025-06-15T13:00:00.000Z"}}
+RESUMED = {**STEP, "resumed": "approved"}
+REDRIVEN = {**STEP, "attempt": None, "status": "redriven", "redrive": 2}
+MAP_ITEM = {
+    "seq": 4,
+    "node": "each",
+    "index": 7,
+    "attempt": 1,
+    "status": "ok",
+    "started_at": "2025-06-15T12:00:04.000Z",
+    "duration_ms": 0.5,
+    "result": {"$blob": {"sha256": "ab" * 32, "bytes": 40000}},
+    "next": None,
+    "error": None,
+}
+BRANCH = {**{k: v for k, v in MAP_ITEM.items() if k != "index"}, "branch": "left"}
+KINDS = [STEP, NOTED, WAITING, RESUMED, REDRIVEN, MAP_ITEM, BRANCH]
+
+
+@default_registry.tool("log_entry_count")
+async def log_entry_count(state, ctx):
+    """Add one to ``n``."""
+    return {"n": state.get("n", 0) + 1}
+
+
+LOOP = {
+    "name": "count",
+    "start": "count",
+    "nodes": {"count": {"fn": "log_entry_count", "loop_condition": {"var": "n", "gte": 3}}},
+}
+
+
+class RecordingPusher:
+    def __init__(self) -> None:
+        self.posted: list[tuple[str, bytes]] = []
+
+    def post(self, connection_id: str, data: bytes) -> None:
+        self.posted.append((connection_id, data))
+
+
+def old_broadcaster_frame(run_id: str, entry: dict) -> bytes:
+    """What the broadcaster sent for an entry before entries were stored as messages:
+    written out field by field, so the order and names clients see are pinned here."""
+    message = {
+        "run_id": run_id,
+        "seq": entry["seq"],
+        "node": entry["node"],
+        "result": entry["result"],
+        "status": entry["status"],
+        "attempt": entry["attempt"],
+        "duration_ms": entry["duration_ms"],
+        "ts": entry["started_at"],
+        "next": entry["next"],
+        "error": entry["error"],
+    }
+    for name in ("index", "branch", "notes"):
+        if name in entry:
+            message[name] = entry[name]
+    return _dumps(message).encode()
+
+
+@pytest.mark.parametrize("entry", KINDS, ids=lambda e: e["status"] + str(sorted(e)))
+def test_the_stored_text_is_the_message_clients_received_before(entry):
+    stored = stored_entry("r1", entry)
+    # The stored text is the frame, byte for byte as the broadcaster used to encode it
+    assert stored.text.startswith(MESSAGE_PREFIX)
+    assert stored.frame() == stored.text.encode() == old_broadcaster_frame("r1", entry)
+    # and nothing of the entry is lost: GET /graph/state reads every field back
+    assert stored.fields() == {**entry, "run_id": "r1"}
+    assert (stored.extra is None) == all(k not in entry for k in ("waiting", "resumed", "redrive"))
+
+
+@pytest.mark.parametrize("entry", KINDS, ids=lambda e: e["status"] + str(sorted(e)))
+def test_an_entry_stored_in_the_previous_shape_reads_as_one_stored_now(entry):
+    # GIVEN an entry a previous version stored: the tick's dict with run_id, as JSON
+    old = _dumps({**entry, "run_id": "r1"})
+    # WHEN it is read (a run started before a deploy, a local stack's journal)
+    read = StoredEntry.read("r1", entry["seq"], old)
+    # THEN it is sent and served exactly as before, and as a new one is
+    assert read == stored_entry("r1", entry)
+    assert read.frame() == old_broadcaster_frame("r1", entry)
+    assert read.fields() == {**entry, "run_id": "r1"}
+
+
+def test_an_entry_stored_now_is_read_as_it_is():
+    stored = stored_entry("r1", WAITING)
+    read = StoredEntry.read("r1", 3, stored.text, stored.extra)
+    assert read == stored and read.text is stored.text  # kept, not rebuilt
+
+
+def test_an_entry_over_the_frame_bound_is_cut_as_any_message_is():
+    # GIVEN a stored entry whose message is larger than API Gateway's 128 KB frame
+    entry = {**STEP, "result": {"blob": "x" * 200_000}}
+    stored = stored_entry("r1", entry)
+    # WHEN it is sent
+    frame = stored.frame()
+    # THEN its result is replaced by a marker, every other field kept (as before)
+    assert len(frame) <= MAX_MESSAGE_BYTES
+    assert frame == encode_message(json.loads(stored.text))
+    assert json.loads(frame)["result"] == {"_truncated": True, "bytes": len(_dumps(entry["result"]).encode())}
+
+
+def test_entries_are_encoded_once_at_commit_and_sent_without_parsing(monkeypatch):
+    # GIVEN a run followed by two clients, and a third that replays it once it ended,
+    # with every encoding of an entry counted and any parse of one refused
+    store, queue = InMemoryRunStore(), InMemoryStepQueue()
+    service = RunService(store, queue, default_registry)
+    pusher = RecordingPusher()
+    stream = LogStream(store, InMemorySubscriptionStore(), pusher, connection_ttl_s=7200)
+    encoded: list[str] = []
+    real_dumps = logentry._dumps
+
+    def counting_dumps(value):
+        text = real_dumps(value)
+        encoded.append(text)
+        return text
+
+    class NoParsing:
+        @staticmethod
+        def loads(text):
+            raise AssertionError(f"a stored entry was parsed to be sent: {text[:60]}")
+
+    monkeypatch.setattr(logentry, "_dumps", counting_dumps)
+    monkeypatch.setattr(logentry, "json", NoParsing)
+    run_id = service.start_run(service.create_graph(LOOP).graph_id, {}).run_id
+    for connection_id in ("c1", "c2", "late"):
+        stream.connect(connection_id)
+    stream.subscribe("c1", run_id)
+    stream.subscribe("c2", run_id)
+
+    # WHEN it runs, the broadcaster handed each stored entry as the table stream carries
+    # it, and the late client replays it
+    while (message := queue.pop()) is not None:
+        commits = []
+        asyncio.run(service.process_step(message.run_id, message.step, commits.append))
+        for commit in commits:
+            (entry,) = store.list_entries(run_id, after=commit.step - 1, limit=1)
+            stream.on_log(run_id, entry)
+            if commit.status in TERMINAL:
+                stream.on_run_end(run_id)
+    stream.subscribe("late", run_id)
+
+    # THEN each entry was encoded once, when committed, and each client got those texts
+    stored = store.list_entries(run_id)
+    assert [entry.seq for entry in stored] == [0, 1, 2]
+    assert encoded == [entry.text for entry in stored]
+    frames = [entry.text.encode() for entry in stored]
+    for connection_id in ("c1", "c2", "late"):
+        sent = [data for c, data in pusher.posted if c == connection_id]
+        assert sent[:-1] == frames
+        assert json.loads(sent[-1])["done"] is True
