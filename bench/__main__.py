@@ -27,6 +27,7 @@ BENCHMARKS: dict[str, str] = {
     "aws": "bench.aws_cost",
     "runcost": "bench.run_cost",
     "fanout": "bench.fanout",
+    "timers": "bench.timers",
     "scaling": "bench.scaling",
     "local": "bench.local_stack",
 }

@@ -238,7 +238,8 @@ class MotoStack:
         metrics = io.StringIO()  # the handler's EMF lines: StepsChained counts chained steps
         with self.meter.acting("flowforge"), contextlib.redirect_stdout(metrics):
             t0, w0 = time.process_time(), time.perf_counter()
-            response = self.handler(event, self.context)
+            # Each invocation's time left counts down from its own start, as on Lambda.
+            response = self.handler(event, dataclasses.replace(self.context, started=time.monotonic()))
             cpu, wall = time.process_time() - t0, time.perf_counter() - w0
         calls = self.meter.calls[mark:]
         failures = (response or {}).get("batchItemFailures", [])

@@ -151,7 +151,7 @@ async def run_chain(
         cursor = run.cursor
         assert cursor is not None  # the chain goes on only while the run runs or waits
         state = live.view()
-        wait = None
+        wait = withdrawn = None
         if run.status == "waiting":
             # The wait ends now (answered, timed out, due) or the run goes on waiting.
             resumed = waits.resume(run, graph, state)
@@ -161,6 +161,8 @@ async def run_chain(
             outcome, wait = resumed
         else:
             node = graph.nodes[cursor.node]
+            # Stored before the tool runs: an answer that comes meanwhile is kept.
+            ticket = waits.open_callback(run, node) if node.callback is not None else None
             outcome = await run_step(
                 graph,
                 cursor,
@@ -169,11 +171,13 @@ async def run_chain(
                 now=service.clock,
                 deadline=budget.deadline,
                 clients=service.clients,
-                # Stored before the tool runs: an answer that comes meanwhile is kept.
-                callback=waits.open_callback(run, node) if node.callback is not None else None,
+                callback=ticket,
             )
             if outcome.until is not None and node.wait is not None:
                 waits.open_timer(run, node, outcome.until)
+            if ticket is not None and outcome.until is None:
+                # The tool failed: an answer accepted meanwhile wins, else the callback goes.
+                outcome, withdrawn = waits.after_failure(run, ticket, outcome, state)
         budget.steps += 1
         committed = service.commit(
             run,
@@ -185,12 +189,16 @@ async def run_chain(
             stop=lambda outcome: chain_stop(outcome, graph, budget, service.clock()),
         )
         if committed is None:
+            if withdrawn is not None:
+                waits.restore(withdrawn)
             budget.stop = StopReason.CONFLICT
             return committed_any
         outcome, commit, reason = committed
         committed_any = True
         if wait is not None:
             waits.close(wait)
+        if withdrawn is not None:
+            waits.close(withdrawn)
         if reason is StopReason.WAITING and commit.status == "waiting":
             # An answer may have come while the tool ran: look once before parking.
             run = apply_commit(run, commit)

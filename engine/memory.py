@@ -22,7 +22,7 @@ from engine.ports import Claim, ExecutionRecord, FanOutRecord, GraphRecord, RunR
 from engine.step import LIVE, TERMINAL
 from engine.stepmessage import StepMessage
 from engine.transitions import apply_commit, apply_execution, apply_finish
-from engine.waits import PENDING, TIMED_OUT, WaitRecord
+from engine.waits import PENDING, TIMED_OUT, WITHDRAWN, WaitRecord
 
 
 class InMemoryRunStore:
@@ -172,7 +172,11 @@ class InMemoryRunStore:
     # -- waits ---------------------------------------------------------------------------------
     def put_wait(self, wait: WaitRecord, *, expires_at: int | None = None) -> WaitRecord:
         with self._lock:
-            return self._waits.setdefault((wait.run_id, wait.step), wait)
+            stored = self._waits.get((wait.run_id, wait.step))
+            if stored is not None and stored.status != WITHDRAWN:
+                return stored
+            self._waits[(wait.run_id, wait.step)] = wait
+            return wait
 
     def get_wait(self, run_id: str, step: int) -> WaitRecord | None:
         with self._lock:
@@ -191,9 +195,13 @@ class InMemoryRunStore:
         with self._lock:
             wait = self._waits.get((run_id, step))
             due = wait is not None and wait.due <= now
-            if wait is None or wait.status != PENDING or due != (status == TIMED_OUT):
+            if wait is None or not _may_settle(wait.status, status, due):
                 raise ConflictError(f"the wait of run {run_id!r} at step {step} is not pending")
-            self._waits[(run_id, step)] = wait = wait.settled(status, now, copy.deepcopy(output), reason)
+            if status == WITHDRAWN:
+                wait = replace(wait, status=WITHDRAWN)
+            else:
+                wait = wait.settled(status, now, copy.deepcopy(output), reason)
+            self._waits[(run_id, step)] = wait
             return wait
 
     def heartbeat_wait(self, run_id: str, step: int, *, now: float) -> WaitRecord:
@@ -346,3 +354,13 @@ class InMemoryStepQueue:
 
     def __len__(self) -> int:
         return len(self.messages)
+
+
+def _may_settle(stored: str, status: str, due: bool) -> bool:
+    """The WaitStore contract's rule (see engine/ports.py): a withdrawal while pending, an
+    answer while pending and not due, a timeout once due while pending or withdrawn."""
+    if status == WITHDRAWN:
+        return stored == PENDING
+    if status == TIMED_OUT:
+        return due and stored in (PENDING, WITHDRAWN)
+    return not due and stored == PENDING

@@ -176,7 +176,8 @@ class WaitStore(Protocol):
     due-time index until its run moves past it."""
 
     def put_wait(self, wait: WaitRecord, *, expires_at: int | None = None) -> WaitRecord:
-        """Store ``wait`` unless the run's wait at that step is stored: returns what is stored."""
+        """Store ``wait`` unless the run's wait at that step is stored: returns what is
+        stored. A withdrawn one is replaced (its step is being run again)."""
 
     def get_wait(self, run_id: str, step: int) -> WaitRecord | None: ...
 
@@ -191,7 +192,9 @@ class WaitStore(Protocol):
         reason: str | None = None,
     ) -> WaitRecord:
         """Settle a pending wait, once: an answer (``approved``, ``rejected``) only before
-        it is due, a timeout (``timed_out``) only once it is; due at once after. ConflictError
+        it is due, a timeout (``timed_out``) only once it is; due at once after. A
+        withdrawal (``withdrawn``: its node's tool failed first) while it is pending, due or
+        not, leaving its due time; a withdrawn wait can still time out. ConflictError
         otherwise (answered, timed out, or unknown)."""
 
     def heartbeat_wait(self, run_id: str, step: int, *, now: float) -> WaitRecord:

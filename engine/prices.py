@@ -64,6 +64,10 @@ class PriceTable:
     # unit 4 KB (an eventually consistent read costs half a unit).
     dynamodb_write_unit: float = 0.625 / 1_000_000
     dynamodb_read_unit: float = 0.125 / 1_000_000
+    # https://aws.amazon.com/dynamodb/pricing/on-demand/ — standard table class storage:
+    # $0.25 per GB-month after the first 25 GB. An item is billed its size plus 100 bytes
+    # of overhead, a global secondary index entry its keys plus 100 bytes.
+    dynamodb_gb_month: float = 0.25
     # https://aws.amazon.com/s3/pricing/ — S3 Standard: PUT, COPY, POST, LIST $0.005 per
     # 1,000; GET and the others $0.0004 per 1,000; storage $0.023 per GB-month (first 50 TB).
     s3_put_request: float = 0.005 / 1000
@@ -77,6 +81,14 @@ class PriceTable:
     # https://aws.amazon.com/step-functions/pricing/ — Standard workflows: $0.025 per 1,000
     # state transitions ($25 per million). The yardstick for cost per node.
     step_functions_transition: float = 25.0 / 1_000_000
+    # https://aws.amazon.com/eventbridge/pricing/ (Scheduler) — $1.00 per million scheduled
+    # invocations (each delivery to a target, retries included) after a free tier of 14
+    # million invocations a month (the AWS Price List's AWSEvents offer: "$0 for the first
+    # 14 million scheduled invocations", usage type ScheduledInvocation). Creating, updating
+    # and deleting schedules is not billed: the API calls are free, and so is storing them.
+    # The timers benchmark (bench/timers.py) prices a one-time-schedule design with these.
+    scheduler_invocation: float = 1.00 / 1_000_000
+    scheduler_api_request: float = 0.0
     #: Bedrock models by id (see :data:`BEDROCK_MODELS`).
     bedrock: MappingProxyType[str, ModelPrice] = field(
         default_factory=lambda: MappingProxyType(dict(BEDROCK_MODELS))

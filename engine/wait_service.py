@@ -12,7 +12,7 @@ the record is due at once in the due-time index and the sweeper wakes the run.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from engine.errors import ConflictError, FlowForgeError, NotFoundError
@@ -23,6 +23,7 @@ from engine.waits import (
     MAX_QUEUE_DELAY_S,
     PENDING,
     TIMED_OUT,
+    WITHDRAWN,
     CallbackSigner,
     CallbackTicket,
     WaitRecord,
@@ -30,6 +31,7 @@ from engine.waits import (
     resume_outcome,
     token_hash,
     token_matches,
+    waiting_outcome,
 )
 
 if TYPE_CHECKING:
@@ -52,7 +54,7 @@ class AnswerResult:
     run: RunRecord
     applied: bool
     """Whether the run moved on (False: its node's tool is still running; the answer is
-    applied when it returns)."""
+    applied when it returns, or fails: see :meth:`WaitSteps.after_failure`)."""
 
 
 class WaitSteps:
@@ -86,6 +88,39 @@ class WaitSteps:
         )
         stored = self.service.store.put_wait(wait, expires_at=self._expiry(deadline))
         return CallbackTicket(token, signer.url(token), stored.deadline)
+
+    def after_failure(
+        self, run: RunRecord, ticket: CallbackTicket, failed: StepResult, state: Mapping[str, Any]
+    ) -> tuple[StepResult, WaitRecord | None]:
+        """A callback node's tool failed (``failed``: a retry, a catch route or the run's
+        failure) after its callback was stored. Exactly one of the failure and an answer
+        wins the callback, by one conditional write: the failure withdraws it (returned:
+        later answers are refused with 409, a retried node stores a new callback), unless
+        an answer was accepted first — then the node takes it: the notification's job is
+        done once someone answered. The node then starts waiting, with the tool's error in
+        its log entry, and its wait ends at once with the answer."""
+        store, now = self.service.store, self.service.clock()
+        try:
+            return failed, store.settle_wait(run.run_id, run.step, status=WITHDRAWN, now=now)
+        except ConflictError:
+            wait = store.get_wait(run.run_id, run.step)
+            if wait is None or not wait.resolved:
+                return failed, None  # it timed out meanwhile, or never was: the failure stands
+        assert run.cursor is not None
+        info = {"expires_at": iso_time(ticket.expires_at), "answered": wait.status}
+        started = failed.log.get("started_at")
+        outcome = waiting_outcome(
+            run.cursor, state, {}, ticket.expires_at, now, failed.log.get("duration_ms", 0.0), info
+        )
+        if started is not None:
+            outcome.log["started_at"] = started
+        outcome.log["error"] = failed.log.get("error")
+        return outcome, None
+
+    def restore(self, withdrawn: WaitRecord) -> None:
+        """The step that withdrew a callback did not commit (another delivery or a cancel
+        took its slot): the callback is pending again."""
+        self.service.store.put_wait(replace(withdrawn, status=PENDING))
 
     def open_timer(self, run: RunRecord, node: CompiledNode, due: float) -> None:
         """Store the timer of the node the run is at, before the run starts waiting."""
@@ -211,6 +246,12 @@ class WaitSteps:
 
     @staticmethod
     def _answered(wait: WaitRecord) -> ConflictError:
+        if wait.status == WITHDRAWN:
+            return ConflictError(
+                "the callback was withdrawn: its node's tool failed before an answer came "
+                "(a retried node sends a new callback)",
+                details={"status": WITHDRAWN},
+            )
         if wait.status == PENDING:
             return ConflictError(
                 "the callback timed out; its run is being resumed with CallbackTimeout",

@@ -52,6 +52,9 @@ PENDING = "pending"
 APPROVED = "approved"
 REJECTED = "rejected"
 TIMED_OUT = "timed_out"
+#: A callback whose node's tool failed before any answer came: no answer is taken any
+#: more (the failure is committed; a retried node stores a new callback).
+WITHDRAWN = "withdrawn"
 #: Log entry and run status of a step that starts a wait.
 WAITING = "waiting"
 ANSWERS = (APPROVED, REJECTED)
@@ -100,8 +103,9 @@ class WaitRecord:
     ``deadline`` is when it ends at the latest (a callback's timeout, a timer's time);
     ``due`` when it must next be looked at: the deadline, a heartbeat's deadline, or
     the moment an answer was stored. ``status`` is ``pending`` until an answer or a
-    timeout settles it (once: a conditional write); ``closed`` once the run has moved
-    past it (it then leaves the due-time index).
+    timeout settles it (once: a conditional write), or ``withdrawn`` when its node's
+    tool failed first; ``closed`` once the run has moved past it (it then leaves the
+    due-time index).
     """
 
     run_id: str
@@ -119,8 +123,9 @@ class WaitRecord:
 
     @property
     def resolved(self) -> bool:
-        """Whether the wait may end now (at ``now`` past ``due`` for a pending one)."""
-        return self.status != PENDING
+        """Whether the wait may end now: answered or timed out (a pending one may end at
+        ``due``; a withdrawn one never ends a wait: its step failed, or is being run again)."""
+        return self.status not in (PENDING, WITHDRAWN)
 
     def settled(self, status: str, now: float, output: Any = None, reason: str | None = None) -> WaitRecord:
         return replace(self, status=status, output=output, reason=reason, due=min(self.due, now))

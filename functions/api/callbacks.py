@@ -28,8 +28,9 @@ _RESPONSES: dict[int, OpenAPIResponse] = {
     400: {"description": "Not an answer (status approved or rejected; output any JSON)", "content": _ERRORS},
     404: {"description": "Unknown token", "content": _ERRORS},
     409: {
-        "description": "Answered or timed out before, or the run no longer waits for it "
-        "(details.status says which); the run is untouched",
+        "description": "Answered or timed out before, withdrawn (its node's tool failed before "
+        "an answer came), or the run no longer waits for it (details.status says which); the "
+        "run is untouched",
         "content": _ERRORS,
     },
     503: {"description": "Store or queue unavailable; retry after Retry-After seconds", "content": _ERRORS},
@@ -58,8 +59,10 @@ def _owner() -> str | None:
     "/callbacks/<token>",
     summary="Answer a waiting run's callback",
     description="approved: output goes to the node's callback.result and the run goes on; "
-    "rejected: the node raises CallbackRejected (catchable). 409 when the callback was "
-    "answered before, timed out, or its run no longer waits for it; 404 for an unknown token.",
+    "rejected: the node raises CallbackRejected (catchable). An answer accepted while the "
+    "node's tool runs is applied when the tool returns, and also if it fails. 409 when the "
+    "callback was answered before, timed out, withdrawn, or its run no longer waits for it; "
+    "404 for an unknown token.",
     responses=_RESPONSES,
     tags=["callbacks"],
 )

@@ -348,7 +348,7 @@ class CallbackAnswered(_Response):
     status: str = Field(description="The run's status now.")
     applied: bool = Field(
         description="Whether the run moved on already (false: the node's tool is still running; "
-        "the answer applies when it returns)."
+        "the answer applies when it returns, or fails)."
     )
     expires_at: str | None = Field(None, description="A heartbeat: when the next one is due at the latest.")
 

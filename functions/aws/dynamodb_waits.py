@@ -9,9 +9,10 @@ One item per wait, in its run's partition ("WAIT#" sorts after "RUN": outside ev
 read of the run and its log). It holds a callback's token hash (never the token), its
 deadline, heartbeat and answer, or a timer's time. Until its run moves past it, it is
 in the due-time index: the sweeper reads the index's entries due by now, once a minute,
-so nothing polls per run however long a wait lasts. An answer or a timeout is one
-conditional UpdateItem (``#status = pending``, and due or not due yet), so of two racing
-exactly one settles it; a heartbeat is one too, and moves the item's index key.
+so nothing polls per run however long a wait lasts. An answer, a timeout or a
+withdrawal (the node's tool failed first) is one conditional UpdateItem (``#status =
+pending``, and due or not due yet), so of two racing exactly one settles it; a heartbeat
+is one too, and moves the item's index key.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import zlib
 from typing import TYPE_CHECKING, Any
 
 from engine.errors import ConflictError
-from engine.waits import PENDING, TIMED_OUT, WaitRecord
+from engine.waits import PENDING, TIMED_OUT, WITHDRAWN, WaitRecord
 from functions.aws import dynamodb_codec as codec
 
 WAIT_SK_PREFIX = "WAIT#"
@@ -101,7 +102,19 @@ class DynamoWaits:
             stored = self.get_wait(wait.run_id, wait.step)
             if stored is None:
                 raise
-            return stored
+            if stored.status != WITHDRAWN:
+                return stored
+            try:  # its step is being run again: stored anew, unless someone else did
+                self._call(
+                    "put_item",
+                    TableName=self.table_name,
+                    Item=wait_item(wait, expires_at),
+                    ConditionExpression="#s = :withdrawn",
+                    ExpressionAttributeNames={"#s": "wstatus"},
+                    ExpressionAttributeValues={":withdrawn": codec.S(WITHDRAWN)},
+                )
+            except ConflictError:
+                return self.get_wait(wait.run_id, wait.step) or wait
         return wait
 
     def get_wait(self, run_id: str, step: int) -> WaitRecord | None:
@@ -120,8 +133,8 @@ class DynamoWaits:
     ) -> WaitRecord:
         """One conditional UpdateItem: pending, and due (a timeout) or not yet due (an
         answer). It is due at once after, so the sweeper wakes the run if whoever settled
-        it dies before the run moves on."""
-        timing = "due <= :now" if status == TIMED_OUT else "due > :now"
+        it dies before the run moves on. A withdrawal: pending, due or not; its due time
+        and index key stay (a withdrawn wait can still time out)."""
         names = {"#s": "wstatus"}
         values: dict[str, Any] = {
             ":pending": codec.S(PENDING),
@@ -130,9 +143,16 @@ class DynamoWaits:
             ":key": codec.S(codec.due_key(now)),
         }
         sets = ["#s = :status", "gsi1sk = :key", "due = :now"]
-        if status == TIMED_OUT:
-            sets = ["#s = :status"]  # already due: its index key stays
+        condition = "#s = :pending AND due > :now"
+        if status in (TIMED_OUT, WITHDRAWN):
+            sets = ["#s = :status"]  # its index key stays
             values.pop(":key")
+        if status == TIMED_OUT:
+            condition = "#s IN (:pending, :withdrawn) AND due <= :now"
+            values[":withdrawn"] = codec.S(WITHDRAWN)
+        elif status == WITHDRAWN:
+            condition = "#s = :pending"
+            values.pop(":now")
         if output is not None:
             sets.append("#o = :output")
             names["#o"] = "output"
@@ -144,7 +164,7 @@ class DynamoWaits:
             run_id,
             step,
             UpdateExpression="SET " + ", ".join(sets),
-            ConditionExpression=f"attribute_exists(pk) AND #s = :pending AND {timing}",
+            ConditionExpression=f"attribute_exists(pk) AND {condition}",
             ExpressionAttributeNames=names,
             ExpressionAttributeValues=values,
         )

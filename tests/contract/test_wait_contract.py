@@ -113,3 +113,40 @@ def test_a_waiting_run_commits_its_next_step_once_and_can_be_cancelled(store):
     assert store.get_run("run1").status == "cancelled"
     with pytest.raises(ConflictError):
         store.commit_step(commit(3))
+
+
+def test_a_withdrawal_settles_a_pending_callback_once_and_refuses_answers_after(store):
+    # GIVEN a stored callback (in the index, due at T0 + 60)
+    store.put_wait(callback())
+
+    # WHEN its node's tool fails first: the callback is withdrawn, due or not
+    withdrawn = store.settle_wait("run1", 0, status="withdrawn", now=T0 + 10)
+
+    # THEN no answer and no second withdrawal settle it any more
+    assert withdrawn.status == "withdrawn" and not withdrawn.resolved
+    assert withdrawn.due == T0 + 60 and not withdrawn.closed  # its due time stays
+    for status in ("approved", "rejected", "withdrawn"):
+        with pytest.raises(ConflictError):
+            store.settle_wait("run1", 0, status=status, now=T0 + 11)
+    assert store.get_wait("run1", 0) == withdrawn
+    # but it can still time out once due (a run that waits on it is never stuck)
+    assert store.settle_wait("run1", 0, status="timed_out", now=T0 + 60).status == "timed_out"
+
+
+def test_an_answered_callback_cannot_be_withdrawn(store):
+    store.put_wait(callback())
+    store.settle_wait("run1", 0, status="approved", now=T0 + 10, output="yes")
+
+    with pytest.raises(ConflictError):
+        store.settle_wait("run1", 0, status="withdrawn", now=T0 + 11)
+    assert store.get_wait("run1", 0).status == "approved"
+
+
+def test_a_withdrawn_callback_is_stored_anew_when_its_step_runs_again(store):
+    store.put_wait(callback())
+    store.settle_wait("run1", 0, status="withdrawn", now=T0 + 10)
+
+    again = callback(due=T0 + 90, deadline=T0 + 3690)
+    assert store.put_wait(again) == again
+    assert store.get_wait("run1", 0) == again
+    assert store.put_wait(callback(due=T0 + 5)) == again  # pending again: stored once

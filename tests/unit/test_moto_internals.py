@@ -245,3 +245,69 @@ def test_dynamodb_answers_dumped_as_json_are_what_motos_serializer_answers(sorte
     assert {"PutItem", "GetItem", "Query", "UpdateItem", "BatchGetItem", "DeleteItem", "GetRecords"} <= set(
         compared
     )
+
+
+@pytest.fixture
+def indexed_table(dynamodb):
+    """A table with a KEYS_ONLY index (sparse, like gsi1): some items in two index
+    partitions, some in none."""
+    attribute = lambda name: {"AttributeName": name, "AttributeType": "S"}  # noqa: E731
+    dynamodb.create_table(
+        TableName="indexed",
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+        AttributeDefinitions=[attribute("pk"), attribute("sk"), attribute("gpk"), attribute("gsk")],
+        GlobalSecondaryIndexes=[
+            {
+                "IndexName": "gsi",
+                "KeySchema": [
+                    {"AttributeName": "gpk", "KeyType": "HASH"},
+                    {"AttributeName": "gsk", "KeyType": "RANGE"},
+                ],
+                "Projection": {"ProjectionType": "KEYS_ONLY"},
+            }
+        ],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    for i in range(12):
+        item = {"pk": {"S": f"run{i % 5}"}, "sk": {"S": f"WAIT#{i:03d}"}}
+        if i % 3:
+            item |= {"gpk": {"S": f"W#{i % 2}"}, "gsk": {"S": f"{(i * 7) % 10:04d}"}}
+        dynamodb.put_item(TableName="indexed", Item=item)
+    return dynamodb
+
+
+INDEX_QUERIES = [
+    {"KeyConditionExpression": "gpk = :p", "ExpressionAttributeValues": {":p": {"S": "W#0"}}},
+    {
+        "KeyConditionExpression": "gpk = :p AND gsk <= :d",
+        "ExpressionAttributeValues": {":p": {"S": "W#1"}, ":d": {"S": "0005"}},
+    },
+    {
+        "KeyConditionExpression": "gpk = :p",
+        "ExpressionAttributeValues": {":p": {"S": "W#1"}},
+        "ScanIndexForward": False,
+        "Limit": 2,
+    },
+    {"KeyConditionExpression": "gpk = :p", "ExpressionAttributeValues": {":p": {"S": "nobody"}}},
+]
+
+
+def test_an_index_query_lists_its_index_partition_only_and_answers_as_moto_does(indexed_table, monkeypatch):
+    from moto.dynamodb.models.table import Table
+
+    ask = lambda q: indexed_table.query(TableName="indexed", IndexName="gsi", **q)  # noqa: E731
+    expected = [ask(q) for q in INDEX_QUERIES]
+    moto_internals.index_queries(monkeypatch.setattr)
+    listed = []
+    all_items = Table.all_items
+    monkeypatch.setattr(Table, "all_items", lambda self: listed.append(self.name) or all_items(self))
+
+    answers = [ask(q) for q in INDEX_QUERIES]
+
+    for answer, want in zip(answers, expected, strict=True):
+        assert (answer["Items"], answer.get("LastEvaluatedKey")) == (
+            want["Items"],
+            want.get("LastEvaluatedKey"),
+        )
+    assert [len(a["Items"]) for a in answers] == [4, 1, 2, 0]
+    assert listed == []  # no index query listed (and sorted) the whole table

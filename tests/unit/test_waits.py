@@ -267,3 +267,60 @@ def test_a_callback_node_without_a_key_fails_its_step_loudly():
     service.start_run(service.create_graph(REVIEW).graph_id, {})
     with pytest.raises(Exception, match="no callback key"):
         run_queued(service)
+
+
+# -- a callback node's tool that fails ---------------------------------------------------------
+def failing_review(service: RunService, answer: dict[str, Any] | None) -> tuple[str, list[Any]]:
+    """A run of a callback node whose tool (with retries) is answered while it runs when
+    ``answer`` is given, then raises; returns the run and what each answer got."""
+    replies: list[Any] = []
+
+    @default_registry.tool("waits_unit_notify_then_fail")
+    async def notify_then_fail(state, ctx):
+        if answer is not None and not replies:
+            replies.append(service.waits.answer(ctx.callback_token, **answer))
+        raise ConnectionError("mail server went away")
+
+    graph = {
+        "start": "r",
+        "nodes": {
+            "r": {
+                "fn": "waits_unit_notify_then_fail",
+                "callback": {"timeout_s": 3600, "result": "review"},
+                "retry": {"max_attempts": 2, "interval_s": 1},
+                "next": "d",
+            },
+            "d": {"fn": "waits_unit_done"},
+        },
+    }
+    run_id = service.start_run(service.create_graph(graph).graph_id, {}).run_id
+    for _ in range(3):
+        run_queued(service)
+        service.clock.advance(2)  # the retry's delay
+    return run_id, replies
+
+
+def test_an_answer_accepted_while_the_tool_runs_wins_over_the_tools_failure(service):
+    run_id, replies = failing_review(service, {"status": "approved", "output": {"ok": 1}})
+
+    assert not replies[0].applied  # accepted while the tool ran: kept, not lost
+    run = service.get_run(run_id)
+    assert run.status == "completed", run.error
+    logs = service.store.list_logs(run_id)
+    assert [(e["node"], e["status"]) for e in logs] == [("r", "waiting"), ("r", "ok"), ("d", "ok")]
+    assert logs[0]["error"]["type"] == "ConnectionError" and logs[0]["waiting"]["answered"] == "approved"
+    assert service.store.get_wait(run_id, 0).status == "approved"
+
+
+def test_a_tool_that_fails_unanswered_withdraws_its_callback(service):
+    run_id, _ = failing_review(service, None)
+
+    assert service.get_run(run_id).status == "failed"
+    first = service.waits.signer.token(run_id, 0)
+    with pytest.raises(ConflictError) as info:
+        service.waits.answer(first, "approved")
+    assert info.value.details == {"status": "withdrawn"}
+    assert [(e["node"], e["status"]) for e in service.store.list_logs(run_id)] == [
+        ("r", "retry"),
+        ("r", "failed"),
+    ]
