@@ -805,3 +805,25 @@ def test_the_resolver_keeps_each_threads_request_apart():
 
     # THEN each saw its own request and context, not the one resolved last
     assert seen == {"a": ("/who/a", "a"), "b": ("/who/b", "b")}
+
+
+def test_state_and_logs_tell_of_one_moment_when_a_step_commits_between_their_reads(service, call):
+    # GIVEN a run whose first step committed; the API reads the run, then its log, and a
+    # second step (here: the run's wait) commits in between
+    graph_id = create(call, {"start": "a", "nodes": {"a": {"fn": "api_test_greet", "next": "b"},
+                                                     "b": {"fn": "api_test_greet"}}})  # fmt: skip
+    run_id = call("POST", "/graph/run", body={"graph_id": graph_id, "background": True}).json["run_id"]
+    run_queued(service, limit=1)
+    read_before = service.get_run(run_id)
+    assert read_before.step == 1
+    run_queued(service)
+    service.get_run = lambda run_id, owner=None: read_before  # the run as read before step 1 committed
+
+    # WHEN the run is read with its log
+    view = call("GET", f"/graph/state/{run_id}").json
+
+    # THEN the log shows what the run as read had reached, no more: a client following
+    # from its last entry hears of the rest, the status it brings included
+    assert view["status"] == "running" and view["step"] == 1
+    assert [entry["seq"] for entry in view["logs"]] == [0]
+    assert view["logs_next"] is None
