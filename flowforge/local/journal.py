@@ -143,7 +143,7 @@ class Journal:
             stream.flush()
             os.fsync(stream.fileno())
         os.replace(temporary, self.path)
-        _fsync_directory(self.path.parent)
+        fsync_directory(self.path.parent)
 
     def append(self, records: Iterable[Mapping[str, Any]]) -> int:
         """Journal stream records (JSON-safe, see :func:`to_wire`) in one write, without
@@ -204,7 +204,7 @@ class Journal:
             created = not self.path.exists()
             self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
             if created:  # the file's name must survive a crash too
-                _fsync_directory(self.path.parent)
+                fsync_directory(self.path.parent)
         return self._fd
 
     def _raise_if_failed(self) -> None:
@@ -221,7 +221,8 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
-def _fsync_directory(path: Path) -> None:
+def fsync_directory(path: Path) -> None:
+    """Make a directory's entries (a file created or renamed in it) durable."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)

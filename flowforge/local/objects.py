@@ -21,6 +21,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from flowforge.local.journal import fsync_directory
+
 log = logging.getLogger("flowforge.local")
 
 
@@ -53,13 +55,13 @@ class ObjectFiles:
             stream.flush()
             os.fsync(stream.fileno())
         os.replace(temporary, path)
-        _fsync_directory(path.parent)
+        fsync_directory(path.parent)
 
     def delete(self, bucket: str, key: str) -> None:
         path = self.path(bucket, key)
         if path is not None and path.exists():
             path.unlink()
-            _fsync_directory(path.parent)
+            fsync_directory(path.parent)
 
     def stored(self, bucket: str) -> Iterator[tuple[str, Path]]:
         """Every object of ``bucket`` on disk: its key and its file."""
@@ -85,11 +87,3 @@ def restore_objects(files: ObjectFiles, s3: Any, bucket: str, runs: Iterable[str
     if dropped:
         log.info("dropped the stored values of %d objects whose runs expired", dropped)
     return restored, dropped
-
-
-def _fsync_directory(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -159,7 +159,7 @@ class DynamoFanOuts:
                 ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
         except ConflictError as exc:
-            return self._claim_refused(run_id, base, index, attempt, final, _old_item(exc))
+            return self._claim_refused(run_id, base, index, attempt, final, old_item(exc))
         attributes = response["Attributes"]
         offset, _, _ = fc.decode_claim(int(attributes["c"]["M"][str(index)]["N"]))
         if self._tally is not None:
@@ -237,12 +237,12 @@ class DynamoFanOuts:
                 ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
         except ConflictError as exc:
-            old = _old_item(exc)
+            old = old_item(exc)
             return None if old is None else base + int(old["fin"]["N"])
         return base + int(response["Attributes"]["fin"]["N"])
 
 
-def _old_item(exc: ConflictError) -> codec.Item | None:
+def old_item(exc: ConflictError) -> codec.Item | None:
     """The item as it was when an update's condition failed (ReturnValuesOnConditionCheckFailure)."""
     cause: Any = exc.__cause__
     response = getattr(cause, "response", None) or {}

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from engine.errors import ConflictError
 from functions.aws import dynamodb_codec as codec
+from functions.aws.dynamodb_fanout import old_item
 
 #: Entries removed by one UpdateItem (an update expression stays well under its limits).
 RELEASE_BATCH = 100
@@ -50,7 +51,7 @@ class DynamoRunningRuns:
                 )
                 return True
             except ConflictError as exc:
-                if _old_item(exc) is not None:
+                if old_item(exc) is not None:
                     return False  # at the cap
             try:  # the principal's first run: make the item with it
                 self._call(
@@ -88,9 +89,3 @@ class DynamoRunningRuns:
                 )
             except ConflictError:
                 return  # no item: nothing is held
-
-
-def _old_item(exc: ConflictError) -> codec.Item | None:
-    cause: Any = exc.__cause__
-    response = getattr(cause, "response", None) or {}
-    return response.get("Item")

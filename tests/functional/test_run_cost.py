@@ -127,6 +127,15 @@ def start(steps: int, state_bytes: int = 600) -> str:
     return service.start_run(graph_id, {"i": 0, "pad": "x" * state_bytes}).run_id
 
 
+def drain_in_fresh_containers(pump: QueuePump, app: Any) -> int:
+    """Deliver the queue, each invocation in a fresh container; how many invocations."""
+    invocations = 0
+    while pump.step_once():
+        invocations += 1
+        app.service.store.forget()
+    return invocations
+
+
 def test_the_cost_in_get_state_is_what_aws_metered_for_the_run(meter, pump):
     # GIVEN a 30-step run, chained (ChainMaxSteps 10: three chains, reads between them as
     # a fresh container would), every call the step handler makes metered
@@ -136,10 +145,7 @@ def test_the_cost_in_get_state_is_what_aws_metered_for_the_run(meter, pump):
     mark = meter.mark()
 
     # WHEN the queue is drained, each invocation in a fresh container
-    invocations = 0
-    while pump.step_once():
-        invocations += 1
-        app.service.store.forget()
+    invocations = drain_in_fresh_containers(pump, app)
 
     # THEN GET /graph/state's cost has exactly the metered requests and units
     billed = metered(meter, mark, invocations)
@@ -203,10 +209,7 @@ def test_a_map_and_a_parallel_node_cost_what_aws_metered_retries_included(meter,
     mark = meter.mark()
 
     # WHEN the queue is drained, each invocation in a fresh container
-    invocations = 0
-    while pump.step_once():
-        invocations += 1
-        app.service.store.forget()
+    invocations = drain_in_fresh_containers(pump, app)
 
     # THEN the run's cost counts every execution, the fan-outs' openings and joins: the
     # metered requests and units, exactly
