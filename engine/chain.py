@@ -174,7 +174,7 @@ async def run_chain(
                 callback=ticket,
             )
             if outcome.until is not None and node.wait is not None:
-                waits.open_timer(run, node, outcome.until)
+                waits.arm_timer(run, outcome.until)  # before the commit: see arm_timer
             if ticket is not None and outcome.until is None:
                 # The tool failed: an answer accepted meanwhile wins, else the callback goes.
                 outcome, withdrawn = waits.after_failure(run, ticket, outcome, state)

@@ -18,7 +18,15 @@ from typing import Any
 from engine.cost import EMPTY, Usage, UsageTally
 from engine.errors import ConflictError
 from engine.logentry import StoredEntry, stored_entry
-from engine.ports import Claim, ExecutionRecord, FanOutRecord, GraphRecord, RunRecord, StepCommit
+from engine.ports import (
+    Claim,
+    ExecutionRecord,
+    FanOutRecord,
+    GraphRecord,
+    RunRecord,
+    StepCommit,
+    StepQueue,
+)
 from engine.step import LIVE, TERMINAL
 from engine.stepmessage import StepMessage
 from engine.transitions import apply_commit, apply_execution, apply_finish
@@ -354,6 +362,37 @@ class InMemoryStepQueue:
 
     def __len__(self) -> int:
         return len(self.messages)
+
+
+class InMemoryTimers:
+    """A :class:`~engine.ports.Timers` that holds each timer's due time until someone
+    fires it (:meth:`fire_due`, with a queue and the time: a test, a loop)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.timers: dict[tuple[str, int], float] = {}
+
+    def schedule(self, run_id: str, step: int, due_at: float) -> None:
+        with self._lock:
+            self.timers.setdefault((run_id, step), due_at)
+
+    def cancel(self, run_id: str, step: int) -> None:
+        with self._lock:
+            self.timers.pop((run_id, step), None)
+
+    def fire_due(self, queue: StepQueue, now: float) -> list[tuple[str, int]]:
+        """Send the step message of each timer due by ``now`` and remove it, earliest first."""
+        with self._lock:
+            due = sorted((at, key) for key, at in self.timers.items() if at <= now)
+            for _, key in due:
+                del self.timers[key]
+        for _, (run_id, step) in due:
+            queue.send_step(run_id, step)
+        return [key for _, key in due]
+
+    def next_due(self) -> float | None:
+        with self._lock:
+            return min(self.timers.values(), default=None)
 
 
 def _may_settle(stored: str, status: str, due: bool) -> bool:

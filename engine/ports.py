@@ -1,7 +1,8 @@
-"""The engine's ports: what the run service needs from storage and from a queue.
+"""The engine's ports: what the run service needs from storage, a queue and timers.
 
 ``engine.memory`` implements them in memory; ``functions.aws`` implements them on
-DynamoDB and SQS. One contract suite (tests/contract) runs against both.
+DynamoDB, SQS and EventBridge Scheduler. One contract suite (tests/contract) runs
+against both.
 """
 
 from __future__ import annotations
@@ -364,3 +365,20 @@ class StepQueue(Protocol):
     def send_step(self, run_id: str, step: int, delay_s: float = 0.0) -> None: ...
 
     def send_item(self, run_id: str, step: int, item: int, attempt: int, delay_s: float = 0.0) -> None: ...
+
+
+class Timers(Protocol):
+    """Durable timers beyond the step queue's longest delay: the step message
+    ``(run_id, step)`` is sent to the step queue at ``due_at`` (epoch seconds), once the
+    timer fires, and never before. A ``wait`` node's run waits on one (engine/waits.py).
+
+    A timer is named by its run and step: making it again (a redelivered step) leaves the
+    one there as it is, and firing it removes it.
+    """
+
+    def schedule(self, run_id: str, step: int, due_at: float) -> None:
+        """Make the timer of ``(run_id, step)``, due at ``due_at`` (nothing if it exists)."""
+
+    def cancel(self, run_id: str, step: int) -> None:
+        """Remove the timer of ``(run_id, step)``: best effort, nothing if there is none
+        (it fired, or was never made). Its message would only be a stale duplicate."""

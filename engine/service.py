@@ -30,7 +30,7 @@ from engine.errors import (
     StateTooLargeError,
 )
 from engine.logpages import MAX_LOG_PAGE_BYTES, MAX_LOG_PAGE_ENTRIES, LogPage, read_log_page
-from engine.ports import GraphRecord, RunRecord, RunStore, StepCommit, StepQueue
+from engine.ports import GraphRecord, RunRecord, RunStore, StepCommit, StepQueue, Timers
 from engine.registry import Registry, default_registry
 from engine.state import DEFAULT_MAX_STATE_BYTES, LiveState, StateSize, encode_state
 from engine.step import Cursor, StepResult, enforce_limits, iso_time, refuse_update
@@ -103,6 +103,7 @@ class RunService:
         blobs: Blobs | None = None,
         max_total_state_bytes: int = DEFAULT_MAX_TOTAL_STATE_BYTES,
         max_running_runs: int = 0,
+        timers: Timers | None = None,
     ) -> None:
         """``isolated``: graphs and runs belong to the principal that created them, and
         the API passes each caller as ``owner``; otherwise they belong to the account.
@@ -112,7 +113,9 @@ class RunService:
         threshold are offloaded (engine/blobs.py); ``max_state_bytes`` then caps the state
         as stored, with references, and ``max_total_state_bytes`` the state with offloaded
         values. Without it every value stays in the run. ``max_running_runs``: how many
-        runs running or waiting each owner may have (0: no cap; see engine/running.py)."""
+        runs running or waiting each owner may have (0: no cap; see engine/running.py).
+        ``timers``: the durable timers of ``wait`` nodes due beyond SQS's longest delay
+        (EventBridge Scheduler on AWS; default: in memory, fired by whoever holds them)."""
         self.store = store
         self.isolated = isolated
         self.queue = queue
@@ -127,6 +130,11 @@ class RunService:
         self.blobs = blobs
         self.max_total_state_bytes = max_total_state_bytes
         self.max_running_runs = max_running_runs
+        if timers is None:
+            from engine.memory import InMemoryTimers
+
+            timers = InMemoryTimers()
+        self.timers = timers
         self._graphs: dict[str, CompiledGraph] = {}  # graphs are immutable: cache forever
         self._graph_owners: dict[str, str | None] = {}
         from engine.fanout_service import FanOutSteps  # it builds on this module's Disposition
@@ -220,8 +228,9 @@ class RunService:
         return read_log_page(self.store, run_id, after, limit=limit, max_bytes=self.log_page_bytes)
 
     def cancel(self, run_id: str, owner: str | None = None) -> RunRecord:
-        """Cancel a running or waiting run (ConflictError if it already ended)."""
-        self.get_run(run_id, owner)
+        """Cancel a running or waiting run (ConflictError if it already ended); a
+        waiting run's timer is deleted."""
+        before = self.get_run(run_id, owner)
         stamp = iso_time(self.clock())
         error = {"node": None, "type": "Cancelled", "message": "run cancelled by request"}
         try:
@@ -232,6 +241,7 @@ class RunService:
                 f"run {run_id!r} is already {status}; only a running run can be cancelled",
                 details={"status": status},
             ) from None
+        self.waits.cancelled(before)
         return self.get_run(run_id)
 
     def redrive(
@@ -294,7 +304,11 @@ class RunService:
     def resume(self, run: RunRecord) -> None:
         """Send what a running run needs to go on when its queued messages were lost (the
         local stack's queue is not persisted): its step message, and the messages of a
-        map's or parallel node's unfinished items. Duplicates are harmless."""
+        map's or parallel node's unfinished items; for a run that waits on a timer, its
+        timer (a delayed message, or a schedule if that is gone). Duplicates are harmless."""
+        if run.status == "waiting":
+            self.waits.rearm(run)
+            return
         self.queue.send_step(run.run_id, run.step)
         self.fanouts.resend_due(run, self.compiled(run.graph_id))
 

@@ -7,6 +7,11 @@ them moves the run, and a cancel (which takes the same slot) beats all of them o
 An answer first settles the callback's record (a conditional write: of two answers, or
 an answer and a timeout, exactly one settles it), then commits; if it dies in between,
 the record is due at once in the due-time index and the sweeper wakes the run.
+
+A timer (a ``wait`` node) has no record: its due time is the waiting run's ``next_at``,
+and the step message that ends it is armed before the run starts waiting — a delayed
+SQS message up to 15 minutes, an EventBridge Scheduler one-time schedule beyond
+(:class:`~engine.ports.Timers`).
 """
 
 from __future__ import annotations
@@ -122,15 +127,49 @@ class WaitSteps:
         took its slot): the callback is pending again."""
         self.service.store.put_wait(replace(withdrawn, status=PENDING))
 
-    def open_timer(self, run: RunRecord, node: CompiledNode, due: float) -> None:
-        """Store the timer of the node the run is at, before the run starts waiting."""
-        wait = WaitRecord(run.run_id, run.step, node.id, "timer", due, due)
-        self.service.store.put_wait(wait, expires_at=self._expiry(due))
+    def arm_timer(self, run: RunRecord, due: float) -> None:
+        """Arm the timer of the ``wait`` node the run is at, before the step that starts
+        its wait commits: the step message that ends the wait (the run's next step) is sent
+        now, delayed, when it is due within SQS's longest delay, else an EventBridge
+        Scheduler one-time schedule (:class:`~engine.ports.Timers`) will send it.
+
+        Armed first, so a crash before the commit leaves at most a message for a step the
+        run never reached (dropped), never a run waiting with nothing to wake it; a
+        redelivered step arms the same timer again (its schedule is named by run and
+        step). A timer has no wait item and no entry in the due-time index."""
+        self._arm(run.run_id, run.step + 1, due)
+
+    def _arm(self, run_id: str, step: int, due: float) -> None:
+        delay = due - self.service.clock()
+        if delay <= MAX_QUEUE_DELAY_S:
+            self.service.queue.send_step(run_id, step, max(delay, 0.0))
+        else:
+            self.service.timers.schedule(run_id, step, due)
+
+    def rearm(self, run: RunRecord) -> None:
+        """Arm the timer of a run waiting at a ``wait`` node again (its message was lost
+        with the local stack's queue, or came too early); nothing for a callback, whose
+        wait is in the due-time index."""
+        if self._timer_node(run):
+            self._arm(run.run_id, run.step, run.next_at)
+
+    def cancelled(self, run: RunRecord) -> None:
+        """``run`` (as read before its cancel) was cancelled: its timer's schedule, if it
+        had one, is deleted (best effort: a schedule left fires a stale duplicate)."""
+        if run.status != "waiting" or not self._timer_node(run):
+            return
+        try:
+            self.service.timers.cancel(run.run_id, run.step)
+        except FlowForgeError:
+            return
 
     def park(self, run: RunRecord) -> bool:
         """The run has just started waiting: True if its wait can end at once (an answer
-        came while the tool ran); else a wait due within SQS's longest delay gets a
-        delayed step message (later ones are woken by the sweeper)."""
+        came while the tool ran); else a callback due within SQS's longest delay gets a
+        delayed step message (later ones are woken by the sweeper). A timer was armed
+        before the commit (:meth:`arm_timer`)."""
+        if self._timer_node(run):
+            return False
         wait = self._wait_of(run)
         if wait is not None and wait.resolved:
             return True
@@ -145,9 +184,19 @@ class WaitSteps:
     ) -> tuple[StepResult, WaitRecord] | None:
         """How the waiting run's wait ends now, or None if it goes on waiting. A pending
         callback past its due time is settled as timed out first (conditionally: an
-        answer that got there first wins)."""
+        answer that got there first wins). A timer is due at the run's ``next_at``; one
+        whose message came early is armed again."""
         assert run.cursor is not None
         now = self.service.clock()
+        if self._timer_node(run, graph):
+            if now < run.next_at:
+                self.rearm(run)
+                return None
+            node = graph.nodes[run.cursor.node]
+            timer = WaitRecord(
+                run.run_id, run.step - 1, node.id, "timer", run.next_at, run.next_at, closed=True
+            )
+            return resume_outcome(graph, run.cursor, state, timer, now), timer
         wait = self._wait_of(run)
         if wait is None:
             return None
@@ -165,7 +214,9 @@ class WaitSteps:
 
     def close(self, wait: WaitRecord) -> None:
         """The run moved past the wait: it leaves the due-time index (best effort: the
-        sweeper closes what is left)."""
+        sweeper closes what is left). A timer is in no index."""
+        if wait.closed:
+            return
         try:
             self.service.store.close_wait(wait.run_id, wait.step)
         except FlowForgeError:
@@ -263,8 +314,9 @@ class WaitSteps:
 
     # -- the sweeper ---------------------------------------------------------------------------
     def wake_due(self, limit: int = 100) -> list[tuple[str, int]]:
-        """Send the step message of each run whose wait is due (answered, timed out, a
-        timer); close the waits whose run moved on. Returns (run_id, step) woken."""
+        """Send the step message of each run whose wait is due (answered, timed out; a
+        timer stored by an earlier version); close the waits whose run moved on. Returns
+        (run_id, step) woken."""
         store, now = self.service.store, self.service.clock()
         woken = []
         for wait in store.due_waits(now, limit):
@@ -292,6 +344,14 @@ class WaitSteps:
             self.signer.url(self.signer.token(run.run_id, run.step - 1)) if self.signer is not None else None
         )
         return {"node": node.id, "callback_url": url, "expires_at": iso_time(run.next_at)}
+
+    def _timer_node(self, run: RunRecord, graph: CompiledGraph | None = None) -> bool:
+        """Whether the run is at a ``wait`` node (a timer), not a callback node."""
+        if run.cursor is None:
+            return False
+        graph = graph if graph is not None else self.service.compiled(run.graph_id)
+        node = graph.nodes.get(run.cursor.node)
+        return node is not None and node.wait is not None
 
     def _wait_of(self, run: RunRecord) -> WaitRecord | None:
         """The wait the waiting run is in (stored at the step before its current one)."""

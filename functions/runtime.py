@@ -23,6 +23,7 @@ from functions.settings import Settings, SettingsError
 if TYPE_CHECKING:
     from engine.blobs import Blobs
     from engine.logstream import LogStream
+    from engine.ports import Timers
     from engine.service import RunService
     from engine.waits import CallbackSigner
 
@@ -85,6 +86,19 @@ class _NoQueue:
         raise SettingsError("missing environment variable FLOWFORGE_STEP_QUEUE_URL")
 
 
+class _NoTimers:
+    """The timers of a function deployed without the scheduler's settings."""
+
+    def schedule(self, run_id: str, step: int, due_at: float) -> None:
+        raise SettingsError(
+            "missing environment variables FLOWFORGE_SCHEDULE_GROUP, FLOWFORGE_SCHEDULER_ROLE_ARN "
+            "or FLOWFORGE_STEP_QUEUE_ARN (timers beyond 15 minutes)"
+        )
+
+    def cancel(self, run_id: str, step: int) -> None:
+        return None
+
+
 class App:
     """What one Lambda container keeps: settings, clients, the service and the log stream.
 
@@ -145,6 +159,21 @@ class App:
             blobs=self._blobs(),
             max_total_state_bytes=settings.max_total_state_bytes,
             max_running_runs=settings.max_running_runs,
+            timers=self._timers(),
+        )
+
+    def _timers(self) -> Timers:
+        """Timers beyond SQS's longest delay: EventBridge Scheduler one-time schedules."""
+        from functions.aws.scheduler import SchedulerTimers
+
+        settings = self.settings
+        if not (settings.schedule_group and settings.scheduler_role_arn and settings.step_queue_arn):
+            return _NoTimers()
+        return SchedulerTimers(
+            settings.schedule_group,
+            settings.step_queue_arn,
+            settings.scheduler_role_arn,
+            lambda: self.clients("scheduler"),
         )
 
     def _blobs(self) -> Blobs | None:

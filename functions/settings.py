@@ -27,6 +27,13 @@ class Settings:
     """DynamoDB table holding graphs, runs, log entries and connections (FLOWFORGE_TABLE)."""
     step_queue_url: str | None = None
     """SQS queue of step messages (FLOWFORGE_STEP_QUEUE_URL); needed by api, step, sweeper."""
+    step_queue_arn: str | None = None
+    """The step queue's ARN (FLOWFORGE_STEP_QUEUE_ARN): the target of timers' schedules."""
+    schedule_group: str | None = None
+    """EventBridge Scheduler group of the timers' one-time schedules (FLOWFORGE_SCHEDULE_GROUP);
+    needed by step (creates them) and api (deletes a cancelled run's)."""
+    scheduler_role_arn: str | None = None
+    """The role Scheduler assumes to send a timer's step message (FLOWFORGE_SCHEDULER_ROLE_ARN)."""
     ws_endpoint: str | None = None
     """API Gateway @connections endpoint, https://… (FLOWFORGE_WS_ENDPOINT); ws, broadcast."""
     console_ws_url: str | None = None
@@ -84,6 +91,9 @@ class Settings:
         return cls(
             table=table,
             step_queue_url=env.get("FLOWFORGE_STEP_QUEUE_URL") or None,
+            step_queue_arn=env.get("FLOWFORGE_STEP_QUEUE_ARN") or None,
+            schedule_group=env.get("FLOWFORGE_SCHEDULE_GROUP") or None,
+            scheduler_role_arn=env.get("FLOWFORGE_SCHEDULER_ROLE_ARN") or None,
             ws_endpoint=env.get("FLOWFORGE_WS_ENDPOINT") or None,
             console_ws_url=env.get("FLOWFORGE_CONSOLE_WS_URL") or None,
             max_state_bytes=_number(env, "FLOWFORGE_MAX_STATE_BYTES", int, DEFAULT_MAX_STATE_BYTES),

@@ -5,7 +5,8 @@ at their first call), then the table, queues and state bucket from template.yaml
 journal's restore and the state bucket's (flowforge/local/objects.py), journaling of
 every write (and keeping every object on disk) from then on, the handlers' environment and cold
 start, and only then traffic: the stream poller (past the restore's own writes), the
-queue pollers, the resumed runs, the gateway and the schedule.
+queue pollers, the resumed runs (and the timers of waiting runs, armed again), the
+gateway, the schedule and the timers' loop (flowforge/local/timers.py).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from flowforge.local.pollers import QueuePoller, Schedule, StreamPoller
 from flowforge.local.sigv4 import DEFAULT_ACCESS_KEY, DEFAULT_SECRET_KEY, KeyRing, load_key_ring
 from flowforge.local.stack import DEFAULT_TEMPLATE, TemplateError, create_resources
 from flowforge.local.template import LocalTemplate, read_template
+from flowforge.local.timers import ScheduleFirer, TimerLoop
 from functions.runtime import AwsClients, build_app, use_app
 from functions.settings import Settings, SettingsError
 
@@ -293,8 +295,11 @@ class LocalStack:
             parameters["Isolation"] = options.isolation
         if options.max_running_runs is not None:
             parameters["MaxRunningRunsPerPrincipal"] = str(options.max_running_runs)
+        scheduler = session.client("scheduler")
         resources = create_resources(
-            {"dynamodb": dynamodb, "sqs": sqs, "s3": s3}, options.template, parameters=parameters or None
+            {"dynamodb": dynamodb, "sqs": sqs, "s3": s3, "scheduler": scheduler},
+            options.template,
+            parameters=parameters or None,
         )
         self.summary["table"] = resources["table"]
         environment = handler_environment(resources, options, self.url)
@@ -334,10 +339,13 @@ class LocalStack:
         self._create_pollers(session, resources)
         await asyncio.get_running_loop().run_in_executor(None, self.stream.skip_existing)  # type: ignore[union-attr]
         service = self.app.service
-        for run_id in restored.running:
+        for run_id in restored.running + restored.waiting:
             run = service.store.get_run(run_id)  # the run item may lag: the store folds in the rest
-            if run is not None and run.status == "running":
+            if run is not None and run.status in ("running", "waiting"):
                 service.resume(run)  # duplicates are harmless: commits are conditional
+        # moto keeps schedules but never fires them: this does, as Scheduler would.
+        firer = ScheduleFirer(scheduler, sqs, resources["schedule_group"])
+        self.tasks.append(asyncio.ensure_future(TimerLoop(firer, time.time).run()))
         if options.example:
             # Isolated by principal: the example belongs to the banner's signing key.
             signing_key = self._signing_key()

@@ -82,10 +82,13 @@ def _key(keys: Mapping[str, Any]) -> str:
 @dataclass(slots=True)
 class Restored:
     """What a restore put back, and the runs it must resume (ids of runs whose run item
-    says running: the store folds in their later slots to find where each stands)."""
+    says running: the store folds in their later slots to find where each stands), and
+    those whose run item says waiting (their timers are armed again: moto's schedules
+    and queued messages are not kept)."""
 
     items: list[Item] = field(default_factory=list)
     running: list[str] = field(default_factory=list)
+    waiting: list[str] = field(default_factory=list)
     dropped: int = 0
 
 
@@ -261,6 +264,9 @@ def restorable(items: Iterable[Item], now: float | None = None) -> Restored:
         restored.items.append(item)
     restored.running = [
         _string(run, "run_id") or "" for run in runs.values() if _string(run, "status") == "running"
+    ]
+    restored.waiting = [
+        _string(run, "run_id") or "" for run in runs.values() if _string(run, "status") == "waiting"
     ]
     return restored
 

@@ -1,4 +1,5 @@
-"""The stack's DynamoDB table and SQS queues, created from template.yaml without CloudFormation.
+"""The stack's DynamoDB table, SQS queues, S3 bucket and Scheduler group, created from
+template.yaml without CloudFormation.
 
 Functional tests and the local stack call :func:`create_resources` so the table and queues
 they use have exactly the keys, indexes, stream, TTL and queue settings ``sam deploy``
@@ -96,7 +97,8 @@ def create_resources(
     built with ``endpoint_url``, or a mapping ``{"dynamodb": client, "sqs": client, "s3":
     client}``. Resources are named ``<stack_name>-<LogicalId>`` (a bucket in lowercase).
     Returns ``table``, ``stream_arn``, ``queue_url``, ``queue_arn``, ``dlq_url``,
-    ``dlq_arn``, ``bucket`` (the state bucket), ``names`` (logical id →
+    ``dlq_arn``, ``bucket`` (the state bucket), ``schedule_group`` (the timers' EventBridge
+    Scheduler group, created when a session or a ``"scheduler"`` client is given), ``names`` (logical id →
     physical name or URL) and ``env``: the functions' environment variables (Globals) that
     resolve from these resources and the parameters. ``FLOWFORGE_WS_ENDPOINT`` needs the
     WebSocket API, so it is left to the caller.
@@ -105,6 +107,7 @@ def create_resources(
         raise TemplateError(f"stack name {stack_name!r} must match {_NAME.pattern}")
     template = load_template(template_path)
     dynamodb, sqs, s3 = _clients(session_or_clients, endpoint_url)
+    scheduler = _scheduler_client(session_or_clients, endpoint_url)
     pseudo = {
         "AWS::Region": dynamodb.meta.region_name,
         "AWS::Partition": "aws",
@@ -122,6 +125,16 @@ def create_resources(
         _create_table(dynamodb, intrinsics, logical_id, resources[logical_id], stack_name)
     for logical_id in buckets:
         _create_bucket(s3, intrinsics, logical_id, resources[logical_id], stack_name)
+    for logical_id, resource in resources.items():
+        if resource.get("Type") == "AWS::Scheduler::ScheduleGroup":
+            _create_schedule_group(scheduler, intrinsics, logical_id, resource, stack_name)
+        elif resource.get("Type") == "AWS::IAM::Role":
+            # Not created: moto's Scheduler never assumes a role. Its ARN is what the
+            # functions pass, as on AWS.
+            name = f"{stack_name}-{logical_id}"
+            account = intrinsics.values.get("AWS::AccountId", "123456789012")
+            intrinsics.refs[logical_id] = name
+            intrinsics.attrs[(logical_id, "Arn")] = f"arn:aws:iam::{account}:role/{name}"
     try:
         return {
             "table": intrinsics.refs["Table"],
@@ -131,6 +144,7 @@ def create_resources(
             "dlq_url": intrinsics.refs["StepDeadLetterQueue"],
             "dlq_arn": intrinsics.attrs[("StepDeadLetterQueue", "Arn")],
             "bucket": intrinsics.refs["StateBucket"],
+            "schedule_group": intrinsics.refs["TimerScheduleGroup"],
             "names": {lid: intrinsics.refs[lid] for lid in queues + tables + buckets},
             "env": _environment(template, intrinsics),
         }
@@ -265,6 +279,35 @@ def _create_bucket(
             raise TemplateError(f"{logical_id}: bucket property {key} is not translated")
     intrinsics.refs[logical_id] = name
     intrinsics.attrs[(logical_id, "Arn")] = f"arn:aws:s3:::{name}"
+
+
+def _scheduler_client(session_or_clients: Any, endpoint_url: str | None) -> Any:
+    """The EventBridge Scheduler client (None: a mapping of clients without one)."""
+    if isinstance(session_or_clients, Mapping):
+        return session_or_clients.get("scheduler")
+    options = {"endpoint_url": endpoint_url} if endpoint_url else {}
+    return session_or_clients.client("scheduler", **options)
+
+
+def _create_schedule_group(
+    scheduler: Any, intrinsics: Intrinsics, logical_id: str, resource: Mapping, stack_name: str
+) -> None:
+    """The timers' schedule group (Ref: its name; Arn), created when a scheduler client is given."""
+    props = dict(intrinsics.resolve(resource.get("Properties", {})))
+    name = props.pop("Name", None) or f"{stack_name}-{logical_id}"
+    if set(props) - {"Tags"}:
+        raise TemplateError(f"{logical_id}: schedule group properties {sorted(props)} are not translated")
+    region = intrinsics.values["AWS::Region"]
+    account = intrinsics.values.get("AWS::AccountId", "123456789012")
+    arn = f"arn:aws:scheduler:{region}:{account}:schedule-group/{name}"
+    if scheduler is not None:
+        try:
+            arn = scheduler.create_schedule_group(Name=name)["ScheduleGroupArn"]
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "ConflictException":
+                raise
+    intrinsics.refs[logical_id] = name
+    intrinsics.attrs[(logical_id, "Arn")] = arn
 
 
 def _true(value: Any) -> bool:

@@ -88,9 +88,11 @@ def test_everything_but_session_state_is_kept_with_its_run():
     ]
     # WHEN it is restored
     restored = restorable(items, now=0)
-    # THEN every item is put back, and only the running run is resumed
+    # THEN every item is put back, and only the running run is resumed (the waiting
+    # one's timer, if it waits on one, is armed again)
     assert restored.items == items and restored.dropped == 0
     assert restored.running == ["r"]
+    assert restored.waiting == ["w"]
 
 
 def test_a_runs_items_without_the_run_are_dropped():
