@@ -6,8 +6,10 @@ actions (no ``*`` anywhere in an action) on the stack's own table, index, queue 
 WebSocket API — any other resource fails, including wildcard ARNs that name no stack
 resource. The managed policies SAM attaches itself are the one documented exception
 (their ``Resource: "*"`` is required by CloudWatch Logs, X-Ray and the event source
-pollers). Every function has a role of its own, assumable by Lambda only; every Lambda
-permission names its caller's ARN. With ``AuthMode=IAM`` every HTTP route (the catch-all
+pollers). Every function has a role of its own, assumable by Lambda only; the one other
+role is the timers', assumable by EventBridge Scheduler only, for this account's
+schedules of the stack's group, and allowed to send to the step queue only; a role is
+passed to Scheduler only. Every Lambda permission names its caller's ARN. With ``AuthMode=IAM`` every HTTP route (the catch-all
 included) and the WebSocket ``$connect`` require SigV4.
 """
 
@@ -28,6 +30,7 @@ from functions.aws import dynamodb_codec as codec
 from functions.dlq import app as dlq_app
 from functions.step import app as step_app
 from functions.sweeper import app as sweeper_app
+from flowforge.local.timers import ScheduleFirer
 from tests.functional.pump import LambdaContext, QueuePump, load_event
 from tests.functional.test_websocket import counting
 from tests.reliability.api_client import call
@@ -41,6 +44,21 @@ MANAGED_POLICIES = {
     "AWSLambdaSQSQueueExecutionRole",
     "AWSLambdaDynamoDBExecutionRole",
     "AWSXrayWriteOnlyAccess",
+}
+TIMER_SCHEDULES = (
+    "arn:${AWS::Partition}:scheduler:${AWS::Region}:${AWS::AccountId}:schedule/${TimerScheduleGroup}/*"
+)
+TIMER_GROUP = (
+    "arn:${AWS::Partition}:scheduler:${AWS::Region}:${AWS::AccountId}:schedule-group/${TimerScheduleGroup}"
+)
+#: The one role that is no function's: what EventBridge Scheduler assumes to deliver a timer.
+TIMER_ROLE = "TimerSchedulerRole"
+#: The conditions it may be assumed under: this account's schedules of the stack's group.
+TIMER_TRUST = {
+    "StringEquals": {
+        "aws:SourceAccount": {"Ref": "AWS::AccountId"},
+        "aws:SourceArn": {"Fn::Sub": TIMER_GROUP},
+    }
 }
 #: The resources of this stack a statement may name, exactly as the template writes them.
 OWN_RESOURCES = [
@@ -57,6 +75,10 @@ OWN_RESOURCES = [
     # the state bucket's run values (and, to tell a missing object from a denied one, its listing)
     {"Fn::Sub": "${StateBucket.Arn}/runs/*"},
     {"Fn::GetAtt": ["StateBucket", "Arn"]},
+    # the timers' one-time schedules: the stack's schedule group's only
+    {"Fn::Sub": TIMER_SCHEDULES},
+    # the role those schedules send their step message with (passed to Scheduler only)
+    {"Fn::GetAtt": ["TimerSchedulerRole", "Arn"]},
 ]  # fmt: skip
 PARAMETER_SETS = [
     {},
@@ -95,7 +117,12 @@ def policy_problems(cfn: dict[str, Any]) -> list[str]:
             if policy not in MANAGED_POLICIES:
                 problems.append(f"{name}: managed policy {policy}")
         for statement in props["AssumeRolePolicyDocument"]["Statement"]:
-            if statement.get("Principal") != {"Service": ["lambda.amazonaws.com"]}:
+            if name == TIMER_ROLE:
+                if statement.get("Principal") != {"Service": "scheduler.amazonaws.com"}:
+                    problems.append(f"{name}: assumable by {statement.get('Principal')}")
+                if statement.get("Condition") != TIMER_TRUST:
+                    problems.append(f"{name}: assumable under {statement.get('Condition')}")
+            elif statement.get("Principal") != {"Service": ["lambda.amazonaws.com"]}:
                 problems.append(f"{name}: assumable by {statement.get('Principal')}")
         for policy in props.get("Policies", []):
             for statement in policy["PolicyDocument"]["Statement"]:
@@ -108,6 +135,12 @@ def policy_problems(cfn: dict[str, Any]) -> list[str]:
                 for action in as_list(statement.get("Action", [])):
                     if "*" in action or ":" not in action:
                         problems.append(f"{name}: wildcard action {action!r}")
+                    if action == "iam:PassRole" and statement.get("Condition") != {
+                        "StringEquals": {"iam:PassedToService": "scheduler.amazonaws.com"}
+                    }:
+                        problems.append(f"{name}: iam:PassRole to any service")
+                if name == TIMER_ROLE and statement.get("Action") != "sqs:SendMessage":
+                    problems.append(f"{name}: may {statement.get('Action')}")
                 for resource in as_list(statement.get("Resource", [])):
                     if resource not in OWN_RESOURCES:
                         problems.append(f"{name}: resource {json.dumps(resource)} is not the stack's own")
@@ -130,9 +163,20 @@ def test_the_check_catches_wide_grants():
     )
     statements.append({"Effect": "Allow", "Action": "sqs:SendMessage", "Resource": "arn:aws:sqs:*:*:*"})
     statements.append({"Effect": "Allow", "Action": "s3:GetObject", "Resource": "*"})
+    # ... a role passed to any service, and the timers' role widened and opened
+    statements.append(
+        {
+            "Effect": "Allow",
+            "Action": "iam:PassRole",
+            "Resource": {"Fn::GetAtt": ["TimerSchedulerRole", "Arn"]},
+        }
+    )
+    timers = cfn["Resources"]["TimerSchedulerRole"]["Properties"]
+    timers["Policies"][0]["PolicyDocument"]["Statement"][0]["Action"] = "sqs:DeleteMessage"
+    timers["AssumeRolePolicyDocument"]["Statement"][0]["Condition"]["StringEquals"].pop("aws:SourceArn")
 
     # WHEN / THEN each one is reported
-    assert len(policy_problems(cfn)) == 3
+    assert len(policy_problems(cfn)) == 6
 
 
 @pytest.mark.parametrize("parameters", PARAMETER_SETS, ids=PARAMETER_IDS)
@@ -146,7 +190,7 @@ def test_every_function_has_a_role_of_its_own(parameters):
     assert all(set(role) == {"Fn::GetAtt"} and role["Fn::GetAtt"][1] == "Arn" for role in roles)
     assert len({json.dumps(role) for role in roles}) == len(functions)
     role_names = {role["Fn::GetAtt"][0] for role in roles}
-    assert role_names == set(resources_of_type(cfn, "AWS::IAM::Role"))
+    assert role_names | {TIMER_ROLE} == set(resources_of_type(cfn, "AWS::IAM::Role"))
 
 
 def test_every_lambda_permission_names_its_caller():
@@ -330,6 +374,7 @@ def test_every_call_a_function_makes_is_allowed_by_its_role(service, stack, aws,
     calls.watch(service.store.client)
     calls.watch(service.queue.client)
     calls.watch(service.blobs.store.client)
+    calls.watch(service.timers.client)
     pump = QueuePump(aws.client("sqs"), stack["queue_url"], clock, step_app.handler)
     graph = {"start": "a", "nodes": {"a": {"fn": "rel_noop", "next": "b"}, "b": {"fn": "rel_noop"}}}
 
@@ -425,17 +470,23 @@ def test_every_call_a_function_makes_is_allowed_by_its_role(service, stack, aws,
     pump.drain()
     calls.acting = None
     assert api("GET", f"/graph/state/{waiting_run}").json["waiting"]["node"] == "pause"
+    # ... (its schedule fires: Scheduler's own delivery, with the timers' role)
     clock.advance(172800)
-    calls.run(
-        "SweeperFunction",
-        sweeper_app.handler,
-        load_event("sweeper_schedule"),
-        LambdaContext(function_name="flowforge-SweeperFunction"),
-    )
+    ScheduleFirer(aws.client("scheduler"), aws.client("sqs"), stack["schedule_group"]).fire_due(clock())
     calls.acting = "StepFunction"
     pump.drain()
     calls.acting = None
     assert api("GET", f"/graph/state/{waiting_run}").json["status"] == "completed"
+    # ... and one that waits a day is cancelled: its schedule is deleted
+    pausing = api(
+        "POST", "/graph/create", json_body={"start": "p", "nodes": {"p": {"wait": {"seconds": 86400}}}}
+    )
+    body = {"graph_id": pausing.json["graph_id"], "state": {}, "background": True}
+    paused = api("POST", "/graph/run", json_body=body).json["run_id"]
+    calls.acting = "StepFunction"
+    pump.drain()
+    calls.acting = None
+    assert api("POST", f"/graph/run/{paused}/cancel").json["status"] == "cancelled"
     # ... and the sweeper finds a run whose snapshot lags its end, and mends it
     lagging = aws.client("dynamodb").get_item(TableName=stack["table"], Key=codec.run_key(runs[2]))["Item"]
     lagging.update(
@@ -453,6 +504,9 @@ def test_every_call_a_function_makes_is_allowed_by_its_role(service, stack, aws,
     assert "dynamodb:UpdateItem" in calls.made["StepFunction"]  # the fan-out's claims
     assert {"s3:PutObject", "s3:GetObject"} <= calls.made["ApiFunction"]  # offloads at start, values
     assert {"s3:PutObject", "s3:GetObject"} <= calls.made["StepFunction"]
+    assert "scheduler:CreateSchedule" in calls.made["StepFunction"]  # the long waits' timers
+    assert "iam:PassRole" in allowed_actions(cfn, "StepFunction")  # ... with the timers' role
+    assert "scheduler:DeleteSchedule" in calls.made["ApiFunction"]  # a cancelled run's timer
     denied = {f: sorted(made - allowed_actions(cfn, f)) for f, made in calls.made.items()}
     assert denied == {f: [] for f in calls.made}
 
