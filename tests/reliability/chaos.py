@@ -81,12 +81,17 @@ BEFORE_CALL = {
         "sqs_internal_error": lambda op: client_error("InternalError", op),
         "died_before_send": _died_before,
     },
+    ("scheduler", "CreateSchedule"): {  # a long timer's schedule
+        "scheduler_throttled": lambda op: client_error("ThrottlingException", op),
+        "died_before_schedule": _died_before,
+    },
 }
 #: ... and after AWS did it: the function dies before it can act on the answer.
 AFTER_CALL = {
     ("dynamodb", "PutItem"): "died_after_write",
     ("dynamodb", "UpdateItem"): "died_after_claim",
     ("sqs", "SendMessage"): "died_after_send",
+    ("scheduler", "CreateSchedule"): "died_after_schedule",
 }
 
 

@@ -181,8 +181,8 @@ def fanout_node(draw, index: int, ids: list[str], extra: dict[str, Any]) -> dict
     return node
 
 
-#: A wait node's seconds: within SQS's delay (a delayed step message), or beyond it (the
-#: due-time index the sweeper reads).
+#: A wait node's seconds: within SQS's delay (a delayed step message), or beyond it (an
+#: EventBridge Scheduler one-time schedule, fired at the harness's time).
 WAIT_SECONDS = (1, 600, 7200)
 #: A callback's timeout: a year, so that only an answer meant as a timeout times it out.
 CALLBACK_TIMEOUT_S = 365 * 86400

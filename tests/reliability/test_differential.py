@@ -28,6 +28,7 @@ from engine.runner import Answer, CallbackRequest
 from engine.state import decode_state
 from engine.step import LIVE
 from flowforge.local import moto_internals
+from flowforge.local.timers import ScheduleFirer
 from functions.runtime import current_app
 from functions.step import app as step_app
 from functions.sweeper import app as sweeper_app
@@ -107,6 +108,10 @@ class World:
         self.faults = BotoFaults(self.plan)
         self.faults.install(service.store.client, "dynamodb")
         self.faults.install(service.queue.client, "sqs")
+        self.faults.install(service.timers.client, "scheduler")
+        # Scheduler's delivery of the long timers' schedules, at the virtual clock's time.
+        self.scheduler, self.group = aws.client("scheduler"), stack["schedule_group"]
+        self.timers = ScheduleFirer(self.scheduler, self.sqs, self.group)
         self.pump = self.new_pump()
         self.totals: Counter[str] = Counter()
         self.faults_by_kind: Counter[str] = Counter()
@@ -124,7 +129,11 @@ class World:
         self.empty_table()
 
     def empty_table(self) -> None:
-        """Delete the last example's items: each example starts from an empty table."""
+        """Delete the last example's items (and schedules): each example starts from an
+        empty table."""
+        for page in self.scheduler.get_paginator("list_schedules").paginate(GroupName=self.group):
+            for schedule in page["Schedules"]:
+                self.scheduler.delete_schedule(Name=schedule["Name"], GroupName=self.group)
         pages = self.dynamodb.get_paginator("scan").paginate(
             TableName=self.table, ProjectionExpression="pk, sk"
         )
@@ -154,7 +163,8 @@ class World:
         """Deliver the queue a few batches at a time, answering waiting runs' callbacks in
         between (at random times: other messages are still on their way); when nothing is
         queued and a run is left running or waiting, move the clock — to the next wait's
-        due time, else by a stall window — and let the sweeper find it (as its schedule
+        due time, else by a stall window — fire the timers' schedules that are due (as
+        EventBridge Scheduler would) and let the sweeper find the rest (as its schedule
         would). Returns invocations made.
 
         A run is stranded when the worker that committed a step died before sending the
@@ -183,6 +193,7 @@ class World:
                 f"runs stranded: {[(r.run_id, r.status, r.step) for r in live]}"
             )
             self.clock.advance(self.time_to_move(live))
+            self.totals["timers_fired"] += len(self.timers.fire_due(self.clock()))
             self.totals["sweeper_resent"] += sweeper_app.handler(load_event("sweeper_schedule"), context)[
                 "resent"
             ]
@@ -244,7 +255,9 @@ class World:
         dues = []
         for run in live:
             wait = self.service.store.get_wait(run.run_id, run.step - 1) if run.status == "waiting" else None
-            if wait is not None and not wait.resolved:
+            if run.status == "waiting" and wait is None:
+                dues.append(run.next_at)  # a timer: due at the run's next_at (no wait item)
+            elif wait is not None and not wait.resolved:
                 if wait.kind == "timer" or answer_for(wait.node, wait.step).status == "timed_out":
                     dues.append(wait.due)
                 else:
