@@ -36,11 +36,14 @@ TICK_S = 1.0
 class ScheduleFirer:
     """Fires the due one-time schedules of ``group``."""
 
-    def __init__(self, scheduler: Any, sqs: Any, group: str) -> None:
+    def __init__(
+        self, scheduler: Any, sqs: Any, group: str, queue_urls: dict[str, str] | None = None
+    ) -> None:
+        """``queue_urls``: the URL of each target queue's ARN, where known (else looked up)."""
         self.scheduler, self.sqs, self.group = scheduler, sqs, group
         #: A schedule's time and target by (name, last modified): read once per version.
         self._known: dict[tuple[str, Any], tuple[float | None, dict[str, Any], str | None]] = {}
-        self._queue_urls: dict[str, str] = {}
+        self._queue_urls: dict[str, str] = dict(queue_urls or {})
 
     def fire_due(self, now: float) -> list[str]:
         """Deliver every schedule of the group due by ``now``; their names."""
@@ -65,7 +68,7 @@ class ScheduleFirer:
         listed = set()
         for page in self.scheduler.get_paginator("list_schedules").paginate(GroupName=self.group):
             for summary in page.get("Schedules", []):
-                if summary.get("State", "ENABLED") == "ENABLED":
+                if summary.get("State") != "DISABLED":
                     listed.add((summary["Name"], summary.get("LastModificationDate")))
         return listed
 

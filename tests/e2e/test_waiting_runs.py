@@ -1,14 +1,19 @@
 """Runs that wait, on the local stack, through real HTTP, WebSocket and CLI clients only:
-start → waiting → `flowforge approve` → completed; a timer the stack's own queue delays."""
+start → waiting → `flowforge approve` → completed; a timer the stack's own queue delays;
+timers beyond 15 minutes, the stack's EventBridge Scheduler schedules, across a restart."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
+import time
+from datetime import UTC, datetime, timedelta
 
 import aiohttp
+import boto3
 import pytest
 
 from tests.e2e.test_local_stack import ROOT, call, create, messages_until_done, run, wait_for
@@ -113,3 +118,121 @@ def test_the_cli_run_returns_when_the_run_waits_and_a_short_timer_goes_on_by_its
     shown = flowforge(stack, "run", graph_id, "--state", "{}")
     assert shown.returncode == 0, shown.stderr
     assert "waiting at node 'pause' until" in shown.stdout
+
+
+def test_waits_beyond_15_minutes_are_schedules_that_survive_a_restart_and_fire(own_stack):
+    # GIVEN runs on the local stack that wait beyond SQS's 15 minutes: 20 minutes, and
+    # until a time two hours ahead
+    own_stack.start()
+    graph = {
+        "name": "long_pauses",
+        "start": "pause",
+        "nodes": {"pause": {"wait": {"seconds": 1200}, "next": "after"}, "after": {"fn": "e2e_mark"}},
+    }
+    until = {
+        "name": "at_time",
+        "start": "at_time",
+        "nodes": {"at_time": {"wait": {"until": "release_at"}, "next": "after"}, "after": {"fn": "e2e_mark"}},
+    }
+    release_at = (datetime.now(UTC) + timedelta(hours=2)).replace(microsecond=0)
+
+    async def start_waiting() -> tuple[str, str]:
+        async with aiohttp.ClientSession() as session:
+            run_ids = []
+            for definition, state in ((graph, {}), (until, {"release_at": release_at.isoformat()})):
+                body = {
+                    "graph_id": await create(session, own_stack, definition),
+                    "state": state,
+                    "background": True,
+                }
+                _, accepted = await call(session, "POST", f"{own_stack.url}/graph/run", body)
+                await wait_for(session, own_stack, accepted["run_id"], lambda v: v["status"] == "waiting")
+                run_ids.append(accepted["run_id"])
+            return run_ids[0], run_ids[1]
+
+    seconds_run, until_run = run(start_waiting())
+    scheduler = moto_client(own_stack, "scheduler")
+    schedules = {s["Name"]: s for s in group_schedules(scheduler)}
+    assert set(schedules) == {f"{seconds_run}-1", f"{until_run}-1"}
+    assert schedules[f"{until_run}-1"]["ScheduleExpression"] == f"at({release_at:%Y-%m-%dT%H:%M:%S})"
+    for run_id in (seconds_run, until_run):
+        target = schedules[f"{run_id}-1"]["Target"]
+        assert json.loads(target["Input"]) == {"run_id": run_id, "step": 1}
+        assert target["Arn"].endswith(":flowforge-StepQueue")
+
+    # WHEN the stack is killed and started again: the schedules are made again from the
+    # runs (moto keeps nothing across a restart; the journal keeps the runs)
+    own_stack.kill()
+    own_stack.start()
+    scheduler = moto_client(own_stack, "scheduler")
+    again = {s["Name"]: s["ScheduleExpression"] for s in group_schedules(scheduler)}
+    assert again == {name: s["ScheduleExpression"] for name, s in schedules.items()}
+
+    # AND a schedule fires (its time moved to now): the stack delivers it as EventBridge
+    # Scheduler would, and deletes it; its run, not due yet, arms its timer again
+    original = schedules[f"{seconds_run}-1"]
+    fire_now(scheduler, original)
+    deadline = time.monotonic() + 20
+    while True:
+        current = {s["Name"]: s for s in group_schedules(scheduler)}.get(original["Name"])  # None: fired
+        if current is not None and current["ScheduleExpression"] == original["ScheduleExpression"]:
+            break  # made again, for its run's own time
+        assert time.monotonic() < deadline, current
+        time.sleep(0.2)
+
+    async def views() -> list[dict]:
+        async with aiohttp.ClientSession() as session:
+            return [
+                (await call(session, "GET", f"{own_stack.url}/graph/state/{r}"))[1]
+                for r in (seconds_run, until_run)
+            ]
+
+    for view in run(views()):
+        assert view["status"] == "waiting"
+        assert [(e["node"], e["status"]) for e in view["logs"]] == [(view["current_node"], "waiting")]
+
+    # AND a cancelled waiting run's schedule is deleted
+    async def cancel() -> dict:
+        async with aiohttp.ClientSession() as session:
+            return (await call(session, "POST", f"{own_stack.url}/graph/run/{until_run}/cancel"))[1]
+
+    assert run(cancel())["status"] == "cancelled"
+    assert [s["Name"] for s in group_schedules(scheduler)] == [f"{seconds_run}-1"]
+
+
+GROUP = "flowforge-TimerScheduleGroup"
+
+
+def moto_client(stack, service: str):
+    return boto3.client(
+        service,
+        endpoint_url=stack.moto_url,
+        region_name=stack.region,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+
+
+def group_schedules(scheduler) -> list[dict]:
+    """The group's schedules, in full (one deleted between the list and its read is left out)."""
+    names = [s["Name"] for s in scheduler.list_schedules(GroupName=GROUP)["Schedules"]]
+    found = []
+    for name in names:
+        with contextlib.suppress(scheduler.exceptions.ResourceNotFoundException):
+            found.append(scheduler.get_schedule(Name=name, GroupName=GROUP))
+    return found
+
+
+def fire_now(scheduler, schedule: dict) -> None:
+    """Move the schedule's time to a second from now, as if its time had come."""
+    soon = datetime.now(UTC) + timedelta(seconds=1)
+    scheduler.update_schedule(
+        Name=schedule["Name"],
+        GroupName=GROUP,
+        ScheduleExpression=f"at({soon:%Y-%m-%dT%H:%M:%S})",
+        ScheduleExpressionTimezone="UTC",
+        State="ENABLED",
+        FlexibleTimeWindow=schedule["FlexibleTimeWindow"],
+        ActionAfterCompletion=schedule["ActionAfterCompletion"],
+        Target={k: v for k, v in schedule["Target"].items() if k in ("Arn", "RoleArn", "Input")},
+    )

@@ -1,5 +1,5 @@
-"""The timers benchmark (bench/timers.py) at a tiny size: it runs, and what it counts per
-waiting run is what the due-time index and the Scheduler design do."""
+"""The timers benchmark (bench/timers.py) at a tiny size: it runs the timers through the
+real handlers, and what it counts per waiting run is what the Scheduler design does."""
 
 from __future__ import annotations
 
@@ -11,35 +11,25 @@ pytestmark = pytest.mark.filterwarnings("ignore:No application metrics to publis
 RUNS = 20
 
 
-def test_the_timers_bench_counts_each_designs_calls_per_waiting_run():
+def test_the_timers_bench_counts_schedulers_calls_per_waiting_run():
     m = timers.measure(RUNS)
 
     cancelled = round(RUNS * timers.CANCELLED) / RUNS
     woken = 1 - cancelled
-    # the index: one PutItem when the run starts waiting (the item and its index entry)...
-    write = m.parts[timers.WRITE]
-    assert dict(write.requests) == {"dynamodb:PutItem": pytest.approx(1)}
-    assert write.write_units == pytest.approx(2)
-    # ...one UpdateItem that takes it out of the index once its run moved on (cancelled
-    # runs' waits too, when the sweeper finds them due)...
-    remove = m.parts[timers.REMOVE]
-    assert dict(remove.requests) == {"dynamodb:UpdateItem": pytest.approx(1)}
-    assert remove.write_units == pytest.approx(2)
-    # ...and the sweeper wakes each due run with one step message
-    assert m.parts[timers.SWEEP].requests["sqs:SendMessage"] == pytest.approx(woken)
-    assert m.parts["index: storage"].gb_months > 0
-    # a month of empty sweeps: one query per WAITING# shard each, and the invocations
-    assert m.index_fixed.requests == {"dynamodb:Query": pytest.approx(8 * timers.SWEEPS_PER_MONTH)}
-    assert m.index_fixed.lambda_requests == timers.SWEEPS_PER_MONTH
-    # the Scheduler design: a schedule per waiting run, deleted when a run is cancelled,
-    # one invocation (an SQS message) per schedule that fires; no DynamoDB at all
+    # a schedule per waiting run, made by its step...
+    create = m.parts[timers.CREATE]
+    assert dict(create.requests) == {"scheduler:CreateSchedule": pytest.approx(1)}
+    assert create.lambda_gb_s > 0
+    # ...deleted when a run is cancelled (by the API)...
+    assert dict(m.parts[timers.CANCEL].requests) == {"scheduler:DeleteSchedule": pytest.approx(cancelled)}
+    # ...and one invocation (an SQS message) per schedule that fires; no DynamoDB at all
+    fire = m.parts[timers.FIRE]
+    assert dict(fire.requests) == {"sqs:SendMessage": pytest.approx(woken)}
+    assert fire.scheduler_invocations == pytest.approx(woken)
     s = m.scheduler_per_run
-    assert s.requests["scheduler:CreateSchedule"] == pytest.approx(1)
-    assert s.requests["scheduler:DeleteSchedule"] == pytest.approx(cancelled)
-    assert s.requests["sqs:SendMessage"] == s.scheduler_invocations == pytest.approx(woken)
-    assert s.read_units == s.write_units == 0
-    index, scheduler = m.at(timers.TARGET_RUNS)
-    assert index.total() > 0 and scheduler.total() > 0
+    assert s.read_units == s.write_units == s.gb_months == 0
+    assert 0 < m.at(timers.TARGET_RUNS).total() < timers.RECORDED_INDEX_TOTAL
+    assert sum(usd for _, usd in timers.RECORDED_INDEX.values()) == pytest.approx(timers.RECORDED_INDEX_TOTAL)
 
 
 def test_the_timers_bench_is_in_the_bench_list():

@@ -397,13 +397,20 @@ def test_each_role_reaches_only_the_stack_resources_its_function_uses():
     roles = resources_of_type(translate(), "AWS::IAM::Role")
     expected = {
         # the state bucket: a run's large values (tests/template/test_state_bucket.py)
-        "ApiFunctionRole": {"Table", "StepQueue", "CallbackKey", "StateBucket"},
-        # and the models llm nodes call; the callback key makes callback nodes' tokens
-        "StepFunctionRole": {"Table", "StepQueue", "BedrockModelArns", "CallbackKey", "StateBucket"},
+        # the timers' schedule group: a cancelled run's schedule is deleted
+        "ApiFunctionRole": {"Table", "StepQueue", "CallbackKey", "StateBucket", "TimerScheduleGroup"},
+        # and the models llm nodes call; the callback key makes callback nodes' tokens; a
+        # long wait's schedule, made in the group and passed the timers' role
+        "StepFunctionRole": {
+            "Table", "StepQueue", "BedrockModelArns", "CallbackKey", "StateBucket",
+            "TimerScheduleGroup", "TimerSchedulerRole",
+        },  # fmt: skip
         "DlqFunctionRole": {"Table"},
         "SweeperFunctionRole": {"Table", "StepQueue"},
         "WsFunctionRole": {"Table", "WebSocketApi"},
         "BroadcastFunctionRole": {"Table", "WebSocketApi"},
+        # what EventBridge Scheduler sends a timer's step message with
+        "TimerSchedulerRole": {"StepQueue"},
     }
 
     for name, targets in expected.items():
