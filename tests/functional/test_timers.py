@@ -164,7 +164,7 @@ def test_a_crash_between_the_schedule_and_the_commit_loses_nothing(
     service, faults, pump, clock, stack, scheduler, timers
 ):
     # GIVEN the step that starts a long wait dies after making its schedule, before its commit
-    store, queue = faults
+    store, _ = faults
     store.crash_before_commit.add(0)
     run_id = start(service, cool_off(7200))
     pump.step_once()
@@ -191,7 +191,7 @@ def test_a_crash_after_the_schedule_with_the_run_never_waiting_sends_a_stale_mes
     service, faults, pump, clock, stack, scheduler, timers
 ):
     # GIVEN a step that made its schedule and then lost its commit for good (a cancel took the slot)
-    store, queue = faults
+    store, _ = faults
     store.crash_before_commit.add(0)
     run_id = start(service, cool_off(7200))
     pump.step_once()
@@ -210,7 +210,7 @@ def test_a_crash_after_the_schedule_with_the_run_never_waiting_sends_a_stale_mes
 def test_duplicate_deliveries_make_one_schedule_and_one_transition(
     service, faults, pump, clock, stack, scheduler, timers
 ):
-    store, queue = faults
+    store, _ = faults
     pump.duplicate = True  # every batch is delivered twice
     run_id = start(service, cool_off(86400))
     pump.drain()
@@ -274,7 +274,7 @@ def test_a_waiting_run_is_cancelled_and_its_timer_changes_nothing(
 
 def test_a_crash_between_a_short_timers_message_and_the_commit_loses_nothing(service, faults, pump, clock):
     # GIVEN a short wait whose step dies after sending its delayed message, before its commit
-    store, queue = faults
+    store, _ = faults
     store.crash_before_commit.add(0)
     run_id = start(service, cool_off(300))
     pump.step_once()

@@ -25,12 +25,12 @@ from typing import Any
 import pytest
 
 from engine import default_registry
+from flowforge.local.timers import ScheduleFirer
 from functions.api.app import handler as api_handler
 from functions.aws import dynamodb_codec as codec
 from functions.dlq import app as dlq_app
 from functions.step import app as step_app
 from functions.sweeper import app as sweeper_app
-from flowforge.local.timers import ScheduleFirer
 from tests.functional.pump import LambdaContext, QueuePump, load_event
 from tests.functional.test_websocket import counting
 from tests.reliability.api_client import call

@@ -402,9 +402,14 @@ def test_each_role_reaches_only_the_stack_resources_its_function_uses():
         # and the models llm nodes call; the callback key makes callback nodes' tokens; a
         # long wait's schedule, made in the group and passed the timers' role
         "StepFunctionRole": {
-            "Table", "StepQueue", "BedrockModelArns", "CallbackKey", "StateBucket",
-            "TimerScheduleGroup", "TimerSchedulerRole",
-        },  # fmt: skip
+            "Table",
+            "StepQueue",
+            "BedrockModelArns",
+            "CallbackKey",
+            "StateBucket",
+            "TimerScheduleGroup",
+            "TimerSchedulerRole",
+        },
         "DlqFunctionRole": {"Table"},
         "SweeperFunctionRole": {"Table", "StepQueue"},
         "WsFunctionRole": {"Table", "WebSocketApi"},
