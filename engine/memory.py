@@ -390,10 +390,6 @@ class InMemoryTimers:
             queue.send_step(run_id, step)
         return [key for _, key in due]
 
-    def next_due(self) -> float | None:
-        with self._lock:
-            return min(self.timers.values(), default=None)
-
 
 def _may_settle(stored: str, status: str, due: bool) -> bool:
     """The WaitStore contract's rule (see engine/ports.py): a withdrawal while pending, an
