@@ -31,7 +31,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterable
 from io import BytesIO
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from botocore.awsrequest import AWSPreparedRequest, AWSResponse, HeadersDict
@@ -49,6 +49,7 @@ log = logging.getLogger("flowforge.local")
 #: Credentials moto accepts; never real ones, so nothing can reach an AWS account.
 FAKE_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
 _DYNAMODB_TARGETS = ("DynamoDB_", "DynamoDBStreams_")
+_T = TypeVar("_T")
 
 
 class _JournaledTable:
@@ -94,19 +95,46 @@ class _SerializeDynamoDB:
                 return self._persisting_objects(environ, start_response)
             return self.app(environ, start_response)
         try:
-            with self.lock:
-                # Drain the body under the lock: moto builds the response lazily.
-                body = b"".join(self.app(environ, start_response))
-                journaled = self.journaled
-                through = journaled.through if journaled is not None else 0
-                position = journaled.append_new() if journaled is not None else 0
-            if journaled is not None:
-                journaled.journal.sync(position)  # outside the lock: requests go on meanwhile
-                if journaled.through != through and self.on_stream_records is not None:
-                    self.on_stream_records()  # acknowledged writes: the stream has news
+            # Drain the body under the lock: moto builds the response lazily.
+            body = self.journaled_answer(lambda: b"".join(self.app(environ, start_response)))
         except JournalError as exc:
             return self._not_journaled(exc, start_response)
         return [body]
+
+    def journaled_answer(self, answer: Callable[[], _T]) -> _T:
+        """A DynamoDB request's ``answer()``, made under the lock and returned once the
+        writes it made are journaled (:class:`JournalError` if they cannot be)."""
+        with self.lock:
+            result = answer()
+            journaled = self.journaled
+            through = journaled.through if journaled is not None else 0
+            position = journaled.append_new() if journaled is not None else 0
+        if journaled is not None:
+            journaled.journal.sync(position)  # outside the lock: requests go on meanwhile
+            if journaled.through != through and self.on_stream_records is not None:
+                self.on_stream_records()  # acknowledged writes: the stream has news
+        return result
+
+    def direct(
+        self, target: str, dispatcher: Callable[..., Any], request: AWSPreparedRequest, body: bytes
+    ) -> AWSResponse:
+        """A JSON-protocol request (DynamoDB, its stream, SQS) from this process, answered
+        by moto's service dispatcher as the server would answer it — DynamoDB's under the
+        lock and journaled — without werkzeug's routing and Flask's request and response."""
+
+        def answer() -> tuple[int, dict[str, str], bytes]:
+            return moto_internals.dispatch_directly(
+                dispatcher, request.method, request.url, request.headers, body
+            )
+
+        if not target.startswith(_DYNAMODB_TARGETS):
+            status, headers, data = answer()
+        else:
+            try:
+                status, headers, data = self.journaled_answer(answer)
+            except JournalError as exc:
+                status, headers, data = self._not_journaled_answer(exc)
+        return AWSResponse(request.url, status, HeadersDict(headers), _Body(data))
 
     def _persisting_objects(
         self, environ: dict[str, Any], start_response: Callable[..., Any]
@@ -135,16 +163,18 @@ class _SerializeDynamoDB:
                 objects.write(bucket, key, data)  # an OSError fails the request: not acknowledged
         return [body]
 
-    def _not_journaled(self, exc: JournalError, start_response: Callable[..., Any]) -> Iterable[bytes]:
+    def _not_journaled_answer(self, exc: JournalError) -> tuple[int, dict[str, str], bytes]:
         """A 500 as DynamoDB sends it: the write may be in moto, but it is not acknowledged."""
         if not self._failed:
             self._failed = True
             log.error("DynamoDB requests fail from now on: %s", exc)
         body = {"__type": "com.amazonaws.dynamodb.v20120810#InternalServerError", "message": str(exc)}
-        start_response(
-            "500 Internal Server Error", [("Content-Type", "application/x-amz-json-1.0")], sys.exc_info()
-        )
-        return [json.dumps(body).encode()]
+        return 500, {"Content-Type": "application/x-amz-json-1.0"}, json.dumps(body).encode()
+
+    def _not_journaled(self, exc: JournalError, start_response: Callable[..., Any]) -> Iterable[bytes]:
+        _, headers, body = self._not_journaled_answer(exc)
+        start_response("500 Internal Server Error", list(headers.items()), sys.exc_info())
+        return [body]
 
 
 class MotoServer:
@@ -154,6 +184,9 @@ class MotoServer:
         # The process's moto, for as long as it lives: same answers, less of its CPU.
         moto_internals.partition_queries(setattr)
         moto_internals.plain_json_responses(setattr)
+        moto_internals.sqs_without_scans(setattr)
+        moto_internals.sqs_prompt_long_polls(setattr)
+        self._dispatchers = moto_internals.direct_dispatchers()
         self._app = _SerializeDynamoDB(moto_internals.Dispatcher(create_backend_app))
         # Bound here, so a taken port is an OSError (EADDRINUSE) for the caller to report;
         # werkzeug would print its own lines and exit.
@@ -221,6 +254,12 @@ class MotoServer:
             body = body.read()
         elif isinstance(body, str):
             body = body.encode()
+        target = request.headers.get("X-Amz-Target")
+        if isinstance(target, bytes):
+            target = target.decode()
+        dispatcher = self._dispatchers.get(target.partition(".")[0]) if target else None
+        if dispatcher is not None:
+            return self._app.direct(target, dispatcher, request, body)
         environ = EnvironBuilder(
             method=request.method,
             base_url=f"{url.scheme}://{url.netloc}",
