@@ -184,6 +184,8 @@ class MotoServer:
         # The process's moto, for as long as it lives: same answers, less of its CPU.
         moto_internals.partition_queries(setattr)
         moto_internals.plain_json_responses(setattr)
+        moto_internals.no_request_id_scans(setattr)
+        moto_internals.parsed_update_expressions(setattr)
         moto_internals.sqs_without_scans(setattr)
         moto_internals.sqs_prompt_long_polls(setattr)
         self._dispatchers = moto_internals.direct_dispatchers()

@@ -387,3 +387,51 @@ def test_a_long_poll_returns_a_message_when_its_visibility_timeout_ends(sqs, mon
     # visible again at 2.0 s; moto's own wait would hand it out at 2.5 s
     assert [m["Body"] for m in again] == ["x"]
     assert time.monotonic() - received < 2.3
+
+
+def test_a_parsed_update_expression_is_shared_and_answers_as_moto_does(dynamodb, monkeypatch):
+    import copy
+
+    from moto.dynamodb.parsing import validators
+    from moto.dynamodb.parsing.expressions import UpdateExpressionParser
+
+    def update(pk: str) -> dict:
+        item = dynamodb.update_item(
+            TableName=TABLE,
+            Key={"pk": {"S": pk}},
+            UpdateExpression="SET #n = if_not_exists(#n, :zero) + :one, tags = list_append(:t, :t) ADD s :s",
+            ExpressionAttributeNames={"#n": "n"},
+            ExpressionAttributeValues={
+                ":zero": {"N": "0"},
+                ":one": {"N": "1"},
+                ":t": {"L": [{"S": "x"}]},
+                ":s": {"SS": ["x"]},
+            },
+            ReturnValues="ALL_NEW",
+        )["Attributes"]
+        return {name: value for name, value in item.items() if name != "pk"}
+
+    by_moto = [update("a"), update("a"), update("b")]
+    validated: list = []
+    real_deepcopy = copy.deepcopy
+    monkeypatch.setattr(validators, "deepcopy", lambda tree: validated.append(tree) or real_deepcopy(tree))
+    moto_internals.parsed_update_expressions(monkeypatch.setattr)
+    shared = [update("c"), update("c"), update("d")]
+
+    # the same answers, every request validating a copy of the one tree parsed
+    assert shared == by_moto and by_moto[1]["n"] == {"N": "2"}
+    trees = [tree for tree in validated if type(tree).__name__ == "UpdateExpression"]
+    assert len(trees) >= 3 and len({id(tree) for tree in trees}) == 1
+    assert UpdateExpressionParser.make("SET a = :b") is UpdateExpressionParser.make("SET a = :b")
+
+
+def test_a_json_body_is_not_searched_for_a_request_id(monkeypatch):
+    from moto.core.responses import BaseResponse
+
+    body = json.dumps({"Items": [{"text": {"S": "x" * 10_000}}]})
+    xml = "<R><RequestId>old</RequestId></R>"
+    moto_internals.no_request_id_scans(monkeypatch.setattr)
+    headers, kept = BaseResponse._enrich_response({"status": 200}, body)
+    assert kept is body and headers["status"] == "200" and "x-amzn-requestid" in {h.lower() for h in headers}
+    _, replaced = BaseResponse._enrich_response({}, xml)
+    assert "<RequestId>old</RequestId>" not in replaced and replaced.startswith("<R><RequestId>")
