@@ -23,6 +23,7 @@ Everything outside the process (the CLI, the benchmarks' clients, yours) uses th
 from __future__ import annotations
 
 import contextlib
+import datetime
 import json
 import logging
 import os
@@ -233,6 +234,21 @@ class MotoServer:
         with self._app.lock:
             moto_internals.forget_through(table, region, through_sequence)
 
+    def stream_records_after(
+        self, table: str, region: str, sequence: str | None, most: int
+    ) -> list[dict[str, Any]]:
+        """Up to ``most`` of ``table``'s stream records after ``sequence`` (None: from the
+        oldest kept), as GetRecords answers them (JSON-safe, see journal.to_wire), read
+        from moto's memory under the DynamoDB lock: the local stack's stream poller reads
+        here rather than with a GetShardIterator and a GetRecords per poll."""
+        with self._app.lock:
+            shard = moto_internals.stream_shard(table, region)
+            if shard is None:
+                return []
+            through = int(sequence) if sequence is not None else shard.starting_sequence_number - 1
+            records = moto_internals.records_after(shard, through)[:most]
+            return [_as_read(to_wire(record)) for record in records]
+
     def serve_in_process(self) -> None:
         """From now on, boto3 clients made in this process send their requests to this
         server's endpoint straight to its application, on the caller's thread.
@@ -285,6 +301,15 @@ class MotoServer:
             self._server.shutdown()
             self._thread.join(timeout=5)
         self._server.server_close()
+
+
+def _as_read(record: dict[str, Any]) -> dict[str, Any]:
+    """A stream record from moto's memory as boto3 reads it from GetRecords: its creation
+    time a datetime in UTC (moto keeps a naive one)."""
+    created = record["dynamodb"].get("ApproximateCreationDateTime")
+    if isinstance(created, datetime.datetime) and created.tzinfo is None:
+        record["dynamodb"]["ApproximateCreationDateTime"] = created.replace(tzinfo=datetime.UTC)
+    return record
 
 
 class _Body(BytesIO):
