@@ -27,9 +27,9 @@ builds their message once as the broadcaster used to — the same bytes.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from engine.logmessages import MAX_MESSAGE_BYTES, encode_message, log_message
 
@@ -40,6 +40,8 @@ _MESSAGE_FIELDS = frozenset(
     {"run_id", "seq", "node", "result", "status", "attempt", "duration_ms", "started_at", "next", "error"}
 )
 _OPTIONAL_FIELDS = ("index", "branch", "notes")
+
+T = TypeVar("T")
 
 # As engine.logmessages encodes a message: compact, UTF-8 (not \\u-escaped), no NaN.
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
@@ -94,6 +96,37 @@ class StoredEntry:
             fields["notes"] = message["notes"]
         fields["run_id"] = message["run_id"]
         return fields
+
+    @property
+    def execution(self) -> bool:
+        """Whether this is a map item's or a parallel branch's entry (parsed: asked only
+        where the log has a gap, see :func:`upto_open_gap`)."""
+        message = json.loads(self.text)
+        return "index" in message or "branch" in message
+
+
+def upto_open_gap(
+    entries: Sequence[T], after: int, seq: Callable[[T], int], execution: Callable[[T], bool]
+) -> list[T]:
+    """``entries`` of a live run (seq order, each after ``after``) up to the first gap that
+    may still fill.
+
+    A map item or parallel branch takes its seq when it claims its slot and writes its
+    entry after: items running side by side can write their entries out of order, so a
+    later item's entry can be read before an earlier one's. Such a gap is followed only
+    by the fan-out's executions, and fills before the fan-out joins (the join waits for
+    every claimed item). A gap followed by any other entry (the join's, a later step's)
+    never fills: an attempt that lost its slot. Readers that go on from the last seq they
+    hold (the live log, a page of ``GET /graph/state`` that a client then follows) stop
+    before an open gap, so the late entry is not skipped.
+    """
+    expected = after + 1
+    for i, entry in enumerate(entries):
+        at = seq(entry)
+        if at != expected and all(execution(later) for later in entries[i:]):
+            return list(entries[:i])
+        expected = at + 1
+    return list(entries)
 
 
 def stored_entry(run_id: str, entry: Mapping[str, Any], seq: int | None = None) -> StoredEntry:

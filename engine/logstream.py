@@ -32,7 +32,7 @@ from typing import Any, Protocol
 from engine.cost import EMPTY, Usage, price
 from engine.errors import FlowForgeError, NotFoundError
 from engine.graph import MAX_STEPS_CAP
-from engine.logentry import StoredEntry
+from engine.logentry import StoredEntry, upto_open_gap
 from engine.logmessages import MAX_MESSAGE_BYTES, done_message, encode_message
 from engine.logpages import RunLog
 from engine.ports import RunRecord
@@ -427,7 +427,10 @@ class LogStream:
         if sub.end is not None and sent >= sub.end.last_seq:
             return [], True  # every entry of the ended run was sent: only done is left
         entries = self.runs.list_entries(sub.run_id, after=sent, limit=self.page_size)
-        return entries, len(entries) < self.page_size
+        exhausted = len(entries) < self.page_size
+        if sub.end is None:  # an item's entry still to be written is not skipped (its write wakes us)
+            entries = upto_open_gap(entries, sent, _seq, _execution)
+        return entries, exhausted
 
     def _log_data(self, run_id: str, entry: StoredEntry) -> bytes:
         """Log entry ``entry`` as clients receive it: its stored text, the message as it
@@ -460,3 +463,11 @@ class LogStream:
             created_at=now,
             expires_at=int(now) + self.connection_ttl_s,
         )
+
+
+def _seq(entry: StoredEntry) -> int:
+    return entry.seq
+
+
+def _execution(entry: StoredEntry) -> bool:
+    return entry.execution

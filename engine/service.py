@@ -29,11 +29,12 @@ from engine.errors import (
     NotFoundError,
     StateTooLargeError,
 )
+from engine.logentry import upto_open_gap
 from engine.logpages import MAX_LOG_PAGE_BYTES, MAX_LOG_PAGE_ENTRIES, LogPage, read_log_page
 from engine.ports import GraphRecord, RunRecord, RunStore, StepCommit, StepQueue
 from engine.registry import Registry, default_registry
 from engine.state import DEFAULT_MAX_STATE_BYTES, LiveState, StateSize, encode_state
-from engine.step import Cursor, StepResult, enforce_limits, iso_time, refuse_update
+from engine.step import LIVE, Cursor, StepResult, enforce_limits, iso_time, refuse_update
 from engine.transitions import step_commit
 from engine.wait_service import WaitSteps
 
@@ -218,6 +219,19 @@ class RunService:
     def log_page(self, run_id: str, after: int = -1, limit: int = MAX_LOG_PAGE_ENTRIES) -> LogPage:
         """The run's log entries after ``after``: at most ``limit``, within ``log_page_bytes``."""
         return read_log_page(self.store, run_id, after, limit=limit, max_bytes=self.log_page_bytes)
+
+    def shown_log(self, run: RunRecord, after: int = -1, limit: int = MAX_LOG_PAGE_ENTRIES) -> LogPage:
+        """The page of the log shown with ``run`` as read: the log is read after the run,
+        so entries the run had not reached are left out (status and log tell of one
+        moment: a client that follows from the last entry shown would otherwise never
+        hear of the status they brought), and so is what lies past a map item's entry
+        still to be written (such a client would never get that entry:
+        :func:`engine.logentry.upto_open_gap`)."""
+        page = self.log_page(run.run_id, after, limit)
+        shown = [entry for entry in page.entries if entry["seq"] < run.step]
+        if run.status in LIVE:
+            shown = upto_open_gap(shown, after, _seq, _execution)
+        return page if len(shown) == len(page.entries) else LogPage(shown, None)
 
     def cancel(self, run_id: str, owner: str | None = None) -> RunRecord:
         """Cancel a running or waiting run (ConflictError if it already ended)."""
@@ -538,3 +552,11 @@ class RunService:
 def _visible(stored_owner: str | None, caller: str | None) -> bool:
     """Whether a graph or run owned by ``stored_owner`` exists for ``caller``."""
     return caller is None or stored_owner == caller
+
+
+def _seq(entry: Mapping[str, Any]) -> int:
+    return int(entry["seq"])
+
+
+def _execution(entry: Mapping[str, Any]) -> bool:
+    return "index" in entry or "branch" in entry

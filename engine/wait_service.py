@@ -119,8 +119,9 @@ class WaitSteps:
 
     def restore(self, withdrawn: WaitRecord) -> None:
         """The step that withdrew a callback did not commit (another delivery or a cancel
-        took its slot): the callback is pending again."""
-        self.service.store.put_wait(replace(withdrawn, status=PENDING))
+        took its slot): the callback is pending again, expiring as it did."""
+        wait = replace(withdrawn, status=PENDING)
+        self.service.store.put_wait(wait, expires_at=self._expiry(wait.deadline))
 
     def open_timer(self, run: RunRecord, node: CompiledNode, due: float) -> None:
         """Store the timer of the node the run is at, before the run starts waiting."""

@@ -18,7 +18,7 @@ from pydantic import SkipValidation
 from engine.blobs import parse_ref
 from engine.errors import GraphValidationError, NotFoundError
 from engine.graph import MAX_STEPS_CAP
-from engine.logpages import MAX_LOG_PAGE_ENTRIES, LogPage
+from engine.logpages import MAX_LOG_PAGE_ENTRIES
 from engine.ports import RunRecord
 from engine.service import RunService
 from functions.api.callbacks import callback_base_url
@@ -257,12 +257,7 @@ def _answer(
     """The run as clients see it, with the fields ``?fields=`` asked for (default all)."""
     if selection is not None:
         logs = logs and selection.wants_logs
-    page = service.log_page(run.run_id, after, limit) if logs else None
-    if page is not None and page.entries and page.entries[-1]["seq"] >= run.step:
-        # The log is read after the run: entries the run as read had not reached yet are
-        # left out, so status and logs tell of one moment (a client that follows from the
-        # last entry shown would otherwise never hear of the status they brought).
-        page = LogPage([entry for entry in page.entries if entry["seq"] < run.step], None)
+    page = service.shown_log(run, after, limit) if logs else None
     view = RunView.of(
         run,
         page,

@@ -244,6 +244,43 @@ def test_isolation_by_principal_without_auth_refuses_to_start(tmp_path):
     ]
 
 
+def test_a_principal_at_its_running_runs_cap_is_429_until_one_of_its_runs_ends(tmp_path):
+    # GIVEN a stack that lets each principal have 2 runs running or waiting
+    credentials = tmp_path / "keys.json"
+    credentials.write_text(json.dumps(KEYS))
+    capped = LocalStack(
+        tmp_path / "data",
+        tmp_path / "stack.log",
+        options=["--auth", "iam", "--credentials", str(credentials), "--isolation", "principal",
+                 "--max-running-runs", "2"],
+        signing_key=("testing", "testing"),
+    )  # fmt: skip
+    capped.start()
+    try:
+        alice, bob = as_principal(capped, ("testing", "testing")), as_principal(capped, ("bob", "bob-secret"))
+        graph_id = alice.request("POST", "/graph/create", APPROVAL)[1]["graph_id"]
+        bob_graph = bob.request("POST", "/graph/create", APPROVAL)[1]["graph_id"]
+        body = {"graph_id": graph_id, "state": {"topic": "tides"}, "background": True}
+        waiting = [alice.request("POST", "/graph/run", body)[1]["run_id"] for _ in range(2)]
+        for run_id in waiting:
+            until_waiting(alice, run_id)
+
+        # WHEN Alice starts a third, and Bob his first
+        status, refused = alice.request("POST", "/graph/run", body)
+        bob_status, _ = bob.request("POST", "/graph/run", {**body, "graph_id": bob_graph})
+
+        # THEN hers is refused, naming the cap, and nothing is stored; Bob's own count is his
+        assert (status, refused["error"]["code"]) == (429, "too_many_runs"), refused
+        assert refused["error"]["details"] == {"max_running_runs": 2}
+        assert len(alice.request("GET", "/runs")[1]["runs"]) == 2
+        assert bob_status == 202
+        # AND once one of her runs ends (cancelled), she may start another
+        assert alice.request("POST", f"/graph/run/{waiting[0]}/cancel", {})[0] == 200
+        assert alice.request("POST", "/graph/run", body)[0] == 202
+    finally:
+        capped.stop()
+
+
 # -- the web console, signed ------------------------------------------------------------------
 def test_the_console_answers_a_callback_through_flowforge_console_signed(stack, page, tmp_path):
     # GIVEN a run waiting for approval on a stack that wants every route signed (as with

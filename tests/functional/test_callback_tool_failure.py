@@ -136,3 +136,33 @@ def test_an_answer_after_the_tool_failed_is_409_and_a_retry_sends_a_new_callback
         reply = call("POST", f"/callbacks/{token}", body={"status": "approved"})
         assert assert_error(reply, 409, "conflict")["details"]["status"] == "withdrawn"
     assert [s for _, s in statuses(service, run_id)] == ["retry", "retry", "failed"]
+
+
+@default_registry.tool("callbacks_test_cancel_then_fail")
+async def cancel_then_fail(state, ctx):
+    """Its run is cancelled while it runs (someone pressed Cancel), then it fails."""
+    CALLS.append((ctx.callback_token, call("POST", f"/graph/run/{ctx.run_id}/cancel")))
+    raise MailerDown("connection reset after DATA")
+
+
+def test_a_withdrawal_a_cancel_beat_puts_the_callback_back_with_its_expiry(service, pump, aws, stack):
+    # GIVEN a stack that keeps a run's items for a day, and a callback node whose run is
+    # cancelled while its tool runs, which then fails
+    service.retention_s = 86_400
+    graph = review()
+    graph["nodes"]["review"]["fn"] = "callbacks_test_cancel_then_fail"
+    run_id = start(service, graph)
+
+    # WHEN the step withdraws the callback and its commit loses to the cancel
+    pump.drain()
+
+    # THEN the run is cancelled, the callback pending again (the withdrawal did not
+    # happen), and its item still expires with the run's other items
+    ((_, cancelled),) = CALLS
+    assert cancelled.status == 200 and service.get_run(run_id).status == "cancelled"
+    assert service.store.get_wait(run_id, 0).status == "pending"
+    item = aws.client("dynamodb").get_item(
+        TableName=stack["table"],
+        Key={"pk": {"S": f"RUN#{run_id}"}, "sk": {"S": "WAIT#0000000000"}},
+    )["Item"]
+    assert int(item["expires_at"]["N"]) == int(service.store.get_wait(run_id, 0).deadline + 86_400)

@@ -18,7 +18,7 @@ from collections import Counter
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from engine import RunResult, compile_graph, run_graph_sync
@@ -35,7 +35,7 @@ from tests.functional.pump import LambdaContext, load_event
 from tests.reliability import figures
 from tests.reliability.canonical import canonical_logs, log_length
 from tests.reliability.chaos import BotoFaults, ChaosPump, FaultPlan
-from tests.reliability.graphs import fanout_states, graphs, states
+from tests.reliability.graphs import CALLBACK_TIMEOUT_S, fanout_states, graphs, states
 
 pytestmark = pytest.mark.filterwarnings("ignore:No application metrics to publish")
 
@@ -180,7 +180,8 @@ class World:
                 return invocations
             sweeps += 1
             assert sweeps <= SWEEPS + 4 * len(run_ids) * 10, (
-                f"runs stranded: {[(r.run_id, r.status, r.step) for r in live]}"
+                f"runs stranded: {[(r.run_id, r.status, r.step) for r in live]} "
+                f"waits={[self.service.store.get_wait(r.run_id, r.step - 1) for r in live]}"
             )
             self.clock.advance(self.time_to_move(live))
             self.totals["sweeper_resent"] += sweeper_app.handler(load_event("sweeper_schedule"), context)[
@@ -249,7 +250,9 @@ class World:
                     dues.append(wait.due)
                 else:
                     return 0.0  # an answer is still to come: no time needs to pass
-        return max(min([*dues, self.clock() + step]) - self.clock(), 1.0)
+        # To the earliest due time however far (a callback meant to time out waits a
+        # year): a run stalled meanwhile is swept then as well.
+        return max(min(dues, default=self.clock() + step) - self.clock(), 1.0)
 
 
 @pytest.fixture
@@ -341,6 +344,24 @@ def test_map_and_parallel_nodes_under_faults_match_the_in_process_runner(
     seed=st.integers(0, 2**32 - 1),
     rate=st.sampled_from(RATES),
     chain=st.sampled_from(CHAIN_MAX_STEPS),
+)
+@example(  # a callback answered by its timeout: the clock must reach its deadline, a year on
+    graph={
+        "name": "differential",
+        "start": "n2",  # answer_for("n2", 0) is a timeout
+        "nodes": {
+            "n2": {
+                "fn": "rel_noop",
+                "callback": {"timeout_s": CALLBACK_TIMEOUT_S, "result": "a"},
+                "catch": [{"on": ["CallbackTimeout"], "next": "n3", "result_key": "caught"}],
+            },
+            "n3": {"fn": "rel_add", "params": {"key": "c", "by": 1}},
+        },
+    },
+    initial=[{"c": 1}],
+    seed=0,
+    rate=0.0,
+    chain=1,
 )
 def test_runs_that_wait_under_faults_match_the_in_process_runner(world, graph, initial, seed, rate, chain):
     # (graphs with callback and wait nodes: callbacks approved, rejected or timed out, each

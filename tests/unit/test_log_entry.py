@@ -184,3 +184,21 @@ def test_entries_are_encoded_once_at_commit_and_sent_without_parsing(monkeypatch
         sent = [data for c, data in pusher.posted if c == connection_id]
         assert sent[:-1] == frames
         assert json.loads(sent[-1])["done"] is True
+
+
+def test_a_live_log_stops_before_a_gap_only_a_fan_outs_late_entry_can_fill():
+    from engine.logentry import upto_open_gap
+
+    def cut(entries, after=-1):
+        kept = upto_open_gap(entries, after, lambda e: e[0], lambda e: e[1] == "item")
+        return [seq for seq, _ in kept]
+
+    # items 3 and 4 written, item 2's entry not yet: stop before the gap
+    assert cut([(0, "step"), (1, "step"), (3, "item"), (4, "item")]) == [0, 1]
+    assert cut([(3, "item")], after=1) == []
+    # a gap followed by the join (or any step) never fills: go on past it
+    assert cut([(0, "step"), (2, "item"), (3, "join")]) == [0, 2, 3]
+    # ... up to a later gap that may still fill
+    assert cut([(0, "step"), (2, "step"), (4, "item")]) == [0, 2]
+    assert cut([(0, "step"), (1, "item"), (2, "step")]) == [0, 1, 2]
+    assert cut([]) == []

@@ -471,3 +471,54 @@ def test_an_entry_going_to_many_subscribers_is_encoded_once(world):
     sent = [data for _, data in pusher.posted]
     assert sorted(c for c, _ in pusher.posted) == ["c1", "c2", "c3"]
     assert json.loads(sent[0])["seq"] == 0 and all(data is sent[0] for data in sent)
+
+
+@default_registry.tool("ws_unit_item")
+async def ws_unit_item(state, ctx):
+    """A map item: twice the item."""
+    return ctx.item * 2
+
+
+def test_map_items_whose_entries_are_written_out_of_order_all_reach_the_subscriber(world):
+    # GIVEN a subscriber following a run whose map runs two items at once
+    graph = {
+        "name": "fan",
+        "start": "fan",
+        "nodes": {
+            "fan": {"map": {"items": "xs", "fn": "ws_unit_item", "results": "ys", "max_concurrency": 2}}
+        },
+    }
+    graph_id = world.service.create_graph(graph).graph_id
+    run_id = world.service.start_run(graph_id, {"xs": [1, 2]}).run_id
+    world.connect("c1")
+    world.stream.subscribe("c1", run_id)
+    assert world.step() is None  # the fan-out opens: two item messages, no entry yet
+    first, second = world.queue.pop(), world.queue.pop()
+
+    # WHEN the first item claims its slot but writes its entry after the second one's
+    held = []
+    put = world.store.put_execution
+    world.store.put_execution = lambda *args: held.append(args)
+    asyncio.run(world.service.process_item(run_id, first.step, first.item, first.attempt))
+    world.store.put_execution = put
+    asyncio.run(world.service.process_item(run_id, second.step, second.item, second.attempt))
+    world.stream.on_log(run_id, world.store.list_entries(run_id)[-1])
+    # (GET /graph/state's log stops before the late entry too: a client follows from there)
+    assert world.service.shown_log(world.service.get_run(run_id)).entries == []
+    put(*held[0])
+    assert [e["seq"] for e in world.service.shown_log(world.service.get_run(run_id)).entries] == [0, 1]
+    world.stream.on_log(run_id, world.store.list_entries(run_id)[0])
+    while (message := world.queue.pop()) is not None:  # the join, rechecking for the late item
+        seen = len(world.store.list_entries(run_id))
+        if message.item is None:
+            asyncio.run(world.service.process_step(run_id, message.step))
+        else:
+            asyncio.run(world.service.process_item(run_id, message.step, message.item, message.attempt))
+        for entry in world.store.list_entries(run_id)[seen:]:
+            world.stream.on_log(run_id, entry)
+    assert world.service.get_run(run_id).status == "completed"
+    world.stream.on_run_end(run_id)
+
+    # THEN the subscriber got both items' entries and the join's, once each, then done
+    assert sorted(world.api.entries("c1")) == [0, 1, 2]
+    assert world.api.dones("c1")[0]["status"] == "completed"
