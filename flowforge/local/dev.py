@@ -33,7 +33,7 @@ from aiohttp import web
 from flowforge.local.aws import MotoServer, apply_environment, local_aws_environment
 from flowforge.local.banner import Endpoints, banner
 from flowforge.local.bedrock import BedrockStandIn
-from flowforge.local.gateway import Gateway
+from flowforge.local.gateway import PARSER_LINE_LIMIT, Gateway
 from flowforge.local.journal import Journal, restore
 from flowforge.local.lambdas import LocalFunction
 from flowforge.local.objects import ObjectFiles, restore_objects
@@ -357,7 +357,13 @@ class LocalStack:
             self.template.cors,
             keys=self.keys,
         )
-        self.runner = web.AppRunner(gateway.application(), access_log=None, handle_signals=False)
+        self.runner = web.AppRunner(
+            gateway.application(),
+            access_log=None,
+            handle_signals=False,
+            max_line_size=PARSER_LINE_LIMIT,
+            max_field_size=PARSER_LINE_LIMIT,
+        )
         await self.runner.setup()
         await web.SockSite(self.runner, self.gateway_socket).start()
 

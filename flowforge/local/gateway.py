@@ -41,6 +41,12 @@ log = logging.getLogger("flowforge.local")
 #: API Gateway quotas the local gateway enforces.
 HTTP_INTEGRATION_TIMEOUT_S = 30.0
 MAX_HTTP_BODY = 10 * 1024 * 1024
+#: The request line and header values together (an HTTP API's quota: a longer request is
+#: refused before any route, "Total combined size of request line and header values").
+MAX_REQUEST_LINE_AND_HEADERS = 10_240
+#: What the HTTP parser reads of one line before it gives up with a plain-text 400: far
+#: above the quota, so that a request over it gets the gateway's JSON answer instead.
+PARSER_LINE_LIMIT = 128 * 1024
 MAX_WS_MESSAGE = 128 * 1024
 _CONNECTIONS = re.compile(r"^(?:/[^/@]+)?/@connections/(?P<id>[^/]+)$")
 _WS_LOGS = re.compile(r"^/ws/logs/(?P<run_id>[^/]+)$")
@@ -127,6 +133,12 @@ def _json_response(status: int, payload: Any, error_type: str | None = None) -> 
 def _refusal(error: AuthError) -> web.Response:
     """API Gateway's answer to a request its IAM authorizer refused."""
     return _json_response(error.status, {"message": error.message}, error.error_type)
+
+
+def request_size(request: web.BaseRequest) -> int:
+    """Bytes of the request line (``GET /path?query HTTP/1.1``) and the header values."""
+    line = len(request.method) + len(request.raw_path.encode()) + len(" HTTP/1.1") + 1
+    return line + sum(len(value) for _, value in request.raw_headers)
 
 
 def lambda_response(result: Any) -> web.Response:
@@ -225,6 +237,8 @@ class Gateway:
         return response
 
     async def _http(self, request: web.Request) -> web.Response:
+        if request_size(request) > MAX_REQUEST_LINE_AND_HEADERS:
+            return web.json_response({"message": "Request-URI Too Long"}, status=414)
         matched = self.routes.match(request.method, request.path)
         if matched is None:
             return web.json_response({"message": "Not Found"}, status=404)

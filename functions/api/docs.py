@@ -35,6 +35,21 @@ _INTERNAL_ERROR = {
 }
 
 
+_TOO_LONG = {
+    "description": "Request line and header values over 10,240 bytes (the HTTP API's quota): refused by "
+    "the gateway before any route, with the gateway's own body",
+    "content": {
+        content_types.APPLICATION_JSON: {
+            "schema": {
+                "type": "object",
+                "properties": {"message": {"type": "string"}},
+                "required": ["message"],
+            }
+        }
+    },
+}
+
+
 #: The request each thread is answering (see FlowForgeResolver).
 _answering = threading.local()
 
@@ -103,6 +118,7 @@ class FlowForgeResolver(APIGatewayHttpResolver):
                 if operation is not None and operation.responses is not None:
                     operation.responses.pop(422, None)
                     operation.responses[500] = _INTERNAL_ERROR
+                    operation.responses[414] = _TOO_LONG
         if schema.components and schema.components.schemas:
             for name in _POWERTOOLS_ERROR_SCHEMAS:
                 schema.components.schemas.pop(name, None)

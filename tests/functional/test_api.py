@@ -593,7 +593,7 @@ def test_openapi_json_documents_every_route_and_the_error_shape(service, call):
     }
     assert set(spec["paths"]["/callbacks/{token}"]["post"]["responses"]) >= {"200", "400", "404", "409"}
     values = spec["paths"]["/graph/state/{run_id}/values/{key}"]["get"]
-    assert set(values["responses"]) == {"200", "303", "400", "404", "500", "503"}
+    assert set(values["responses"]) == {"200", "303", "400", "404", "414", "500", "503"}
     assert [p["name"] for p in values["parameters"]] == ["run_id", "key"]
     schemas = spec["components"]["schemas"]
     run_request = schemas["RunRequest"]
