@@ -14,9 +14,11 @@ journal, and the response leaves only once an fsync covers them (and everything 
 request could have read).
 
 The handlers run in this process too: their requests to moto skip the socket
-(:meth:`MotoServer.serve_in_process`). Each is still signed, serialized by botocore, sent
-through the same middleware and parsed back — only the TCP connection, the HTTP text and
-the thread werkzeug starts per request are left out, which were half of a request's CPU.
+(:meth:`MotoServer.serve_in_process`). Each is still signed, serialized by botocore and
+parsed back — only the TCP connection, the HTTP text and the thread werkzeug starts per
+request are left out, which were half of a request's CPU; DynamoDB, DynamoDB Streams and
+SQS requests (JSON) also skip werkzeug's routing and Flask, going to moto's service
+dispatcher as ``mock_aws`` sends them, DynamoDB's under the same lock and journal.
 Everything outside the process (the CLI, the benchmarks' clients, yours) uses the server.
 """
 

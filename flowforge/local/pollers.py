@@ -141,7 +141,8 @@ class StreamPoller:
     """A DynamoDB stream event source mapping.
 
     Every poll takes a fresh iterator after the last sequence number read: the local
-    stack forgets the shard iterators moto would keep forever (MotoServer.trim).
+    stack forgets the shard iterators moto would keep forever (MotoServer.trim). The
+    local stack's poller reads moto's memory instead (``records_after``).
     """
 
     def __init__(
