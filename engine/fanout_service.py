@@ -111,10 +111,13 @@ class FanOutSteps:
         if fanout.closed_at is not None:
             return self._end_closed(run, graph, node, fanout, meter=meter)
         if fanout.complete:
-            return self._join(run, graph, node, fanout, meter=meter)
+            joined = self._join(run, graph, node, fanout, meter=meter)
+            if joined is not Disposition.IN_PROGRESS:
+                return joined
         if service.clock() - fanout.updated_at < service.stall_after_s:
             return Disposition.IN_PROGRESS
-        for index, attempt in self._due(node, fanout):  # stalled: some item message was lost
+        # Stalled: some item message was lost, or a claimed attempt was never written.
+        for index, attempt in self._due(node, fanout, self._written(fanout)):
             service.queue.send_item(run.run_id, fanout.base, index, attempt)
         return Disposition.RESENT
 
@@ -127,7 +130,7 @@ class FanOutSteps:
         total = len(item_list(node, self.service.live_state(run).view()))
         store, clock = self.service.store, self.service.clock
         fanout = store.open_fanout(run.run_id, run.cursor.step, total, clock(), prior=prior, carried=carried)
-        for index, attempt in self._due(node, fanout):
+        for index, attempt in self._due(node, fanout, frozenset()):
             self.service.queue.send_item(run.run_id, fanout.base, index, attempt)
 
     def resend_due(self, run: RunRecord, graph: CompiledGraph) -> int:
@@ -139,21 +142,35 @@ class FanOutSteps:
         fanout = self.service.store.get_fanout(run.run_id, run.cursor.step)
         if fanout is None or fanout.complete or fanout.closed_at is not None:
             return 0
-        due = list(self._due(node, fanout))
+        due = list(self._due(node, fanout, self._written(fanout)))
         for index, attempt in due:
             self.service.queue.send_item(run.run_id, fanout.base, index, attempt)
         return len(due)
 
+    def _written(self, fanout: FanOutRecord) -> frozenset[tuple[int, int]]:
+        """(index, attempt) of each execution of ``fanout`` written so far."""
+        records = self.service.store.list_executions(fanout.run_id, fanout.base, fanout.executed)
+        return frozenset((record.index, record.attempt) for record in records)
+
     @staticmethod
-    def _due(node: CompiledNode, fanout: FanOutRecord) -> Iterator[tuple[int, int]]:
-        """(index, attempt) of each unfinished item that should be running now: item i
-        starts when item i - max_concurrency has finished."""
+    def _due(
+        node: CompiledNode, fanout: FanOutRecord, written: frozenset[tuple[int, int]]
+    ) -> Iterator[tuple[int, int]]:
+        """(index, attempt) of each item that should be running now: an attempt claimed
+        but never written (its worker died in between) is run again — a later attempt
+        would supersede it and leave its slot empty for good, and the join waits for
+        every slot; else an unfinished item's next attempt, item i starting when item
+        i - max_concurrency has finished. (A carried item, claimed as attempt 0, has its
+        execution in the fan-out it was carried from.)"""
         width = fanout_of(node).max_concurrency
         for index in range(fanout.total):
             attempt, final = fanout.claims.get(index, (0, False))
-            if final or (index >= width and not fanout.claims.get(index - width, (0, False))[1]):
+            if attempt > 0 and (index, attempt) not in written:
+                yield index, attempt
+            elif final or (index >= width and not fanout.claims.get(index - width, (0, False))[1]):
                 continue
-            yield index, attempt + 1
+            else:
+                yield index, attempt + 1
 
     async def process_item(
         self, run_id: str, base: int, index: int, attempt: int, meter: InvocationMeter | None = None

@@ -14,15 +14,18 @@ journal, and the response leaves only once an fsync covers them (and everything 
 request could have read).
 
 The handlers run in this process too: their requests to moto skip the socket
-(:meth:`MotoServer.serve_in_process`). Each is still signed, serialized by botocore, sent
-through the same middleware and parsed back — only the TCP connection, the HTTP text and
-the thread werkzeug starts per request are left out, which were half of a request's CPU.
+(:meth:`MotoServer.serve_in_process`). Each is still signed, serialized by botocore and
+parsed back — only the TCP connection, the HTTP text and the thread werkzeug starts per
+request are left out, which were half of a request's CPU; DynamoDB, DynamoDB Streams and
+SQS requests (JSON) also skip werkzeug's routing and Flask, going to moto's service
+dispatcher as ``mock_aws`` sends them, DynamoDB's under the same lock and journal.
 Everything outside the process (the CLI, the benchmarks' clients, yours) uses the server.
 """
 
 from __future__ import annotations
 
 import contextlib
+import datetime
 import json
 import logging
 import os
@@ -31,7 +34,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterable
 from io import BytesIO
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from botocore.awsrequest import AWSPreparedRequest, AWSResponse, HeadersDict
@@ -49,6 +52,7 @@ log = logging.getLogger("flowforge.local")
 #: Credentials moto accepts; never real ones, so nothing can reach an AWS account.
 FAKE_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
 _DYNAMODB_TARGETS = ("DynamoDB_", "DynamoDBStreams_")
+_T = TypeVar("_T")
 
 
 class _JournaledTable:
@@ -94,19 +98,46 @@ class _SerializeDynamoDB:
                 return self._persisting_objects(environ, start_response)
             return self.app(environ, start_response)
         try:
-            with self.lock:
-                # Drain the body under the lock: moto builds the response lazily.
-                body = b"".join(self.app(environ, start_response))
-                journaled = self.journaled
-                through = journaled.through if journaled is not None else 0
-                position = journaled.append_new() if journaled is not None else 0
-            if journaled is not None:
-                journaled.journal.sync(position)  # outside the lock: requests go on meanwhile
-                if journaled.through != through and self.on_stream_records is not None:
-                    self.on_stream_records()  # acknowledged writes: the stream has news
+            # Drain the body under the lock: moto builds the response lazily.
+            body = self.journaled_answer(lambda: b"".join(self.app(environ, start_response)))
         except JournalError as exc:
             return self._not_journaled(exc, start_response)
         return [body]
+
+    def journaled_answer(self, answer: Callable[[], _T]) -> _T:
+        """A DynamoDB request's ``answer()``, made under the lock and returned once the
+        writes it made are journaled (:class:`JournalError` if they cannot be)."""
+        with self.lock:
+            result = answer()
+            journaled = self.journaled
+            through = journaled.through if journaled is not None else 0
+            position = journaled.append_new() if journaled is not None else 0
+        if journaled is not None:
+            journaled.journal.sync(position)  # outside the lock: requests go on meanwhile
+            if journaled.through != through and self.on_stream_records is not None:
+                self.on_stream_records()  # acknowledged writes: the stream has news
+        return result
+
+    def direct(
+        self, target: str, dispatcher: Callable[..., Any], request: AWSPreparedRequest, body: bytes
+    ) -> AWSResponse:
+        """A JSON-protocol request (DynamoDB, its stream, SQS) from this process, answered
+        by moto's service dispatcher as the server would answer it — DynamoDB's under the
+        lock and journaled — without werkzeug's routing and Flask's request and response."""
+
+        def answer() -> tuple[int, dict[str, str], bytes]:
+            return moto_internals.dispatch_directly(
+                dispatcher, request.method, request.url, request.headers, body
+            )
+
+        if not target.startswith(_DYNAMODB_TARGETS):
+            status, headers, data = answer()
+        else:
+            try:
+                status, headers, data = self.journaled_answer(answer)
+            except JournalError as exc:
+                status, headers, data = self._not_journaled_answer(exc)
+        return AWSResponse(request.url, status, HeadersDict(headers), _Body(data))
 
     def _persisting_objects(
         self, environ: dict[str, Any], start_response: Callable[..., Any]
@@ -135,16 +166,18 @@ class _SerializeDynamoDB:
                 objects.write(bucket, key, data)  # an OSError fails the request: not acknowledged
         return [body]
 
-    def _not_journaled(self, exc: JournalError, start_response: Callable[..., Any]) -> Iterable[bytes]:
+    def _not_journaled_answer(self, exc: JournalError) -> tuple[int, dict[str, str], bytes]:
         """A 500 as DynamoDB sends it: the write may be in moto, but it is not acknowledged."""
         if not self._failed:
             self._failed = True
             log.error("DynamoDB requests fail from now on: %s", exc)
         body = {"__type": "com.amazonaws.dynamodb.v20120810#InternalServerError", "message": str(exc)}
-        start_response(
-            "500 Internal Server Error", [("Content-Type", "application/x-amz-json-1.0")], sys.exc_info()
-        )
-        return [json.dumps(body).encode()]
+        return 500, {"Content-Type": "application/x-amz-json-1.0"}, json.dumps(body).encode()
+
+    def _not_journaled(self, exc: JournalError, start_response: Callable[..., Any]) -> Iterable[bytes]:
+        _, headers, body = self._not_journaled_answer(exc)
+        start_response("500 Internal Server Error", list(headers.items()), sys.exc_info())
+        return [body]
 
 
 class MotoServer:
@@ -154,6 +187,11 @@ class MotoServer:
         # The process's moto, for as long as it lives: same answers, less of its CPU.
         moto_internals.partition_queries(setattr)
         moto_internals.plain_json_responses(setattr)
+        moto_internals.no_request_id_scans(setattr)
+        moto_internals.parsed_update_expressions(setattr)
+        moto_internals.sqs_without_scans(setattr)
+        moto_internals.sqs_prompt_long_polls(setattr)
+        self._dispatchers = moto_internals.direct_dispatchers()
         self._app = _SerializeDynamoDB(moto_internals.Dispatcher(create_backend_app))
         # Bound here, so a taken port is an OSError (EADDRINUSE) for the caller to report;
         # werkzeug would print its own lines and exit.
@@ -198,6 +236,21 @@ class MotoServer:
         with self._app.lock:
             moto_internals.forget_through(table, region, through_sequence)
 
+    def stream_records_after(
+        self, table: str, region: str, sequence: str | None, most: int
+    ) -> list[dict[str, Any]]:
+        """Up to ``most`` of ``table``'s stream records after ``sequence`` (None: from the
+        oldest kept), as GetRecords answers them (JSON-safe, see journal.to_wire), read
+        from moto's memory under the DynamoDB lock: the local stack's stream poller reads
+        here rather than with a GetShardIterator and a GetRecords per poll."""
+        with self._app.lock:
+            shard = moto_internals.stream_shard(table, region)
+            if shard is None:
+                return []
+            through = int(sequence) if sequence is not None else shard.starting_sequence_number - 1
+            records = moto_internals.records_after(shard, through)[:most]
+            return [_as_read(to_wire(record)) for record in records]
+
     def serve_in_process(self) -> None:
         """From now on, boto3 clients made in this process send their requests to this
         server's endpoint straight to its application, on the caller's thread.
@@ -221,6 +274,12 @@ class MotoServer:
             body = body.read()
         elif isinstance(body, str):
             body = body.encode()
+        target = request.headers.get("X-Amz-Target")
+        if isinstance(target, bytes):
+            target = target.decode()
+        dispatcher = self._dispatchers.get(target.partition(".")[0]) if target else None
+        if dispatcher is not None:
+            return self._app.direct(target, dispatcher, request, body)
         environ = EnvironBuilder(
             method=request.method,
             base_url=f"{url.scheme}://{url.netloc}",
@@ -244,6 +303,15 @@ class MotoServer:
             self._server.shutdown()
             self._thread.join(timeout=5)
         self._server.server_close()
+
+
+def _as_read(record: dict[str, Any]) -> dict[str, Any]:
+    """A stream record from moto's memory as boto3 reads it from GetRecords: its creation
+    time a datetime in UTC (moto keeps a naive one)."""
+    created = record["dynamodb"].get("ApproximateCreationDateTime")
+    if isinstance(created, datetime.datetime) and created.tzinfo is None:
+        record["dynamodb"]["ApproximateCreationDateTime"] = created.replace(tzinfo=datetime.UTC)
+    return record
 
 
 class _Body(BytesIO):

@@ -377,6 +377,8 @@ class LocalStack:
 
     def _create_functions(self) -> None:
         concurrency = {source.function: self.options.step_pollers for source in self.template.queue_sources}
+        # A stream mapping invokes its function for up to ParallelizationFactor batches at once.
+        concurrency.update({s.function: max(8, s.parallelization) for s in self.template.stream_sources})
         for logical_id, spec in self.template.functions.items():
             function = LocalFunction(
                 logical_id,
@@ -428,6 +430,10 @@ class LocalStack:
                 accepts=compile_filters(stream.filters),
                 consumed=partial(self.moto.trim, resources["names"][stream.table], region),
                 region=region,
+                parallelization=stream.parallelization,
+                records_after=partial(
+                    self.moto.stream_records_after, resources["names"][stream.table], region
+                ),
             )
         for schedule in self.template.schedules:
             every = self.options.sweep_interval_s or schedule.every_s

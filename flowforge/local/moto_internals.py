@@ -240,6 +240,61 @@ def _wire_value(value: Any) -> Any:
     raise TypeError(type(value).__name__)
 
 
+def no_request_id_scans(setattr: SetAttr) -> None:
+    """Skip moto's search for an XML ``<RequestId>`` in bodies that have none.
+
+    moto puts the request id into every response body with a regular expression whose
+    look-behind is tried at every character: for DynamoDB's JSON answers (a query's
+    items) it finds nothing, after scanning all of it (in a profile of 20 runs in
+    flight, 3% of the local stack's busy time). A body without the tag is left as it is,
+    which is what the substitution gives; the request id headers are added as before.
+    """
+    from moto.core.responses import BaseResponse
+
+    enrich = BaseResponse.__dict__["_enrich_response"]
+    if getattr(enrich, "lean", False):
+        return
+    original = enrich.__func__
+
+    def lean(headers: dict[str, str], body: Any) -> tuple[dict[str, str], Any]:
+        if isinstance(body, str) and "<RequestId>" not in body:
+            headers, _ = original(headers, "")
+            return headers, body
+        return original(headers, body)
+
+    lean.lean = True  # type: ignore[attr-defined]
+    setattr(BaseResponse, "_enrich_response", staticmethod(lean))
+
+
+def parsed_update_expressions(setattr: SetAttr, size: int = 256) -> None:
+    """Parse each distinct UpdateExpression once.
+
+    moto parses an UpdateItem's expression twice per request (to check its names and
+    values, then to apply it), tokenizing it character by character. The handlers send
+    a handful of distinct expressions, so the parsed tree is kept by its text. moto never
+    changes a parsed tree: its validator works on a deep copy (checked in
+    tests/unit/test_moto_internals.py), so sharing one gives the same answers.
+    """
+    from functools import lru_cache
+
+    from moto.dynamodb.parsing.expressions import UpdateExpressionParser  # type: ignore[attr-defined]
+
+    make = UpdateExpressionParser.__dict__["make"]
+    if getattr(make, "parsed_once", False):
+        return
+    parse = make.__func__
+
+    @lru_cache(maxsize=size)
+    def parsed(expression: str) -> Any:
+        return parse(UpdateExpressionParser, expression)
+
+    def make_once(cls: Any, expression: str) -> Any:
+        return parsed(expression) if cls is UpdateExpressionParser else parse(cls, expression)
+
+    make_once.parsed_once = True  # type: ignore[attr-defined]
+    setattr(UpdateExpressionParser, "make", classmethod(make_once))
+
+
 # -- in-process moto (mock_aws): tests ---------------------------------------------------------
 def sqs_on_clock(setattr: SetAttr, clock: Callable[[], float]) -> None:
     """Run moto's SQS (delays, visibility timeouts, receive counts) on ``clock``."""
@@ -270,6 +325,115 @@ def one_request_at_a_time(setattr: SetAttr) -> None:
 
 
 # -- moto's server: the local stack ------------------------------------------------------------
+#: The JSON-protocol services the local stack answers in-process without werkzeug and Flask,
+#: by the prefix of their ``X-Amz-Target``: moto's module for each (its ``urls`` names the
+#: response class's dispatcher, as moto's own ``mock_aws`` finds it).
+_DIRECT_SERVICES = {
+    "DynamoDB_20120810": "moto.dynamodb.urls",
+    "DynamoDBStreams_20120810": "moto.dynamodbstreams.urls",
+    "AmazonSQS": "moto.sqs.urls",
+}
+
+
+def direct_dispatchers() -> dict[str, Callable[..., Any]]:
+    """``X-Amz-Target`` prefix → moto's dispatcher for that service (what its Flask view
+    calls): ``dispatcher(request, full_url, headers)`` answers ``(status, headers, body)``."""
+    import importlib
+
+    dispatchers: dict[str, Callable[..., Any]] = {}
+    for prefix, module in _DIRECT_SERVICES.items():
+        (dispatch, *_) = importlib.import_module(module).url_paths.values()
+        dispatchers[prefix] = dispatch
+    return dispatchers
+
+
+def dispatch_directly(
+    dispatcher: Callable[..., Any], method: str, url: str, headers: Any, body: bytes
+) -> tuple[int, dict[str, str], bytes]:
+    """One request answered by ``dispatcher`` as moto's server answers it (the request as
+    its WSGI server builds it, an error as its Flask app renders it), without werkzeug's
+    routing, Flask's request context or the response object."""
+    from moto.core.exceptions import HTTPException
+    from moto.core.request import Request
+
+    request = Request.from_primitives(method, url, headers, body)
+    request.from_wsgi_server = True  # answered as moto's server answers
+    try:
+        status, answer_headers, content = dispatcher(request, request.raw_url, dict(request.headers))
+    except HTTPException as exc:
+        status, answer_headers, content = exc.code or 500, dict(exc.get_headers()), exc.get_body()
+    if isinstance(content, str):
+        content = content.encode()
+    return int(status), {str(k): str(v) for k, v in dict(answer_headers).items()}, content
+
+
+# -- SQS: no scan of the whole queue per message --------------------------------------------------
+def sqs_without_scans(setattr: SetAttr) -> None:
+    """Make moto's SQS answer without rescanning the queue for every message it hands out.
+
+    moto checks each received message's retention period by computing *every* queue
+    attribute, three of which count the queue's messages one by one, each against the
+    clock as a datetime: a receive cost O(queue²) (in a profile of 20 runs in flight, a
+    tenth of the local stack's busy time). The period is the queue's own attribute; the
+    clock is ``time.time()`` (moto's datetime clock gives the same value, for freezegun's
+    sake). A clock a test put in place (:func:`sqs_on_clock`) is left as it is.
+    """
+    import time
+
+    import moto.sqs.models as sqs_models
+    from moto.core.utils import unix_time, unix_time_millis
+
+    backend = sqs_models.SQSBackend
+    original = backend.is_message_valid_based_on_retention_period
+    if not getattr(original, "without_scans", False):
+
+        def valid(self: Any, queue_name: str, message: Any) -> bool:
+            retention_period = int(self.get_queue(queue_name).message_retention_period)
+            return bool(retention_period + message.sent_timestamp / 1000 > sqs_models.unix_time())
+
+        valid.without_scans = True  # type: ignore[attr-defined]
+        valid.__wrapped__ = original  # type: ignore[attr-defined]
+        setattr(backend, "is_message_valid_based_on_retention_period", valid)
+    if sqs_models.unix_time is unix_time:
+        setattr(sqs_models, "unix_time", lambda dt=None: time.time() if dt is None else unix_time(dt))
+    if sqs_models.unix_time_millis is unix_time_millis:
+        setattr(
+            sqs_models,
+            "unix_time_millis",
+            lambda dt=None: time.time() * 1000.0 if dt is None else unix_time_millis(dt),
+        )
+
+
+def sqs_prompt_long_polls(setattr: SetAttr) -> None:
+    """Make a long poll return a message as soon as its delay or visibility timeout ends.
+
+    moto's long poll waits for a new message for up to a second at a time, so a message
+    that only *became* visible (a delayed one, or one whose visibility timeout ran out)
+    waited up to a second more; SQS hands it out as it becomes visible. The wait now ends
+    when the next such message is due, or a new one arrives, whichever comes first.
+    """
+    import moto.sqs.models as sqs_models
+
+    queue = sqs_models.Queue
+    if getattr(queue.wait_for_messages, "prompt", False):
+        return
+
+    def wait_for_messages(self: Any, timeout: int) -> None:
+        with self._messages_lock:
+            now = sqs_models.unix_time_millis()
+            due = [
+                moment
+                for message in self._messages
+                for moment in (message.delayed_until, message.visible_at)
+                if moment > now
+            ]
+            wait = min(timeout, (min(due) - now) / 1000.0 + 0.001) if due else timeout
+            self._messages_lock.wait_for(lambda: self.messages, timeout=wait)
+
+    wait_for_messages.prompt = True  # type: ignore[attr-defined]
+    setattr(queue, "wait_for_messages", wait_for_messages)
+
+
 class QuietRequestHandler(MotoRequestHandler):
     """moto's request handler without a terminal line per AWS call."""
 

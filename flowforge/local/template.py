@@ -57,6 +57,7 @@ class StreamSource:
     report_failures: bool
     max_retries: int  # -1: until the record expires
     filters: list[dict[str, Any]]
+    parallelization: int = 1  # ParallelizationFactor: batches of the shard served at once
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +147,7 @@ def _add_events(
                     report_failures="ReportBatchItemFailures" in (props.get("FunctionResponseTypes") or []),
                     max_retries=int(_resolve(intrinsics, props.get("MaximumRetryAttempts", -1))),
                     filters=list((props.get("FilterCriteria") or {}).get("Filters") or []),
+                    parallelization=int(_resolve(intrinsics, props.get("ParallelizationFactor", 1))),
                 )
             )
         elif kind == "Schedule":

@@ -152,6 +152,44 @@ def test_a_worker_dying_between_claim_and_entry_is_redelivered_and_the_join_wait
     assert_matches_runner(service, run_id, graph, state)
 
 
+def test_an_attempt_that_died_after_its_claim_is_run_again_when_stalled_never_superseded(
+    service, pump, clock
+):
+    # GIVEN item 1 (a string: it fails, and is retried once) whose first attempt dies after
+    # its claim, and dies again when its message comes back
+    graph, state = map_graph(max_concurrency=3, tolerated=1), {"xs": [1, "x", 3]}
+    store = service.store
+    put = store.put_execution
+    deaths = []
+
+    def dying_put(run_id, base, record, now):
+        if (record.index, record.attempt) == (1, 1) and len(deaths) < 2:
+            deaths.append(record.step)
+            raise RuntimeError("the function died")
+        return put(run_id, base, record, now)
+
+    store.put_execution = dying_put
+    run_id = start(service, graph, state)
+    while pump.counts()["Messages"]:  # items 0 and 2 finish; item 1's message is in flight
+        pump.deliver(pump.receive())
+
+    # WHEN the sweeper finds the fan-out stalled as the message comes back (and dies again)
+    clock.advance(service.stall_after_s + 60)
+    sweeper_app.handler(
+        load_event("sweeper_schedule"), LambdaContext(function_name="flowforge-SweeperFunction")
+    )
+    pump.drain()
+
+    # THEN the claimed attempt was run again and wrote its slot (its retry did not take
+    # over, leaving the slot empty for the join to wait on for good): the run completed
+    # as in-process
+    assert service.get_run(run_id).status == "completed"
+    assert len(deaths) == 2
+    entry = next(e for e in store.list_logs(run_id) if (e.get("index"), e["attempt"]) == (1, 1))
+    assert entry["seq"] == deaths[0]
+    assert_matches_runner(service, run_id, graph, state)
+
+
 def test_lost_item_messages_are_resent_by_the_sweeper(service, pump, clock):
     # GIVEN a map whose first item messages are lost (the queue drops them)
     graph, state = map_graph(max_concurrency=2), {"xs": [1, 2, 3, 4]}

@@ -49,6 +49,29 @@ def exercise(dynamodb, sqs, s3, name: str) -> list:
     with pytest.raises(ClientError) as refused:
         dynamodb.put_item(TableName=name, Item=item, ConditionExpression="attribute_not_exists(pk)")
     answers.append(refused.value.response["Error"]["Code"])
+    answers.append(
+        dynamodb.update_item(
+            TableName=name,
+            Key={"pk": {"S": "a"}},
+            UpdateExpression="SET #n = #n + :one",
+            ExpressionAttributeNames={"#n": "n"},
+            ExpressionAttributeValues={":one": {"N": "1"}},
+            ReturnValues="ALL_NEW",
+        )["Attributes"]["n"]
+    )
+    with pytest.raises(ClientError) as invalid:
+        dynamodb.query(TableName=name, KeyConditionExpression="nope = :x")
+    answers.append(invalid.value.response["Error"]["Code"])
+    with pytest.raises(ClientError) as cancelled:
+        dynamodb.transact_write_items(
+            TransactItems=[
+                {"Put": {"TableName": name, "Item": item, "ConditionExpression": "attribute_not_exists(pk)"}}
+            ]
+        )
+    answers.append(cancelled.value.response["CancellationReasons"])
+    with pytest.raises(ClientError) as no_queue:
+        sqs.get_queue_url(QueueName=f"{name}-none")
+    answers.append(no_queue.value.response["Error"]["Code"])
     queue = sqs.create_queue(QueueName=name)["QueueUrl"]
     sqs.send_message(QueueUrl=queue, MessageBody='{"run_id": "é", "step": 1}')
     answers.append([m["Body"] for m in sqs.receive_message(QueueUrl=queue, WaitTimeSeconds=1)["Messages"]])
@@ -75,7 +98,13 @@ def test_in_process_requests_open_no_connection_and_answer_as_over_http(moto, mo
 
     monkeypatch.setattr(urllib3.connection.HTTPConnection, "connect", no_socket)
     assert exercise(*made, "in-process") == over_http
-    assert over_http[1] == "ConditionalCheckFailedException" and over_http[4] == "404"
+    assert over_http[1] == "ConditionalCheckFailedException" and over_http[-1] == "404"
+    assert over_http[2:6] == [
+        {"N": "2.5"},
+        "ValidationException",
+        [{"Code": "ConditionalCheckFailed", "Message": "The conditional request failed"}],
+        "AWS.SimpleQueueService.NonExistentQueue",
+    ]
 
 
 def test_requests_to_other_endpoints_still_go_out(moto):
@@ -90,3 +119,21 @@ def test_a_stopped_server_answers_in_process_no_more(moto):
     (dynamodb,) = clients(moto, "dynamodb")
     with pytest.raises(Exception):  # noqa: B017 - nothing listens: a connection error
         dynamodb.list_tables()
+
+
+def test_in_process_dynamodb_and_sqs_requests_skip_motos_web_application(moto, monkeypatch):
+    from flowforge.local import moto_internals
+
+    reached: list[str] = []
+    real = moto_internals.Dispatcher.__call__
+
+    def through_the_app(self, environ, start_response):
+        reached.append(environ.get("HTTP_X_AMZ_TARGET") or "s3")
+        return real(self, environ, start_response)
+
+    monkeypatch.setattr(moto_internals.Dispatcher, "__call__", through_the_app)
+    moto.serve_in_process()
+    answers = exercise(*clients(moto, "dynamodb", "sqs", "s3"), "direct")
+    assert answers[1] == "ConditionalCheckFailedException" and answers[3] == "ValidationException"
+    # only S3's requests (REST, not JSON) went through moto's werkzeug and Flask application
+    assert reached and set(reached) == {"s3"}

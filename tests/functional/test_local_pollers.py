@@ -16,7 +16,7 @@ from functools import partial
 import boto3
 import pytest
 
-from flowforge.local import moto_internals
+from flowforge.local import events, moto_internals
 from flowforge.local.aws import MotoServer
 from flowforge.local.lambdas import LocalFunction
 from flowforge.local.patterns import compile_filters
@@ -266,3 +266,110 @@ def test_the_stream_is_read_while_every_shared_executor_thread_is_busy(client, s
         return got
 
     assert asyncio.run(scenario()) is True
+
+
+def test_a_record_from_memory_is_what_get_records_reads(client, stack, moto):
+    # the local stack reads its stream from moto's memory: the same records as the API's
+    dynamodb = client("dynamodb")
+    table = stack["table"]
+    (source,) = read_template(DEFAULT_TEMPLATE).stream_sources
+    through_api = StreamPoller(
+        client("dynamodbstreams"),
+        stack["stream_arn"],
+        LocalFunction("Broadcast", lambda e, c: None, timeout_s=5, concurrency=1),
+        batch_size=source.batch_size,
+        report_failures=True,
+        max_retries=0,
+        accepts=lambda record: True,
+    )
+    from_memory = StreamPoller(
+        None,
+        stack["stream_arn"],
+        LocalFunction("Broadcast", lambda e, c: None, timeout_s=5, concurrency=1),
+        batch_size=source.batch_size,
+        report_failures=True,
+        max_retries=0,
+        accepts=lambda record: True,
+        records_after=partial(moto.stream_records_after, table, "us-east-1"),
+    )
+    through_api.skip_existing()
+    from_memory.skip_existing()
+    item = {
+        "pk": {"S": "RUN#r"},
+        "sk": {"S": "LOG#0000000000"},
+        "kind": {"S": "log"},
+        "b": {"B": b"\x00\xff"},
+    }
+    dynamodb.put_item(TableName=table, Item=item)
+    dynamodb.put_item(TableName=table, Item={**item, "sk": {"S": "LOG#0000000001"}})
+    read, remembered = through_api.read(), from_memory.read()
+
+    def timeless(records: list[dict]) -> list[dict]:  # GetRecords' time is to the millisecond
+        return [{**r, "dynamodb": {**r["dynamodb"], "ApproximateCreationDateTime": None}} for r in records]
+
+    assert len(read) == 2 and timeless(remembered) == timeless(read)
+    assert from_memory.last_sequence == through_api.last_sequence
+    arn, region = stack["stream_arn"], "us-east-1"
+    assert events.stream_event(remembered, arn, region) == events.stream_event(read, arn, region)
+    assert from_memory.read() == []
+
+
+def test_a_runs_end_is_not_held_behind_another_items_batch(client, stack):
+    # GIVEN a parallelization factor of 2 and a batch of one partition being served slowly
+    dynamodb = client("dynamodb")
+    release = threading.Event()
+    served: list[str] = []
+
+    def broadcast(event, context):
+        keys = [r["dynamodb"]["Keys"]["pk"]["S"] for r in event["Records"]]
+        served.extend(keys)
+        if "RUN#slow" in keys:
+            release.wait(10)
+
+    def poller(lanes: int) -> StreamPoller:
+        return StreamPoller(
+            client("dynamodbstreams"),
+            stack["stream_arn"],
+            LocalFunction("Broadcast", broadcast, timeout_s=15, concurrency=4),
+            batch_size=100,
+            report_failures=True,
+            max_retries=0,
+            accepts=lambda record: True,
+            parallelization=lanes,
+        )
+
+    def log(run_id: str, seq: int) -> None:
+        dynamodb.put_item(
+            TableName=stack["table"],
+            Item={"pk": {"S": f"RUN#{run_id}"}, "sk": {"S": f"LOG#{seq:010d}"}, "kind": {"S": "log"}},
+        )
+
+    # the two partitions land in different lanes of two
+    assert StreamPoller._lane_of({"dynamodb": {"Keys": {"pk": {"S": "RUN#slow"}}}}, 2) != (
+        StreamPoller._lane_of({"dynamodb": {"Keys": {"pk": {"S": "RUN#ends"}}}}, 2)
+    )
+
+    async def scenario(lanes: int) -> list[str]:
+        served.clear()
+        release.clear()
+        stream = poller(lanes)
+        stream.skip_existing()
+        streaming = asyncio.ensure_future(stream.run())
+        log("slow", 0)
+        while "RUN#slow" not in served:
+            await asyncio.sleep(0.01)
+        # WHEN another run's records arrive while that batch is served
+        log("ends", 0)
+        log("slow", 1)
+        log("ends", 1)
+        await asyncio.sleep(1.0)
+        seen = list(served)
+        release.set()
+        streaming.cancel()
+        await asyncio.gather(streaming, return_exceptions=True)
+        return seen
+
+    # THEN with one lane they wait for the slow batch; with two they are served meanwhile,
+    # in order, and the slow partition's next record waits for its own lane
+    assert asyncio.run(scenario(1)) == ["RUN#slow"]
+    assert asyncio.run(scenario(2)) == ["RUN#slow", "RUN#ends", "RUN#ends"]

@@ -191,7 +191,8 @@ class World:
             sweeps += 1
             assert sweeps <= SWEEPS + 4 * len(run_ids) * 10, (
                 f"runs stranded: {[(r.run_id, r.status, r.step) for r in live]} "
-                f"waits={[self.service.store.get_wait(r.run_id, r.step - 1) for r in live]}"
+                f"waits={[self.service.store.get_wait(r.run_id, r.step - 1) for r in live]} "
+                f"fan-outs={[self.fanout_of(r) for r in live]}"
             )
             self.clock.advance(self.time_to_move(live))
             self.totals["timers_fired"] += len(self.timers.fire_due(self.clock()))
@@ -208,6 +209,16 @@ class World:
         raise AssertionError(
             f"runs still live after {ROUNDS} rounds: {live} waits={waits} queue={self.pump.counts()}"
         )
+
+    def fanout_of(self, run: Any) -> Any:
+        """The open fan-out ``run`` is at and its executions (None if it is at none)."""
+        if run.cursor is None:
+            return None
+        fanout = self.service.store.get_fanout(run.run_id, run.cursor.step)
+        if fanout is None:
+            return None
+        executions = self.service.store.list_executions(run.run_id, fanout.base, fanout.executed)
+        return fanout, [(e.step, e.index, e.attempt, e.status) for e in executions]
 
     def skip_to_next_message(self) -> bool:
         """Move the clock on towards the next message that becomes receivable; False if

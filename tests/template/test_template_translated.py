@@ -269,6 +269,7 @@ def test_broadcaster_reads_the_stream_in_batches_reporting_failures():
     assert mapping["EventSourceArn"] == {"Fn::GetAtt": ["Table", "StreamArn"]}
     assert mapping["StartingPosition"] == "LATEST"
     assert mapping["BatchSize"] == 100
+    assert mapping["ParallelizationFactor"] == 10  # a run's end is not held behind other runs'
     assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
     assert json.loads(REPLAY_FILTER_PATTERN) in patterns
     (slots,) = [p for p in patterns if "log" in p["dynamodb"]["NewImage"]["kind"]["S"]]

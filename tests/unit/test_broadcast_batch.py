@@ -68,3 +68,33 @@ def test_small_batches_are_served_in_the_calling_thread(size):
     served = []
     assert process([record(1, "a", "log")][:size], lambda r: served.append(r)) == {"batchItemFailures": []}
     assert len(served) == size
+
+
+def test_the_runs_that_ended_are_served_before_the_others_begin():
+    import threading
+    import time
+
+    ended = {"b", "d"}
+    finished: set[str] = set()
+    seen_before_ends: list[str] = []
+    lock = threading.Lock()
+
+    def act(change: dict) -> None:
+        run_id = change["dynamodb"]["NewImage"]["run_id"]["S"]
+        if run_id in ended:
+            time.sleep(0.05)  # a delivery takes its time
+        with lock:
+            if run_id not in ended and finished != ended:
+                seen_before_ends.append(run_id)
+            if run_id in ended:
+                finished.add(run_id)
+
+    batch = [
+        record(1, "a", "log"),
+        record(2, "b", "log", status="completed"),
+        record(3, "c", "log"),
+        record(4, "d", "finish", status="cancelled"),
+        record(5, "e", "log"),
+    ]
+    assert process(batch, act) == {"batchItemFailures": []}
+    assert finished == ended and seen_before_ends == []

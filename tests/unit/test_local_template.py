@@ -36,7 +36,7 @@ def test_event_sources_schedules_and_websocket_routes():
     assert step.report_failures and step.batch_size >= 1
     assert {s.queue for s in local.queue_sources} >= {"StepQueue", "StepDeadLetterQueue"}
     (stream,) = local.stream_sources
-    assert stream.table == "Table" and stream.filters
+    assert stream.table == "Table" and stream.filters and stream.parallelization == 10
     assert [s.every_s for s in local.schedules] == [60.0]
     assert {"$connect", "$disconnect", "$default", "subscribe"} <= set(local.ws_routes)
     assert local.ws_route_selection == "$request.body.action"

@@ -311,3 +311,127 @@ def test_an_index_query_lists_its_index_partition_only_and_answers_as_moto_does(
         )
     assert [len(a["Items"]) for a in answers] == [4, 1, 2, 0]
     assert listed == []  # no index query listed (and sorted) the whole table
+
+
+@pytest.fixture
+def sqs(monkeypatch):
+    for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    with mock_aws():
+        yield boto3.client("sqs", region_name=REGION)
+
+
+def test_a_receive_no_longer_computes_every_queue_attribute_per_message(sqs, monkeypatch):
+    import moto.sqs.models as sqs_models
+
+    backend = sqs_models.SQSBackend
+    check = backend.is_message_valid_based_on_retention_period
+    # moto's own check (a local stack started in this process replaced it for good)
+    monkeypatch.setattr(
+        backend, "is_message_valid_based_on_retention_period", getattr(check, "__wrapped__", check)
+    )
+    url = sqs.create_queue(QueueName="q", Attributes={"MessageRetentionPeriod": "60"})["QueueUrl"]
+    for i in range(5):
+        sqs.send_message(QueueUrl=url, MessageBody=f"m{i}")
+    counted = []
+    attributes = sqs_models.Queue.attributes
+    monkeypatch.setattr(
+        sqs_models.Queue, "attributes", property(lambda self: counted.append(1) or attributes.fget(self))
+    )
+    # moto's own receive reads every attribute (counting the queue's messages) per message
+    assert len(sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=2)["Messages"]) == 2
+    per_two = len(counted)
+    assert len(sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=1)["Messages"]) == 1
+    assert per_two - (len(counted) - per_two) >= 1  # more messages, more scans
+
+    counted.clear()
+    moto_internals.sqs_without_scans(monkeypatch.setattr)
+    assert len(sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=2)["Messages"]) == 2
+    assert counted == []
+
+
+def test_a_message_past_its_retention_period_is_still_not_received(sqs, monkeypatch):
+    now = [1_750_000_000.0]
+    moto_internals.sqs_without_scans(monkeypatch.setattr)
+    moto_internals.sqs_on_clock(monkeypatch.setattr, lambda: now[0])
+    url = sqs.create_queue(QueueName="q", Attributes={"MessageRetentionPeriod": "60"})["QueueUrl"]
+    sqs.send_message(QueueUrl=url, MessageBody="old")
+    now[0] += 61
+    assert "Messages" not in sqs.receive_message(QueueUrl=url)
+    sqs.send_message(QueueUrl=url, MessageBody="new")
+    assert [m["Body"] for m in sqs.receive_message(QueueUrl=url)["Messages"]] == ["new"]
+
+
+def test_the_fast_clock_keeps_a_test_clock_in_place(monkeypatch):
+    import moto.sqs.models as sqs_models
+
+    moto_internals.sqs_on_clock(monkeypatch.setattr, lambda: 42.0)
+    moto_internals.sqs_without_scans(monkeypatch.setattr)
+    assert sqs_models.unix_time() == 42.0 and sqs_models.unix_time_millis() == 42_000.0
+
+
+def test_a_long_poll_returns_a_message_when_its_visibility_timeout_ends(sqs, monkeypatch):
+    # moto waits for new messages a second at a time: a message that only became visible
+    # again was handed out up to a second late
+    import time
+
+    moto_internals.sqs_prompt_long_polls(monkeypatch.setattr)
+    url = sqs.create_queue(QueueName="q")["QueueUrl"]
+    sqs.send_message(QueueUrl=url, MessageBody="x")
+    received = time.monotonic()
+    assert sqs.receive_message(QueueUrl=url, VisibilityTimeout=2)["Messages"]
+    time.sleep(0.5)
+    again = sqs.receive_message(QueueUrl=url, WaitTimeSeconds=5)["Messages"]
+    # visible again at 2.0 s; moto's own wait would hand it out at 2.5 s
+    assert [m["Body"] for m in again] == ["x"]
+    assert time.monotonic() - received < 2.3
+
+
+def test_a_parsed_update_expression_is_shared_and_answers_as_moto_does(dynamodb, monkeypatch):
+    import copy
+
+    from moto.dynamodb.parsing import validators
+    from moto.dynamodb.parsing.expressions import UpdateExpressionParser
+
+    def update(pk: str) -> dict:
+        item = dynamodb.update_item(
+            TableName=TABLE,
+            Key={"pk": {"S": pk}},
+            UpdateExpression="SET #n = if_not_exists(#n, :zero) + :one, tags = list_append(:t, :t) ADD s :s",
+            ExpressionAttributeNames={"#n": "n"},
+            ExpressionAttributeValues={
+                ":zero": {"N": "0"},
+                ":one": {"N": "1"},
+                ":t": {"L": [{"S": "x"}]},
+                ":s": {"SS": ["x"]},
+            },
+            ReturnValues="ALL_NEW",
+        )["Attributes"]
+        return {name: value for name, value in item.items() if name != "pk"}
+
+    by_moto = [update("a"), update("a"), update("b")]
+    validated: list = []
+    real_deepcopy = copy.deepcopy
+    monkeypatch.setattr(validators, "deepcopy", lambda tree: validated.append(tree) or real_deepcopy(tree))
+    moto_internals.parsed_update_expressions(monkeypatch.setattr)
+    shared = [update("c"), update("c"), update("d")]
+
+    # the same answers, every request validating a copy of the one tree parsed
+    assert shared == by_moto and by_moto[1]["n"] == {"N": "2"}
+    trees = [tree for tree in validated if type(tree).__name__ == "UpdateExpression"]
+    assert len(trees) >= 3 and len({id(tree) for tree in trees}) == 1
+    assert UpdateExpressionParser.make("SET a = :b") is UpdateExpressionParser.make("SET a = :b")
+
+
+def test_a_json_body_is_not_searched_for_a_request_id(monkeypatch):
+    from moto.core.responses import BaseResponse
+
+    body = json.dumps({"Items": [{"text": {"S": "x" * 10_000}}]})
+    xml = "<R><RequestId>old</RequestId></R>"
+    moto_internals.no_request_id_scans(monkeypatch.setattr)
+    headers, kept = BaseResponse._enrich_response({"status": 200}, body)
+    assert kept is body and headers["status"] == "200" and "x-amzn-requestid" in {h.lower() for h in headers}
+    _, replaced = BaseResponse._enrich_response({}, xml)
+    assert "<RequestId>old</RequestId>" not in replaced and replaced.startswith("<R><RequestId>")
