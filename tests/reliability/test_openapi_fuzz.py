@@ -49,6 +49,10 @@ SCHEMA = schemathesis.openapi.from_dict(json.loads(call(handler, "GET", "/openap
 # Unknown query parameters are ignored, as HTTP APIs do (unknown body fields are refused):
 # a request is not invalid for carrying one.
 SCHEMA.config.generation.update(allow_extra_parameters=False)
+# A request line and headers over the HTTP API's 10,240 bytes are refused before any route
+# with 414 (documented on every route): a rejection of invalid data like any 4xx.
+_REJECTION = SCHEMA.config.checks.negative_data_rejection
+_REJECTION.expected_statuses = [*_REJECTION.expected_statuses, "414"]
 PHASES = SCHEMA.config.phases
 assert PHASES.examples.enabled and PHASES.coverage.enabled and PHASES.fuzzing.enabled
 CHECKS = [
