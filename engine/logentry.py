@@ -101,8 +101,13 @@ class StoredEntry:
     def execution(self) -> bool:
         """Whether this is a map item's or a parallel branch's entry (parsed: asked only
         where the log has a gap, see :func:`upto_open_gap`)."""
-        message = json.loads(self.text)
-        return "index" in message or "branch" in message
+        return is_execution(json.loads(self.text))
+
+
+def is_execution(fields: Mapping[str, Any]) -> bool:
+    """Whether a log entry (its fields, or its message) is a map item's or a parallel
+    branch's."""
+    return "index" in fields or "branch" in fields
 
 
 def upto_open_gap(

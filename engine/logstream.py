@@ -27,6 +27,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import Any, Protocol
 
 from engine.cost import EMPTY, Usage, price
@@ -429,7 +430,7 @@ class LogStream:
         entries = self.runs.list_entries(sub.run_id, after=sent, limit=self.page_size)
         exhausted = len(entries) < self.page_size
         if sub.end is None:  # an item's entry still to be written is not skipped (its write wakes us)
-            entries = upto_open_gap(entries, sent, _seq, _execution)
+            entries = upto_open_gap(entries, sent, attrgetter("seq"), attrgetter("execution"))
         return entries, exhausted
 
     def _log_data(self, run_id: str, entry: StoredEntry) -> bytes:
@@ -463,11 +464,3 @@ class LogStream:
             created_at=now,
             expires_at=int(now) + self.connection_ttl_s,
         )
-
-
-def _seq(entry: StoredEntry) -> int:
-    return entry.seq
-
-
-def _execution(entry: StoredEntry) -> bool:
-    return entry.execution

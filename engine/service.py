@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from enum import StrEnum
 from functools import partial
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
 from engine import running
@@ -29,7 +30,7 @@ from engine.errors import (
     NotFoundError,
     StateTooLargeError,
 )
-from engine.logentry import upto_open_gap
+from engine.logentry import is_execution, upto_open_gap
 from engine.logpages import MAX_LOG_PAGE_BYTES, MAX_LOG_PAGE_ENTRIES, LogPage, read_log_page
 from engine.ports import GraphRecord, RunRecord, RunStore, StepCommit, StepQueue, Timers
 from engine.registry import Registry, default_registry
@@ -238,7 +239,7 @@ class RunService:
         page = self.log_page(run.run_id, after, limit)
         shown = [entry for entry in page.entries if entry["seq"] < run.step]
         if run.status in LIVE:
-            shown = upto_open_gap(shown, after, _seq, _execution)
+            shown = upto_open_gap(shown, after, itemgetter("seq"), is_execution)
         return page if len(shown) == len(page.entries) else LogPage(shown, None)
 
     def cancel(self, run_id: str, owner: str | None = None) -> RunRecord:
@@ -566,11 +567,3 @@ class RunService:
 def _visible(stored_owner: str | None, caller: str | None) -> bool:
     """Whether a graph or run owned by ``stored_owner`` exists for ``caller``."""
     return caller is None or stored_owner == caller
-
-
-def _seq(entry: Mapping[str, Any]) -> int:
-    return int(entry["seq"])
-
-
-def _execution(entry: Mapping[str, Any]) -> bool:
-    return "index" in entry or "branch" in entry
