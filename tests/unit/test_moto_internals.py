@@ -7,6 +7,7 @@ the test named after it fails here; fix moto_internals.py, then move the pin.
 from __future__ import annotations
 
 import json
+import re
 
 import boto3
 import pytest
@@ -435,3 +436,523 @@ def test_a_json_body_is_not_searched_for_a_request_id(monkeypatch):
     assert kept is body and headers["status"] == "200" and "x-amzn-requestid" in {h.lower() for h in headers}
     _, replaced = BaseResponse._enrich_response({}, xml)
     assert "<RequestId>old</RequestId>" not in replaced and replaced.startswith("<R><RequestId>")
+
+
+def outcome(call) -> object:
+    """What a request answered: its result without the metadata, or its error's code and message."""
+    from botocore.exceptions import ClientError
+
+    try:
+        answer = call()
+    except ClientError as exc:
+        return exc.response["Error"]["Code"], exc.response["Error"]["Message"]
+    except Exception as exc:  # moto fails on some bad requests (a 500 from its server)
+        return type(exc).__name__, str(exc)
+    if not isinstance(answer, dict):
+        return answer
+    return {k: v for k, v in answer.items() if k != "ResponseMetadata"}
+
+
+def fresh_table(dynamodb) -> None:
+    """The table emptied (deleted and made again): each sequence of requests starts alike."""
+    dynamodb.delete_table(TableName=TABLE)
+    dynamodb.create_table(
+        TableName=TABLE,
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+
+
+def conditional_requests(dynamodb) -> list:
+    """PutItem, UpdateItem, DeleteItem and Query with conditions: met, not met and invalid
+    (the same texts with other values too)."""
+    key = {"pk": {"S": "k"}}
+    n = lambda v: {"N": str(v)}  # noqa: E731
+    s = lambda v: {"S": v}  # noqa: E731
+
+    def put(condition, values=None, names=None, item=None):
+        params = {"TableName": TABLE, "Item": item or {**key, "n": n(1), "s": s("go"), "tags": {"SS": ["x"]}}}
+        params |= {"ConditionExpression": condition} if condition is not None else {}
+        params |= {"ExpressionAttributeValues": values} if values is not None else {}
+        params |= {"ExpressionAttributeNames": names} if names is not None else {}
+        return lambda: dynamodb.put_item(**params)
+
+    def update(condition, values, names=None):
+        params = {
+            "TableName": TABLE,
+            "Key": key,
+            "UpdateExpression": "SET n = n + :one",
+            "ConditionExpression": condition,
+            "ExpressionAttributeValues": {":one": n(1), **values},
+            "ReturnValues": "ALL_NEW",
+        }
+        params |= {"ExpressionAttributeNames": names} if names is not None else {}
+        return lambda: dynamodb.update_item(**params)
+
+    def query(condition, values):
+        return lambda: dynamodb.query(
+            TableName=TABLE,
+            KeyConditionExpression="pk = :pk",
+            FilterExpression=condition,
+            ExpressionAttributeValues={":pk": s("k"), **values},
+        )
+
+    status = {"#s": "s"}
+    between = "n BETWEEN :lo AND :hi AND begins_with(#s, :p) AND size(tags) > :z"
+    return [
+        put("attribute_not_exists(pk)"),
+        put("attribute_not_exists(pk)"),  # not met now
+        update("n < :cap AND #s IN (:a, :b)", {":cap": n(5), ":a": s("go"), ":b": s("stop")}, status),
+        update("n < :cap AND #s IN (:a, :b)", {":cap": n(2), ":a": s("go"), ":b": s("stop")}, status),
+        update("n < :cap AND #s IN (:a, :b)", {":cap": n(9), ":a": s("no"), ":b": s("go")}, status),
+        update(between, {":lo": n(1), ":hi": n(9), ":p": s("g"), ":z": n(0)}, status),
+        update(between, {":lo": n(1), ":hi": n(2), ":p": s("g"), ":z": n(0)}, status),
+        update("NOT (n = :x) OR attribute_exists(#s)", {":x": n(4)}, status),
+        update("NOT (n = :x) OR contains(tags, :t)", {":x": n(4), ":t": s("y")}),
+        update("n = :missing", {":x": n(1)}),  # an unknown value
+        update("#nope = :x", {":x": n(1)}, status),  # an unknown name
+        update("n = = :x", {":x": n(1)}),  # a syntax error
+        update("status = :x", {":x": n(1)}),  # a reserved word
+        update("((n = :x))", {":x": n(1)}),  # redundant parentheses
+        update("n IN (:x", {":x": n(1)}),
+        put("n = :x"),  # no values at all
+        put("attribute_exists(#s) AND n >= :x", {":x": n(1)}, status),
+        put("attribute_exists(#s) AND n >= :x", {":x": n(100)}, status),
+        query("n > :x", {":x": n(0)}),
+        query("n > :x", {":x": n(100)}),
+        query("#s <> :x", {":x": s("go")}),
+        lambda: dynamodb.delete_item(
+            TableName=TABLE, Key=key, ConditionExpression="n > :x", ExpressionAttributeValues={":x": n(100)}
+        ),
+        lambda: dynamodb.delete_item(
+            TableName=TABLE, Key=key, ConditionExpression="n > :x", ExpressionAttributeValues={":x": n(0)}
+        ),
+    ]
+
+
+def test_a_condition_expression_is_parsed_once_and_answers_as_moto_does(dynamodb, monkeypatch):
+    from moto.dynamodb.comparisons import ConditionExpressionParser as Parser
+
+    # moto's own parse (a local stack started in this process replaced it for good)
+    monkeypatch.setattr(Parser, "parse", getattr(Parser.parse, "__wrapped__", Parser.parse))
+    lexed: list[str] = []
+    lex = Parser._lex_condition_expression
+    monkeypatch.setattr(
+        Parser, "_lex_condition_expression", lambda self: lexed.append(self.condition_expression) or lex(self)
+    )
+    fresh_table(dynamodb)
+    by_moto = [outcome(call) for call in conditional_requests(dynamodb)]
+    lexed_by_moto = list(lexed)
+
+    moto_internals.parsed_condition_expressions(monkeypatch.setattr)
+    for _ in range(2):  # parsed, then kept
+        fresh_table(dynamodb)
+        lexed.clear()
+        assert [outcome(call) for call in conditional_requests(dynamodb)] == by_moto
+
+    assert sum(isinstance(o, tuple) for o in by_moto) >= 10  # errors and unmet conditions compared too
+    assert ("KeyError", "':missing'") in by_moto and ("ValueError", "Bad comparison n = =") in by_moto
+    # the second time round, only the expressions moto refuses are parsed again
+    assert len(lexed) < len(lexed_by_moto) / 2
+    assert "attribute_not_exists(pk)" not in lexed and "n = = :x" in lexed
+
+
+def test_a_kept_condition_tree_takes_each_requests_values(monkeypatch):
+    from moto.dynamodb.comparisons import ConditionExpressionParser as Parser
+    from moto.dynamodb.models.dynamo_type import Item
+
+    moto_internals.parsed_condition_expressions(monkeypatch.setattr)
+    item = Item({"S": "k"}, None, {"pk": {"S": "k"}, "n": {"N": "3"}, "s": {"S": "go"}})
+    expression, names = "n BETWEEN :lo AND :hi AND (#s = :s OR :s IN (:a, :s))", {"#s": "s"}
+    for lo, hi, s, want in [("1", "5", "go", True), ("4", "5", "go", False), ("1", "5", "no", True)]:
+        values = {":lo": {"N": lo}, ":hi": {"N": hi}, ":s": {"S": s}, ":a": {"S": "x"}}
+        parser = Parser(expression, names, values)
+        assert parser.parse().expr(item) is want
+        assert (parser.expr_attr_names_found, parser.expr_attr_values_found) == (
+            ["n", "#s"],
+            [":lo", ":hi", ":s", ":s", ":a", ":s"],
+        )
+    with pytest.raises(KeyError, match=":hi"):  # moto's error for the first value missing
+        Parser(expression, names, {":lo": {"N": "1"}, ":s": {"S": "x"}}).parse()
+    assert Parser.parse.parsed_once and Parser.parse.__wrapped__ is not Parser.parse
+
+
+UPDATES = [
+    ("SET n = if_not_exists(n, :zero) + :one, tags = list_append(if_not_exists(tags, :empty), :t)", {}),
+    ("SET m.#a = :one, l[0] = :one REMOVE gone ADD c :one, ss :ss DELETE ds :ds", {"#a": "a"}),
+    ("SET n = n + :s", {}),  # a type mismatch
+    ("SET m = :one, m.#a = :one", {"#a": "a"}),  # overlapping paths
+    ("SET pk = :s", {}),  # a key attribute
+    ("SET n = n - :one REMOVE l[0], l[1]", {}),
+    ("SET nope.deeper = :one", {}),  # a path that does not exist
+    ("SET #a = :one", {"#a": "x"}),
+    ("SET #a = :one", {"#a": "pk"}),  # the same expression updating a key attribute
+    ("SET #a = :one, #b = :one", {"#a": "x", "#b": "x"}),  # the same path twice
+]
+
+
+def update_requests(dynamodb) -> list:
+    values = {
+        ":zero": {"N": "0"},
+        ":one": {"N": "1"},
+        ":t": {"L": [{"S": "x"}, {"M": {"k": {"BOOL": True}}}]},
+        ":empty": {"L": []},
+        ":ss": {"SS": ["a", "b"]},
+        ":ds": {"SS": ["y"]},
+        ":s": {"S": "text"},
+    }
+    item = {
+        "pk": {"S": "k"},
+        "m": {"M": {"a": {"N": "0"}}},
+        "l": {"L": [{"N": "0"}, {"N": "1"}, {"N": "2"}]},
+        "gone": {"NULL": True},
+        "ds": {"SS": ["y", "z"]},
+    }
+
+    def update(expression, names, pk="k"):
+        used = {k: values[k] for k in re.findall(r":\w+", expression)}
+        params = {"ExpressionAttributeNames": names} if names else {}
+        return lambda: dynamodb.update_item(
+            TableName=TABLE,
+            Key={"pk": {"S": pk}},
+            UpdateExpression=expression,
+            ExpressionAttributeValues=used,
+            ReturnValues="ALL_NEW",
+            **params,
+        )
+
+    new_items = [update(e, n, pk=f"new{i}") for i, (e, n) in enumerate(UPDATES)]  # validated twice by moto
+    return [
+        lambda: dynamodb.put_item(TableName=TABLE, Item=item),
+        *[update(e, n) for e, n in UPDATES * 2],
+        *new_items,
+    ]
+
+
+def node_shape(node, names: dict[int, int] | None = None) -> object:
+    """A node tree as a comparable value: classes, attributes in order, values, and which
+    node each ``parent`` is (by the order nodes are met), so aliasing is compared too."""
+    from moto.dynamodb.parsing.ast_nodes import Node
+
+    names = {} if names is None else names
+    if isinstance(node, Node):
+        if id(node) in names:
+            return ("seen", names[id(node)])
+        names[id(node)] = len(names)
+        return (type(node), [(k, node_shape(v, names)) for k, v in vars(node).items()])
+    if isinstance(node, list):
+        return [node_shape(v, names) for v in node]
+    return (type(node), repr(node))
+
+
+def node_ids(node) -> set[int]:
+    from moto.dynamodb.parsing.ast_nodes import Node
+
+    stack, seen = [node], set()
+    while stack:
+        node = stack.pop()
+        if isinstance(node, Node) and id(node) not in seen:
+            seen.add(id(node))
+            stack.extend([*(node.children or []), node.parent])
+    return seen
+
+
+def test_an_update_expression_tree_is_copied_as_deepcopy_copies_it(dynamodb, monkeypatch):
+    import copy
+
+    from moto.dynamodb.models.dynamo_type import DynamoType
+    from moto.dynamodb.parsing import validators
+    from moto.dynamodb.parsing.ast_nodes import DDBTypedValue, Node
+    from moto.dynamodb.parsing.expressions import UpdateExpressionParser
+
+    # moto's own copy (a local stack started in this process replaced it for good)
+    monkeypatch.setattr(
+        validators, "deepcopy", getattr(validators.deepcopy, "__wrapped__", validators.deepcopy)
+    )
+    fresh_table(dynamodb)
+    by_moto = [outcome(call) for call in update_requests(dynamodb)]
+    moto_internals.validated_copies_made_directly(monkeypatch.setattr)
+    direct = validators.deepcopy
+    assert direct is not copy.deepcopy and direct.direct
+
+    for expression, _ in UPDATES:
+        tree = UpdateExpressionParser.make(expression)
+        made, expected = direct(tree), copy.deepcopy(tree)
+        assert node_shape(made) == node_shape(expected) == node_shape(tree)
+        assert not node_ids(made) & node_ids(tree)  # nothing of the original tree is shared
+    typed = DDBTypedValue(DynamoType({"L": [{"S": "x"}]}))  # DynamoType: deepcopy's own way
+    assert node_shape(direct(typed)) == node_shape(copy.deepcopy(typed))
+    assert direct(typed).children[0] is not typed.children[0]
+    assert direct([1, {"a": [2]}]) == [1, {"a": [2]}]
+
+    reconstructed: list = []
+    reconstruct = copy._reconstruct
+    monkeypatch.setattr(
+        copy, "_reconstruct", lambda x, *a, **k: reconstructed.append(x) or reconstruct(x, *a, **k)
+    )
+    fresh_table(dynamodb)
+    assert [outcome(call) for call in update_requests(dynamodb)] == by_moto
+    assert sum(isinstance(o, tuple) for o in by_moto) >= 6  # the errors compared too
+    assert not [x for x in reconstructed if isinstance(x, Node)]  # no node copied by deepcopy's protocol
+
+
+def moto_query(monkeypatch) -> None:
+    """moto's own Table.query and its table module's ``copy`` (a local stack started in
+    this process replaced them for good)."""
+    import copy
+
+    import moto.dynamodb.models.table as table_module
+
+    query = table_module.Table.query
+    while hasattr(query, "__wrapped__"):
+        query = query.__wrapped__
+    monkeypatch.setattr(table_module.Table, "query", query)
+    monkeypatch.setattr(table_module, "copy", copy)
+
+
+PLAIN_AND_OTHER_QUERIES = [
+    *QUERIES,
+    {"KeyConditionExpression": "pk = :p", "ExpressionAttributeValues": {":p": {"S": "a"}}, "Select": "COUNT"},
+    {
+        "KeyConditionExpression": "pk = :p",
+        "ExpressionAttributeValues": {":p": {"S": "a"}},
+        "ProjectionExpression": "sk, #b",
+        "ExpressionAttributeNames": {"#b": "blob"},
+    },
+    {
+        "KeyConditionExpression": "pk = :p",
+        "ExpressionAttributeValues": {":p": {"S": "a"}, ":s": {"S": "LOG#2"}},
+        "FilterExpression": "sk >= :s",
+    },
+    {
+        "KeyConditions": {"pk": {"ComparisonOperator": "EQ", "AttributeValueList": [{"S": "a"}]}},
+        "QueryFilter": {"sk": {"ComparisonOperator": "BEGINS_WITH", "AttributeValueList": [{"S": "LOG"}]}},
+    },
+]
+
+
+def test_a_plain_query_hands_over_its_items_uncopied_and_answers_as_moto_does(sorted_table, monkeypatch):
+    from moto.dynamodb.models.dynamo_type import Item
+
+    moto_query(monkeypatch)
+    ask = lambda q: outcome(lambda: sorted_table.query(TableName="sorted", **q))  # noqa: E731
+    expected = [ask(q) for q in PLAIN_AND_OTHER_QUERIES]
+    table = moto_internals_table("sorted")
+    stored = {pk: {sk: item.to_json() for sk, item in items.items()} for pk, items in table.items.items()}
+    moto_internals.partition_queries(monkeypatch.setattr)
+    moto_internals.uncopied_query_results(monkeypatch.setattr)
+    copied: list[int] = []
+    deepcopy = Item.__deepcopy__
+    monkeypatch.setattr(Item, "__deepcopy__", lambda self, memo: copied.append(1) or deepcopy(self, memo))
+
+    plain = [ask(q) for q in QUERIES]
+    assert copied == []  # no item copied for a plain query
+    others = [ask(q) for q in PLAIN_AND_OTHER_QUERIES[len(QUERIES) :]]
+    assert plain + others == expected
+    assert len(copied) >= 4 + 4 + 3  # projected or filtered: each item copied, as moto does
+    assert all("Count" in a for a in expected)
+    after = {pk: {sk: item.to_json() for sk, item in items.items()} for pk, items in table.items.items()}
+    assert after == stored
+
+
+def test_a_query_sizes_each_item_once_and_answers_as_moto_does(sorted_table, monkeypatch):
+    from moto.dynamodb.models.dynamo_type import DynamoType, Item
+
+    moto_query(monkeypatch)
+    monkeypatch.setattr(Item, "size", getattr(Item.size, "__wrapped__", Item.size))
+    ask = lambda q: outcome(lambda: sorted_table.query(TableName="sorted", **q))  # noqa: E731
+    sized: list[int] = []
+    size = Item.size
+    monkeypatch.setattr(Item, "size", lambda self: sized.append(id(self)) or size(self))
+    expected = [ask(q) for q in PLAIN_AND_OTHER_QUERIES]
+    sized_by_moto = len(sized)
+    assert len(set(sized)) < sized_by_moto  # moto sizes an item more than once per query
+
+    moto_internals.query_items_sized_once(monkeypatch.setattr)
+    sized.clear()
+    assert [ask(q) for q in PLAIN_AND_OTHER_QUERIES] == expected
+    assert 0 < len(sized) < sized_by_moto
+    item = next(iter(next(iter(moto_internals_table("sorted").items.values())).values()))
+    before = item.size()
+    item.attrs["more"] = DynamoType({"S": "x" * 10})
+    assert item.size() == before + len("more") + 10  # outside a query, sized as it is now
+
+
+def test_an_item_is_sized_once_per_attribute_and_refused_as_moto_refuses_it(dynamodb, monkeypatch):
+    from moto.dynamodb.exceptions import ItemSizeTooLarge
+    from moto.dynamodb.models.dynamo_type import DynamoType, Item, LimitedSizeDict
+
+    monkeypatch.setattr(Item, "__init__", getattr(Item.__init__, "__wrapped__", Item.__init__))
+
+    def build(attrs):
+        try:
+            item = Item(DynamoType({"S": "k"}), None, attrs)
+        except ItemSizeTooLarge as exc:
+            return type(exc), str(exc)
+        return type(item.attrs), list(item.attrs.items())
+
+    limit = 405_000
+    attrs = [
+        {
+            "pk": {"S": "k"},
+            "n": {"N": "-12.50"},
+            "é": {"S": "ü" * 3},
+            "b": {"B": b"\x00\xff"},
+            "t": {"BOOL": True},
+        },
+        {
+            "m": {"M": {"x": {"L": [{"N": "1"}, {"SS": ["a", "bb"]}, {"NULL": True}]}}},
+            "ns": {"NS": ["1", "22"]},
+        },
+        {"a": {"S": "x" * (limit - 1)}},  # at the limit: kept
+        {"a": {"S": "x" * limit}},  # one byte over: refused
+        {"a": {"S": "x" * (limit // 2)}, "b": {"S": "x" * (limit // 2 - 3)}, "c": {"S": ""}},  # at the limit
+        {"a": {"S": "x" * (limit // 2)}, "b": {"S": "x" * (limit // 2 - 3)}, "c": {"S": "x"}},
+        {"ü": {"S": "é" * (limit // 2 - 1)}},  # 2 + 404996 bytes
+        {"ü": {"S": "é" * (limit // 2)}, "": {"NULL": True}},
+    ]
+    by_moto = [build(a) for a in attrs]
+    big = {"pk": {"S": "big"}, "a": {"S": "x" * limit}}
+    refused = outcome(lambda: dynamodb.put_item(TableName=TABLE, Item=big))
+
+    moto_internals.sized_items_once(monkeypatch.setattr)
+    checked: list[int] = []
+    check = LimitedSizeDict.__setitem__
+    monkeypatch.setattr(
+        LimitedSizeDict, "__setitem__", lambda self, k, v: checked.append(1) or check(self, k, v)
+    )
+    assert [build(a) for a in attrs] == by_moto  # moto's way: the check above replaced its own
+    assert checked
+    monkeypatch.setattr(LimitedSizeDict, "__setitem__", check)
+    assert [build(a) for a in attrs] == by_moto
+    assert [b[0] for b in by_moto].count(ItemSizeTooLarge) == 3
+    assert outcome(lambda: dynamodb.put_item(TableName=TABLE, Item=big)) == refused
+    assert refused[0] == "ValidationException"
+
+    sized: list[int] = []
+    size = DynamoType.size
+    monkeypatch.setattr(DynamoType, "size", lambda self: sized.append(1) or size(self))
+    Item(DynamoType({"S": "k"}), None, {f"a{i}": {"S": "x"} for i in range(40)})
+    assert len(sized) == 40  # each attribute sized once (moto: 40 * 41 / 2)
+
+
+def test_an_action_is_found_among_the_methods_as_moto_finds_it(dynamodb, monkeypatch):
+    import inspect
+    import types
+
+    import moto.core.responses as responses
+    from moto.dynamodb.responses import DynamoHandler
+    from moto.s3.responses import S3Response
+    from moto.sqs.responses import SQSResponse
+
+    listed = getattr(responses.method_names_from_class, "__wrapped__", responses.method_names_from_class)
+    monkeypatch.setattr(responses, "method_names_from_class", listed)
+
+    class Odd(DynamoHandler):
+        gone = property(lambda self: 1)
+        static = staticmethod(lambda: 1)
+        klass = classmethod(lambda cls: 1)
+        data = 3
+        dynamic = types.DynamicClassAttribute(lambda self: 1)
+
+        class Refusing:
+            def __get__(self, obj, owner):
+                raise AttributeError("refused")
+
+        refusing = Refusing()
+
+        def put_item(self):  # an override
+            return super().put_item()
+
+    moto_internals.listed_methods_once(monkeypatch.setattr)
+    for cls in (DynamoHandler, SQSResponse, S3Response, Odd):
+        view, names = responses.method_names_from_class(cls), listed(cls)
+        asked = [*dir(cls), "nope", "", "query", "__init__", "mro", "__class__", 3, None]
+        assert [name in view for name in asked] == [name in names for name in asked], cls
+        assert list(view) == names and len(view) == len(names) and view[0] == names[0]
+    odd = responses.method_names_from_class(Odd)
+    assert "static" in odd and "put_item" in odd and "klass" not in odd and "refusing" not in odd
+
+    members: list[object] = []
+    getmembers = inspect.getmembers
+    monkeypatch.setattr(
+        inspect, "getmembers", lambda obj, *a, **k: members.append(obj) or getmembers(obj, *a, **k)
+    )
+    assert outcome(lambda: dynamodb.put_item(TableName=TABLE, Item={"pk": {"S": "a"}})) == {}
+    assert outcome(lambda: dynamodb.describe_limits()) != {}
+    assert DynamoHandler not in members  # found without listing the class's members
+    monkeypatch.setattr(DynamoHandler, "brand_new", lambda self: None, raising=False)
+    assert "brand_new" in responses.method_names_from_class(DynamoHandler)  # a method added later counts
+    monkeypatch.setattr(responses, "method_names_from_class", listed)
+    put(dynamodb, "b")
+    assert DynamoHandler in members  # moto's own way lists them
+
+
+def test_a_request_is_routed_to_its_action_once_and_answered_as_moto_does(dynamodb, sqs, monkeypatch):
+    from moto.core.responses import BaseResponse
+    from moto.core.routing import ServiceOperationRouter
+
+    match = getattr(
+        BaseResponse._get_action_from_request, "__wrapped__", BaseResponse._get_action_from_request
+    )
+    monkeypatch.setattr(BaseResponse, "_get_action_from_request", match)
+    routed: list[str] = []
+    route = ServiceOperationRouter.match
+    monkeypatch.setattr(
+        ServiceOperationRouter,
+        "match",
+        lambda self, request: routed.append(self._service_model.service_name) or route(self, request),
+    )
+
+    def requests() -> list:
+        fresh_table(dynamodb)
+        url = sqs.create_queue(QueueName=f"q{len(rounds)}")["QueueUrl"]
+        rounds.append(url)
+        calls = [
+            lambda: dynamodb.put_item(TableName=TABLE, Item={"pk": {"S": "a"}}),
+            lambda: dynamodb.get_item(TableName=TABLE, Key={"pk": {"S": "a"}}),
+            lambda: dynamodb.get_item(TableName="nope", Key={"pk": {"S": "a"}}),
+            lambda: dynamodb.describe_table(TableName=TABLE)["Table"]["KeySchema"],
+            lambda: sqs.send_message(QueueUrl=url, MessageBody="m")["MD5OfMessageBody"],
+            lambda: [m["Body"] for m in sqs.receive_message(QueueUrl=url)["Messages"]],
+            lambda: sqs.get_queue_attributes(QueueUrl=url + "-nope"),
+            lambda: sqs.purge_queue(QueueUrl=url),
+        ]
+        routed.clear()
+        return [outcome(call) for call in calls]
+
+    rounds: list[str] = []
+    by_moto = requests()
+    routed_by_moto = list(routed)
+    moto_internals.matched_actions_once(monkeypatch.setattr)
+    assert requests() == by_moto
+    assert sum(isinstance(o, tuple) for o in by_moto) == 2  # errors compared too
+    assert len(routed) == 8 < len(routed_by_moto)  # once a request
+
+
+def test_an_update_expressions_shape_is_checked_once_and_answers_as_moto_does(dynamodb, monkeypatch):
+    from moto.dynamodb.parsing.validators import ActionCountValidator, UpdateExpressionValidator
+
+    validate, init = UpdateExpressionValidator.validate, UpdateExpressionValidator.__init__
+    monkeypatch.setattr(UpdateExpressionValidator, "validate", getattr(validate, "__wrapped__", validate))
+    monkeypatch.setattr(UpdateExpressionValidator, "__init__", getattr(init, "__wrapped__", init))
+    moto_internals.parsed_update_expressions(monkeypatch.setattr)  # one tree per expression
+    checked: list[int] = []
+    count = ActionCountValidator.verify_action_counts
+    monkeypatch.setattr(
+        ActionCountValidator, "verify_action_counts", lambda s, n: checked.append(1) or count(s, n)
+    )
+    fresh_table(dynamodb)
+    by_moto = [outcome(call) for call in update_requests(dynamodb)]
+    checked_by_moto = len(checked)
+
+    moto_internals.update_expressions_checked_once(monkeypatch.setattr)
+    for _ in range(2):
+        fresh_table(dynamodb)
+        checked.clear()
+        assert [outcome(call) for call in update_requests(dynamodb)] == by_moto
+    assert sum(isinstance(o, tuple) for o in by_moto) >= 8  # the errors compared too
+    key_error = "One or more parameter values were invalid: Cannot update attribute pk. This attribute is part of the key"
+    assert ("ValidationException", key_error) in by_moto
+    assert 0 < len(checked) < checked_by_moto / 2  # only the expressions moto refuses checked again
