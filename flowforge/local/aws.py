@@ -13,13 +13,16 @@ under the lock, the stream records it added to the table's shard are appended to
 journal, and the response leaves only once an fsync covers them (and everything the
 request could have read).
 
-The handlers run in this process too: their requests to moto skip the socket
-(:meth:`MotoServer.serve_in_process`). Each is still signed, serialized by botocore and
-parsed back — only the TCP connection, the HTTP text and the thread werkzeug starts per
-request are left out, which were half of a request's CPU; DynamoDB, DynamoDB Streams and
-SQS requests (JSON) also skip werkzeug's routing and Flask, going to moto's service
-dispatcher as ``mock_aws`` sends them, DynamoDB's under the same lock and journal.
-Everything outside the process (the CLI, the benchmarks' clients, yours) uses the server.
+The handlers' requests to moto skip the socket (:meth:`MotoServer.serve_in_process`;
+the local stack runs this server in a child process, moto_process.py, and hands it
+the requests over a Unix socket). Each is still serialized by botocore and parsed back —
+only the TCP connection, the HTTP text and the thread werkzeug starts per request are
+left out, which were half of a request's CPU; DynamoDB, DynamoDB Streams and SQS
+requests (JSON) also skip werkzeug's routing and Flask, going to moto's service
+dispatcher as ``mock_aws`` sends them, DynamoDB's under the same lock and journal
+(the request is read before the lock is taken), and go unsigned
+(:class:`UnsignedRequests`). Everything outside the stack (the CLI, the benchmarks'
+clients, yours) uses the server.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from io import BytesIO
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+from botocore import UNSIGNED
 from botocore.awsrequest import AWSPreparedRequest, AWSResponse, HeadersDict
 from botocore.handlers import BUILTIN_HANDLERS
 from moto.moto_server.werkzeug_app import create_backend_app
@@ -125,10 +129,11 @@ class _SerializeDynamoDB:
         by moto's service dispatcher as the server would answer it — DynamoDB's under the
         lock and journaled — without werkzeug's routing and Flask's request and response."""
 
-        def answer() -> tuple[int, dict[str, str], bytes]:
-            return moto_internals.dispatch_directly(
-                dispatcher, request.method, request.url, request.headers, body
-            )
+        # The request is read outside the lock (it touches no backend): the lock, which
+        # every DynamoDB request waits for, covers only the answer.
+        answer = moto_internals.prepare_directly(
+            dispatcher, request.method, request.url, request.headers, body
+        )
 
         if not target.startswith(_DYNAMODB_TARGETS):
             status, headers, data = answer()
@@ -137,7 +142,7 @@ class _SerializeDynamoDB:
                 status, headers, data = self.journaled_answer(answer)
             except JournalError as exc:
                 status, headers, data = self._not_journaled_answer(exc)
-        return AWSResponse(request.url, status, HeadersDict(headers), _Body(data))
+        return AWSResponse(request.url, status, HeadersDict(headers), ResponseBody(data))
 
     def _persisting_objects(
         self, environ: dict[str, Any], start_response: Callable[..., Any]
@@ -183,7 +188,10 @@ class _SerializeDynamoDB:
 class MotoServer:
     """moto's server on ``host:port`` (0 picks a free port). Binding happens here."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 5000) -> None:
+    def __init__(
+        self, host: str = "127.0.0.1", port: int = 5000, *, bound: socket.socket | None = None
+    ) -> None:
+        """``bound``: a socket bound already (its host and port are then ignored)."""
         # The process's moto, for as long as it lives: same answers, less of its CPU.
         moto_internals.partition_queries(setattr)
         moto_internals.plain_json_responses(setattr)
@@ -203,17 +211,19 @@ class MotoServer:
         self._app = _SerializeDynamoDB(moto_internals.Dispatcher(create_backend_app))
         # Bound here, so a taken port is an OSError (EADDRINUSE) for the caller to report;
         # werkzeug would print its own lines and exit.
-        with socket.create_server((host, port)) as bound:
+        with bound or socket.create_server((host, port)) as listening:
+            host, port = listening.getsockname()[:2]
             self._server: BaseWSGIServer = make_server(
                 host,
                 port,
                 self._app,
                 threaded=True,
                 request_handler=moto_internals.QuietRequestHandler,
-                fd=bound.fileno(),
+                fd=listening.fileno(),
             )
         self._thread = threading.Thread(target=self._server.serve_forever, name="moto", daemon=True)
         self._netloc = ""  # set by serve_in_process: the host:port requests are answered for
+        self._unsigned: UnsignedRequests | None = None
 
     @property
     def endpoint(self) -> str:
@@ -270,11 +280,17 @@ class MotoServer:
         self._netloc = urlsplit(self.endpoint).netloc
         if ("before-send", self._dispatch) not in BUILTIN_HANDLERS:
             BUILTIN_HANDLERS.append(("before-send", self._dispatch))
+        self._unsigned = UnsignedRequests(self._netloc)
+        self._unsigned.register()
 
     def _dispatch(self, request: AWSPreparedRequest, **_: Any) -> AWSResponse | None:
-        url = urlsplit(request.url)
-        if url.netloc != self._netloc:
+        if urlsplit(request.url).netloc != self._netloc:
             return None
+        return self.answer(request)
+
+    def answer(self, request: AWSPreparedRequest) -> AWSResponse:
+        """What this server answers ``request``, on the caller's thread."""
+        url = urlsplit(request.url)
         body = request.body
         if body is None:
             body = b""
@@ -302,15 +318,65 @@ class MotoServer:
             answer["status"], answer["headers"] = int(status.split(" ", 1)[0]), headers
 
         data = b"".join(self._app(environ, start_response))
-        return AWSResponse(request.url, answer["status"], HeadersDict(answer["headers"]), _Body(data))
+        return AWSResponse(request.url, answer["status"], HeadersDict(answer["headers"]), ResponseBody(data))
 
     def stop(self) -> None:
         with contextlib.suppress(ValueError):
             BUILTIN_HANDLERS.remove(("before-send", self._dispatch))
+        if self._unsigned is not None:
+            self._unsigned.unregister()
         if self._thread.is_alive():  # shutdown() waits for serve_forever: only if it runs
             self._server.shutdown()
             self._thread.join(timeout=5)
         self._server.server_close()
+
+
+#: The services whose requests to an in-process moto go unsigned (see UnsignedRequests),
+#: by the names of botocore's events.
+UNSIGNED_SERVICES = ("dynamodb", "dynamodb-streams", "sqs")
+_UNSIGNED_MARK = "flowforge_unsigned"
+
+
+def _unsigned(context: dict[str, Any] | None = None, **_: Any) -> Any:
+    return UNSIGNED if context and context.get(_UNSIGNED_MARK) else None
+
+
+class UnsignedRequests:
+    """DynamoDB (its stream too) and SQS requests to ``netloc`` (host:port), answered in
+    this process, go unsigned; requests anywhere else are signed.
+
+    They never leave the process, and moto checks no signature: it takes the account
+    from the access key, and without one it answers for the default account, the one the
+    fake key stands for too (over HTTP it needs the signature to route by: a session
+    marks a request only if it also has the ``before-send`` handler that answers it,
+    both registered and removed together). SigV4 was a seventh of the handlers' CPU.
+    """
+
+    def __init__(self, netloc: str) -> None:
+        self.netloc = netloc
+
+    def mark(self, request: Any = None, **_: Any) -> None:
+        if request is not None and urlsplit(request.url).netloc == self.netloc:
+            request.context[_UNSIGNED_MARK] = True
+
+    def handlers(self) -> list[tuple[str, Any]]:
+        # Each runs before the client's own signer: handlers of one event run in the
+        # order they were registered, and these come with the session, before the client's.
+        return [(f"request-created.{name}", self.mark) for name in UNSIGNED_SERVICES] + [
+            ("choose-signer", _unsigned)
+        ]
+
+    def register(self) -> None:
+        """For sessions made from now on."""
+        for handler in self.handlers():
+            if handler not in BUILTIN_HANDLERS:
+                BUILTIN_HANDLERS.append(handler)
+
+    def unregister(self) -> None:
+        """For sessions made from now on (``choose-signer`` stays: it acts on marks only)."""
+        for handler in self.handlers()[:-1]:
+            with contextlib.suppress(ValueError):
+                BUILTIN_HANDLERS.remove(handler)
 
 
 def _as_read(record: dict[str, Any]) -> dict[str, Any]:
@@ -322,7 +388,7 @@ def _as_read(record: dict[str, Any]) -> dict[str, Any]:
     return record
 
 
-class _Body(BytesIO):
+class ResponseBody(BytesIO):
     """A response body as botocore reads it from urllib3: ``read`` and ``stream``."""
 
     def stream(self, amt: int = 1024 * 1024, decode_content: bool | None = None) -> Iterable[bytes]:

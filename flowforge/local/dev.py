@@ -1,7 +1,8 @@
 """``flowforge dev`` (``make run``): start the local stack and serve until Ctrl-C.
 
-Start order matters: moto first (the handlers' boto3 clients read ``AWS_ENDPOINT_URL``
-at their first call), then the table, queues and state bucket from template.yaml, the
+Start order matters: moto first — in a child process of its own, so the stack uses two
+cores (flowforge/local/moto_process.py; ``--moto-in-process`` keeps it in this one) —
+(the handlers' boto3 clients read ``AWS_ENDPOINT_URL`` at their first call), then the table, queues and state bucket from template.yaml, the
 journal's restore and the state bucket's (flowforge/local/objects.py), journaling of
 every write (and keeping every object on disk) from then on, the handlers' environment and cold
 start, and only then traffic: the stream poller (past the restore's own writes), the
@@ -37,6 +38,7 @@ from flowforge.local.bedrock import BedrockStandIn
 from flowforge.local.gateway import PARSER_LINE_LIMIT, Gateway
 from flowforge.local.journal import Journal, restore
 from flowforge.local.lambdas import LocalFunction
+from flowforge.local.moto_process import MotoProcess
 from flowforge.local.objects import ObjectFiles, restore_objects
 from flowforge.local.patterns import compile_filters
 from flowforge.local.pollers import QueuePoller, Schedule, StreamPoller
@@ -96,6 +98,7 @@ class DevOptions:
     credentials: Path | None = None  # the key pairs --auth iam accepts (None: testing/testing)
     isolation: str | None = None  # the template's Isolation parameter (None: its default)
     max_running_runs: int | None = None  # MaxRunningRunsPerPrincipal (None: its default)
+    moto_process: bool = True  # moto in a child process (moto_process.py); False: in this one
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -161,6 +164,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the template's MaxRunningRunsPerPrincipal parameter: with --isolation principal,"
         " how many runs each principal may have running or waiting (default: 0, no cap)",
     )
+    parser.add_argument(
+        "--moto-in-process",
+        action="store_true",
+        help="run moto in the stack's own process (one core) instead of a child process of its own",
+    )
 
 
 def options_from_args(args: argparse.Namespace) -> DevOptions:
@@ -179,6 +187,7 @@ def options_from_args(args: argparse.Namespace) -> DevOptions:
         credentials=args.credentials,
         isolation=args.isolation,
         max_running_runs=args.max_running_runs,
+        moto_process=not args.moto_in_process,
     )
 
 
@@ -230,7 +239,8 @@ class LocalStack:
         self.keys = _key_ring(options)
         self.gateway_socket = _bind(options.host, options.port)
         try:
-            self.moto = MotoServer(options.host, options.moto_port)
+            moto = MotoProcess if options.moto_process else MotoServer
+            self.moto: MotoServer | MotoProcess = moto(options.host, options.moto_port)
         except OSError as exc:
             self.gateway_socket.close()
             if exc.errno == errno.EADDRINUSE:

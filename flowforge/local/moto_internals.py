@@ -864,18 +864,49 @@ def dispatch_directly(
     """One request answered by ``dispatcher`` as moto's server answers it (the request as
     its WSGI server builds it, an error as its Flask app renders it), without werkzeug's
     routing, Flask's request context or the response object."""
+    return prepare_directly(dispatcher, method, url, headers, body)()
+
+
+def prepare_directly(
+    dispatcher: Callable[..., Any], method: str, url: str, headers: Any, body: bytes
+) -> Callable[[], tuple[int, dict[str, str], bytes]]:
+    """:func:`dispatch_directly` in two halves: this one reads the request (its body
+    parsed against the operation's model, which touches no backend), the function it
+    returns answers it — what a lock around the backend must cover, and no more.
+
+    moto's ``dispatch`` is ``cls()._dispatch(...)``: ``setup_class`` (the reading) then
+    ``call_action``; a dispatcher that is not a response class's is called whole.
+    """
     from moto.core.exceptions import HTTPException
     from moto.core.request import Request
+    from moto.core.responses import BaseResponse
 
     request = Request.from_primitives(method, url, headers, body)
     request.from_wsgi_server = True  # answered as moto's server answers
+    responses = getattr(dispatcher, "__self__", None)
+
+    def rendered(call: Callable[[], Any]) -> tuple[int, dict[str, str], bytes]:
+        try:
+            status, answer_headers, content = call()
+        except HTTPException as exc:
+            status, answer_headers, content = exc.code or 500, dict(exc.get_headers()), exc.get_body()
+        if isinstance(content, str):
+            content = content.encode()
+        return int(status), {str(k): str(v) for k, v in dict(answer_headers).items()}, content
+
+    if not (isinstance(responses, type) and issubclass(responses, BaseResponse)):
+        return lambda: rendered(lambda: dispatcher(request, request.raw_url, dict(request.headers)))
+    handler = responses()
     try:
-        status, answer_headers, content = dispatcher(request, request.raw_url, dict(request.headers))
+        handler.setup_class(request, request.raw_url, dict(request.headers))
     except HTTPException as exc:
-        status, answer_headers, content = exc.code or 500, dict(exc.get_headers()), exc.get_body()
-    if isinstance(content, str):
-        content = content.encode()
-    return int(status), {str(k): str(v) for k, v in dict(answer_headers).items()}, content
+        failure = exc
+
+        def fail() -> Any:
+            raise failure
+
+        return lambda: rendered(fail)
+    return lambda: rendered(handler.call_action)
 
 
 # -- SQS: no scan of the whole queue per message --------------------------------------------------

@@ -13,6 +13,7 @@ key id, secret) and :meth:`LocalStackProcess.request` signs its calls with it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -140,13 +141,13 @@ class LocalStackProcess:
         return self.log_path.read_text(errors="replace")[-tail:]
 
     def cpu_s(self) -> float | None:
-        """CPU seconds the process has used (user + system); None off Linux."""
+        """CPU seconds the process and its child processes (the moto process) have used
+        (user + system); None off Linux."""
         assert self.process is not None
         try:
-            fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            return sum(_cpu_s(pid) for pid in (self.process.pid, *_children(self.process.pid)))
         except OSError:
             return None
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def signed_headers(
         self, method: str, url: str, body: bytes = b"", headers: dict[str, str] | None = None
@@ -175,3 +176,17 @@ class LocalStackProcess:
                 return response.status, json.loads(response.read() or b"null")
         except urllib.error.HTTPError as error:
             return error.code, json.loads(error.read() or b"null")
+
+
+def _cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _children(pid: int) -> list[int]:
+    """The live child processes of ``pid``, from every one of its threads."""
+    children: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):  # a thread that just ended
+            children += [int(child) for child in (task / "children").read_text().split()]
+    return children

@@ -73,6 +73,7 @@ def exercise(dynamodb, sqs, s3, name: str) -> list:
         sqs.get_queue_url(QueueName=f"{name}-none")
     answers.append(no_queue.value.response["Error"]["Code"])
     queue = sqs.create_queue(QueueName=name)["QueueUrl"]
+    answers.append(queue.rsplit("/", 2)[-2])  # the account moto answered for
     sqs.send_message(QueueUrl=queue, MessageBody='{"run_id": "é", "step": 1}')
     answers.append([m["Body"] for m in sqs.receive_message(QueueUrl=queue, WaitTimeSeconds=1)["Messages"]])
     bucket = name.lower()

@@ -956,3 +956,26 @@ def test_an_update_expressions_shape_is_checked_once_and_answers_as_moto_does(dy
     key_error = "One or more parameter values were invalid: Cannot update attribute pk. This attribute is part of the key"
     assert ("ValidationException", key_error) in by_moto
     assert 0 < len(checked) < checked_by_moto / 2  # only the expressions moto refuses checked again
+
+
+def test_reading_a_request_touches_no_table_answering_it_does(dynamodb):
+    """The local stack reads a request outside its DynamoDB lock: moto's ``setup_class``
+    must not reach the backend, and ``call_action`` must still be a method of its own."""
+    (dispatch, *_) = __import__("moto.dynamodb.urls", fromlist=["url_paths"]).url_paths.values()
+    url = f"https://dynamodb.{REGION}.amazonaws.com/"
+
+    def prepared(target: str, body: dict) -> object:
+        headers = {
+            "X-Amz-Target": f"DynamoDB_20120810.{target}",
+            "Content-Type": "application/x-amz-json-1.0",
+        }
+        return moto_internals.prepare_directly(dispatch, "POST", url, headers, json.dumps(body).encode())
+
+    put_a = prepared("PutItem", {"TableName": TABLE, "Item": {"pk": {"S": "a"}}})
+    assert "Item" not in dynamodb.get_item(TableName=TABLE, Key={"pk": {"S": "a"}})  # read, not answered
+    status, _, body = put_a()
+    assert status == 200 and json.loads(body) == {}
+    assert dynamodb.get_item(TableName=TABLE, Key={"pk": {"S": "a"}})["Item"] == {"pk": {"S": "a"}}
+
+    status, _, body = prepared("GetItem", {"TableName": "none", "Key": {"pk": {"S": "a"}}})()
+    assert status == 400 and "ResourceNotFoundException" in json.loads(body)["__type"]
