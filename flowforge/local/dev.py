@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import boto3
 from aiohttp import web
@@ -35,7 +36,7 @@ from aiohttp import web
 from flowforge.local.aws import MotoServer, apply_environment, local_aws_environment
 from flowforge.local.banner import Endpoints, banner
 from flowforge.local.bedrock import BedrockStandIn
-from flowforge.local.gateway import PARSER_LINE_LIMIT, Gateway
+from flowforge.local.gateway import PARSER_LINE_LIMIT, Gateway, InProcessConnections
 from flowforge.local.journal import Journal, restore
 from flowforge.local.lambdas import LocalFunction
 from flowforge.local.moto_process import MotoProcess
@@ -257,6 +258,7 @@ class LocalStack:
         self.functions: dict[str, LocalFunction] = {}
         self.journal = Journal(options.data_dir / "journal.jsonl")
         self.stream: StreamPoller | None = None
+        self.pushes: InProcessConnections | None = None
         self.runner: web.AppRunner | None = None
         self.tasks: list[asyncio.Task[Any]] = []
         self.summary: dict[str, Any] = {}
@@ -375,6 +377,9 @@ class LocalStack:
             self.template.cors,
             keys=self.keys,
         )
+        # Before any push client is made (each is, at its first push): pushes skip HTTP.
+        self.pushes = InProcessConnections(gateway, asyncio.get_running_loop(), urlsplit(self.url).netloc)
+        self.pushes.register()
         self.runner = web.AppRunner(
             gateway.application(),
             access_log=None,
@@ -467,6 +472,8 @@ class LocalStack:
         loop = asyncio.get_running_loop()
         finished = await loop.run_in_executor(None, self._drain)
         await self.bedrock.stop()
+        if self.pushes is not None:
+            self.pushes.unregister()
         self.moto.stop()
         self.journal.close()  # every write was journaled as it was acknowledged
         return finished

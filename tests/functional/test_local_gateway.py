@@ -10,9 +10,10 @@ import time
 import aiohttp
 import boto3
 import pytest
+import urllib3.connection
 from aiohttp.test_utils import TestServer
 
-from flowforge.local.gateway import MAX_WS_MESSAGE, Gateway
+from flowforge.local.gateway import MAX_WS_MESSAGE, Gateway, InProcessConnections
 from flowforge.local.lambdas import MAX_RESPONSE_BYTES, LocalFunction
 from flowforge.local.template import HttpRoute
 
@@ -178,9 +179,20 @@ def test_a_refused_connect_fails_the_handshake():
     run(test)
 
 
-def test_connections_api_gone_too_large_get_and_delete():
+@pytest.mark.parametrize("in_process", [False, True], ids=["over_http", "in_process"])
+def test_connections_api_gone_too_large_get_and_delete(in_process, monkeypatch):
     async def test(session, url, stand_ins, gateway):
+        if in_process:  # as the local stack's pushes go: no HTTP request, same answers
+            pushes = InProcessConnections(gateway, asyncio.get_running_loop(), url.split("//", 1)[1])
+            pushes.register()
+
+            def no_socket(self, *args, **kwargs):
+                raise AssertionError("an in-process @connections request opened a connection")
+
+            monkeypatch.setattr(urllib3.connection.HTTPConnection, "connect", no_socket)
         client = management_client(url)
+        if in_process:
+            pushes.unregister()  # the client keeps it; sessions made from now on do not
         async with session.ws_connect(f"{url}/") as socket:
             (connection_id,) = gateway.connections
             info = await asyncio.to_thread(client.get_connection, ConnectionId=connection_id)
