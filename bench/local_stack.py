@@ -373,12 +373,13 @@ def run(quick: bool) -> list[Figure]:
     figures += [
         Figure(
             NAME,
-            f"live logs, {CONCURRENT_RUNS} concurrent runs followed: done after the run's end, max",
+            f"live logs, {CONCURRENT_RUNS} concurrent runs followed: done after the run's end, p95",
             "ms",
-            [max(r.done_lags_ms) for r in reps],
+            [percentile(r.done_lags_ms, 95) for r in reps],
             target=Target("<=", DONE_LAG_TARGET_MS),
             note=f"finished_at to the done message at the client, each run on its own connection; "
-            f"median of {len(lags)} runs {format_number(statistics.median(lags))} ms",
+            f"each repetition's 95th percentile; of {len(lags)} runs median "
+            f"{format_number(statistics.median(lags))} ms, slowest {format_number(max(lags))} ms",
             details={"pooled": [{"distribution": "done lag, ms", **_distribution(lags)}]},
         ),
         Figure(
