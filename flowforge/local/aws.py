@@ -291,13 +291,7 @@ class MotoServer:
     def answer(self, request: AWSPreparedRequest) -> AWSResponse:
         """What this server answers ``request``, on the caller's thread."""
         url = urlsplit(request.url)
-        body = request.body
-        if body is None:
-            body = b""
-        elif hasattr(body, "read"):
-            body = body.read()
-        elif isinstance(body, str):
-            body = body.encode()
+        body = request_bytes(request)
         target = request.headers.get("X-Amz-Target")
         if isinstance(target, bytes):
             target = target.decode()
@@ -386,6 +380,17 @@ def _as_read(record: dict[str, Any]) -> dict[str, Any]:
     if isinstance(created, datetime.datetime) and created.tzinfo is None:
         record["dynamodb"]["ApproximateCreationDateTime"] = created.replace(tzinfo=datetime.UTC)
     return record
+
+
+def request_bytes(request: AWSPreparedRequest) -> bytes:
+    """A prepared request's body as bytes (botocore hands bytes, text, a file or None)."""
+    body = request.body
+    if body is None:
+        return b""
+    if hasattr(body, "read"):
+        data: bytes = body.read()
+        return data
+    return body.encode() if isinstance(body, str) else bytes(body)
 
 
 class ResponseBody(BytesIO):

@@ -35,7 +35,7 @@ from botocore.exceptions import ReadTimeoutError
 from botocore.handlers import BUILTIN_HANDLERS
 
 from flowforge.local import events
-from flowforge.local.aws import ResponseBody
+from flowforge.local.aws import ResponseBody, request_bytes
 from flowforge.local.lambdas import InvocationError, LocalFunction
 from flowforge.local.sigv4 import AuthError, KeyRing, Principal, SignedRequest
 from flowforge.local.template import HttpRoute
@@ -463,12 +463,7 @@ class InProcessConnections:
         connection = _CONNECTIONS.match(url.path) if url.netloc == self.netloc else None
         if connection is None or self.loop.is_closed() or _running_loop() is self.loop:
             return None
-        body = request.body
-        data = (
-            body.read()
-            if hasattr(body, "read")
-            else (body.encode() if isinstance(body, str) else body or b"")
-        )
+        data = request_bytes(request)
 
         async def read() -> bytes:
             return data

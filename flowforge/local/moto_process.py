@@ -41,7 +41,7 @@ from urllib.parse import urlsplit
 from botocore.awsrequest import AWSPreparedRequest, AWSResponse, HeadersDict
 from botocore.handlers import BUILTIN_HANDLERS
 
-from flowforge.local.aws import ResponseBody, UnsignedRequests
+from flowforge.local.aws import ResponseBody, UnsignedRequests, request_bytes
 from flowforge.local.journal import Journal
 from flowforge.local.objects import ObjectFiles
 
@@ -203,13 +203,7 @@ class MotoProcess:
     def _dispatch(self, request: AWSPreparedRequest, **_: Any) -> AWSResponse | None:
         if urlsplit(request.url).netloc != self._netloc:
             return None
-        body = request.body
-        if body is None:
-            body = b""
-        elif hasattr(body, "read"):
-            body = body.read()
-        elif isinstance(body, str):
-            body = body.encode()
+        body = request_bytes(request)
         headers = [
             (name, value.decode() if isinstance(value, bytes) else value)
             for name, value in request.headers.items()

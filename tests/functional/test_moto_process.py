@@ -26,6 +26,16 @@ from tests.functional.test_local_in_process import clients, exercise
 REGION = "us-east-1"
 
 
+def create_table(dynamodb, name: str, **options) -> None:
+    dynamodb.create_table(
+        TableName=name,
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+        **options,
+    )
+
+
 @pytest.fixture
 def moto():
     server = MotoProcess("127.0.0.1", 0)
@@ -51,12 +61,7 @@ def test_requests_over_the_unix_socket_answer_as_over_http(moto, monkeypatch):
 def test_threads_each_get_their_own_answers(moto):
     moto.serve_in_process()
     (dynamodb,) = clients(moto, "dynamodb")
-    dynamodb.create_table(
-        TableName="t",
-        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
-        BillingMode="PAY_PER_REQUEST",
-    )
+    create_table(dynamodb, "t")
     wrong: list[str] = []
 
     def worker(n: int) -> None:
@@ -112,13 +117,7 @@ def test_dynamodb_and_sqs_requests_to_it_go_unsigned_and_the_others_signed(moto)
 def test_stream_records_their_news_the_journal_and_the_trim_cross_over(moto, tmp_path):
     moto.serve_in_process()
     (dynamodb,) = clients(moto, "dynamodb")
-    dynamodb.create_table(
-        TableName="t",
-        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
-        BillingMode="PAY_PER_REQUEST",
-        StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_IMAGE"},
-    )
+    create_table(dynamodb, "t", StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_IMAGE"})
     journal = Journal(tmp_path / "journal.jsonl")
     moto.journal_writes(journal, "t", REGION)
     news = threading.Event()
@@ -141,12 +140,7 @@ def test_stream_records_their_news_the_journal_and_the_trim_cross_over(moto, tmp
 def test_a_failure_in_the_moto_process_is_raised_where_it_was_called(moto, tmp_path):
     moto.serve_in_process()
     (dynamodb,) = clients(moto, "dynamodb")
-    dynamodb.create_table(
-        TableName="plain",
-        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
-        BillingMode="PAY_PER_REQUEST",
-    )
+    create_table(dynamodb, "plain")
     with pytest.raises(ValueError, match="has no stream"):
         moto.journal_writes(Journal(tmp_path / "journal.jsonl"), "plain", REGION)
 
