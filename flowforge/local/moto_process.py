@@ -15,7 +15,8 @@ stream poller reads the table's stream records and the journal's trim through th
 connections; the child tells the parent when journaled writes added stream records.
 
 The child lives only as long as its parent: it exits when its stdin, a pipe the parent
-holds, reaches end of file — also when the parent is killed with ``kill -9``. Every
+holds, reaches end of file — also when the parent is killed with ``kill -9`` — and
+ignores Ctrl-C (its parent stops it once the handlers that need it have drained). Every
 DynamoDB write it acknowledged is journaled first, whichever process dies.
 """
 
@@ -27,6 +28,7 @@ import logging
 import os
 import pickle
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -140,6 +142,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fd", type=int, required=True, help="the bound, listening socket of moto's port")
     parser.add_argument("--address", required=True, help="the Unix socket the parent connects to")
     args = parser.parse_args(argv)
+    # Ctrl-C in a terminal reaches the whole process group: the stack stops on it, and
+    # stops this process once its handlers have drained (they still need moto).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     _child(args.fd, args.address)

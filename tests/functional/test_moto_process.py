@@ -198,3 +198,14 @@ def test_the_moto_process_ends_with_its_parent_killed_with_sigkill():
         assert not _alive(child), "the moto process outlived its parent"
     finally:
         parent.kill()
+
+
+def test_ctrl_c_leaves_the_moto_process_to_its_parent(moto):
+    """A terminal's Ctrl-C reaches the whole process group; moto must outlive it until the
+    stack, draining its handlers, stops it."""
+    moto.serve_in_process()
+    (dynamodb,) = clients(moto, "dynamodb")
+    moto._process.send_signal(signal.SIGINT)
+    time.sleep(0.5)
+    assert moto._process.poll() is None
+    assert dynamodb.list_tables()["TableNames"] == []
