@@ -135,13 +135,16 @@ class _SerializeDynamoDB:
             dispatcher, request.method, request.url, request.headers, body
         )
 
-        if not target.startswith(_DYNAMODB_TARGETS):
-            status, headers, data = answer()
-        else:
-            try:
+        try:
+            if not target.startswith(_DYNAMODB_TARGETS):
+                status, headers, data = answer()
+            else:
                 status, headers, data = self.journaled_answer(answer)
-            except JournalError as exc:
-                status, headers, data = self._not_journaled_answer(exc)
+        except JournalError as exc:
+            status, headers, data = self._not_journaled_answer(exc)
+        except Exception as exc:  # moto crashed: a 500, as its server answers over HTTP
+            log.exception("moto failed to answer %s", target)
+            status, headers, data = _internal_error(target, exc)
         return AWSResponse(request.url, status, HeadersDict(headers), ResponseBody(data))
 
     def _persisting_objects(
@@ -183,6 +186,17 @@ class _SerializeDynamoDB:
         _, headers, body = self._not_journaled_answer(exc)
         start_response("500 Internal Server Error", list(headers.items()), sys.exc_info())
         return [body]
+
+
+def _internal_error(target: str, exc: Exception) -> tuple[int, dict[str, str], bytes]:
+    """The 500 a JSON-protocol service answers when it fails: botocore retries it, and a
+    caller sees a ClientError — never moto's own exception (say, SQS's "Set changed size
+    during iteration" when two receives race), which no AWS caller is written to expect."""
+    service = (
+        "com.amazonaws.dynamodb.v20120810" if target.startswith(_DYNAMODB_TARGETS) else "com.amazonaws.sqs"
+    )
+    body = {"__type": f"{service}#InternalFailure", "message": f"{type(exc).__name__}: {exc}"}
+    return 500, {"Content-Type": "application/x-amz-json-1.0"}, json.dumps(body).encode()
 
 
 class MotoServer:

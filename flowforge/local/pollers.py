@@ -28,8 +28,6 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from botocore.exceptions import BotoCoreError, ClientError
-
 from flowforge.local import events
 from flowforge.local.journal import to_wire
 from flowforge.local.lambdas import InvocationError, LocalFunction
@@ -43,7 +41,6 @@ STREAM_IDLE_POLL_S = 0.2
 STREAM_BUSY_POLL_S = 0.02
 STREAM_PAGE = 1000
 ERROR_BACKOFF_S = 1.0
-_AWS_ERRORS = (BotoCoreError, ClientError)
 
 
 async def _blocking(threads: ThreadPoolExecutor, call: Callable[..., Any], /, **kwargs: Any) -> Any:
@@ -93,13 +90,16 @@ class QueuePoller:
                     MessageSystemAttributeNames=["All"],
                     MessageAttributeNames=["All"],
                 )
-            except _AWS_ERRORS as exc:
+            except Exception as exc:  # an event source mapping outlives any failed poll
                 log.warning("%s: receive from %s failed: %s", self.function.name, self.queue_arn, exc)
                 await asyncio.sleep(ERROR_BACKOFF_S)
                 continue
             messages = response.get("Messages") or []
             if messages:
-                await self.deliver(messages)
+                try:
+                    await self.deliver(messages)
+                except Exception:  # they come back after the visibility timeout
+                    log.exception("%s: a batch from %s was not delivered", self.function.name, self.queue_arn)
 
     async def deliver(self, messages: list[dict[str, Any]]) -> None:
         """Invoke the function with one batch; delete the messages it did not fail."""
@@ -119,7 +119,7 @@ class QueuePoller:
                 await _blocking(
                     self._threads, self.sqs.delete_message_batch, QueueUrl=self.queue_url, Entries=entries
                 )
-            except _AWS_ERRORS as exc:  # they will be redelivered: at least once
+            except Exception as exc:  # they will be redelivered: at least once
                 log.warning("%s: delete failed, messages will be redelivered: %s", self.function.name, exc)
 
     def _failed_ids(self, result: Any, ids: set[str]) -> set[str]:
@@ -250,7 +250,7 @@ class StreamPoller:
             while True:
                 try:
                     records = await _blocking(self._threads, self.read)
-                except _AWS_ERRORS as exc:
+                except Exception as exc:  # the mapping outlives any failed read
                     log.warning("stream read failed: %s", exc)
                     await asyncio.sleep(ERROR_BACKOFF_S)
                     continue

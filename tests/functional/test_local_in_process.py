@@ -138,3 +138,23 @@ def test_in_process_dynamodb_and_sqs_requests_skip_motos_web_application(moto, m
     assert answers[1] == "ConditionalCheckFailedException" and answers[3] == "ValidationException"
     # only S3's requests (REST, not JSON) went through moto's werkzeug and Flask application
     assert reached and set(reached) == {"s3"}
+
+
+def test_a_crash_inside_moto_is_a_500_to_the_caller_as_over_http(moto, monkeypatch):
+    """An exception inside moto (its SQS is not thread-safe) reaches an in-process caller as
+    the 500 moto's server sends over HTTP — a ClientError botocore retries — never as
+    moto's own exception, which killed the local stack's step poller."""
+    import moto.sqs.models as sqs_models
+
+    moto.serve_in_process()
+    (sqs,) = clients(moto, "sqs")
+    queue = sqs.create_queue(QueueName="crashing")["QueueUrl"]
+
+    def crash(self, *args, **kwargs):
+        raise RuntimeError("Set changed size during iteration")
+
+    monkeypatch.setattr(sqs_models.SQSBackend, "receive_message", crash)
+    with pytest.raises(ClientError) as failed:
+        sqs.receive_message(QueueUrl=queue)
+    assert failed.value.response["ResponseMetadata"]["HTTPStatusCode"] == 500
+    assert "Set changed size" in str(failed.value)

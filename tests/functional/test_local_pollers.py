@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import json
 import threading
+import time
 from functools import partial
 
 import boto3
@@ -373,3 +375,58 @@ def test_a_runs_end_is_not_held_behind_another_items_batch(client, stack):
     # in order, and the slow partition's next record waits for its own lane
     assert asyncio.run(scenario(1)) == ["RUN#slow"]
     assert asyncio.run(scenario(2)) == ["RUN#slow", "RUN#ends", "RUN#ends"]
+
+
+def test_a_poll_that_raises_anything_leaves_the_poller_polling(monkeypatch):
+    """A receive that failed with something other than a botocore error (moto's SQS once
+    raised "Set changed size during iteration" when two receives raced) must not end the
+    poller: its loop was the only one feeding the step function, and every run stalled."""
+    import flowforge.local.pollers as pollers
+
+    monkeypatch.setattr(pollers, "ERROR_BACKOFF_S", 0.01)
+    delivered: list[str] = []
+
+    class Sqs:
+        receives = 0
+
+        def receive_message(self, **kwargs):
+            self.receives += 1
+            if self.receives == 1:
+                raise RuntimeError("Set changed size during iteration")
+            if self.receives == 2:
+                return {
+                    "Messages": [
+                        {
+                            "MessageId": "m",
+                            "ReceiptHandle": "r",
+                            "Body": "x",
+                            "MD5OfBody": "0",
+                            "Attributes": {},
+                        }
+                    ]
+                }
+            time.sleep(0.01)
+            return {}
+
+        def delete_message_batch(self, **kwargs):
+            raise RuntimeError("not a botocore error either")
+
+    function = LocalFunction(
+        "Step", lambda e, c: delivered.append(e["Records"][0]["body"]), timeout_s=5, concurrency=1
+    )
+    poller = QueuePoller(Sqs(), "url", "arn", function, batch_size=10, report_failures=True)
+
+    async def poll_a_while() -> None:
+        task = asyncio.ensure_future(poller.run())
+        for _ in range(200):
+            await asyncio.sleep(0.01)
+            if delivered:
+                break
+        await asyncio.sleep(0.05)
+        assert not task.done(), "the poller ended"
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    asyncio.run(poll_a_while())
+    assert delivered == ["x"]
