@@ -179,8 +179,7 @@ class _SerializeDynamoDB:
         if not self._failed:
             self._failed = True
             log.error("DynamoDB requests fail from now on: %s", exc)
-        body = {"__type": "com.amazonaws.dynamodb.v20120810#InternalServerError", "message": str(exc)}
-        return 500, {"Content-Type": "application/x-amz-json-1.0"}, json.dumps(body).encode()
+        return _json_500("com.amazonaws.dynamodb.v20120810#InternalServerError", str(exc))
 
     def _not_journaled(self, exc: JournalError, start_response: Callable[..., Any]) -> Iterable[bytes]:
         _, headers, body = self._not_journaled_answer(exc)
@@ -195,7 +194,11 @@ def _internal_error(target: str, exc: Exception) -> tuple[int, dict[str, str], b
     service = (
         "com.amazonaws.dynamodb.v20120810" if target.startswith(_DYNAMODB_TARGETS) else "com.amazonaws.sqs"
     )
-    body = {"__type": f"{service}#InternalFailure", "message": f"{type(exc).__name__}: {exc}"}
+    return _json_500(f"{service}#InternalFailure", f"{type(exc).__name__}: {exc}")
+
+
+def _json_500(error_type: str, message: str) -> tuple[int, dict[str, str], bytes]:
+    body = {"__type": error_type, "message": message}
     return 500, {"Content-Type": "application/x-amz-json-1.0"}, json.dumps(body).encode()
 
 

@@ -858,21 +858,15 @@ def direct_dispatchers() -> dict[str, Callable[..., Any]]:
     return dispatchers
 
 
-def dispatch_directly(
-    dispatcher: Callable[..., Any], method: str, url: str, headers: Any, body: bytes
-) -> tuple[int, dict[str, str], bytes]:
-    """One request answered by ``dispatcher`` as moto's server answers it (the request as
-    its WSGI server builds it, an error as its Flask app renders it), without werkzeug's
-    routing, Flask's request context or the response object."""
-    return prepare_directly(dispatcher, method, url, headers, body)()
-
-
 def prepare_directly(
     dispatcher: Callable[..., Any], method: str, url: str, headers: Any, body: bytes
 ) -> Callable[[], tuple[int, dict[str, str], bytes]]:
-    """:func:`dispatch_directly` in two halves: this one reads the request (its body
-    parsed against the operation's model, which touches no backend), the function it
-    returns answers it — what a lock around the backend must cover, and no more.
+    """One request for ``dispatcher``, answered as moto's server answers it (the request
+    as its WSGI server builds it, an error as its Flask app renders it) without werkzeug's
+    routing, Flask's request context or the response object — in two halves: this one
+    reads the request (its body parsed against the operation's model, which touches no
+    backend), the function it returns answers it (what a lock around the backend must
+    cover, and no more).
 
     moto's ``dispatch`` is ``cls()._dispatch(...)``: ``setup_class`` (the reading) then
     ``call_action``; a dispatcher that is not a response class's is called whole.

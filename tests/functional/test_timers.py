@@ -160,15 +160,22 @@ def test_a_schedule_that_fires_early_is_armed_again(service, pump, clock, aws, s
     assert statuses(service, run_id)[-1] == ("remind", "ok")
 
 
-def test_a_crash_between_the_schedule_and_the_commit_loses_nothing(
-    service, faults, pump, clock, stack, scheduler, timers
-):
-    # GIVEN the step that starts a long wait dies after making its schedule, before its commit
+def scheduled_then_crashed(service, faults, pump):
+    """A run whose first step (a 2-hour wait) made its schedule and died before its commit:
+    the store that crashed, and the run (still running: its message comes back)."""
     store, _ = faults
     store.crash_before_commit.add(0)
     run_id = start(service, cool_off(7200))
     pump.step_once()
-    assert service.get_run(run_id).status == "running"  # not committed: the message comes back
+    assert service.get_run(run_id).status == "running"
+    return store, run_id
+
+
+def test_a_crash_between_the_schedule_and_the_commit_loses_nothing(
+    service, faults, pump, clock, stack, scheduler, timers
+):
+    # GIVEN the step that starts a long wait dies after making its schedule, before its commit
+    store, run_id = scheduled_then_crashed(service, faults, pump)
     assert len(schedules(scheduler, stack)) == 1
 
     # WHEN its message comes back and the step runs again
@@ -191,11 +198,7 @@ def test_a_crash_after_the_schedule_with_the_run_never_waiting_sends_a_stale_mes
     service, faults, pump, clock, stack, scheduler, timers
 ):
     # GIVEN a step that made its schedule and then lost its commit for good (a cancel took the slot)
-    store, _ = faults
-    store.crash_before_commit.add(0)
-    run_id = start(service, cool_off(7200))
-    pump.step_once()
-    assert service.get_run(run_id).status == "running"  # not committed: the message comes back
+    _, run_id = scheduled_then_crashed(service, faults, pump)
     assert call("POST", f"/graph/run/{run_id}/cancel").status == 200
     pump.drain()
 
