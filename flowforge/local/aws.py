@@ -75,9 +75,17 @@ class _JournaledTable:
     def append_new(self) -> int:
         """Append the records added since the last call (none: a read); the position to sync."""
         new = moto_internals.records_after(self.shard, self.through)
-        position = self.journal.append([to_wire(record) for record in new])
+        # The journal keeps each record's keys and new image: only those are converted.
+        position = self.journal.append([{"dynamodb": _journaled_part(record["dynamodb"])} for record in new])
         self.through = moto_internals.last_sequence(self.shard)
         return position
+
+
+def _journaled_part(change: dict[str, Any]) -> dict[str, Any]:
+    part = {"Keys": to_wire(change["Keys"])}
+    if "NewImage" in change:
+        part["NewImage"] = to_wire(change["NewImage"])
+    return part
 
 
 class _SerializeDynamoDB:
@@ -224,6 +232,7 @@ class MotoServer:
         moto_internals.sized_items_once(setattr)
         moto_internals.listed_methods_once(setattr)
         moto_internals.matched_actions_once(setattr)
+        moto_internals.stream_records_without_unused_images(setattr)
         self._dispatchers = moto_internals.direct_dispatchers()
         self._app = _SerializeDynamoDB(moto_internals.Dispatcher(create_backend_app))
         # Bound here, so a taken port is an OSError (EADDRINUSE) for the caller to report;

@@ -102,6 +102,38 @@ def keep_no_stream_records(setattr: SetAttr) -> None:
     setattr(StreamShard, "add", lambda self, old, new: None)
 
 
+def stream_records_without_unused_images(setattr: SetAttr) -> None:
+    """Convert only the images a stream record keeps.
+
+    moto converts both the old and the new item of every write to JSON form for its
+    stream record, then keeps only those its view type names: a NEW_IMAGE stream (the
+    local stack's) threw the old run item away on every snapshot. The record's keys come
+    from either item (they share their key), so the one not kept is not handed over.
+    """
+    from moto.dynamodb.models.table import StreamRecord
+
+    init = StreamRecord.__init__
+    if getattr(init, "unused_images_skipped", False):
+        return
+
+    def skipping(
+        self: Any, table: Any, stream_type: str, event_name: str, old: Any, new: Any, seq: int
+    ) -> None:
+        if stream_type not in _OLD_IMAGE_VIEWS and new is not None:
+            old = None
+        elif stream_type not in _NEW_IMAGE_VIEWS and old is not None:
+            new = None
+        init(self, table, stream_type, event_name, old, new, seq)
+
+    skipping.unused_images_skipped = True  # type: ignore[attr-defined]
+    skipping.__wrapped__ = init  # type: ignore[attr-defined]
+    setattr(StreamRecord, "__init__", skipping)
+
+
+_OLD_IMAGE_VIEWS = frozenset({"OLD_IMAGE", "NEW_AND_OLD_IMAGES"})
+_NEW_IMAGE_VIEWS = frozenset({"NEW_IMAGE", "NEW_AND_OLD_IMAGES"})
+
+
 # -- DynamoDB queries: one partition, not the whole table ----------------------------------------
 def partition_queries(setattr: SetAttr) -> None:
     """Make a table query (not an index's) read only its own partition.
@@ -858,6 +890,64 @@ def direct_dispatchers() -> dict[str, Callable[..., Any]]:
     return dispatchers
 
 
+#: The WSGI environ werkzeug's EnvironBuilder makes of a request line with no headers and
+#: no body, by (method, URL): what each request to that URL starts from.
+_BARE_ENVIRONS: dict[tuple[str, str], dict[str, Any]] = {}
+_BARE_ENVIRONS_KEPT = 64
+#: Headers EnvironBuilder sets from elsewhere (the URL, the body's length): such a
+#: request is built by moto's own ``Request.from_primitives``.
+_ENVIRON_SET_HEADERS = frozenset({"host"})
+#: Environ keys each request sets (the body, moto's key): not kept in the bare environ.
+_ENVIRON_PER_REQUEST = frozenset(
+    {"CONTENT_TYPE", "CONTENT_LENGTH", "wsgi.input", "werkzeug.request", "moto.preserved_header_names"}
+)
+#: Headers that never reach the environ: EnvironBuilder measures the body itself, and
+#: moto's ``from_primitives`` drops Transfer-Encoding (the body is whole).
+_ENVIRON_DROPPED_HEADERS = frozenset({"content-length", "transfer-encoding"})
+
+
+def moto_request(method: str, url: str, headers: Any, body: bytes) -> Any:
+    """moto's ``Request.from_primitives(method, url, headers, body)``, with the WSGI
+    environ werkzeug's EnvironBuilder makes copied from the one it made for the same
+    method and URL, headers and body added — EnvironBuilder's own work was a twentieth
+    of the moto process's time with 20 runs in flight, the same for every request to one
+    endpoint (tests/unit/test_moto_internals.py compares the two environs)."""
+    import io
+
+    from moto.core.request import PRESERVED_HEADER_NAMES_ENVIRON_KEY, Request
+
+    items = [
+        (str(k), v.decode() if isinstance(v, bytes) else str(v))
+        for k, v in headers.items()
+        if str(k).lower() not in _ENVIRON_DROPPED_HEADERS
+    ]
+    if any(k.lower() in _ENVIRON_SET_HEADERS or k.lower().startswith("x-amz-meta-") for k, _ in items):
+        return Request.from_primitives(method, url, headers, body)
+    bare = _BARE_ENVIRONS.get((method, url))
+    if bare is None:
+        made = Request.from_primitives(method, url, {}, b"").environ
+        bare = {k: v for k, v in made.items() if k not in _ENVIRON_PER_REQUEST}
+        if len(_BARE_ENVIRONS) >= _BARE_ENVIRONS_KEPT:
+            _BARE_ENVIRONS.clear()
+        _BARE_ENVIRONS[(method, url)] = bare
+    # In EnvironBuilder's order: the request line's keys, the body's, the headers, then
+    # moto's own key.
+    environ = dict(bare)
+    environ["wsgi.input"] = io.BytesIO(body)
+    content_type = [value for key, value in items if key.lower() == "content-type"]
+    if content_type:
+        environ["CONTENT_TYPE"] = content_type[-1]
+    if body:
+        environ["CONTENT_LENGTH"] = str(len(body))
+    for key, value in items:
+        name = key.upper().replace("-", "_")
+        if name != "CONTENT_TYPE":
+            environ[f"HTTP_{name}"] = value
+    environ[PRESERVED_HEADER_NAMES_ENVIRON_KEY] = {}
+    environ.setdefault("CONTENT_LENGTH", "0")  # moto's, for a request with no body
+    return Request(environ)
+
+
 def prepare_directly(
     dispatcher: Callable[..., Any], method: str, url: str, headers: Any, body: bytes
 ) -> Callable[[], tuple[int, dict[str, str], bytes]]:
@@ -872,10 +962,9 @@ def prepare_directly(
     ``call_action``; a dispatcher that is not a response class's is called whole.
     """
     from moto.core.exceptions import HTTPException
-    from moto.core.request import Request
     from moto.core.responses import BaseResponse
 
-    request = Request.from_primitives(method, url, headers, body)
+    request = moto_request(method, url, headers, body)
     request.from_wsgi_server = True  # answered as moto's server answers
     responses = getattr(dispatcher, "__self__", None)
 

@@ -979,3 +979,126 @@ def test_reading_a_request_touches_no_table_answering_it_does(dynamodb):
 
     status, _, body = prepared("GetItem", {"TableName": "none", "Key": {"pk": {"S": "a"}}})()
     assert status == 400 and "ResourceNotFoundException" in json.loads(body)["__type"]
+
+
+def _environ(request) -> tuple[dict, bytes]:
+    environ = dict(request.environ)
+    body = environ.pop("wsgi.input").getvalue()
+    environ.pop("werkzeug.request", None)
+    return environ, body
+
+
+@pytest.mark.parametrize(
+    ("method", "url", "headers", "body"),
+    [
+        pytest.param(
+            "POST",
+            "http://127.0.0.1:5000/",
+            {
+                "X-Amz-Target": "DynamoDB_20120810.PutItem",
+                "Content-Type": "application/x-amz-json-1.0",
+                "Content-Length": "7",
+                "User-Agent": b"Boto3/1.40 md/Botocore#1.40",
+                "amz-sdk-request": "attempt=1",
+            },
+            b'{"a":1}',
+            id="dynamodb",
+        ),
+        pytest.param(
+            "POST",
+            "https://sqs.us-east-1.amazonaws.com/123456789012/q?x=1&y=%2F",
+            {"X-Amz-Target": "AmazonSQS.SendMessage", "Content-Type": "application/x-amz-json-1.0"},
+            b"",
+            id="query-string-no-body",
+        ),
+        pytest.param(
+            "GET",
+            "http://h:1/p%20a/b%2Fc?x=%C3%A9",
+            {"Accept": "*/*", "Transfer-Encoding": "chunked"},
+            b"",
+            id="encoded-path",
+        ),
+        pytest.param("PUT", "http://h/b/k", {"Host": "elsewhere:9"}, b"x", id="host-header"),
+        pytest.param("PUT", "http://h/b/k", {"x-amz-meta-my_key": "v"}, b"x", id="preserved-name"),
+    ],
+)
+def test_a_request_is_built_as_moto_builds_it(method, url, headers, body):
+    from moto.core.request import Request
+
+    expected = Request.from_primitives(method, url, headers, body)
+    for _ in range(2):  # the first builds the bare environ, the second copies it
+        built = moto_internals.moto_request(method, url, headers, body)
+        assert type(built) is Request
+        assert _environ(built) == _environ(expected)
+        assert list(_environ(built)[0]) == list(_environ(expected)[0])  # in the same order
+        assert (built.method, built.url, built.raw_url, built.data) == (
+            expected.method,
+            expected.url,
+            expected.raw_url,
+            expected.data,
+        )
+        assert list(built.headers) == list(expected.headers)
+
+
+def test_a_request_to_a_known_url_builds_no_environ_with_werkzeug(monkeypatch):
+    from werkzeug.test import EnvironBuilder
+
+    built: list[object] = []
+    get_environ = EnvironBuilder.get_environ
+    monkeypatch.setattr(EnvironBuilder, "get_environ", lambda self: built.append(self) or get_environ(self))
+    headers = {"X-Amz-Target": "DynamoDB_20120810.GetItem", "Content-Type": "application/x-amz-json-1.0"}
+    url = "http://127.0.0.1:5999/"
+    for body in (b"{}", b'{"TableName":"t"}', b"{}"):
+        assert moto_internals.moto_request("POST", url, headers, body).get_data() == body
+    assert len(built) <= 1  # the bare environ, once per method and URL
+
+
+def test_a_stream_record_converts_only_the_images_its_view_keeps(monkeypatch):
+    from moto.dynamodb.models.dynamo_type import Item
+
+    to_json = Item.to_json
+    converted: list[str] = []
+    monkeypatch.setattr(
+        Item, "to_json", lambda self: converted.append(self.attrs["pk"].value) or to_json(self)
+    )
+
+    def records(view: str) -> list[dict]:
+        with mock_aws():
+            client = boto3.client("dynamodb", region_name=REGION)
+            client.create_table(
+                TableName=TABLE,
+                KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+                AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+                BillingMode="PAY_PER_REQUEST",
+                StreamSpecification={"StreamEnabled": True, "StreamViewType": view},
+            )
+            client.put_item(TableName=TABLE, Item={"pk": {"S": "a"}, "n": {"N": "1"}})
+            client.put_item(TableName=TABLE, Item={"pk": {"S": "a"}, "n": {"N": "2"}, "b": {"B": b"\0"}})
+            client.update_item(
+                TableName=TABLE,
+                Key={"pk": {"S": "a"}},
+                UpdateExpression="SET n = n + :one",
+                ExpressionAttributeValues={":one": {"N": "1"}},
+            )
+            client.delete_item(TableName=TABLE, Key={"pk": {"S": "a"}})
+            shard = moto_internals.stream_shard(TABLE, REGION)
+            found = moto_internals.records_after(shard, shard.starting_sequence_number - 1)
+        for record in found:
+            record.pop("eventID")
+            # SizeBytes counts the time's digits too.
+            for varies in ("ApproximateCreationDateTime", "SequenceNumber", "SizeBytes"):
+                record["dynamodb"].pop(varies)
+        return found
+
+    views = ("NEW_IMAGE", "OLD_IMAGE", "NEW_AND_OLD_IMAGES", "KEYS_ONLY")
+    by_moto = {view: records(view) for view in views}
+    converted_by_moto = len(converted)
+    converted.clear()
+    moto_internals.stream_records_without_unused_images(monkeypatch.setattr)
+    assert {view: records(view) for view in views} == by_moto
+    assert [r["eventName"] for r in by_moto["NEW_IMAGE"]] == ["INSERT", "MODIFY", "MODIFY", "REMOVE"]
+    assert "OldImage" in by_moto["NEW_AND_OLD_IMAGES"][1]["dynamodb"]
+    assert "NewImage" not in by_moto["OLD_IMAGE"][1]["dynamodb"]
+    # Per write: moto converts both items, the patch only those the view keeps (the
+    # key of a REMOVE still comes from the old item).
+    assert len(converted) < converted_by_moto
