@@ -33,7 +33,12 @@ from urllib.parse import urlsplit
 import boto3
 from aiohttp import web
 
-from flowforge.local.aws import MotoServer, apply_environment, local_aws_environment
+from flowforge.local.aws import (
+    MotoServer,
+    apply_environment,
+    attribute_values_parsed_directly,
+    local_aws_environment,
+)
 from flowforge.local.banner import Endpoints, banner
 from flowforge.local.bedrock import BedrockStandIn
 from flowforge.local.gateway import PARSER_LINE_LIMIT, Gateway, InProcessConnections
@@ -298,6 +303,7 @@ class LocalStack:
         options = self.options
         self.moto.start()
         self.moto.serve_in_process()  # before any session: the handlers' clients skip the socket
+        attribute_values_parsed_directly(setattr)
         await self.bedrock.start()
         apply_environment(local_aws_environment(self.moto.endpoint, options.region, self.bedrock.endpoint))
         session = boto3.session.Session()
