@@ -32,6 +32,7 @@ import datetime
 import json
 import logging
 import os
+import re
 import socket
 import sys
 import threading
@@ -69,8 +70,12 @@ class _JournaledTable:
         self.shard = moto_internals.stream_shard(table, region)
         if self.shard is None:
             raise ValueError(f"table {table} has no stream: the local stack journals its stream records")
+        self.hash_key: str = self.shard.table.hash_key_attr
         # What the stream holds already (a restore's own writes) is journaled already.
         self.through = moto_internals.last_sequence(self.shard)
+        #: Partition (its string key) -> the position of the last append that wrote to it,
+        #: while that append may not be on disk yet.
+        self._last_writes: dict[str, int] = {}
 
     def append_new(self) -> int:
         """Append the records added since the last call (none: a read); the position to sync."""
@@ -78,7 +83,64 @@ class _JournaledTable:
         # The journal keeps each record's keys and new image: only those are converted.
         position = self.journal.append([{"dynamodb": _journaled_part(record["dynamodb"])} for record in new])
         self.through = moto_internals.last_sequence(self.shard)
+        if new:
+            if len(self._last_writes) >= _LAST_WRITES_KEPT:
+                synced = self.journal.synced
+                self._last_writes = {k: v for k, v in self._last_writes.items() if v > synced}
+            for record in new:
+                partition = _string_key(record["dynamodb"]["Keys"].get(self.hash_key))
+                if partition is not None:
+                    self._last_writes[partition] = position
         return position
+
+    def last_write(self, partitions: Iterable[str]) -> int:
+        """The position to sync before showing what ``partitions`` hold: their last write's
+        (0 when every write to them is on disk)."""
+        return max((self._last_writes.get(p, 0) for p in partitions), default=0)
+
+    def partitions_seen(self, action: str, params: Any) -> tuple[str, ...] | None:
+        """The partitions of this table a request that writes nothing can see (None when
+        that is not known: it may see the whole table)."""
+        if not isinstance(params, dict) or params.get("TableName") != self.table:
+            return None
+        value: Any = None
+        if action in _ONE_ITEM_ACTIONS:
+            value = (params.get("Key") or params.get("Item") or {}).get(self.hash_key)
+        elif action == "Query" and not params.get("IndexName"):
+            value = _queried_partition(params, self.hash_key)
+        partition = _string_key(value)
+        return None if partition is None else (partition,)
+
+
+#: Partitions remembered with their last write before those on disk are forgotten.
+_LAST_WRITES_KEPT = 4096
+#: Requests on one item, named by its key (or the item itself, for PutItem).
+_ONE_ITEM_ACTIONS = frozenset({"GetItem", "PutItem", "UpdateItem", "DeleteItem"})
+#: A key condition's leading ``name = :value``, and what may follow it.
+_KEY_EQUALS = re.compile(r"\s*([#\w.-]+)\s*=\s*(:[\w-]+)\s*(?:$|AND\s)", re.IGNORECASE)
+
+
+def _string_key(value: Any) -> str | None:
+    """A string partition key's value (None for any other: numbers have many spellings)."""
+    if isinstance(value, dict) and len(value) == 1 and isinstance(value.get("S"), str):
+        return value["S"]
+    return None
+
+
+def _queried_partition(params: dict[str, Any], hash_key: str) -> Any:
+    """The partition key value a Query's key condition names, if it leads with it."""
+    expression = params.get("KeyConditionExpression")
+    if not isinstance(expression, str) or "(" in expression or re.search(r"\bOR\b", expression, re.I):
+        return None
+    match = _KEY_EQUALS.match(expression)
+    if match is None:
+        return None
+    name, placeholder = match.groups()
+    if name.startswith("#"):
+        name = (params.get("ExpressionAttributeNames") or {}).get(name)
+    if name != hash_key:
+        return None
+    return (params.get("ExpressionAttributeValues") or {}).get(placeholder)
 
 
 def _journaled_part(change: dict[str, Any]) -> dict[str, Any]:
@@ -116,14 +178,22 @@ class _SerializeDynamoDB:
             return self._not_journaled(exc, start_response)
         return [body]
 
-    def journaled_answer(self, answer: Callable[[], _T]) -> _T:
+    def journaled_answer(self, answer: Callable[[], _T], action: str | None = None, params: Any = None) -> _T:
         """A DynamoDB request's ``answer()``, made under the lock and returned once the
-        writes it made are journaled (:class:`JournalError` if they cannot be)."""
+        writes it made are journaled (:class:`JournalError` if they cannot be), and the
+        writes it could see: all those made before it, or with the request's ``action``
+        and ``params`` (as moto parsed them), when it writes nothing and they say which
+        partitions it sees, those made to them (a run's read then waits for no other
+        run's writes)."""
         with self.lock:
             result = answer()
             journaled = self.journaled
             through = journaled.through if journaled is not None else 0
             position = journaled.append_new() if journaled is not None else 0
+            if journaled is not None and journaled.through == through and action is not None:
+                partitions = journaled.partitions_seen(action, params)
+                if partitions is not None:
+                    position = journaled.last_write(partitions)
         if journaled is not None:
             journaled.journal.sync(position)  # outside the lock: requests go on meanwhile
             if journaled.through != through and self.on_stream_records is not None:
@@ -147,7 +217,8 @@ class _SerializeDynamoDB:
             if not target.startswith(_DYNAMODB_TARGETS):
                 status, headers, data = answer()
             else:
-                status, headers, data = self.journaled_answer(answer)
+                action = target.partition(".")[2]
+                status, headers, data = self.journaled_answer(answer, action, getattr(answer, "params", None))
         except JournalError as exc:
             status, headers, data = self._not_journaled_answer(exc)
         except Exception as exc:  # moto crashed: a 500, as its server answers over HTTP

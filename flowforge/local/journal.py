@@ -170,6 +170,11 @@ class Journal:
                 self._written += 1
             return self._written
 
+    @property
+    def synced(self) -> int:
+        """The position of the appends known to be on disk."""
+        return self._synced
+
     def sync(self, position: int) -> None:
         """Return once every append up to ``position`` is on disk (one fsync covers all
         the appends made before it: concurrent callers share it)."""

@@ -959,7 +959,9 @@ def prepare_directly(
     cover, and no more).
 
     moto's ``dispatch`` is ``cls()._dispatch(...)``: ``setup_class`` (the reading) then
-    ``call_action``; a dispatcher that is not a response class's is called whole.
+    ``call_action``; a dispatcher that is not a response class's is called whole. The
+    function returned has the request's parameters as moto parsed them as ``params``
+    (None when it has none).
     """
     from moto.core.exceptions import HTTPException
     from moto.core.responses import BaseResponse
@@ -989,7 +991,12 @@ def prepare_directly(
             raise failure
 
         return lambda: rendered(fail)
-    return lambda: rendered(handler.call_action)
+
+    def answer() -> tuple[int, dict[str, str], bytes]:
+        return rendered(handler.call_action)
+
+    answer.params = getattr(handler, "params", None)  # type: ignore[attr-defined]
+    return answer
 
 
 # -- SQS: no scan of the whole queue per message --------------------------------------------------

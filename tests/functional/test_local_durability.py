@@ -198,3 +198,80 @@ def test_a_read_is_answered_only_once_the_writes_it_can_see_are_on_disk(
     reader.join(10)
     # ... and then shows the write
     assert read[0]["Item"]["pk"] == {"S": "W"}
+
+
+def test_a_read_waits_only_for_the_writes_to_the_partitions_it_can_see(
+    moto, dynamodb, table, tmp_path, monkeypatch, request
+):
+    """In the local stack's process a request that writes nothing waits for the fsync of
+    the last write to the partition it reads (a GetItem's key, a Query's leading
+    partition condition, a failed write's item), not for every write before it; over
+    HTTP, and for what could see any partition (an index, a scan), it waits for all."""
+    moto.journal_writes(Journal(tmp_path / "journal.jsonl"), table, REGION)
+    dynamodb.put_item(TableName=table, Item=item("OTHER"))
+    entered, release = threading.Event(), threading.Event()
+    real_fsync = os.fsync
+
+    def held_fsync(fd: int) -> None:
+        entered.set()
+        release.wait(10)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", held_fsync)
+    # GIVEN a write to partition W whose fsync has not finished
+    writer = threading.Thread(target=lambda: dynamodb.put_item(TableName=table, Item=item("W")))
+    writer.start()
+    assert entered.wait(10)
+    key = {"pk": {"S": "OTHER"}, "sk": {"S": "RUN"}}
+    requests = {
+        "get other": lambda: dynamodb.get_item(TableName=table, Key=key, ConsistentRead=True),
+        "query other": lambda: dynamodb.query(
+            TableName=table,
+            KeyConditionExpression="#p = :p AND sk BETWEEN :a AND :z",
+            ExpressionAttributeNames={"#p": "pk"},
+            ExpressionAttributeValues={":p": {"S": "OTHER"}, ":a": {"S": "A"}, ":z": {"S": "Z"}},
+        ),
+        "failed write to other": lambda: dynamodb.put_item(
+            TableName=table, Item=item("OTHER"), ConditionExpression="attribute_not_exists(pk)"
+        ),
+        "get W": lambda: dynamodb.get_item(TableName=table, Key={"pk": {"S": "W"}, "sk": {"S": "RUN"}}),
+        "query W": lambda: dynamodb.query(
+            TableName=table, KeyConditionExpression="pk = :p", ExpressionAttributeValues={":p": {"S": "W"}}
+        ),
+        "scan": lambda: dynamodb.scan(TableName=table, Limit=1),
+        "query with parentheses": lambda: dynamodb.query(
+            TableName=table,
+            KeyConditionExpression="pk = :p AND (sk = :a)",
+            ExpressionAttributeValues={":p": {"S": "OTHER"}, ":a": {"S": "RUN"}},
+        ),
+    }
+    answered: dict[str, object] = {}
+
+    def ask(name: str) -> None:
+        try:
+            answered[name] = requests[name]()
+        except ClientError as exc:
+            answered[name] = exc.response["Error"]["Code"]
+
+    readers = {name: threading.Thread(target=ask, args=(name,)) for name in requests}
+    for reader in readers.values():
+        reader.start()
+    # WHEN the fsync is still held
+    in_process = request.node.callspec.params["moto"] == "in_process"
+    for reader in readers.values():
+        reader.join(1.0 if in_process else 0.3)
+    # THEN in-process, what reads only the other partition is answered ...
+    unseen = {"get other", "query other", "failed write to other"}
+    if in_process:
+        assert set(answered) == unseen
+        assert answered["failed write to other"] == "ConditionalCheckFailedException"
+        assert answered["get other"]["Item"]["pk"] == {"S": "OTHER"}  # type: ignore[index]
+    else:
+        assert not answered  # over HTTP every read waits
+    # ... and what can see W waits for its fsync
+    release.set()
+    writer.join(10)
+    for reader in readers.values():
+        reader.join(10)
+    assert set(answered) == set(requests)
+    assert answered["get W"]["Item"]["pk"] == {"S": "W"}  # type: ignore[index]

@@ -1055,6 +1055,12 @@ def test_a_request_to_a_known_url_builds_no_environ_with_werkzeug(monkeypatch):
 
 def test_a_stream_record_converts_only_the_images_its_view_keeps(monkeypatch):
     from moto.dynamodb.models.dynamo_type import Item
+    from moto.dynamodb.models.table import StreamRecord
+
+    # moto's own (a local stack started in this process installs the patch for good)
+    monkeypatch.setattr(
+        StreamRecord, "__init__", getattr(StreamRecord.__init__, "__wrapped__", StreamRecord.__init__)
+    )
 
     to_json = Item.to_json
     converted: list[str] = []
