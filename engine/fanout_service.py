@@ -1,8 +1,7 @@
 """Fan-out nodes on the step loop: one message per item (or branch), joined exactly once.
 
 A step message for a run at a ``map`` or ``parallel`` node opens the fan-out — the store
-starts counting its executions — and sends the first ``max_concurrency`` item messages
-together (:meth:`~engine.ports.StepQueue.send_items`: on SQS, ten to a request).
+starts counting its executions — and sends the first ``max_concurrency`` item messages.
 An item message runs one attempt of one item, then commits it in two writes:
 
 1. :meth:`~engine.ports.RunStore.claim_execution` takes the next log step for that
@@ -21,7 +20,7 @@ claimed step without its entry; the join waits for it: it checks again a second 
 (a worker that was only slow has written it by then), and the redelivery of a worker
 that died finds its claim again, writes the entry, sees the set complete and joins. A fan-out that makes no progress for ``stall_after_s`` is found by
 the sweeper like any stalled run; its step message re-sends every item that is due and
-not finished (together, as the opening does), or joins a complete set.
+not finished, or joins a complete set.
 """
 
 from __future__ import annotations
@@ -44,7 +43,7 @@ from engine.fanout import (
     offload_execution,
     run_execution,
 )
-from engine.ports import SEND_BATCH_MAX, Claim, ExecutionRecord, FanOutRecord, RunRecord
+from engine.ports import Claim, ExecutionRecord, FanOutRecord, RunRecord
 from engine.service import Disposition
 
 if TYPE_CHECKING:
@@ -93,12 +92,11 @@ class FanOutSteps:
             outcome = join(graph, node, base, state, {}, 0, now=service.clock)
             return service.commit_outcome(run, base, outcome, state, meter=meter, spent=read)
         width = min(fanout_of(node).max_concurrency, total)
-        # What opening costs is kept with the fan-out, for the join to count: its item
-        # messages go SEND_BATCH_MAX to a request.
-        sends = -(-width // SEND_BATCH_MAX)
-        cost = read + _taken(meter) + {SQS_REQUESTS: sends * MICRO}
+        # What opening costs is kept with the fan-out, for the join to count.
+        cost = read + _taken(meter) + {SQS_REQUESTS: width * MICRO}
         store.open_fanout(run.run_id, base, total, service.clock(), cost=cost)
-        service.queue.send_items(run.run_id, base, [(index, 1) for index in range(width)])
+        for index in range(width):
+            service.queue.send_item(run.run_id, base, index, 1)
         return Disposition.FANNED_OUT
 
     def _resume(
@@ -119,8 +117,8 @@ class FanOutSteps:
         if service.clock() - fanout.updated_at < service.stall_after_s:
             return Disposition.IN_PROGRESS
         # Stalled: some item message was lost, or a claimed attempt was never written.
-        due = list(self._due(node, fanout, self._written(fanout)))
-        service.queue.send_items(run.run_id, fanout.base, due)
+        for index, attempt in self._due(node, fanout, self._written(fanout)):
+            service.queue.send_item(run.run_id, fanout.base, index, attempt)
         return Disposition.RESENT
 
     def reopen(
@@ -132,7 +130,8 @@ class FanOutSteps:
         total = len(item_list(node, self.service.live_state(run).view()))
         store, clock = self.service.store, self.service.clock
         fanout = store.open_fanout(run.run_id, run.cursor.step, total, clock(), prior=prior, carried=carried)
-        self.service.queue.send_items(run.run_id, fanout.base, list(self._due(node, fanout, frozenset())))
+        for index, attempt in self._due(node, fanout, frozenset()):
+            self.service.queue.send_item(run.run_id, fanout.base, index, attempt)
 
     def resend_due(self, run: RunRecord, graph: CompiledGraph) -> int:
         """Re-send the item messages of ``run``'s open fan-out that should be running now
@@ -144,7 +143,8 @@ class FanOutSteps:
         if fanout is None or fanout.complete or fanout.closed_at is not None:
             return 0
         due = list(self._due(node, fanout, self._written(fanout)))
-        self.service.queue.send_items(run.run_id, fanout.base, due)
+        for index, attempt in due:
+            self.service.queue.send_item(run.run_id, fanout.base, index, attempt)
         return len(due)
 
     def _written(self, fanout: FanOutRecord) -> frozenset[tuple[int, int]]:
