@@ -11,7 +11,9 @@ a lock. What this reads of moto's memory is in moto_internals.py.
 The same middleware makes DynamoDB durable (see journal.py): after each request, still
 under the lock, the stream records it added to the table's shard are appended to the
 journal, and the response leaves only once an fsync covers them (and everything the
-request could have read).
+request could have read: for a request that wrote nothing and names the one partition
+it sees — a GetItem, a Query of a partition, a failed conditional write — the last
+write to that partition; for any other, every write before it).
 
 The handlers' requests to moto skip the socket (:meth:`MotoServer.serve_in_process`;
 the local stack runs this server in a child process, moto_process.py, and hands it
