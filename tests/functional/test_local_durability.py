@@ -162,11 +162,9 @@ def test_a_journal_that_cannot_be_flushed_fails_requests_instead_of_acknowledgin
     assert ("BEFORE", "RUN") in journaled(path)
 
 
-def test_a_read_is_answered_only_once_the_writes_it_can_see_are_on_disk(
-    moto, dynamodb, table, tmp_path, monkeypatch
-):
-    # (the stream poller must not broadcast, nor the API show, a write a crash can still undo)
-    moto.journal_writes(Journal(tmp_path / "journal.jsonl"), table, REGION)
+def write_with_fsync_held(dynamodb, table: str, monkeypatch) -> tuple[threading.Event, threading.Thread]:
+    """A put of item W, in a thread, applied in moto and stopped in its fsync until the
+    event returned is set."""
     entered, release = threading.Event(), threading.Event()
     real_fsync = os.fsync
 
@@ -176,10 +174,19 @@ def test_a_read_is_answered_only_once_the_writes_it_can_see_are_on_disk(
         real_fsync(fd)
 
     monkeypatch.setattr(os, "fsync", held_fsync)
-    # GIVEN a write applied in moto whose fsync has not finished
     writer = threading.Thread(target=lambda: dynamodb.put_item(TableName=table, Item=item("W")))
     writer.start()
     assert entered.wait(10)
+    return release, writer
+
+
+def test_a_read_is_answered_only_once_the_writes_it_can_see_are_on_disk(
+    moto, dynamodb, table, tmp_path, monkeypatch
+):
+    # (the stream poller must not broadcast, nor the API show, a write a crash can still undo)
+    moto.journal_writes(Journal(tmp_path / "journal.jsonl"), table, REGION)
+    # GIVEN a write applied in moto whose fsync has not finished
+    release, writer = write_with_fsync_held(dynamodb, table, monkeypatch)
     # WHEN another client reads it
     read: list[dict] = []
     reader = threading.Thread(
@@ -209,19 +216,8 @@ def test_a_read_waits_only_for_the_writes_to_the_partitions_it_can_see(
     HTTP, and for what could see any partition (an index, a scan), it waits for all."""
     moto.journal_writes(Journal(tmp_path / "journal.jsonl"), table, REGION)
     dynamodb.put_item(TableName=table, Item=item("OTHER"))
-    entered, release = threading.Event(), threading.Event()
-    real_fsync = os.fsync
-
-    def held_fsync(fd: int) -> None:
-        entered.set()
-        release.wait(10)
-        real_fsync(fd)
-
-    monkeypatch.setattr(os, "fsync", held_fsync)
     # GIVEN a write to partition W whose fsync has not finished
-    writer = threading.Thread(target=lambda: dynamodb.put_item(TableName=table, Item=item("W")))
-    writer.start()
-    assert entered.wait(10)
+    release, writer = write_with_fsync_held(dynamodb, table, monkeypatch)
     key = {"pk": {"S": "OTHER"}, "sk": {"S": "RUN"}}
     requests = {
         "get other": lambda: dynamodb.get_item(TableName=table, Key=key, ConsistentRead=True),
@@ -265,7 +261,7 @@ def test_a_read_waits_only_for_the_writes_to_the_partitions_it_can_see(
     if in_process:
         assert set(answered) == unseen
         assert answered["failed write to other"] == "ConditionalCheckFailedException"
-        assert answered["get other"]["Item"]["pk"] == {"S": "OTHER"}  # type: ignore[index]
+        assert answered["get other"]["Item"]["pk"] == {"S": "OTHER"}
     else:
         assert not answered  # over HTTP every read waits
     # ... and what can see W waits for its fsync
@@ -274,4 +270,4 @@ def test_a_read_waits_only_for_the_writes_to_the_partitions_it_can_see(
     for reader in readers.values():
         reader.join(10)
     assert set(answered) == set(requests)
-    assert answered["get W"]["Item"]["pk"] == {"S": "W"}  # type: ignore[index]
+    assert answered["get W"]["Item"]["pk"] == {"S": "W"}
