@@ -95,14 +95,14 @@ class _JournaledTable:
                     self._last_writes[partition] = position
         return position
 
-    def last_write(self, partitions: Iterable[str]) -> int:
-        """The position to sync before showing what ``partitions`` hold: their last write's
-        (0 when every write to them is on disk)."""
-        return max((self._last_writes.get(p, 0) for p in partitions), default=0)
+    def last_write(self, partition: str) -> int:
+        """The position to sync before showing what ``partition`` holds: its last write's
+        (0 when every write to it is on disk)."""
+        return self._last_writes.get(partition, 0)
 
-    def partitions_seen(self, action: str, params: Any) -> tuple[str, ...] | None:
-        """The partitions of this table a request that writes nothing can see (None when
-        that is not known: it may see the whole table)."""
+    def partition_seen(self, action: str, params: Any) -> str | None:
+        """The one partition of this table a request that writes nothing can see (None
+        when that is not known: it may see the whole table)."""
         if not isinstance(params, dict) or params.get("TableName") != self.table:
             return None
         value: Any = None
@@ -110,8 +110,7 @@ class _JournaledTable:
             value = (params.get("Key") or params.get("Item") or {}).get(self.hash_key)
         elif action == "Query" and not params.get("IndexName"):
             value = _queried_partition(params, self.hash_key)
-        partition = _string_key(value)
-        return None if partition is None else (partition,)
+        return _string_key(value)
 
 
 #: Partitions remembered with their last write before those on disk are forgotten.
@@ -185,7 +184,7 @@ class _SerializeDynamoDB:
         writes it made are journaled (:class:`JournalError` if they cannot be), and the
         writes it could see: all those made before it, or with the request's ``action``
         and ``params`` (as moto parsed them), when it writes nothing and they say which
-        partitions it sees, those made to them (a run's read then waits for no other
+        partition it sees, the last one made to it (a run's read then waits for no other
         run's writes)."""
         with self.lock:
             result = answer()
@@ -193,9 +192,9 @@ class _SerializeDynamoDB:
             through = journaled.through if journaled is not None else 0
             position = journaled.append_new() if journaled is not None else 0
             if journaled is not None and journaled.through == through and action is not None:
-                partitions = journaled.partitions_seen(action, params)
-                if partitions is not None:
-                    position = journaled.last_write(partitions)
+                partition = journaled.partition_seen(action, params)
+                if partition is not None:
+                    position = journaled.last_write(partition)
         if journaled is not None:
             journaled.journal.sync(position)  # outside the lock: requests go on meanwhile
             if journaled.through != through and self.on_stream_records is not None:
