@@ -16,11 +16,12 @@ Then it sends what follows: the item's next attempt (after its retry delay) or t
 it reads every execution and commits the join as the run's next transition, the same
 conditional slot commit as any step; a redelivery of its message after a crash finds its
 claim again, sees the set complete and joins. A crash between the two writes leaves a
-claimed step without its entry; the join waits for it: it checks again a second later
-(a worker that was only slow has written it by then), and the redelivery of a worker
-that died finds its claim again, writes the entry, sees the set complete and joins. A fan-out that makes no progress for ``stall_after_s`` is found by
-the sweeper like any stalled run; its step message re-sends every item that is due and
-not finished, or joins a complete set.
+claimed step without its entry; the join waits for it: it checks again a second later,
+then after 2, 4, 8 … seconds (a worker that was only slow has written it by then,
+however loaded the machine), and the redelivery of a worker that died finds its claim
+again, writes the entry, sees the set complete and joins. A fan-out that makes no
+progress for ``stall_after_s`` is found by the sweeper like any stalled run; its step
+message re-sends every item that is due and not finished, or joins a complete set.
 """
 
 from __future__ import annotations
@@ -51,8 +52,18 @@ if TYPE_CHECKING:
     from engine.service import RunService
 
 
-#: Seconds before a join that found an execution claimed but not written checks again.
+#: Seconds before a join that found an execution claimed but not written checks again
+#: the first time; each later check waits as long as the join has waited so far.
 PENDING_CHECK_S = 1.0
+
+
+def pending_check_delay(waited_s: float, stall_after_s: float) -> float | None:
+    """When a join that has waited ``waited_s`` for a claimed execution's entry checks
+    again: after as long again (1, 2, 4 … s from the claim that completed the set), so a
+    slow write is joined within twice its lateness, for a handful of messages. None once
+    the next check would come after the fan-out counts as stalled: the sweeper's turn."""
+    delay = max(PENDING_CHECK_S, waited_s)
+    return delay if waited_s + delay < stall_after_s else None
 
 
 class ExecutionChanged(StoreUnavailableError):
@@ -108,10 +119,12 @@ class FanOutSteps:
         meter: InvocationMeter | None,
     ) -> Disposition:
         service = self.service
+        # Only a step message at the run's current step gets here: a join's check (or the
+        # sweeper's), which checks again while an entry is missing.
         if fanout.closed_at is not None:
-            return self._end_closed(run, graph, node, fanout, meter=meter)
+            return self._end_closed(run, graph, node, fanout, recheck=True, meter=meter)
         if fanout.complete:
-            joined = self._join(run, graph, node, fanout, meter=meter)
+            joined = self._join(run, graph, node, fanout, recheck=True, meter=meter)
             if joined is not Disposition.IN_PROGRESS:
                 return joined
         if service.clock() - fanout.updated_at < service.stall_after_s:
@@ -297,14 +310,18 @@ class FanOutSteps:
         self, run: RunRecord, fanout: FanOutRecord, count: int, recheck: bool
     ) -> list[ExecutionRecord] | None:
         """The fan-out's first ``count`` executions, or None while one of them is claimed
-        but not written yet. With ``recheck`` (the claim that completed the set) a check
-        is sent for a moment later, once: a worker that was only slow has written it by
-        then; one that died finds its claim again when redelivered, sees the set complete
-        and joins itself; failing both, the sweeper finds the run stalled."""
-        records = self.service.store.list_executions(run.run_id, fanout.base, count)
+        but not written yet. With ``recheck`` (the claim that completed the set, or a
+        check) the next check is sent, waiting longer each time (:func:`pending_check_delay`):
+        a worker that was only slow has written it by then; one that died finds its claim
+        again when redelivered, sees the set complete and joins itself; failing both, the
+        sweeper finds the run stalled. A redelivered claim sends none, so duplicates of
+        item messages do not multiply the checks."""
+        service = self.service
+        records = service.store.list_executions(run.run_id, fanout.base, count)
         if len(records) < count:
-            if recheck:
-                self.service.queue.send_step(run.run_id, fanout.base + count, PENDING_CHECK_S)
+            delay = pending_check_delay(service.clock() - fanout.updated_at, service.stall_after_s)
+            if recheck and delay is not None:
+                service.queue.send_step(run.run_id, fanout.base + count, delay)
             return None
         return records
 
