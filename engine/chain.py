@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from engine.cost import InvocationMeter
+from engine.cost import MessageMeter
 from engine.step import run_step
 from engine.transitions import apply_commit
 
@@ -81,7 +81,7 @@ class ChainBudget:
     #: Why the last chain stopped (None: none of its steps committed).
     stop: StopReason | None = None
     #: What the invocation spends, for the commits' cost (None: not counted).
-    meter: InvocationMeter | None = None
+    meter: MessageMeter | None = None
 
     def begin_message(self, now: float) -> None:
         """A message of the batch starts: it takes its share of the steps and seconds left."""

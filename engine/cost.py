@@ -128,10 +128,15 @@ class InvocationMeter:
     The invocation (one Lambda request), the event source mapping's ReceiveMessage
     (``receive_requests``: one per started 64 KB of the batch's bodies) and its
     DeleteMessageBatch are shared equally by the batch's ``records``: each message's
-    first commit carries its share. Lambda time runs from the invocation's start (for
-    its first message) or the message's start, to each commit: a commit carries the time
-    since the one before. What follows a message's last commit (its SendMessage, the
-    return) is not timed.
+    first commit carries its share (see :meth:`begin_message`).
+
+    Lambda time is the invocation's, shared by the messages running at each moment:
+    while ``n`` messages run at once (a map's items, whose tools wait together), each is
+    charged ``1/n`` of the time, so what the messages are charged adds up to the time
+    billed. A message runs from the invocation's start (the first) or its own start, to
+    each commit: a commit carries its part of the time since the one before. What
+    follows a message's last commit (its SendMessage, the return) is not timed, nor is
+    the time between messages when none runs.
     """
 
     def __init__(
@@ -146,30 +151,66 @@ class InvocationMeter:
         self.memory_mb = memory_mb
         self.receive_requests = receive_requests
         self.clock = clock
-        self._mark = clock()
+        #: Seconds of the invocation's time handed out so far: each running message's part.
+        self._shared = 0.0
+        self._at = clock()
+        self._running = 0
         self._started = 0
-        self._share = 0
 
-    def begin_message(self) -> None:
-        """The batch's next message starts: its share is due with its first commit."""
-        if self._started:
-            self._mark = self.clock()
-        self._share = 1 + self._started  # 1-based index of the message, 0 once charged
+    def _now_shared(self) -> float:
+        """:attr:`_shared` brought up to now (the time since split among the messages running)."""
+        now = self.clock()
+        self._shared += (now - self._at) / max(self._running, 1)
+        self._at = now
+        return self._shared
+
+    def begin_message(self) -> MessageMeter:
+        """The batch's next message starts (its share is due with its first commit);
+        :meth:`MessageMeter.end` when it is done."""
+        mark = 0.0 if self._started == 0 else self._now_shared()
+        if self._started == 0:
+            self._now_shared()
+        meter = MessageMeter(self, index=self._started, mark=mark)
         self._started += 1
+        self._running += 1
+        return meter
+
+    def _end(self) -> None:
+        self._now_shared()
+        self._running = max(self._running - 1, 0)
+
+
+class MessageMeter:
+    """One message's part of its :class:`InvocationMeter`: what it has spent, per commit."""
+
+    __slots__ = ("_ended", "_index", "_invocation", "_mark")
+
+    def __init__(self, invocation: InvocationMeter, *, index: int, mark: float) -> None:
+        self._invocation = invocation
+        self._index: int | None = index  # None once its share is charged
+        self._mark = mark
+        self._ended = False
 
     def take(self) -> Usage:
         """What the message has spent since its start or its last commit (for a commit)."""
-        now = self.clock()
+        invocation = self._invocation
+        shared = invocation._now_shared() if not self._ended else self._mark
         counts: dict[str, int] = {}
-        if self.memory_mb:
-            counts[LAMBDA_MB_US] = self.memory_mb * max(0, round((now - self._mark) * 1e6))
-        self._mark = now
-        if self._share:
-            index = self._share - 1
-            counts[LAMBDA_REQUESTS] = share(MICRO, self.records, index)
-            counts[SQS_REQUESTS] = share((self.receive_requests + 1) * MICRO, self.records, index)
-            self._share = 0
+        if invocation.memory_mb:
+            counts[LAMBDA_MB_US] = invocation.memory_mb * max(0, round((shared - self._mark) * 1e6))
+        self._mark = shared
+        if self._index is not None:
+            index, records = self._index, invocation.records
+            counts[LAMBDA_REQUESTS] = share(MICRO, records, index)
+            counts[SQS_REQUESTS] = share((invocation.receive_requests + 1) * MICRO, records, index)
+            self._index = None
         return Usage(counts)
+
+    def end(self) -> None:
+        """The message is done: it no longer shares the invocation's time."""
+        if not self._ended:
+            self._ended = True
+            self._invocation._end()
 
 
 class UsageTally:

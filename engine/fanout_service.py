@@ -30,7 +30,7 @@ from collections.abc import Iterator
 from functools import partial
 from typing import TYPE_CHECKING
 
-from engine.cost import EMPTY, MICRO, SQS_REQUESTS, InvocationMeter, Usage, UsageTally, step_usage
+from engine.cost import EMPTY, MICRO, SQS_REQUESTS, MessageMeter, Usage, UsageTally, step_usage
 from engine.errors import StoreUnavailableError
 from engine.fanout import (
     MAX_RESULT_BYTES,
@@ -78,10 +78,10 @@ class FanOutSteps:
         self.service = service
 
     async def step(
-        self, run: RunRecord, graph: CompiledGraph, node: CompiledNode, meter: InvocationMeter | None = None
+        self, run: RunRecord, graph: CompiledGraph, node: CompiledNode, meter: MessageMeter | None = None
     ) -> Disposition:
         """A step message for a run at fan-out ``node``: open the fan-out, or resume it.
-        ``meter``: what the invocation spends (for the run's cost)."""
+        ``meter``: the message's part of what the invocation spends (for the run's cost)."""
         service, store = self.service, self.service.store
         assert run.cursor is not None
         base = run.cursor.step
@@ -116,7 +116,7 @@ class FanOutSteps:
         graph: CompiledGraph,
         node: CompiledNode,
         fanout: FanOutRecord,
-        meter: InvocationMeter | None,
+        meter: MessageMeter | None,
     ) -> Disposition:
         service = self.service
         # Only a step message at the run's current step gets here: a join's check (or the
@@ -186,7 +186,7 @@ class FanOutSteps:
                 yield index, attempt + 1
 
     async def process_item(
-        self, run_id: str, base: int, index: int, attempt: int, meter: InvocationMeter | None = None
+        self, run_id: str, base: int, index: int, attempt: int, meter: MessageMeter | None = None
     ) -> Disposition:
         """Run attempt ``attempt`` of item ``index`` of the fan-out at step ``base``, commit
         it once, send what follows, and join if this completed the set. ``meter``: what
@@ -200,7 +200,7 @@ class FanOutSteps:
         base: int,
         index: int,
         attempt: int,
-        meter: InvocationMeter | None,
+        meter: MessageMeter | None,
         tally: UsageTally,
     ) -> Disposition:
         service, store = self.service, self.service.store
@@ -332,7 +332,7 @@ class FanOutSteps:
         node: CompiledNode,
         fanout: FanOutRecord,
         recheck: bool = False,
-        meter: InvocationMeter | None = None,
+        meter: MessageMeter | None = None,
     ) -> Disposition:
         """Commit the join of a complete set, as the transition after its last execution.
         Its commit counts in the run's cost what the fan-out cost: its opening, each
@@ -374,7 +374,7 @@ class FanOutSteps:
         node: CompiledNode,
         fanout: FanOutRecord,
         recheck: bool = False,
-        meter: InvocationMeter | None = None,
+        meter: MessageMeter | None = None,
     ) -> Disposition:
         """A fan-out closed because the run reached max_steps: fail the run at its step."""
         closed_at = fanout.closed_at
@@ -408,7 +408,7 @@ class FanOutSteps:
         return finals
 
 
-def _taken(meter: InvocationMeter | None) -> Usage:
+def _taken(meter: MessageMeter | None) -> Usage:
     return EMPTY if meter is None else meter.take()
 
 

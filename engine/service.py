@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from engine import running
 from engine.blobs import DEFAULT_MAX_TOTAL_STATE_BYTES, Blobs
 from engine.chain import ChainBudget, StopReason, run_chain
-from engine.cost import EMPTY, InvocationMeter, Usage, step_usage
+from engine.cost import EMPTY, MessageMeter, Usage, step_usage
 from engine.errors import (
     ConflictError,
     FlowForgeError,
@@ -451,11 +451,11 @@ class RunService:
         return Disposition.COMMITTED if committed else Disposition.WAITING
 
     async def process_item(
-        self, run_id: str, step: int, item: int, attempt: int, meter: InvocationMeter | None = None
+        self, run_id: str, step: int, item: int, attempt: int, meter: MessageMeter | None = None
     ) -> Disposition:
         """Handle item message ``(run_id, step, item, attempt)``: one attempt of one item
         (or branch) of the fan-out the run reached at ``step`` (see engine/fanout_service.py).
-        ``meter``: what the invocation spends, for the run's cost."""
+        ``meter``: the message's part of what the invocation spends, for the run's cost."""
         return await self.fanouts.process_item(run_id, step, item, attempt, meter)
 
     def commit_outcome(
@@ -466,7 +466,7 @@ class RunService:
         state: Mapping[str, Any],
         on_commit: Callable[[StepCommit], Any] | None = None,
         *,
-        meter: InvocationMeter | None = None,
+        meter: MessageMeter | None = None,
         spent: Usage = EMPTY,
     ) -> Disposition:
         """Commit ``outcome`` as the run's transition ``step`` and send the next step."""
@@ -486,7 +486,7 @@ class RunService:
         state: Mapping[str, Any],
         on_commit: Callable[[StepCommit], Any] | None,
         *,
-        meter: InvocationMeter | None = None,
+        meter: MessageMeter | None = None,
         stop: Callable[[StepResult], StopReason | None] | None = None,
         spent: Usage = EMPTY,
     ) -> tuple[StepResult, StepCommit, StopReason | None] | None:

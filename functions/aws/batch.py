@@ -10,7 +10,8 @@ Nothing here imports pydantic either.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,6 +72,59 @@ def process_sqs_batch(
                 record_handler(SqsRecord.of(raw), metrics)
             except Exception:  # the record fails alone: SQS redelivers it
                 failures.append({"itemIdentifier": raw["messageId"]})
+    finally:
+        metrics.flush_metrics()
+    return {"batchItemFailures": failures}
+
+
+AsyncRecordHandler = Callable[[SqsRecord, EphemeralMetrics], Awaitable[Any]]
+
+
+async def process_sqs_batch_async(
+    event: Mapping[str, Any],
+    record_handler: AsyncRecordHandler,
+    service: str,
+    has_time: Callable[[], bool] | None = None,
+    alongside: Callable[[SqsRecord], bool] | None = None,
+) -> dict:
+    """:func:`process_sqs_batch` with an async ``record_handler``: the records for which
+    ``alongside`` is true start at once, each in a task of its own, and run alongside the
+    others (whose handlers wait together: a map's items calling a model); the rest run
+    one after another, in the batch's order, in one more task. The answer is the same
+    partial batch response: a record whose handler raised fails alone.
+
+    ``has_time`` is asked before each record starts, as there: a record started alongside
+    starts at once, so only the ones in turn can be left for redelivery.
+    """
+    metrics = EphemeralMetrics(namespace=METRICS_NAMESPACE, service=service)
+    failures: list[dict[str, str]] = []
+
+    def leave(records: list[SqsRecord]) -> None:
+        failures.extend({"itemIdentifier": r.message_id} for r in records)
+        metrics.add_metric("RecordsLeftForRedelivery", MetricUnit.Count, len(records))
+
+    async def run(record: SqsRecord) -> None:
+        try:
+            await record_handler(record, metrics)
+        except Exception:  # the record fails alone: SQS redelivers it
+            failures.append({"itemIdentifier": record.message_id})
+
+    async def in_turn(records: list[SqsRecord]) -> None:
+        for i, record in enumerate(records):
+            if has_time is not None and not has_time():
+                return leave(records[i:])
+            await run(record)
+
+    try:
+        together: list[SqsRecord] = []
+        rest: list[SqsRecord] = []
+        for raw in event["Records"]:
+            record = SqsRecord.of(raw)
+            (together if alongside is not None and alongside(record) else rest).append(record)
+        if together and has_time is not None and not has_time():
+            leave(together)
+            together = []
+        await asyncio.gather(in_turn(rest), *(run(record) for record in together))
     finally:
         metrics.flush_metrics()
     return {"batchItemFailures": failures}

@@ -31,6 +31,7 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
+from contextvars import ContextVar
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -110,6 +111,7 @@ class DynamoRunStore(DynamoWaits, DynamoFanOuts, DynamoRunningRuns, AwsAdapter):
         super().__init__(client_factory)
         self.table_name = table_name
         self._local = threading.local()
+        self._tallies: ContextVar[UsageTally | None] = ContextVar(f"tally-{id(self)}", default=None)
 
     # -- graphs -------------------------------------------------------------------------
     def put_graph(self, graph: GraphRecord) -> None:
@@ -557,12 +559,14 @@ class DynamoRunStore(DynamoWaits, DynamoFanOuts, DynamoRunningRuns, AwsAdapter):
 
     @property
     def _tally(self) -> UsageTally | None:
-        """The tally this thread counts its reads into (see :meth:`tally`), if any."""
-        return getattr(self._local, "tally", None)
+        """The tally this task counts its reads into (see :meth:`tally`), if any: a
+        context variable, so each of a batch's messages running alongside on one thread
+        counts its own."""
+        return self._tallies.get()
 
     @_tally.setter
     def _tally(self, tally: UsageTally | None) -> None:
-        self._local.tally = tally
+        self._tallies.set(tally)
 
     def _call(self, operation: str, **params: Any) -> Any:
         response = super()._call(operation, **params)

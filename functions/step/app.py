@@ -1,5 +1,7 @@
 """Step Lambda: each SQS step message executes a node of a run, and the nodes after it
-while they are due at once and the invocation has budget left (chained steps: engine/chain.py)."""
+while they are due at once and the invocation has budget left (chained steps: engine/chain.py).
+A batch's item messages (a map's items, a parallel node's branches) run alongside each
+other and alongside the step messages, which run one after another."""
 
 from __future__ import annotations
 
@@ -14,7 +16,8 @@ from engine.chain import ChainBudget
 from engine.cost import InvocationMeter
 from engine.ports import StepCommit
 from engine.step import TERMINAL
-from functions.aws.batch import SqsRecord, parse_step_message, process_sqs_batch
+from engine.stepmessage import MalformedStepMessage, StepMessage
+from functions.aws.batch import SqsRecord, parse_step_message, process_sqs_batch_async
 from functions.runtime import current_app
 
 logger = Logger(service="flowforge-step")
@@ -50,27 +53,31 @@ SQS_CHUNK_BYTES = 64 * 1024
 
 class Invocation:
     """The time and the chain budget one invocation has for its batch, on the service's
-    clock, and what it spends (for the cost of the runs it moves)."""
+    clock, and what it spends (for the cost of the runs it moves). ``in_turn``: how many
+    of its records are step messages, run one after another (a chain's share of the
+    budget counts them; item messages run alongside and never chain)."""
 
-    def __init__(self, context, clock, settings, records: int, body_bytes: int = 0) -> None:
+    def __init__(
+        self, context, clock, settings, records: int, body_bytes: int = 0, in_turn: int | None = None
+    ) -> None:
         remaining = getattr(context, "get_remaining_time_in_millis", None)
         self.clock = clock
         now = clock()
         #: When tools must be done: the function's end, less what a commit and send need.
         self.deadline = now + remaining() / 1000 - COMMIT_RESERVE_S if remaining else None
+        self.meter = InvocationMeter(
+            records,
+            _memory_mb(context),
+            # The event source mapping's receive: one request per started 64 KB of bodies.
+            receive_requests=max(1, -(-body_bytes // SQS_CHUNK_BYTES)),
+        )
         self.budget = ChainBudget(
             max_steps=settings.chain_max_steps,
             max_seconds=settings.chain_max_seconds,
             deadline=self.deadline,
             min_step_s=MIN_STEP_S,
             started_at=now,
-            pending=records,
-            meter=InvocationMeter(
-                records,
-                _memory_mb(context),
-                # The event source mapping's receive: one request per started 64 KB of bodies.
-                receive_requests=max(1, -(-body_bytes // SQS_CHUNK_BYTES)),
-            ),
+            pending=records if in_turn is None else in_turn,
         )
 
     def has_time(self) -> bool:
@@ -86,35 +93,45 @@ def _memory_mb(context) -> int | None:
         return None
 
 
-def process_record(record: SqsRecord, metrics: EphemeralMetrics, invocation: Invocation) -> str | None:
-    budget = invocation.budget
-    budget.begin_message(invocation.clock())
-    if budget.meter is not None:
-        budget.meter.begin_message()
+def item_message(record: SqsRecord) -> bool:
+    """Whether ``record`` is an item message (a map's item, a parallel branch): those of a
+    batch run alongside each other, their tools waiting together."""
+    try:
+        return StepMessage.from_json(record.body).item is not None
+    except MalformedStepMessage:
+        return False
+
+
+async def process_record(record: SqsRecord, metrics: EphemeralMetrics, invocation: Invocation) -> str | None:
+    """Handle one step or item message; its log lines carry its run and step."""
     message = parse_step_message(record, logger, metrics)
     if message is None:
         return None
+    meter = invocation.meter.begin_message()
     logger.thread_safe_append_keys(run_id=message.run_id, step=message.step)
-    chained, budget.stop = budget.chained, None
+    chained = 0
     try:
         service = current_app().service
         if message.item is None:
-            step = service.process_step(
+            budget = invocation.budget
+            budget.begin_message(invocation.clock())
+            budget.meter, budget.stop, before = meter, None, budget.chained
+            disposition = await service.process_step(
                 message.run_id, message.step, partial(record_outcome, metrics), budget=budget
             )
+            chained = budget.chained - before
+            logger.info("step handled", disposition=disposition, chained=chained, chain_stop=budget.stop)
         else:
-            budget.steps += 1
-            step = service.process_item(
-                message.run_id, message.step, message.item, message.attempt, budget.meter
+            disposition = await service.process_item(
+                message.run_id, message.step, message.item, message.attempt, meter
             )
-        disposition = run_async(step)
-        chained = budget.chained - chained
-        logger.info("step handled", disposition=disposition, chained=chained, chain_stop=budget.stop)
+            logger.info("step handled", disposition=disposition, item=message.item, attempt=message.attempt)
     except Exception:  # infrastructure: the record is reported failed and redelivered
         logger.exception("step failed; the message will be redelivered")
         metrics.add_metric("StepErrors", MetricUnit.Count, 1)
         raise
     finally:
+        meter.end()
         logger.thread_safe_remove_keys(["run_id", "step"])
     metrics.add_metric("Steps" + disposition.title().replace("_", ""), MetricUnit.Count, 1)
     if chained:
@@ -124,10 +141,19 @@ def process_record(record: SqsRecord, metrics: EphemeralMetrics, invocation: Inv
 
 @logger.inject_lambda_context
 def handler(event, context):
+    """A batch of step messages: item messages all at once, the others one after another
+    (each chaining while its share of the budget allows), alongside them."""
     app = current_app()
     records = event.get("Records", ())
     body_bytes = sum(len(r.get("body", "").encode()) for r in records)
-    invocation = Invocation(context, app.service.clock, app.settings, len(records), body_bytes)
-    return process_sqs_batch(
-        event, partial(process_record, invocation=invocation), service="step", has_time=invocation.has_time
+    in_turn = sum(1 for r in records if not item_message(SqsRecord.of(r)))
+    invocation = Invocation(context, app.service.clock, app.settings, len(records), body_bytes, in_turn)
+    return run_async(
+        process_sqs_batch_async(
+            event,
+            partial(process_record, invocation=invocation),
+            service="step",
+            has_time=invocation.has_time,
+            alongside=item_message,
+        )
     )

@@ -4,6 +4,7 @@ cancel, and the sweeper's repair of a fan-out whose messages were lost."""
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 
 import pytest
@@ -28,6 +29,26 @@ async def square(state, ctx):
 async def put(state, ctx):
     """Write ``params.value`` under ``params.key``."""
     return {ctx.params["key"]: ctx.params["value"]}
+
+
+TOGETHER = {"started": 0, "running": 0, "peak": 0}
+
+
+@default_registry.tool("test_together")
+async def together(state, ctx):
+    """ctx.item + 1, once every item of the map has started (or after 5 s): items that
+    run one after another each wait the 5 s out."""
+    TOGETHER["started"] += 1
+    TOGETHER["running"] += 1
+    TOGETHER["peak"] = max(TOGETHER["peak"], TOGETHER["running"])
+    try:
+        for _ in range(500):
+            if TOGETHER["started"] >= len(state["xs"]):
+                break
+            await asyncio.sleep(0.01)
+        return ctx.item + 1
+    finally:
+        TOGETHER["running"] -= 1
 
 
 def map_graph(max_concurrency: int = 3, tolerated: int = 0, items: str = "xs") -> dict:
@@ -91,6 +112,29 @@ def test_a_map_and_a_parallel_node_run_through_the_step_handler(service, pump):
     # AND each item message was sent once: 3 first, each finished item the next one
     items = Counter((m["step"], m["item"], m["attempt"]) for m in pump.delivered if "item" in m)
     assert set(items.values()) == {1} and len(items) == 7 + 1 + 2  # + the retry of "x", + 2 branches
+
+
+def test_item_messages_received_in_one_batch_run_alongside_each_other(service, pump):
+    # GIVEN a map of 4 items, all at once, whose tool waits until every item has started
+    graph = {
+        "start": "m",
+        "nodes": {
+            "m": {"map": {"items": "xs", "fn": "test_together", "results": "ys", "max_concurrency": 4}}
+        },
+    }
+    TOGETHER.update(started=0, running=0, peak=0)
+    run_id = start(service, graph, {"xs": [1, 2, 3, 4]})
+    pump.step_once()  # the step message: the fan-out opens and sends the 4 item messages
+
+    # WHEN the 4 item messages reach one invocation
+    delivered = pump.step_once(max_messages=10)
+    pump.drain()
+
+    # THEN their tools ran at once, and the run ends as in-process
+    assert len(delivered) == 4 and all("item" in message for message in delivered)
+    assert TOGETHER["peak"] == 4
+    assert decode_state(service.get_run(run_id).state)["ys"] == [2, 3, 4, 5]
+    assert_matches_runner(service, run_id, graph, {"xs": [1, 2, 3, 4]})
 
 
 def test_duplicated_and_racing_deliveries_commit_each_execution_once_and_join_once(service, pump):

@@ -58,11 +58,12 @@ def test_each_message_of_a_batch_carries_its_share_once_and_time_since_its_last_
     meter = InvocationMeter(2, 512, clock=lambda: now[0])
 
     # WHEN the first message commits two steps, 3 ms and 2 ms apart
-    meter.begin_message()
+    message = meter.begin_message()
     now[0] += 0.003
-    first = meter.take()
+    first = message.take()
     now[0] += 0.002
-    second = meter.take()
+    second = message.take()
+    message.end()
 
     # THEN its first commit has half the invocation, half the receive and delete, and 3 ms
     assert first == {"lq": MICRO // 2, "sq": MICRO, "lm": 512 * 3000}
@@ -71,10 +72,41 @@ def test_each_message_of_a_batch_carries_its_share_once_and_time_since_its_last_
 
     # WHEN the second message starts later and commits after 1 ms
     now[0] += 0.010
-    meter.begin_message()
+    message = meter.begin_message()
     now[0] += 0.001
     # THEN the time between messages is nobody's, and the other half is its
-    assert meter.take() == {"lq": MICRO // 2, "sq": MICRO, "lm": 512 * 1000}
+    assert message.take() == {"lq": MICRO // 2, "sq": MICRO, "lm": 512 * 1000}
+
+
+def test_messages_running_alongside_share_the_time_they_overlap():
+    # GIVEN an invocation of 3 records, 1,000 MB: two item messages start together
+    now = [100.0]
+    meter = InvocationMeter(3, 1000, clock=lambda: now[0])
+    now[0] += 0.002  # (parsing the batch: the first message's)
+    a, b = meter.begin_message(), meter.begin_message()
+
+    # WHEN a third joins 10 ms later; a commits at 40 ms, b at 70 ms, c at 100 ms
+    now[0] += 0.010
+    c = meter.begin_message()
+    now[0] += 0.030
+    spent_a = a.take()
+    a.end()
+    now[0] += 0.030
+    spent_b = b.take()
+    b.end()
+    now[0] += 0.030
+    spent_c = c.take()
+    c.end()
+
+    # THEN each is charged its part of each moment: 2 + 10/2 + 30/3; 10/2 + 30/3 + 30/2;
+    # 30/3 + 30/2 + 30
+    ms = [round(s["lm"] / 1000 / 1000, 3) for s in (spent_a, spent_b, spent_c)]
+    assert ms == [17.0, 30.0, 55.0]
+    # AND together they are the invocation's time, billed once
+    assert sum(s["lm"] for s in (spent_a, spent_b, spent_c)) == 1000 * 102_000
+    assert sum(s["lq"] for s in (spent_a, spent_b, spent_c)) == MICRO
+    # AND a message done is charged nothing more
+    assert a.take() == EMPTY
 
 
 def test_a_step_counts_the_message_that_follows_it_and_its_bedrock_tokens():
