@@ -167,10 +167,9 @@ class InvocationMeter:
     def begin_message(self) -> MessageMeter:
         """The batch's next message starts (its share is due with its first commit);
         :meth:`MessageMeter.end` when it is done."""
-        mark = 0.0 if self._started == 0 else self._now_shared()
-        if self._started == 0:
-            self._now_shared()
-        meter = MessageMeter(self, index=self._started, mark=mark)
+        shared = self._now_shared()
+        # The first message is charged from the invocation's start (the batch's parsing).
+        meter = MessageMeter(self, index=self._started, mark=0.0 if self._started == 0 else shared)
         self._started += 1
         self._running += 1
         return meter

@@ -149,17 +149,23 @@ async def run_execution(
     rng: random.Random | None = None,
     clients: Callable[[str], Any] | None = None,
     max_result_bytes: int = MAX_RESULT_BYTES,
+    deadline: float | None = None,
 ) -> Execution:
     """Run attempt ``attempt`` of item (or branch) ``index`` against the state as it was
     when the fan-out started. Never raises for a tool's failure. ``clients`` reaches the
     tool as ``ctx.clients``; what it notes goes into the execution's log entry. A result
     over ``max_result_bytes`` of JSON fails the execution (:data:`MAX_RESULT_BYTES` when
-    its record holds it; the state's total cap when large results are offloaded)."""
+    its record holds it; the state's total cap when large results are offloaded).
+    ``deadline`` caps the tool's time as it does a step's (see :func:`engine.step.run_step`):
+    the step function's end, less what the commit needs."""
     fanout = fanout_of(node)
     policy = policy_node(graph, node, index)
     item = state_item(node, state, index)
     started = now()
-    deadline = started + policy.timeout_s if policy.timeout_s is not None else None
+    timeout, capped = policy.timeout_s, False
+    if deadline is not None and (timeout is None or deadline - started < timeout):
+        timeout, capped = max(deadline - started, 0.001), True
+    deadline = started + timeout if timeout is not None else None
     ctx = ToolContext(
         run_id,
         node.id,
@@ -174,12 +180,16 @@ async def run_execution(
     )
     t0 = time.perf_counter()
     try:
-        value = await _call(policy, read_only(state), ctx, policy.timeout_s)
+        value = await _call(policy, read_only(state), ctx, timeout)
         value = _checked_value(policy, value, fanout.is_map, max_result_bytes)
     except Exception as exc:  # a tool's failure is data: it is retried, caught or recorded
-        message = str(exc) or (
-            f"node timed out after {policy.timeout_s}s" if isinstance(exc, TimeoutError) else ""
-        )
+        message = str(exc)
+        if not message and isinstance(exc, TimeoutError):
+            message = (
+                f"node timed out after {timeout:.3g}s, the time the step function had left"
+                if capped
+                else f"node timed out after {timeout}s"
+            )
         error = _error(policy.id, exc, message)
         status, value, delay = _failure(policy, attempt, exc, error, rng, f"{run_id}:{base}:{index}")
         duration = (time.perf_counter() - t0) * 1000

@@ -186,13 +186,20 @@ class FanOutSteps:
                 yield index, attempt + 1
 
     async def process_item(
-        self, run_id: str, base: int, index: int, attempt: int, meter: MessageMeter | None = None
+        self,
+        run_id: str,
+        base: int,
+        index: int,
+        attempt: int,
+        meter: MessageMeter | None = None,
+        deadline: float | None = None,
     ) -> Disposition:
         """Run attempt ``attempt`` of item ``index`` of the fan-out at step ``base``, commit
-        it once, send what follows, and join if this completed the set. ``meter``: what
-        the invocation spends (the attempt's record keeps its part, the join counts it)."""
+        it once, send what follows, and join if this completed the set. ``meter``: the
+        message's part of what the invocation spends (the attempt's record keeps it, the
+        join counts it); ``deadline``: when the tool must be done (the step function's)."""
         with self.service.store.tally() as tally:
-            return await self._process_item(run_id, base, index, attempt, meter, tally)
+            return await self._process_item(run_id, base, index, attempt, meter, tally, deadline)
 
     async def _process_item(
         self,
@@ -202,6 +209,7 @@ class FanOutSteps:
         attempt: int,
         meter: MessageMeter | None,
         tally: UsageTally,
+        deadline: float | None = None,
     ) -> Disposition:
         service, store = self.service, self.service.store
         run = store.get_run(run_id)
@@ -227,6 +235,7 @@ class FanOutSteps:
             now=service.clock,
             clients=service.clients,
             max_result_bytes=MAX_RESULT_BYTES if service.blobs is None else service.max_total_state_bytes,
+            deadline=deadline,
         )
         blob = None
         if service.blobs is not None:  # a large result is written to the blob store, once per content

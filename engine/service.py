@@ -451,12 +451,20 @@ class RunService:
         return Disposition.COMMITTED if committed else Disposition.WAITING
 
     async def process_item(
-        self, run_id: str, step: int, item: int, attempt: int, meter: MessageMeter | None = None
+        self,
+        run_id: str,
+        step: int,
+        item: int,
+        attempt: int,
+        meter: MessageMeter | None = None,
+        *,
+        deadline: float | None = None,
     ) -> Disposition:
         """Handle item message ``(run_id, step, item, attempt)``: one attempt of one item
         (or branch) of the fan-out the run reached at ``step`` (see engine/fanout_service.py).
-        ``meter``: the message's part of what the invocation spends, for the run's cost."""
-        return await self.fanouts.process_item(run_id, step, item, attempt, meter)
+        ``meter``: the message's part of what the invocation spends, for the run's cost.
+        ``deadline`` caps the tool's time, as :meth:`process_step`'s does a node's."""
+        return await self.fanouts.process_item(run_id, step, item, attempt, meter, deadline)
 
     def commit_outcome(
         self,

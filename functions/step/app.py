@@ -123,7 +123,12 @@ async def process_record(record: SqsRecord, metrics: EphemeralMetrics, invocatio
             logger.info("step handled", disposition=disposition, chained=chained, chain_stop=budget.stop)
         else:
             disposition = await service.process_item(
-                message.run_id, message.step, message.item, message.attempt, meter
+                message.run_id,
+                message.step,
+                message.item,
+                message.attempt,
+                meter,
+                deadline=invocation.deadline,
             )
             logger.info("step handled", disposition=disposition, item=message.item, attempt=message.attempt)
     except Exception:  # infrastructure: the record is reported failed and redelivered

@@ -1,13 +1,14 @@
 """A batch of step messages under one Lambda timeout.
 
-A batch's messages run one after another in one invocation, and a node's ``timeout_s``
-may exceed the function's. Before this, a Lambda timeout killed the node in the middle
+A batch's step messages run one after another in one invocation (its item messages
+alongside them), and a node's ``timeout_s`` may exceed the function's. Before this, a Lambda timeout killed the node in the middle
 (its retry and catch never saw a TimeoutError) and took the batch's other messages with it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 from dataclasses import dataclass, field
 
 import pytest
@@ -137,3 +138,26 @@ def test_a_node_longer_than_the_function_times_out_where_catch_sees_it(service, 
     assert run.status == "completed" and first["status"] == "caught"
     assert first["error"]["type"] == "TimeoutError"
     assert first["error"]["message"].endswith("the time the step function had left")
+
+
+def test_a_map_item_longer_than_the_function_times_out_as_a_failed_item(service, timed):
+    # GIVEN a map item whose tool outlives the function (timeout_s 900), failures tolerated
+    timed.timeout_s = COMMIT_RESERVE_S + MIN_STEP_S + 0.2
+    graph = {
+        "start": "m",
+        "nodes": {
+            "m": {"map": {"items": "xs", "fn": "test_sleepy", "results": "ys", "tolerated_failures": 1},
+                  "params": {"seconds": 30}, "timeout_s": 900},
+        },
+    }  # fmt: skip
+    run_id = service.start_run(service.create_graph(graph).graph_id, {"xs": [1]}).run_id
+
+    # WHEN it runs
+    timed.drain()
+
+    # THEN the item timed out before the function did, and the map tolerated it
+    run = service.get_run(run_id)
+    [error] = json.loads(run.state["ys_errors"])
+    assert run.status == "completed" and json.loads(run.state["ys"]) == [None]
+    assert error["type"] == "TimeoutError"
+    assert error["message"].endswith("the time the step function had left")
