@@ -29,6 +29,7 @@ ASSUMED_LATENCY_S = {
     "dynamodb:PutItem": 0.005,
     "dynamodb:TransactWriteItems": 0.012,
     "sqs:SendMessage": 0.008,
+    "sqs:SendMessageBatch": 0.008,  # a fan-out's item messages: ten bodies of a few dozen bytes
 }
 DEFAULT_LATENCY_S = 0.006
 PER_MILLION = 1_000_000

@@ -1,7 +1,8 @@
 """Fan-out nodes on the step loop: one message per item (or branch), joined exactly once.
 
 A step message for a run at a ``map`` or ``parallel`` node opens the fan-out — the store
-starts counting its executions — and sends the first ``max_concurrency`` item messages.
+starts counting its executions — and sends the first ``max_concurrency`` item messages
+together (:meth:`~engine.ports.StepQueue.send_items`: on SQS, ten to a request).
 An item message runs one attempt of one item, then commits it in two writes:
 
 1. :meth:`~engine.ports.RunStore.claim_execution` takes the next log step for that
@@ -21,7 +22,8 @@ then after 2, 4, 8 … seconds (a worker that was only slow has written it by th
 however loaded the machine), and the redelivery of a worker that died finds its claim
 again, writes the entry, sees the set complete and joins. A fan-out that makes no
 progress for ``stall_after_s`` is found by the sweeper like any stalled run; its step
-message re-sends every item that is due and not finished, or joins a complete set.
+message re-sends every item that is due and not finished (together, as the opening
+does), or joins a complete set.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ from engine.fanout import (
     offload_execution,
     run_execution,
 )
-from engine.ports import Claim, ExecutionRecord, FanOutRecord, RunRecord
+from engine.ports import SEND_BATCH_MAX, Claim, ExecutionRecord, FanOutRecord, RunRecord
 from engine.service import Disposition
 
 if TYPE_CHECKING:
@@ -103,11 +105,12 @@ class FanOutSteps:
             outcome = join(graph, node, base, state, {}, 0, now=service.clock)
             return service.commit_outcome(run, base, outcome, state, meter=meter, spent=read)
         width = min(fanout_of(node).max_concurrency, total)
-        # What opening costs is kept with the fan-out, for the join to count.
-        cost = read + _taken(meter) + {SQS_REQUESTS: width * MICRO}
+        # What opening costs is kept with the fan-out, for the join to count: its item
+        # messages go SEND_BATCH_MAX to a request.
+        sends = -(-width // SEND_BATCH_MAX)
+        cost = read + _taken(meter) + {SQS_REQUESTS: sends * MICRO}
         store.open_fanout(run.run_id, base, total, service.clock(), cost=cost)
-        for index in range(width):
-            service.queue.send_item(run.run_id, base, index, 1)
+        service.queue.send_items(run.run_id, base, [(index, 1) for index in range(width)])
         return Disposition.FANNED_OUT
 
     def _resume(
@@ -130,8 +133,8 @@ class FanOutSteps:
         if service.clock() - fanout.updated_at < service.stall_after_s:
             return Disposition.IN_PROGRESS
         # Stalled: some item message was lost, or a claimed attempt was never written.
-        for index, attempt in self._due(node, fanout, self._written(fanout)):
-            service.queue.send_item(run.run_id, fanout.base, index, attempt)
+        due = list(self._due(node, fanout, self._written(fanout)))
+        service.queue.send_items(run.run_id, fanout.base, due)
         return Disposition.RESENT
 
     def reopen(
@@ -143,8 +146,7 @@ class FanOutSteps:
         total = len(item_list(node, self.service.live_state(run).view()))
         store, clock = self.service.store, self.service.clock
         fanout = store.open_fanout(run.run_id, run.cursor.step, total, clock(), prior=prior, carried=carried)
-        for index, attempt in self._due(node, fanout, frozenset()):
-            self.service.queue.send_item(run.run_id, fanout.base, index, attempt)
+        self.service.queue.send_items(run.run_id, fanout.base, list(self._due(node, fanout, frozenset())))
 
     def resend_due(self, run: RunRecord, graph: CompiledGraph) -> int:
         """Re-send the item messages of ``run``'s open fan-out that should be running now
@@ -156,8 +158,7 @@ class FanOutSteps:
         if fanout is None or fanout.complete or fanout.closed_at is not None:
             return 0
         due = list(self._due(node, fanout, self._written(fanout)))
-        for index, attempt in due:
-            self.service.queue.send_item(run.run_id, fanout.base, index, attempt)
+        self.service.queue.send_items(run.run_id, fanout.base, due)
         return len(due)
 
     def _written(self, fanout: FanOutRecord) -> frozenset[tuple[int, int]]:

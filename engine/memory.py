@@ -10,7 +10,7 @@ import copy
 import math
 import threading
 from collections import deque
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import replace
 from typing import Any
@@ -355,6 +355,11 @@ class InMemoryStepQueue:
     def send_item(self, run_id: str, step: int, item: int, attempt: int, delay_s: float = 0.0) -> None:
         with self._lock:
             self.messages.append(StepMessage(run_id, step, delay_s, item=item, attempt=attempt))
+
+    def send_items(self, run_id: str, step: int, items: Sequence[tuple[int, int]]) -> None:
+        messages = [StepMessage(run_id, step, item=item, attempt=attempt) for item, attempt in items]
+        with self._lock:  # in order, and together: no other send comes in between
+            self.messages.extend(messages)
 
     def pop(self) -> StepMessage | None:
         with self._lock:

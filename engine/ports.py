@@ -7,7 +7,7 @@ against both.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -355,6 +355,12 @@ class RunStore(WaitStore, Protocol):
         (the same on every call), or None if there is no such fan-out."""
 
 
+#: Item messages one request of :meth:`StepQueue.send_items` carries at most (SQS's
+#: SendMessageBatch takes 10 entries): a fan-out opened ``width`` items wide costs
+#: ``ceil(width / SEND_BATCH_MAX)`` requests, not one per item.
+SEND_BATCH_MAX = 10
+
+
 class StepQueue(Protocol):
     """Delivers step messages ``(run_id, step)`` at least once, after an optional delay.
 
@@ -365,6 +371,17 @@ class StepQueue(Protocol):
     def send_step(self, run_id: str, step: int, delay_s: float = 0.0) -> None: ...
 
     def send_item(self, run_id: str, step: int, item: int, attempt: int, delay_s: float = 0.0) -> None: ...
+
+    def send_items(self, run_id: str, step: int, items: Sequence[tuple[int, int]]) -> None:
+        """Send the item messages ``(item, attempt)`` of the fan-out at ``step``, without
+        delay, in as few requests as the queue allows (:data:`SEND_BATCH_MAX` items each):
+        a fan-out opens, or is resent, many items at once, and each request is billed
+        and is a round trip.
+
+        All or an error: a send that fails part-way raises once the queue has given up,
+        so the caller's message is redelivered — the fan-out's stalled path then re-sends
+        every item that is due, and a duplicate item message finds its attempt claimed.
+        """
 
 
 class Timers(Protocol):

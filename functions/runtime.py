@@ -15,7 +15,7 @@ and the benchmarks install theirs with :func:`set_app`, passing moto or metered 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from functions.settings import Settings, SettingsError
@@ -83,6 +83,9 @@ class _NoQueue:
         raise SettingsError("missing environment variable FLOWFORGE_STEP_QUEUE_URL")
 
     def send_item(self, run_id: str, step: int, item: int, attempt: int, delay_s: float = 0.0) -> None:
+        raise SettingsError("missing environment variable FLOWFORGE_STEP_QUEUE_URL")
+
+    def send_items(self, run_id: str, step: int, items: Sequence[tuple[int, int]]) -> None:
         raise SettingsError("missing environment variable FLOWFORGE_STEP_QUEUE_URL")
 
 

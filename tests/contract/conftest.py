@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import pytest
 
 from engine.memory import InMemoryRunStore, InMemoryStepQueue
+from engine.stepmessage import StepMessage
 from functions.aws.dynamodb import DynamoRunStore
 from functions.aws.sqs import SqsStepQueue
 from tests.functional import fixtures
@@ -29,14 +29,21 @@ def store(request):
 
 @dataclass
 class QueueUnderTest:
-    """A StepQueue and a way to take what it delivers: (run_id, step, delay_s) in order.
+    """A StepQueue and a way to take what it delivers: (run_id, step, delay_s) in order,
+    or each message whole with :meth:`take_messages`.
 
     The delay is what the backend honours: SQS in whole seconds (found by moving the
     clock until the message is visible), the in-memory queue as given.
     """
 
     queue: object
-    take: Callable[[], list[tuple[str, int, float]]]
+    take_delivered: Callable[[], list[tuple[StepMessage, float]]]
+
+    def take(self) -> list[tuple[str, int, float]]:
+        return [(message.run_id, message.step, delay) for message, delay in self.take_delivered()]
+
+    def take_messages(self) -> list[StepMessage]:
+        return [message for message, _ in self.take_delivered()]
 
 
 @pytest.fixture(params=["memory", "sqs"])
@@ -47,7 +54,7 @@ def queue(request) -> QueueUnderTest:
         def take_memory():
             taken = []
             while (message := memory.pop()) is not None:
-                taken.append((message.run_id, message.step, message.delay_s))
+                taken.append((message, message.delay_s))
             return taken
 
         return QueueUnderTest(memory, take_memory)
@@ -63,9 +70,10 @@ def queue(request) -> QueueUnderTest:
         for _ in range(902):  # up to the 900 s maximum delay
             response = sqs.receive_message(QueueUrl=stack["queue_url"], MaxNumberOfMessages=10)
             for message in response.get("Messages", []):
-                body = json.loads(message["Body"])
-                taken.append((body["run_id"], body["step"], clock() - start))
+                taken.append((StepMessage.from_json(message["Body"]), clock() - start))
                 sqs.delete_message(QueueUrl=stack["queue_url"], ReceiptHandle=message["ReceiptHandle"])
+            if response.get("Messages"):
+                continue  # there may be more than one receive's ten
             attributes = sqs.get_queue_attributes(
                 QueueUrl=stack["queue_url"], AttributeNames=["ApproximateNumberOfMessagesDelayed"]
             )["Attributes"]

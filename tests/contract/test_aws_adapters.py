@@ -13,7 +13,7 @@ from engine.step import Cursor
 from engine.stepmessage import MalformedStepMessage, StepMessage
 from functions.aws import dynamodb_codec as codec
 from functions.aws.dynamodb import DynamoRunStore
-from functions.aws.sqs import SqsStepQueue, delay_seconds
+from functions.aws.sqs import SqsStepQueue, batches, delay_seconds
 from functions.runtime import build_app
 from functions.settings import Settings, SettingsError
 
@@ -163,10 +163,85 @@ def test_send_step_sends_a_step_message():
     assert StepMessage.from_json(params["MessageBody"]) == StepMessage(run_id="run_1", step=4)
 
 
+class BatchingSqs:
+    """Records each SendMessageBatch; the entries whose body names an item in ``failing``
+    are answered ``Failed``, as many times as that item's count."""
+
+    def __init__(self, failing: dict[int, int] | None = None) -> None:
+        self.batches: list[dict] = []
+        self.failing = dict(failing or {})
+
+    def send_message_batch(self, **params):
+        self.batches.append(params)
+        failed = []
+        for entry in params["Entries"]:
+            item = json.loads(entry["MessageBody"])["item"]
+            if self.failing.get(item, 0) > 0:
+                self.failing[item] -= 1
+                failed.append({"Id": entry["Id"], "SenderFault": False, "Code": "InternalError"})
+        ok = [
+            {"Id": e["Id"], "MessageId": "m"}
+            for e in params["Entries"]
+            if e["Id"] not in {f["Id"] for f in failed}
+        ]
+        return {"Successful": ok, "Failed": failed} if failed else {"Successful": ok}
+
+
+def test_send_items_sends_ten_item_messages_to_a_request_in_order():
+    sqs = BatchingSqs()
+    SqsStepQueue("https://queue", lambda: sqs).send_items("run_1", 4, [(i, 1 + i % 2) for i in range(23)])
+    assert [len(batch["Entries"]) for batch in sqs.batches] == [10, 10, 3]
+    assert {batch["QueueUrl"] for batch in sqs.batches} == {"https://queue"}
+    entries = [entry for batch in sqs.batches for entry in batch["Entries"]]
+    bodies = [json.loads(entry["MessageBody"]) for entry in entries]
+    assert bodies == [{"run_id": "run_1", "step": 4, "item": i, "attempt": 1 + i % 2} for i in range(23)]
+    assert {entry["DelaySeconds"] for entry in entries} == {0}
+    for batch in sqs.batches:  # Ids unique within each call
+        assert len({entry["Id"] for entry in batch["Entries"]}) == len(batch["Entries"])
+
+
+def test_send_items_of_nothing_makes_no_request():
+    sqs = BatchingSqs()
+    SqsStepQueue("https://queue", lambda: sqs).send_items("run_1", 4, [])
+    assert sqs.batches == []
+
+
+def test_batches_keep_their_bodies_within_the_byte_limit_too():
+    entries = [{"Id": str(i), "MessageBody": "x" * 40} for i in range(7)]
+    assert [len(b) for b in batches(entries, max_entries=10, max_bytes=100)] == [2, 2, 2, 1]
+    assert [len(b) for b in batches(entries, max_entries=3, max_bytes=10_000)] == [3, 3, 1]
+    assert [b[0]["Id"] for b in batches(entries, max_entries=3)] == ["0", "3", "6"]
+
+
+def test_a_failed_batch_entry_is_sent_once_more():
+    # GIVEN SQS failing the entries of items 3 and 12 once each
+    sqs = BatchingSqs(failing={3: 1, 12: 1})
+
+    # WHEN 15 items are sent
+    SqsStepQueue("https://queue", lambda: sqs).send_items("run_1", 4, [(i, 1) for i in range(15)])
+
+    # THEN each failed entry went again, alone in its batch's retry, right after it
+    items = [[json.loads(e["MessageBody"])["item"] for e in batch["Entries"]] for batch in sqs.batches]
+    assert items == [list(range(10)), [3], list(range(10, 15)), [12]]
+
+
+def test_a_batch_entry_failing_twice_raises_naming_the_run_step_and_items():
+    sqs = BatchingSqs(failing={3: 2, 5: 2, 7: 1})
+    queue = SqsStepQueue("https://queue", lambda: sqs)
+    with pytest.raises(
+        StoreUnavailableError, match=r"run 'run_1' step 4.*item 3 attempt 1.*item 5 attempt 1"
+    ) as raised:
+        queue.send_items("run_1", 4, [(i, 1) for i in range(15)])
+    assert "item 7" not in str(raised.value)  # sent on its second try
+    assert len(sqs.batches) == 2  # the first ten and their retry: the rest is left unsent
+
+
 def test_a_missing_queue_url_fails_at_first_send_naming_the_variable():
     app = build_app(Settings("table"), lambda name: pytest.fail("no client without a queue"))
     with pytest.raises(SettingsError, match="FLOWFORGE_STEP_QUEUE_URL"):
         app.service.queue.send_step("run1", 0)
+    with pytest.raises(SettingsError, match="FLOWFORGE_STEP_QUEUE_URL"):
+        app.service.queue.send_items("run1", 0, [(0, 1)])
 
 
 @pytest.mark.parametrize(

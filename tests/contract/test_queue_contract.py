@@ -24,3 +24,14 @@ def test_each_send_is_a_separate_delivery(queue):
     queue.queue.send_step("run1", 1)
     queue.queue.send_step("run1", 1)
     assert [(r, s) for r, s, _ in queue.take()] == [("run1", 1), ("run1", 1)]
+
+
+def test_a_fanouts_item_messages_sent_together_are_each_delivered(queue):
+    # 23 items: more than one request's worth on SQS (ten to a SendMessageBatch)
+    items = [(index, 1 + index % 3) for index in range(23)]
+    queue.queue.send_items("run1", 4, items)
+    delivered = queue.take_messages()
+    assert sorted((m.run_id, m.step, m.item, m.attempt) for m in delivered) == [
+        ("run1", 4, index, attempt) for index, attempt in items
+    ]
+    assert {m.delay_s for m in delivered} == {0}

@@ -237,16 +237,23 @@ def test_an_attempt_that_died_after_its_claim_is_run_again_when_stalled_never_su
 def test_lost_item_messages_are_resent_by_the_sweeper(service, pump, clock):
     # GIVEN a map whose first item messages are lost (the queue drops them)
     graph, state = map_graph(max_concurrency=2), {"xs": [1, 2, 3, 4]}
-    send_item = service.queue.send_item
+    send_item, send_items = service.queue.send_item, service.queue.send_items
     lost = []
 
-    def lossy(run_id, step, item, attempt, delay_s=0.0):
+    def kept(item, attempt):
         if item in (0, 2) and (item, attempt) not in lost:
             lost.append((item, attempt))
-            return None
-        return send_item(run_id, step, item, attempt, delay_s)
+            return False
+        return True
 
-    service.queue.send_item = lossy
+    def lossy(run_id, step, item, attempt, delay_s=0.0):
+        if kept(item, attempt):
+            send_item(run_id, step, item, attempt, delay_s)
+
+    def lossy_batch(run_id, step, items):
+        send_items(run_id, step, [(item, attempt) for item, attempt in items if kept(item, attempt)])
+
+    service.queue.send_item, service.queue.send_items = lossy, lossy_batch
     run_id = start(service, graph, state)
     pump.drain()
     assert service.get_run(run_id).status == "running"

@@ -1,10 +1,11 @@
 """Faults for the distributed step loop: at the AWS calls, and in the delivery itself.
 
 :class:`BotoFaults` hooks the step handler's own boto3 clients (botocore events) and
-throws what AWS and Lambda throw at a step: DynamoDB throttling, SQS send errors,
-network errors, and the function dying before or after each read, write (the slot that
-commits a step, the snapshot after it) or send. :class:`ChaosPump` — the functional tests' :class:`QueuePump` with
-a fault plan — delivers batches twice, to concurrent workers, out of order, forgets to
+throws what AWS and Lambda throw at a step: DynamoDB throttling, SQS send errors (a
+batch's entries failed one by one included), network errors, and the function dying
+before or after each read, write (the slot that commits a step, the snapshot after it)
+or send. :class:`ChaosPump` — the functional tests' :class:`QueuePump` with a fault plan
+— delivers batches twice, to concurrent workers, out of order, forgets to
 acknowledge, loses whole invocations and replays stale messages later.
 
 Every fault is transient: a message that has already been received
@@ -81,6 +82,11 @@ BEFORE_CALL = {
         "sqs_internal_error": lambda op: client_error("InternalError", op),
         "died_before_send": _died_before,
     },
+    ("sqs", "SendMessageBatch"): {  # a fan-out's item messages, ten to a request
+        "sqs_throttled": lambda op: client_error("RequestThrottled", op),
+        "sqs_internal_error": lambda op: client_error("InternalError", op),
+        "died_before_send": _died_before,
+    },
     ("scheduler", "CreateSchedule"): {  # a long timer's schedule
         "scheduler_throttled": lambda op: client_error("ThrottlingException", op),
         "died_before_schedule": _died_before,
@@ -91,6 +97,7 @@ AFTER_CALL = {
     ("dynamodb", "PutItem"): "died_after_write",
     ("dynamodb", "UpdateItem"): "died_after_claim",
     ("sqs", "SendMessage"): "died_after_send",
+    ("sqs", "SendMessageBatch"): "died_after_send",
     ("scheduler", "CreateSchedule"): "died_after_schedule",
 }
 
@@ -149,6 +156,23 @@ class BotoFaults:
         for (svc, operation), kind in AFTER_CALL.items():
             if svc == service:
                 client.meta.events.register(f"after-call.{svc}.{operation}", self._after(operation, kind))
+        if service == "sqs":
+            events = client.meta.events
+            events.register("before-parameter-build.sqs.SendMessageBatch", self._drop_entries)
+            events.register("after-call.sqs.SendMessageBatch", self._report_dropped)
+
+    def _drop_entries(self, params, context, **_):
+        """A batch that half succeeds: some of its entries are kept from SQS, and its
+        answer lists them as ``Failed`` (:meth:`_report_dropped`)."""
+        entries = params.get("Entries", [])
+        if len(entries) > 1 and self.plan.roll("sqs_batch_entries_failed"):
+            dropped = self.plan.randint(1, len(entries) - 1)
+            params["Entries"], context["flowforge_dropped"] = entries[dropped:], entries[:dropped]
+
+    def _report_dropped(self, parsed, context, **_):
+        for entry in context.get("flowforge_dropped", []):
+            failure = {"Id": entry["Id"], "SenderFault": False, "Code": "InternalError"}
+            parsed.setdefault("Failed", []).append(failure)
 
     def _before(self, operation: str, kinds: dict):
         def hook(params, context, **_):

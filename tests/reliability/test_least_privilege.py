@@ -342,7 +342,10 @@ async def rel_big(state, ctx):
 
 
 #: Operations whose IAM action has another name.
-IAM_ACTIONS = {"s3:HeadObject": "s3:GetObject"}
+IAM_ACTIONS = {
+    "s3:HeadObject": "s3:GetObject",
+    "sqs:SendMessageBatch": "sqs:SendMessage",  # a fan-out's item messages, ten to a request
+}
 
 
 class CallsByFunction:
