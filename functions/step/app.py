@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 
 from aws_lambda_powertools import Logger
@@ -27,11 +28,22 @@ logger = Logger(service="flowforge-step")
 _local = threading.local()
 
 
+#: Threads for the tools a batch runs off the event loop (sync tools, model calls through
+#: ``asyncio.to_thread``): a batch's item messages run alongside, up to 10 (BatchSize),
+#: each maybe waiting in a thread. asyncio's default, ``os.cpu_count() + 4``, is 6 on a
+#: function that sees 2 CPUs, so the 7th item's call would wait for the first to finish.
+TOOL_THREADS = 32
+
+
 def run_async(coro):
-    """Run ``coro`` on this thread's event loop, created once and reused across invocations."""
+    """Run ``coro`` on this thread's event loop, created once and reused across invocations
+    (with :data:`TOOL_THREADS` threads for what runs off the loop)."""
     runner = getattr(_local, "runner", None)
     if runner is None:
         runner = _local.runner = asyncio.Runner()
+        runner.get_loop().set_default_executor(
+            ThreadPoolExecutor(max_workers=TOOL_THREADS, thread_name_prefix="flowforge-tool")
+        )
     return runner.run(coro)
 
 

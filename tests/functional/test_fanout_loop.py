@@ -5,6 +5,7 @@ cancel, and the sweeper's repair of a fan-out whose messages were lost."""
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections import Counter
 
 import pytest
@@ -49,6 +50,17 @@ async def together(state, ctx):
         return ctx.item + 1
     finally:
         TOGETHER["running"] -= 1
+
+
+ALL_TEN = threading.Barrier(10, timeout=5)
+
+
+@default_registry.tool("test_all_ten")
+def all_ten(state, ctx):
+    """A sync tool (run in a thread): ctx.item, once 10 items wait at once (else it fails
+    after 5 s with BrokenBarrierError)."""
+    ALL_TEN.wait()
+    return ctx.item
 
 
 def map_graph(max_concurrency: int = 3, tolerated: int = 0, items: str = "xs") -> dict:
@@ -135,6 +147,27 @@ def test_item_messages_received_in_one_batch_run_alongside_each_other(service, p
     assert TOGETHER["peak"] == 4
     assert decode_state(service.get_run(run_id).state)["ys"] == [2, 3, 4, 5]
     assert_matches_runner(service, run_id, graph, {"xs": [1, 2, 3, 4]})
+
+
+def test_ten_items_with_sync_tools_in_one_batch_each_get_a_thread_at_once(service, pump):
+    # GIVEN a map of 10 items whose sync tool returns only once all 10 are waiting together
+    graph = {
+        "start": "m",
+        "nodes": {
+            "m": {"map": {"items": "xs", "fn": "test_all_ten", "results": "ys", "max_concurrency": 10}}
+        },
+    }
+    ALL_TEN.reset()
+    run_id = start(service, graph, {"xs": list(range(10))})
+    pump.step_once()  # the fan-out opens: its 10 item messages
+
+    # WHEN they reach one invocation
+    delivered = pump.step_once(max_messages=10)
+    pump.drain()
+
+    # THEN all 10 ran at once (asyncio's default of cpu_count + 4 threads would hold some back)
+    assert len(delivered) == 10
+    assert decode_state(service.get_run(run_id).state)["ys"] == list(range(10))
 
 
 def test_duplicated_and_racing_deliveries_commit_each_execution_once_and_join_once(service, pump):
