@@ -124,7 +124,15 @@ async def process_sqs_batch_async(
         if together and has_time is not None and not has_time():
             leave(together)
             together = []
-        await asyncio.gather(in_turn(rest), *(run(record) for record in together))
+        # Every task ends before the answer: one that raised past ``run`` (not an
+        # Exception: the invocation fails) must not leave the others pending on the loop,
+        # to go on in the next invocation.
+        ended = await asyncio.gather(
+            in_turn(rest), *(run(record) for record in together), return_exceptions=True
+        )
+        for outcome in ended:
+            if isinstance(outcome, BaseException):
+                raise outcome
     finally:
         metrics.flush_metrics()
     return {"batchItemFailures": failures}

@@ -131,3 +131,32 @@ def test_items_are_left_for_redelivery_too_when_no_time_is_left_at_the_start(cap
         )
     )
     assert sorted(f["itemIdentifier"] for f in response["batchItemFailures"]) == ["m0", "m1"]
+
+
+def test_a_record_that_kills_the_invocation_fails_it_only_once_the_others_have_ended():
+    # GIVEN a batch whose first item raises past its handler (no Exception: the function
+    # dies), while another item is still waiting
+    class Died(BaseException):
+        pass
+
+    ended = []
+
+    async def handle(record: SqsRecord, metrics) -> None:
+        if record.body == "i-dies":
+            raise Died
+        await asyncio.sleep(0.01)
+        ended.append(record.body)
+
+    # WHEN it is processed
+    with pytest.raises(Died):
+        asyncio.run(
+            process_sqs_batch_async(
+                sqs_event("i-dies", "i-waits", "s1"),
+                handle,
+                service="test",
+                alongside=lambda record: record.body.startswith("i"),
+            )
+        )
+
+    # THEN the invocation failed only after the others ended (none is left on the loop)
+    assert sorted(ended) == ["i-waits", "s1"]
