@@ -280,7 +280,8 @@ class FlowForgeClient:
     async def wait(self, run_id: str) -> dict[str, Any]:
         """Poll until the run has finished or waits (a callback, a timer); its view with logs."""
         while True:
-            view = await self.get_state(run_id, logs=False)
+            # Only what decides: the state and the logs are fetched once, at the end.
+            view = (await self.request("GET", f"/graph/state/{run_id}", query={"fields": "status,done"}))[1]
             if view["done"] or view["status"] == "waiting":
                 return await self.get_state(run_id)
             await asyncio.sleep(POLL_INTERVAL_S)

@@ -227,3 +227,35 @@ def test_a_cancelled_run_ends_without_a_node_none():
     asyncio.run(show(_messages(done), Display(out, live=False)))
     assert out.getvalue().splitlines()[-1].startswith("cancelled: run cancelled by request (0 steps")
     assert "None" not in out.getvalue()
+
+
+def test_wait_polls_only_the_status_and_fetches_the_whole_run_once_at_the_end(monkeypatch):
+    # GIVEN a run that is still running for two polls, then completed
+    monkeypatch.setattr("flowforge.client.POLL_INTERVAL_S", 0)
+    queries: list[dict[str, str]] = []
+
+    async def handler(request):
+        queries.append(dict(request.query))
+        polls = sum(1 for q in queries if q.get("fields"))
+        done = polls > 2
+        view = {"run_id": "r", "status": "completed" if done else "running", "done": done}
+        if not request.query.get("fields"):
+            view |= {"state": {"summary": "s"}, "logs": [{"seq": 0}], "logs_next": None}
+        return web.json_response(view)
+
+    async def scenario():
+        server = await _serve(handler)
+        try:
+            async with _client(server) as api:
+                return await api.wait("r")
+        finally:
+            await server.close()
+
+    # WHEN the CLI waits for it
+    view = asyncio.run(asyncio.wait_for(scenario(), 20))
+
+    # THEN each poll asks for status and done alone, and the run with its state and logs
+    # is fetched once, after it ended
+    assert queries[:3] == [{"fields": "status,done"}] * 3
+    assert len(queries) == 4 and "fields" not in queries[3]
+    assert view["state"] == {"summary": "s"} and view["logs"] == [{"seq": 0}]
