@@ -30,11 +30,12 @@ _encode_string = json.encoder.encode_basestring  # what _dumps does with a str (
 def encode_value(key: str, value: Any) -> str:
     """JSON text of one state value; a clear error for what JSON cannot hold, or for text
     UTF-8 cannot encode (a lone surrogate, which no store, log or socket can carry)."""
-    shown = key if len(key) <= 40 else f"{key[:40]}..."
-    if reason := lone_surrogate(key):
-        raise InvalidStateError(f"state key {shown!r} is not valid UTF-8 text ({reason})")
+    if not key.isascii() and (reason := lone_surrogate(key)):
+        raise InvalidStateError(f"state key {_shown(key)!r} is not valid UTF-8 text ({reason})")
     if not key or (len(key) * 4 > MAX_STATE_KEY_BYTES and len(key.encode()) > MAX_STATE_KEY_BYTES):
-        raise InvalidStateError(f"state key {shown!r} must be 1 to {MAX_STATE_KEY_BYTES} bytes long (UTF-8)")
+        raise InvalidStateError(
+            f"state key {_shown(key)!r} must be 1 to {MAX_STATE_KEY_BYTES} bytes long (UTF-8)"
+        )
     try:
         # What the encoder answers for an integer or a string, without its setup (most
         # updates are one of these; a bool is not an int here). Digits need no check.
@@ -43,14 +44,19 @@ def encode_value(key: str, value: Any) -> str:
             return int.__repr__(value)
         text = _encode_string(value) if kind is str else _dumps(value)
     except (TypeError, ValueError) as exc:
-        raise InvalidStateError(f"state key {shown!r} is not JSON-serializable: {exc}") from None
+        raise InvalidStateError(f"state key {_shown(key)!r} is not JSON-serializable: {exc}") from None
     except RecursionError:
-        raise InvalidStateError(f"state key {shown!r} nests arrays or objects too deeply") from None
-    if reason := lone_surrogate(text):
+        raise InvalidStateError(f"state key {_shown(key)!r} nests arrays or objects too deeply") from None
+    if not text.isascii() and (reason := lone_surrogate(text)):
         raise InvalidStateError(
-            f"state key {shown!r} holds text that is not valid UTF-8 ({reason} of its JSON)"
+            f"state key {_shown(key)!r} holds text that is not valid UTF-8 ({reason} of its JSON)"
         )
     return text
+
+
+def _shown(key: str) -> str:
+    """A state key as an error message names it: cut at 40 characters."""
+    return key if len(key) <= 40 else f"{key[:40]}..."
 
 
 def encode_state(state: Any) -> dict[str, str]:
@@ -193,7 +199,8 @@ class StateSize:
                 self.offloaded += extra - self._offloaded.pop(key, 0)
                 if extra:
                     self._offloaded[key] = extra
-        self.check()
+        if self.total > self.limit or self.offloaded:  # check(), called only when it may raise
+            self.check()
         return added
 
     def check(self) -> None:

@@ -232,6 +232,7 @@ async def run_step(
     if deadline is not None and (timeout is None or deadline - started < timeout):
         timeout, capped = max(deadline - started, 0.001), True
     deadline = started + timeout if timeout is not None else None
+    # Positional, in ToolContext's field order (cheaper than keywords, once per step).
     ctx = ToolContext(
         run_id,
         node.id,
@@ -240,9 +241,12 @@ async def run_step(
         cursor.iteration,
         deadline,
         node.params,
-        clients=clients,
-        callback_token=callback.token if callback is not None else None,
-        callback_url=callback.url if callback is not None else None,
+        None,
+        None,
+        clients,
+        {},
+        None if callback is None else callback.token,
+        None if callback is None else callback.url,
     )
     tool = node.tool
     if node.callback is not None:
@@ -425,7 +429,8 @@ def enforce_limits(
 
     Returns the outcome to commit and the update's per-key JSON. ``offload`` (see
     engine/blobs.py) writes each value over its threshold to the blob store and gives
-    the stored texts, references in their place: the cap then counts the references,
+    the stored texts, references in their place (the very dict it was given when it
+    offloads nothing, as :meth:`Blobs.offload` does): the cap then counts the references,
     and the log ``result`` shows them (``{"$blob": {...}}``). An update that is not
     JSON or would push the state over the cap is not applied: the run fails at this
     node instead (:func:`refuse_update`). A log ``result`` over
@@ -436,13 +441,14 @@ def enforce_limits(
         return outcome, {}
     try:
         encoded = {key: encode_value(key, value) for key, value in outcome.update.items()}
-        if offload is not None:
-            encoded = offload(encoded)
+        offloaded = offload is not None and (stored := offload(encoded)) is not encoded
+        if offloaded:  # an offload gives back the same dict when it offloads nothing
+            encoded = stored
         result_bytes = size.apply(encoded)
     except FlowForgeError as exc:
         return refuse_update(outcome, exc, before), {}
     log = outcome.log
-    if offload is not None and any(text[:1] == "@" for text in encoded.values()):
+    if offloaded:
         log = {**log, "result": _with_refs(outcome.update, encoded)}
     if result_bytes > MAX_LOG_RESULT_BYTES:
         log = {**log, "result": {"_truncated": True, "bytes": result_bytes, "keys": _marker_keys(encoded)}}

@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import UTC, datetime
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from engine import default_registry, logentry
 from engine.logentry import MESSAGE_PREFIX, StoredEntry, stored_entry
@@ -16,7 +19,7 @@ from engine.logstream import LogStream
 from engine.logstream_memory import InMemorySubscriptionStore
 from engine.memory import InMemoryRunStore, InMemoryStepQueue
 from engine.service import RunService
-from engine.step import TERMINAL
+from engine.step import TERMINAL, iso_time
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
@@ -202,3 +205,24 @@ def test_a_live_log_stops_before_a_gap_only_a_fan_outs_late_entry_can_fill():
     assert cut([(0, "step"), (2, "step"), (4, "item")]) == [0, 2]
     assert cut([(0, "step"), (1, "item"), (2, "step")]) == [0, 1, 2]
     assert cut([]) == []
+
+
+@settings(max_examples=2000, deadline=None)
+@given(
+    st.one_of(
+        st.floats(min_value=0, max_value=4_102_444_800, allow_nan=False),
+        # the edges: half a microsecond either side of a millisecond and of a second
+        st.builds(
+            lambda s, ms, d: s + ms / 1000 + d,
+            st.integers(1_600_000_000, 1_900_000_000),
+            st.integers(0, 1000),
+            st.sampled_from([0.0, 5e-7, -5e-7, 4.9e-7, -4.9e-7, 1e-9, -1e-9]),
+        ),
+    )
+)
+def test_a_log_timestamp_is_datetimes_own_text(ts):
+    # GIVEN any epoch time / WHEN a step stamps it / THEN the text is datetime's, to the
+    # millisecond, in UTC with a Z (iso_time formats each second once and keeps it)
+    expected = datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")
+    assert iso_time(ts) == expected.replace("+00:00", "Z")
+    assert iso_time(ts) == iso_time(ts)  # the remembered second gives the same text
