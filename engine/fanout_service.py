@@ -28,7 +28,8 @@ does), or joins a complete set.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import replace
 from functools import partial
 from typing import TYPE_CHECKING
 
@@ -66,6 +67,38 @@ def pending_check_delay(waited_s: float, stall_after_s: float) -> float | None:
     the next check would come after the fan-out counts as stalled: the sweeper's turn."""
     delay = max(PENDING_CHECK_S, waited_s)
     return delay if waited_s + delay < stall_after_s else None
+
+
+#: How long a batch's read of a run serves its other item messages (seconds): they start
+#: together, so their reads would be made within moments of each other anyway.
+SHARED_READ_MAX_AGE_S = 0.5
+
+
+class ItemReads:
+    """The runs a batch's item messages read, shared by the items of one fan-out.
+
+    The items of a map arrive together (the opening sends them ten to a request) and a
+    batch starts its item messages at once: each would read the run within moments of
+    the others, for the same fan-out step. The first one's read serves the others that
+    start within :data:`SHARED_READ_MAX_AGE_S` of it — one query for up to ten items —
+    each getting its own copy; an item that starts later reads again, so a cancel is
+    seen as soon as before. The read is counted once, in the cost of the item that made
+    it. One per invocation (a batch): never across invocations.
+    """
+
+    def __init__(self, clock: Callable[[], float], max_age_s: float = SHARED_READ_MAX_AGE_S) -> None:
+        self._clock = clock
+        self._max_age_s = max_age_s
+        self._runs: dict[tuple[str, int], tuple[float, RunRecord | None]] = {}
+
+    def run(self, run_id: str, base: int, read: Callable[[], RunRecord | None]) -> RunRecord | None:
+        """The run for an item of the fan-out at step ``base``: shared, or ``read()``."""
+        now = self._clock()
+        known = self._runs.get((run_id, base))
+        if known is None or now - known[0] > self._max_age_s:
+            known = self._runs[(run_id, base)] = (now, read())
+        run = known[1]
+        return None if run is None else replace(run, state=dict(run.state))
 
 
 class ExecutionChanged(StoreUnavailableError):
@@ -194,13 +227,15 @@ class FanOutSteps:
         attempt: int,
         meter: MessageMeter | None = None,
         deadline: float | None = None,
+        reads: ItemReads | None = None,
     ) -> Disposition:
         """Run attempt ``attempt`` of item ``index`` of the fan-out at step ``base``, commit
         it once, send what follows, and join if this completed the set. ``meter``: the
         message's part of what the invocation spends (the attempt's record keeps it, the
-        join counts it); ``deadline``: when the tool must be done (the step function's)."""
+        join counts it); ``deadline``: when the tool must be done (the step function's);
+        ``reads``: the batch's reads of runs, shared by its items (:class:`ItemReads`)."""
         with self.service.store.tally() as tally:
-            return await self._process_item(run_id, base, index, attempt, meter, tally, deadline)
+            return await self._process_item(run_id, base, index, attempt, meter, tally, deadline, reads)
 
     async def _process_item(
         self,
@@ -211,9 +246,14 @@ class FanOutSteps:
         meter: MessageMeter | None,
         tally: UsageTally,
         deadline: float | None = None,
+        reads: ItemReads | None = None,
     ) -> Disposition:
         service, store = self.service, self.service.store
-        run = store.get_run(run_id)
+        run = (
+            store.get_run(run_id)
+            if reads is None
+            else reads.run(run_id, base, partial(store.get_run, run_id))
+        )
         if run is None:
             return Disposition.UNKNOWN_RUN
         if run.status != "running":

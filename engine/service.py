@@ -40,6 +40,7 @@ from engine.transitions import step_commit
 from engine.wait_service import WaitSteps
 
 if TYPE_CHECKING:
+    from engine.fanout_service import ItemReads
     from engine.graph import CompiledGraph
     from engine.waits import CallbackSigner
 
@@ -459,12 +460,14 @@ class RunService:
         meter: MessageMeter | None = None,
         *,
         deadline: float | None = None,
+        reads: ItemReads | None = None,
     ) -> Disposition:
         """Handle item message ``(run_id, step, item, attempt)``: one attempt of one item
         (or branch) of the fan-out the run reached at ``step`` (see engine/fanout_service.py).
         ``meter``: the message's part of what the invocation spends, for the run's cost.
-        ``deadline`` caps the tool's time, as :meth:`process_step`'s does a node's."""
-        return await self.fanouts.process_item(run_id, step, item, attempt, meter, deadline)
+        ``deadline`` caps the tool's time, as :meth:`process_step`'s does a node's.
+        ``reads``: the batch's reads of runs, shared by the items of one fan-out."""
+        return await self.fanouts.process_item(run_id, step, item, attempt, meter, deadline, reads)
 
     def commit_outcome(
         self,

@@ -15,6 +15,7 @@ from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
 
 from engine.chain import ChainBudget
 from engine.cost import InvocationMeter
+from engine.fanout_service import ItemReads
 from engine.ports import StepCommit
 from engine.step import TERMINAL
 from engine.stepmessage import MalformedStepMessage, StepMessage
@@ -83,6 +84,8 @@ class Invocation:
             # The event source mapping's receive: one request per started 64 KB of bodies.
             receive_requests=max(1, -(-body_bytes // SQS_CHUNK_BYTES)),
         )
+        #: The runs this batch's item messages read, shared by the items of one fan-out.
+        self.item_reads = ItemReads(clock)
         self.budget = ChainBudget(
             max_steps=settings.chain_max_steps,
             max_seconds=settings.chain_max_seconds,
@@ -141,6 +144,7 @@ async def process_record(record: SqsRecord, metrics: EphemeralMetrics, invocatio
                 message.attempt,
                 meter,
                 deadline=invocation.deadline,
+                reads=invocation.item_reads,
             )
             logger.info("step handled", disposition=disposition, item=message.item, attempt=message.attempt)
     except Exception:  # infrastructure: the record is reported failed and redelivered

@@ -149,6 +149,36 @@ def test_item_messages_received_in_one_batch_run_alongside_each_other(service, p
     assert_matches_runner(service, run_id, graph, {"xs": [1, 2, 3, 4]})
 
 
+def test_the_item_messages_of_one_batch_read_their_run_once(service, pump, monkeypatch):
+    # GIVEN a map of 4 items at once whose fan-out has opened, and a second run's map
+    graph = {
+        "start": "m",
+        "nodes": {"m": {"map": {"items": "xs", "fn": "test_square", "results": "ys", "max_concurrency": 4}}},
+    }
+    run_ids = [start(service, graph, {"xs": [1, 2, 3, 4]}) for _ in range(2)]
+    pump.step_once(max_messages=2)  # both fan-outs open: 8 item messages
+    reads: Counter[str] = Counter()
+    get_run = service.store.get_run
+
+    def counted(run_id, **kwargs):
+        reads[run_id] += 1
+        return get_run(run_id, **kwargs)
+
+    monkeypatch.setattr(service.store, "get_run", counted)
+
+    # WHEN the 8 item messages reach one invocation
+    delivered = pump.step_once(max_messages=10)
+
+    # THEN each run was read once for its 4 items (one query, not four), both maps joined,
+    # and the runs end as in-process
+    assert len(delivered) == 8
+    assert reads == {run_ids[0]: 1, run_ids[1]: 1}
+    pump.drain()
+    for run_id in run_ids:
+        assert decode_state(service.get_run(run_id).state)["ys"] == [1, 4, 9, 16]
+        assert_matches_runner(service, run_id, graph, {"xs": [1, 2, 3, 4]})
+
+
 def test_ten_items_with_sync_tools_in_one_batch_each_get_a_thread_at_once(service, pump):
     # GIVEN a map of 10 items whose sync tool returns only once all 10 are waiting together
     graph = {

@@ -10,8 +10,9 @@ import asyncio
 import pytest
 
 from engine import default_registry
-from engine.fanout_service import PENDING_CHECK_S, pending_check_delay
+from engine.fanout_service import PENDING_CHECK_S, SHARED_READ_MAX_AGE_S, ItemReads, pending_check_delay
 from engine.memory import InMemoryRunStore, InMemoryStepQueue
+from engine.ports import RunRecord
 from engine.service import Disposition, RunService
 
 STALL_AFTER_S = 360.0
@@ -131,3 +132,33 @@ def test_the_checks_stop_at_the_stall_window_and_the_sweeper_resends_the_unwritt
 )
 def test_pending_check_delay_doubles_the_wait_and_stops_at_the_stall_window(waited, expected):
     assert pending_check_delay(waited, 360.0) == expected
+
+
+def test_a_batchs_read_of_a_run_serves_its_items_for_half_a_second_each_a_copy():
+    # GIVEN a batch's shared reads and a store that counts its reads of a run
+    clock = Clock()
+    reads = ItemReads(clock)
+    made: list[str] = []
+
+    def read(run_id: str):
+        made.append(run_id)
+        return RunRecord(run_id, "g", "running", None, 3, {"xs": "[1,2]"}, "t", "t", clock.now)
+
+    # WHEN items of the fan-out at step 3 start within 0.5 s of the first read
+    first = reads.run("r1", 3, lambda: read("r1"))
+    clock.now += SHARED_READ_MAX_AGE_S
+    second = reads.run("r1", 3, lambda: read("r1"))
+    # THEN one read served both, each item with a state of its own
+    assert made == ["r1"] and first == second and first.state is not second.state
+
+    # AND another run, or another fan-out step of the run, is read on its own
+    reads.run("r2", 3, lambda: read("r2"))
+    reads.run("r1", 9, lambda: read("r1"))
+    assert made == ["r1", "r2", "r1"]
+
+    # AND an item that starts later reads again (a cancel meanwhile is seen), as does an
+    # unknown run's
+    clock.now += 0.001
+    reads.run("r1", 3, lambda: read("r1"))
+    assert made == ["r1", "r2", "r1", "r1"]
+    assert reads.run("gone", 3, lambda: None) is None
