@@ -191,6 +191,18 @@ async def _measure(sizes, repeats, systems) -> tuple[dict[Key, list[float]], dic
     runners = {(name, n): make(n) for name, make in systems.items() for n in sizes}
     for name in systems:  # warm-up: first-call costs are not per-node overhead
         await runners[(name, sizes[0])]()
+    # What exists before the runs (every system's modules and graphs) is frozen out of
+    # the collector's scans: one system's import must not slow another's collections
+    # (LangGraph's tripled the objects a full collection walks during FlowForge's runs).
+    gc.collect()
+    gc.freeze()
+    try:
+        return await _samples(sizes, repeats, systems, runners)
+    finally:
+        gc.unfreeze()
+
+
+async def _samples(sizes, repeats, systems, runners) -> tuple[dict[Key, list[float]], dict[Key, list[float]]]:
     cpu: dict[Key, list[float]] = {key: [] for key in runners}
     wall: dict[Key, list[float]] = {key: [] for key in runners}
     names = list(systems)
