@@ -16,8 +16,9 @@ from engine.memory import InMemoryRunStore, InMemoryStepQueue
 from engine.ports import RunRecord, StepCommit
 from engine.service import Disposition, RunService
 from engine.state import decode_state
-from engine.step import Cursor, StepResult
+from engine.step import Cursor, StepResult, ToolContext, run_step
 from engine.transitions import apply_commit
+from engine.waits import CallbackTicket
 
 registry = Registry()
 
@@ -211,3 +212,39 @@ def test_the_in_process_runner_sleeps_out_a_delay_and_goes_on():
 
     result = run_graph_sync(compile_graph(definition, registry), {}, sleep=sleep)
     assert result.status == "completed" and slept == [3]
+
+
+def test_run_step_builds_the_tool_context_with_every_field_in_place():
+    # GIVEN run_step builds ToolContext positionally (a new field must be added there)
+    fields = [f.name for f in dataclasses.fields(ToolContext)]
+    assert fields == [
+        "run_id", "node", "step", "attempt", "iteration", "deadline", "params", "item", "index",
+        "clients", "notes", "callback_token", "callback_url",
+    ]  # fmt: skip
+    seen: list[ToolContext] = []
+    registry = Registry()
+
+    @registry.tool("ctx_seen")
+    async def ctx_seen(state, ctx):
+        seen.append(ctx)
+
+    graph = compile_graph(
+        {"start": "a", "nodes": {"a": {"fn": "ctx_seen", "params": {"p": 1}, "timeout_s": 9}}}, registry
+    )
+    clients = {"s3": object()}.get
+    ticket = CallbackTicket("tok", "https://cb/tok", 1_000.0)
+
+    # WHEN a step runs its tool with clients and a callback ticket
+    asyncio.run(
+        run_step(
+            graph, Cursor("a", 3, 2, 1), {}, run_id="r", now=lambda: 100.0, clients=clients, callback=ticket
+        )
+    )
+
+    # THEN the tool's context holds each in its own field
+    (ctx,) = seen
+    assert (ctx.run_id, ctx.node, ctx.step, ctx.attempt, ctx.iteration) == ("r", "a", 3, 2, 1)
+    assert (ctx.deadline, dict(ctx.params), ctx.item, ctx.index) == (109.0, {"p": 1}, None, None)
+    assert (ctx.clients, ctx.notes, ctx.callback_token, ctx.callback_url) == (
+        clients, {}, "tok", "https://cb/tok",
+    )  # fmt: skip
