@@ -20,8 +20,9 @@ Modules are imported from compiled bytecode, as a deployed function's are: its p
 ships each source with its ``.pyc`` (``make build-<Function>``), while a Lambda's code
 directory is read-only, so without them every cold start would compile the sources again.
 The interpreters here write their ``.pyc`` files under a cache directory of the
-benchmark's own (``PYTHONPYCACHEPREFIX``), whatever ``PYTHONDONTWRITEBYTECODE`` says, and
-every subject is imported once before anything is timed.
+benchmark's own (:data:`PYCACHE`, as ``PYTHONPYCACHEPREFIX``), whatever
+``PYTHONDONTWRITEBYTECODE`` says, and every subject is imported once before anything is
+timed.
 
 The heaviest imports come from ``-X importtime``, which reports wall-clock times: read
 them relative to each other.
@@ -116,12 +117,13 @@ class NotImportable(Exception):
     """The module fails to import in a fresh interpreter (absent or still being written)."""
 
 
-#: Where the timed interpreters keep their compiled bytecode (set by :func:`run`).
-_PYCACHE: dict[str, str] = {}
+#: Where the timed interpreters keep their compiled bytecode (checked against the sources'
+#: timestamps as usual, so it may outlive a run).
+PYCACHE = Path(tempfile.gettempdir()) / "flowforge-bench-pycache"
 
 
 def _python(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, **ENV, **_PYCACHE}
+    env = {**os.environ, **ENV, "PYTHONPYCACHEPREFIX": str(PYCACHE)}
     env.pop("PYTHONDONTWRITEBYTECODE", None)
     return subprocess.run(
         [sys.executable, *args],
@@ -207,15 +209,6 @@ def heaviest_imports(module: str, runs: int) -> dict[str, Any]:
 
 
 def run(quick: bool) -> list[Figure]:
-    with tempfile.TemporaryDirectory(prefix="flowforge-bench-pycache-") as pycache:
-        _PYCACHE["PYTHONPYCACHEPREFIX"] = pycache
-        try:
-            return _measure(quick)
-        finally:
-            _PYCACHE.clear()
-
-
-def _measure(quick: bool) -> list[Figure]:
     subjects: list[str] = [BASELINE]
     missing: dict[str, str] = {}
     for module in handlers():

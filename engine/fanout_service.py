@@ -28,8 +28,7 @@ does), or joins a complete set.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from dataclasses import replace
+from collections.abc import Iterator
 from functools import partial
 from typing import TYPE_CHECKING
 
@@ -47,6 +46,7 @@ from engine.fanout import (
     offload_execution,
     run_execution,
 )
+from engine.item_reads import ItemReads
 from engine.ports import SEND_BATCH_MAX, Claim, ExecutionRecord, FanOutRecord, RunRecord
 from engine.service import Disposition
 
@@ -67,38 +67,6 @@ def pending_check_delay(waited_s: float, stall_after_s: float) -> float | None:
     the next check would come after the fan-out counts as stalled: the sweeper's turn."""
     delay = max(PENDING_CHECK_S, waited_s)
     return delay if waited_s + delay < stall_after_s else None
-
-
-#: How long a batch's read of a run serves its other item messages (seconds): they start
-#: together, so their reads would be made within moments of each other anyway.
-SHARED_READ_MAX_AGE_S = 0.5
-
-
-class ItemReads:
-    """The runs a batch's item messages read, shared by the items of one fan-out.
-
-    The items of a map arrive together (the opening sends them ten to a request) and a
-    batch starts its item messages at once: each would read the run within moments of
-    the others, for the same fan-out step. The first one's read serves the others that
-    start within :data:`SHARED_READ_MAX_AGE_S` of it — one query for up to ten items —
-    each getting its own copy; an item that starts later reads again, so a cancel is
-    seen as soon as before. The read is counted once, in the cost of the item that made
-    it. One per invocation (a batch): never across invocations.
-    """
-
-    def __init__(self, clock: Callable[[], float], max_age_s: float = SHARED_READ_MAX_AGE_S) -> None:
-        self._clock = clock
-        self._max_age_s = max_age_s
-        self._runs: dict[tuple[str, int], tuple[float, RunRecord | None]] = {}
-
-    def run(self, run_id: str, base: int, read: Callable[[], RunRecord | None]) -> RunRecord | None:
-        """The run for an item of the fan-out at step ``base``: shared, or ``read()``."""
-        now = self._clock()
-        known = self._runs.get((run_id, base))
-        if known is None or now - known[0] > self._max_age_s:
-            known = self._runs[(run_id, base)] = (now, read())
-        run = known[1]
-        return None if run is None else replace(run, state=dict(run.state))
 
 
 class ExecutionChanged(StoreUnavailableError):

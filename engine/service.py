@@ -40,8 +40,8 @@ from engine.transitions import step_commit
 from engine.wait_service import WaitSteps
 
 if TYPE_CHECKING:
-    from engine.fanout_service import ItemReads
     from engine.graph import CompiledGraph
+    from engine.item_reads import ItemReads
     from engine.waits import CallbackSigner
 
 

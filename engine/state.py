@@ -199,8 +199,7 @@ class StateSize:
                 self.offloaded += extra - self._offloaded.pop(key, 0)
                 if extra:
                     self._offloaded[key] = extra
-        if self.total > self.limit or self.offloaded:  # check(), called only when it may raise
-            self.check()
+        self.check()
         return added
 
     def check(self) -> None:

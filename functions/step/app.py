@@ -15,7 +15,7 @@ from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
 
 from engine.chain import ChainBudget
 from engine.cost import InvocationMeter
-from engine.fanout_service import ItemReads
+from engine.item_reads import ItemReads
 from engine.ports import StepCommit
 from engine.step import TERMINAL
 from engine.stepmessage import MalformedStepMessage, StepMessage

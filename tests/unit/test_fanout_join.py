@@ -10,7 +10,8 @@ import asyncio
 import pytest
 
 from engine import default_registry
-from engine.fanout_service import PENDING_CHECK_S, SHARED_READ_MAX_AGE_S, ItemReads, pending_check_delay
+from engine.fanout_service import PENDING_CHECK_S, pending_check_delay
+from engine.item_reads import SHARED_READ_MAX_AGE_S, ItemReads
 from engine.memory import InMemoryRunStore, InMemoryStepQueue
 from engine.ports import RunRecord
 from engine.service import Disposition, RunService
