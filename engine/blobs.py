@@ -234,8 +234,10 @@ class Blobs:
     def offload(self, run_id: str, encoded: dict[str, str], *, write: bool = True) -> dict[str, str]:
         """``encoded`` (per-key JSON) with each value over the threshold offloaded
         (``write=False``: what would be stored, nothing written)."""
-        out = encoded
+        out, small = encoded, self.offload_bytes // 4
         for key, text in encoded.items():
+            if len(text) <= small:  # offload_text's first test, without the call
+                continue
             stored = self.offload_text(run_id, text, write=write)
             if stored is not text:
                 if out is encoded:

@@ -26,7 +26,7 @@ from engine.graph import CompiledGraph
 from engine.ports import RunRecord
 from engine.state import DEFAULT_MAX_STATE_BYTES, LiveState, StateSize, encode_state
 from engine.step import Cursor, enforce_limits, iso_time, run_step
-from engine.transitions import apply_commit, step_commit
+from engine.transitions import advance
 from engine.waits import CallbackSigner, CallbackTicket, WaitRecord, resume_outcome
 
 Sleep = Callable[[float], Awaitable[Any]]
@@ -154,8 +154,7 @@ async def run_graph(
                 graph, cursor, before, run_id=run_id, now=now, rng=rng, clients=clients, callback=ticket
             )
         outcome, update = enforce_limits(outcome, size, before, offload_update)
-        commit = step_commit(run, outcome.log["seq"], outcome, update, now(), None)
-        run = apply_commit(run, commit)
+        run = advance(run, outcome.log["seq"], outcome, update, now())
         live.apply(outcome.update, update)
         emit(outcome.log)
         reason = chain_stop(outcome, graph, None, 0.0)
@@ -172,7 +171,7 @@ async def run_graph(
                 return result
             resumed = resume_outcome(graph, run.cursor, live.view(), wait, now())
             resumed, update = enforce_limits(resumed, size, live.view(), offload_update)
-            run = apply_commit(run, step_commit(run, resumed.log["seq"], resumed, update, now(), None))
+            run = advance(run, resumed.log["seq"], resumed, update, now())
             live.apply(resumed.update, update)
             emit(resumed.log)
             if chain_stop(resumed, graph, None, 0.0) is StopReason.ENDED:

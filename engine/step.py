@@ -130,33 +130,43 @@ class StepResult:
 
 def iso_time(ts: float) -> str:
     """Epoch seconds as an ISO 8601 UTC timestamp with milliseconds."""
+    # The text of the last millisecond stamped, while ``ts`` is well inside it: a step
+    # stamps its start and its commit, most often within one millisecond of each other.
+    low, high, text = _last_milli
+    if low <= ts < high:
+        return text
     # The same text as datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")
     # with "Z": round to microseconds half-even (round() and datetime agree), carry into
-    # the seconds, truncate to milliseconds. Formatting the date is most of the cost of a
-    # step's log entry, so it is done once per second (the last second is kept), and the
-    # milliseconds come from a table.
+    # the seconds, truncate to milliseconds.
     fraction, whole = math.modf(ts)
     micros = round(fraction * 1e6)
     if micros >= 1_000_000:
         whole, micros = whole + 1, micros - 1_000_000
     elif micros < 0:
         whole, micros = whole - 1, micros + 1_000_000
-    second, text = _last_second
-    if whole != second:
-        text = _iso_second(int(whole))
-        _remember_second(whole, text)
-    return text + _MILLIS[micros // 1000]
+    millis = micros // 1000
+    text = _iso_second(int(whole)) + _MILLIS[millis]
+    if 0 <= whole < _REMEMBERED_BELOW:
+        start = whole + millis / 1000
+        _remember_milli(start + _MILLI_EDGE_S, start + 0.001 - _MILLI_EDGE_S, text)
+    return text
 
 
 #: ".000Z" … ".999Z".
 _MILLIS = tuple(f".{ms:03d}Z" for ms in range(1000))
-#: The last second formatted, and its text (one tuple: a thread reads both or neither).
-_last_second: tuple[float, str] = (math.nan, "")
+#: A timestamp this close to a millisecond's edge is formatted anew: far more than the
+#: float error of ``start + millis / 1000`` below :data:`_REMEMBERED_BELOW` (2**32 s,
+#: where a float's step is under a microsecond), so the text is the one computed.
+_MILLI_EDGE_S = 4e-6
+_REMEMBERED_BELOW = 2.0**32
+#: The last millisecond stamped: where its timestamps begin and end, and its text (one
+#: tuple: a thread reads all three or none).
+_last_milli: tuple[float, float, str] = (math.inf, -math.inf, "")
 
 
-def _remember_second(whole: float, text: str) -> None:
-    global _last_second
-    _last_second = (whole, text)
+def _remember_milli(low: float, high: float, text: str) -> None:
+    global _last_milli
+    _last_milli = (low, high, text)
 
 
 @lru_cache(maxsize=16)
@@ -254,7 +264,7 @@ async def run_step(
         if tool is None:
             return _start_callback(cursor, state, {}, callback, started, 0.0)
     assert tool is not None, f"node {node.id!r} is a map or parallel node: engine.fanout runs it"
-    t0 = time.perf_counter()
+    t0 = time.perf_counter_ns()
     update: dict[str, Any] = {}
     try:
         if tool.is_async and timeout is None:
@@ -270,11 +280,11 @@ async def run_step(
             update = result
         merged = merge_state(state, update) if update else state
         if callback is not None:
-            duration = (time.perf_counter() - t0) * 1000
+            duration = _elapsed_ms(t0)
             return _noted(_start_callback(cursor, merged, update, callback, started, duration), ctx.notes)
         target = _route(node, cursor, merged)
     except Exception as exc:  # a tool's failure is data: it routes the run
-        duration = (time.perf_counter() - t0) * 1000
+        duration = _elapsed_ms(t0)
         message = str(exc)
         if not message and isinstance(exc, TimeoutError) and timeout is not None:
             message = (
@@ -284,8 +294,14 @@ async def run_step(
             )
         failed = _on_failure(node, cursor, state, update, exc, message, started, duration, rng, run_id)
         return _noted(failed, ctx.notes)
-    duration = (time.perf_counter() - t0) * 1000
+    duration = _elapsed_ms(t0)
     return _noted(_result(cursor, merged, update, target, "ok", started, duration, None), ctx.notes)
+
+
+def _elapsed_ms(t0_ns: int) -> float:
+    """Milliseconds since ``t0_ns`` (``time.perf_counter_ns()``) to the microsecond below:
+    a log entry's ``duration_ms`` (integer arithmetic, cheaper than ``round(ms, 3)``)."""
+    return (time.perf_counter_ns() - t0_ns) // 1000 / 1000
 
 
 def _start_callback(
@@ -411,7 +427,7 @@ def _result(
         "attempt": cursor.attempt,
         "status": status,
         "started_at": iso_time(started),
-        "duration_ms": round(duration_ms, 3),
+        "duration_ms": duration_ms,
         "result": update,
         "next": target.node if target is not None else None,
         "error": error,

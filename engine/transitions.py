@@ -82,6 +82,33 @@ def apply_commit(run: RunRecord, commit: StepCommit) -> RunRecord:
     )
 
 
+def advance(run: RunRecord, step: int, outcome: StepResult, update: dict[str, str], done_at: float) -> RunRecord:
+    """``run`` after committing ``outcome`` as step ``step`` (``update``: its per-key JSON)
+    at ``done_at``: what ``apply_commit(run, step_commit(run, step, outcome, update,
+    done_at, None))`` gives, without building the commit — the in-process runner's
+    transition, where nothing else reads a commit (a test holds the two equal)."""
+    stamp = iso_time(done_at)
+    status = outcome.run_status
+    return RunRecord(
+        run.run_id,
+        run.graph_id,
+        status,
+        outcome.next,
+        step + 1,
+        {**run.state, **update} if update else run.state,
+        run.created_at,
+        stamp,
+        done_at + outcome.delay_s if outcome.until is None else outcome.until,
+        run.graph_version,
+        stamp if status in TERMINAL else None,
+        outcome.error if status == "failed" else None,
+        run.expires_at,
+        run.owner,
+        run.redrive_count,
+        run.cost,
+    )
+
+
 def apply_finish(run: RunRecord, *, status: str, error: dict[str, Any] | None, now: str) -> RunRecord:
     """``run`` ended from outside with ``status`` at ``now`` (``run`` itself is not changed)."""
     return replace(run, status=status, error=error, updated_at=now, finished_at=now, cursor=None)

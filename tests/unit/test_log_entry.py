@@ -226,3 +226,26 @@ def test_a_log_timestamp_is_datetimes_own_text(ts):
     expected = datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")
     assert iso_time(ts) == expected.replace("+00:00", "Z")
     assert iso_time(ts) == iso_time(ts)  # the remembered second gives the same text
+
+
+#: Places in a millisecond (seconds from its start): its edges, half a microsecond either
+#: side (where datetime rounds into the next one), and its middle.
+_IN_A_MILLI = [-5e-7, -3e-7, 0.0, 3e-7, 5e-7, 3.9e-6, 4.1e-6, 5e-4, 9.959e-4, 9.961e-4, 9.995e-4, 9.997e-4]
+
+
+@settings(max_examples=2000, deadline=None)
+@given(
+    st.integers(1_600_000_000, 4_294_967_295),
+    st.integers(0, 999),
+    st.sampled_from(_IN_A_MILLI),
+    st.sampled_from(_IN_A_MILLI),
+)
+def test_a_timestamp_next_to_the_last_one_stamped_is_datetimes_own_text(second, ms, first, then):
+    # GIVEN a millisecond just stamped (iso_time remembers its text while timestamps stay
+    # well inside it) / WHEN a timestamp in it or next to its edges is stamped / THEN the
+    # text is still datetime's
+    start = second + ms / 1000
+    iso_time(start + first)
+    ts = start + then
+    expected = datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")
+    assert iso_time(ts) == expected.replace("+00:00", "Z")
