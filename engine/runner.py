@@ -23,10 +23,8 @@ from engine.cost import EMPTY, Usage, bedrock_usage
 from engine.fanout import MAX_RESULT_BYTES
 from engine.fanout_runner import run_fanout
 from engine.graph import CompiledGraph
-from engine.ports import RunRecord
 from engine.state import DEFAULT_MAX_STATE_BYTES, LiveState, StateSize, encode_state
-from engine.step import Cursor, enforce_limits, iso_time, run_step
-from engine.transitions import advance
+from engine.step import Cursor, enforce_limits, run_step
 from engine.waits import CallbackSigner, CallbackTicket, WaitRecord, resume_outcome
 
 Sleep = Callable[[float], Awaitable[Any]]
@@ -109,13 +107,10 @@ async def run_graph(
     size = StateSize(stored, max_state_bytes, max_total_state_bytes if blobs is not None else None)
     live = LiveState(stored, None if blobs is None else blobs.loader(run_id))
     sleep = sleep or _no_sleep
-    # The run as a store would hold it: each step is committed to it by the transition
-    # every store applies (apply_commit), and the chain's predicate says when to pause.
-    started = now()
-    stamp = iso_time(started)
-    run = RunRecord(
-        run_id, graph.name or "", "running", Cursor(graph.start), 0, stored, stamp, stamp, started
-    )
+    # Where the run stands: each step's outcome names the next cursor and the run's
+    # status (what a store's commit sets, engine/transitions.py), and the chain's
+    # predicate says when to pause. Nothing else of a stored run is read in process.
+    cursor: Cursor | None = Cursor(graph.start)
     result = RunResult(run_id, "running", live.values)
 
     def emit(log: dict[str, Any]) -> None:
@@ -126,7 +121,6 @@ async def run_graph(
             on_log(log)
 
     while True:
-        cursor = run.cursor
         assert cursor is not None  # a running run always has a cursor
         before = live.view()
         node = graph.nodes[cursor.node]
@@ -154,28 +148,31 @@ async def run_graph(
                 graph, cursor, before, run_id=run_id, now=now, rng=rng, clients=clients, callback=ticket
             )
         outcome, update = enforce_limits(outcome, size, before, offload_update)
-        run = advance(run, outcome.log["seq"], outcome, update, now())
+        cursor = outcome.next
         live.apply(outcome.update, update)
         emit(outcome.log)
         reason = chain_stop(outcome, graph, None, 0.0)
         if reason is StopReason.ENDED:
-            result.status, result.error, result.state = run.status, outcome.error, live.resolved()
+            result.status, result.error, result.state = outcome.run_status, outcome.error, live.resolved()
             return result
         if reason is StopReason.DELAYED:
             await sleep(outcome.delay_s)
         if reason is StopReason.WAITING:
-            assert outcome.until is not None and run.cursor is not None
-            wait = await _wait(graph, run, outcome.until, live, sleep, now, answer)
+            assert outcome.until is not None and cursor is not None
+            wait = await _wait(
+                graph, run_id, cursor, outcome.log["seq"], outcome.until, live, sleep, now, answer
+            )
             if wait is None:
                 result.status, result.state = "waiting", live.resolved()
                 return result
-            resumed = resume_outcome(graph, run.cursor, live.view(), wait, now())
+            resumed = resume_outcome(graph, cursor, live.view(), wait, now())
             resumed, update = enforce_limits(resumed, size, live.view(), offload_update)
-            run = advance(run, resumed.log["seq"], resumed, update, now())
+            cursor = resumed.next
             live.apply(resumed.update, update)
             emit(resumed.log)
             if chain_stop(resumed, graph, None, 0.0) is StopReason.ENDED:
-                result.status, result.error, result.state = run.status, resumed.error, live.resolved()
+                result.status, result.error = resumed.run_status, resumed.error
+                result.state = live.resolved()
                 return result
 
 
@@ -201,24 +198,25 @@ class Answer:
 
 async def _wait(
     graph: CompiledGraph,
-    run: RunRecord,
+    run_id: str,
+    cursor: Cursor,
+    step: int,
     until: float,
     live: LiveState,
     sleep: Sleep,
     now: Callable[[], float],
     answer: Callable[[CallbackRequest], Awaitable[Answer]] | None,
 ) -> WaitRecord | None:
-    """How the run's wait ends in-process (None: nobody can answer its callback)."""
-    assert run.cursor is not None
-    node = graph.nodes[run.cursor.node]
-    step = run.step - 1
+    """How the wait that step ``step`` started ends in-process, the run at ``cursor``
+    (None: nobody can answer its callback)."""
+    node = graph.nodes[cursor.node]
     if node.callback is None:
         await sleep(max(until - now(), 0.0))
-        return WaitRecord(run.run_id, step, node.id, "timer", until, until)
+        return WaitRecord(run_id, step, node.id, "timer", until, until)
     if answer is None:
         return None
-    given = await answer(CallbackRequest(node.id, step, signer.token(run.run_id, step), live.resolved()))
-    wait = WaitRecord(run.run_id, step, node.id, "callback", until, until)
+    given = await answer(CallbackRequest(node.id, step, signer.token(run_id, step), live.resolved()))
+    wait = WaitRecord(run_id, step, node.id, "callback", until, until)
     return wait.settled(given.status, now(), given.output, given.reason)
 
 

@@ -130,8 +130,8 @@ class StepResult:
 
 def iso_time(ts: float) -> str:
     """Epoch seconds as an ISO 8601 UTC timestamp with milliseconds."""
-    # The text of the last millisecond stamped, while ``ts`` is well inside it: a step
-    # stamps its start and its commit, most often within one millisecond of each other.
+    # The text of the last millisecond stamped, while ``ts`` is well inside it: a step's
+    # start and its commit, and the steps of a chain, are most often that close.
     low, high, text = _last_milli
     if low <= ts < high:
         return text

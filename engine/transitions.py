@@ -1,12 +1,14 @@
-"""A run's transitions as pure functions: what every store and the in-process runner apply.
+"""A run's transitions as pure functions: what every store applies.
 
 A run moves on in three ways: a step commits (its node ran: the state update, the next
 cursor, the run's status), a fan-out's execution commits (one item or branch of a map or
 parallel node ran: only the run's step moves), or the run is finished from outside
 (cancelled, or failed by the dead-letter handler). A redrive of a failed run commits
 like a step (its commit carries the run's new ``redrive_count``). The in-memory store,
-the DynamoDB store's fold and the in-process runner all apply them through these
-functions.
+the DynamoDB store's fold and a chain of steps (engine/chain.py) all apply them through
+these functions. The in-process runner stores nothing: it follows a step's outcome (its
+next cursor and the run's status, what :func:`apply_commit` sets), and the differential
+tests compare the two.
 """
 
 from __future__ import annotations
@@ -79,33 +81,6 @@ def apply_commit(run: RunRecord, commit: StepCommit) -> RunRecord:
         run.owner,
         commit.redrive_count if commit.redrive_count is not None else run.redrive_count,
         commit.cost if commit.cost is not None else run.cost,
-    )
-
-
-def advance(run: RunRecord, step: int, outcome: StepResult, update: dict[str, str], done_at: float) -> RunRecord:
-    """``run`` after committing ``outcome`` as step ``step`` (``update``: its per-key JSON)
-    at ``done_at``: what ``apply_commit(run, step_commit(run, step, outcome, update,
-    done_at, None))`` gives, without building the commit — the in-process runner's
-    transition, where nothing else reads a commit (a test holds the two equal)."""
-    stamp = iso_time(done_at)
-    status = outcome.run_status
-    return RunRecord(
-        run.run_id,
-        run.graph_id,
-        status,
-        outcome.next,
-        step + 1,
-        {**run.state, **update} if update else run.state,
-        run.created_at,
-        stamp,
-        done_at + outcome.delay_s if outcome.until is None else outcome.until,
-        run.graph_version,
-        stamp if status in TERMINAL else None,
-        outcome.error if status == "failed" else None,
-        run.expires_at,
-        run.owner,
-        run.redrive_count,
-        run.cost,
     )
 
 

@@ -17,7 +17,7 @@ from engine.ports import RunRecord, StepCommit
 from engine.service import Disposition, RunService
 from engine.state import decode_state
 from engine.step import Cursor, StepResult, ToolContext, run_step
-from engine.transitions import advance, apply_commit, step_commit
+from engine.transitions import apply_commit
 from engine.waits import CallbackTicket
 
 registry = Registry()
@@ -149,31 +149,6 @@ def test_apply_commit_names_every_field_of_a_run():
     spent = Usage({"dw": 2})
     assert apply_commit(run, dataclasses.replace(commit, cost=spent)).cost == spent
     assert apply_commit(dataclasses.replace(run, cost=spent), commit).cost == spent
-
-
-@pytest.mark.parametrize(
-    "outcome",
-    [
-        StepResult("ok", "running", {"k": 2}, {}, Cursor("b", 4), {"seq": 3}),
-        StepResult("ok", "completed", {}, {}, None, {"seq": 3}),
-        StepResult("retry", "running", {}, {}, Cursor("a", 4, 2), {"seq": 3}, 1.5, {"type": "E"}),
-        StepResult("failed", "failed", {}, {}, None, {"seq": 3}, 0.0, {"type": "E"}),
-        StepResult("waiting", "waiting", {}, {}, Cursor("b", 4), {"seq": 3}, until=99.0),
-    ],
-    ids=["next", "completed", "retry", "failed", "waiting"],
-)
-def test_advance_is_the_commit_of_a_step_applied(outcome):
-    # GIVEN a run with every field set, and a step's outcome of each kind
-    run = RunRecord(
-        "r", "g", "running", Cursor("a"), 3, {"k": "1"}, "c", "u", 5.0, 7, None, None, 99, "me", 2,
-        Usage({"dw": 2}),
-    )  # fmt: skip
-    update = {"k": "2"} if outcome.update else {}
-
-    # WHEN the in-process runner advances the run, THEN it is the step's commit applied
-    # (what a store holds after committing it)
-    expected = apply_commit(run, step_commit(run, 3, outcome, update, 1_700_000_000.25, None))
-    assert advance(run, 3, outcome, update, 1_700_000_000.25) == expected
 
 
 def service() -> RunService:
