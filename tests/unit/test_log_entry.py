@@ -222,10 +222,10 @@ def test_a_live_log_stops_before_a_gap_only_a_fan_outs_late_entry_can_fill():
 )
 def test_a_log_timestamp_is_datetimes_own_text(ts):
     # GIVEN any epoch time / WHEN a step stamps it / THEN the text is datetime's, to the
-    # millisecond, in UTC with a Z (iso_time formats each second once and keeps it)
+    # millisecond, in UTC with a Z (iso_time keeps the last millisecond it formatted)
     expected = datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")
     assert iso_time(ts) == expected.replace("+00:00", "Z")
-    assert iso_time(ts) == iso_time(ts)  # the remembered second gives the same text
+    assert iso_time(ts) == iso_time(ts)  # the remembered millisecond gives the same text
 
 
 #: Places in a millisecond (seconds from its start): its edges, half a microsecond either
