@@ -33,6 +33,7 @@ from engine.step import (
     StepResult,
     ToolContext,
     _call,
+    _elapsed_ms,
     _error,
     _is_update,
     _matches,
@@ -178,7 +179,7 @@ async def run_execution(
         index=index,
         clients=clients,
     )
-    t0 = time.perf_counter()
+    t0 = time.perf_counter_ns()
     try:
         value = await _call(policy, read_only(state), ctx, timeout)
         value = _checked_value(policy, value, fanout.is_map, max_result_bytes)
@@ -192,10 +193,10 @@ async def run_execution(
             )
         error = _error(policy.id, exc, message)
         status, value, delay = _failure(policy, attempt, exc, error, rng, f"{run_id}:{base}:{index}")
-        duration = (time.perf_counter() - t0) * 1000
+        duration = _elapsed_ms(t0)
         entry = _entry(node, index, attempt, status, started, duration, value, error, ctx.notes)
         return Execution(index, attempt, status, value, error, entry, delay)
-    duration = (time.perf_counter() - t0) * 1000
+    duration = _elapsed_ms(t0)
     entry = _entry(node, index, attempt, "ok", started, duration, value, None, ctx.notes)
     return Execution(index, attempt, "ok", value, None, entry)
 
@@ -274,7 +275,7 @@ def _entry(
         "attempt": attempt,
         "status": status,
         "started_at": iso_time(started),
-        "duration_ms": round(duration, 3),
+        "duration_ms": duration,
         "result": _log_result(value),
         "next": None,
         "error": error,
