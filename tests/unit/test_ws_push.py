@@ -74,3 +74,12 @@ def test_closing_a_closed_connection_is_fine():
     pusher.close("c1")
     with pytest.raises(ConnectionGoneError):
         pusher.post("c1", b"{}")
+
+
+def test_the_management_client_fails_fast(monkeypatch):
+    # GIVEN the factory's client / THEN it fails fast: pushes are small, the caller retries
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
+    client = management_client_factory("https://abc123.execute-api.eu-west-1.amazonaws.com/prod")()
+    assert (client.meta.config.connect_timeout, client.meta.config.read_timeout) == (3, 5)
+    retries = client.meta.config.retries
+    assert retries["mode"] == "standard" and retries["total_max_attempts"] == 4  # 3 retries
