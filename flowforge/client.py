@@ -16,7 +16,7 @@ import ipaddress
 import json
 import os
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
@@ -202,10 +202,14 @@ class FlowForgeClient:
             body = await self._with_every_page(body)
         return status, body
 
-    async def get_state(self, run_id: str, *, logs: bool = True, after: int = -1) -> dict[str, Any]:
-        """The run with every log entry after ``after`` (all pages), or without logs."""
-        if not logs:
-            return (await self.request("GET", f"/graph/state/{run_id}", query={"logs": "false"}))[1]
+    async def get_state(
+        self, run_id: str, *, after: int = -1, fields: Sequence[str] | None = None
+    ) -> dict[str, Any]:
+        """The run with every log entry after ``after`` (all pages), or only ``fields``
+        (``?fields=``: no logs unless named)."""
+        if fields is not None:
+            query = {"fields": ",".join(fields)}
+            return (await self.request("GET", f"/graph/state/{run_id}", query=query))[1]
         return await self._with_every_page(await self.state_page(run_id, after))
 
     async def state_page(self, run_id: str, after: int = -1) -> dict[str, Any]:
@@ -281,7 +285,7 @@ class FlowForgeClient:
         """Poll until the run has finished or waits (a callback, a timer); its view with logs."""
         while True:
             # Only what decides: the state and the logs are fetched once, at the end.
-            view = (await self.request("GET", f"/graph/state/{run_id}", query={"fields": "status,done"}))[1]
+            view = await self.get_state(run_id, fields=("status", "done"))
             if view["done"] or view["status"] == "waiting":
                 return await self.get_state(run_id)
             await asyncio.sleep(POLL_INTERVAL_S)
