@@ -309,11 +309,22 @@ def test_home_lists_graphs_and_runs_and_follows_a_status_live(stack, page, tmp_p
     row = page.locator(f'#runs tr[data-run="{held}"]')
     expect(row.locator(".badge")).to_have_text("running")
     expect(page.locator("#graphs tr", has_text="gated").first).to_be_visible()
+    page.evaluate(
+        """run => window.clickable = [...document.querySelectorAll('[data-filter]'),
+                                      ...document.querySelectorAll(`#runs tr[data-run="${run}"] a`)]""",
+        held,
+    )
 
     # WHEN the run finishes, its row says so without a reload
     gate.touch()
     expect(row.locator(".badge")).to_have_text("completed")
+    expect(page.locator('[data-filter="completed"]')).to_contain_text(re.compile(r"completed \([1-9]\d*\)"))
     assert page.evaluate("window.notReloaded") is True
+
+    # AND the filter buttons and the row's links are the ones the page drew first: a live
+    # update that replaced them could swallow a click landing mid-update
+    assert page.evaluate("window.clickable.length") == 8
+    assert page.evaluate("window.clickable.every(el => el.isConnected)") is True
 
     # WHEN the list is filtered to failed runs, only those show
     page.locator('[data-filter="failed"]').click()

@@ -146,7 +146,34 @@
         h("td", { class: "num" }, g.nodes ?? ""))
     );
     const runBody = h("tbody", {});
-    const filters = h("div", { class: "filters", role: "group", "aria-label": "Filter runs by status" });
+    // The list is updated in place, never rebuilt: live entries re-render it many times a
+    // second, and a button or link replaced between a click's mousedown and its mouseup
+    // loses the click. Each button, and each run's row, is made once.
+    const filterButtons = new Map(["all", ...STATUSES].map((s) => [s,
+      h("button", { type: "button", "data-filter": s, onclick: () => { filter = s; history.replaceState(null, "", s === "all" ? location.pathname : `?status=${s}`); renderRuns(); } })]));
+    const filters = h("div", { class: "filters", role: "group", "aria-label": "Filter runs by status" }, ...filterButtons.values());
+    const noRuns = h("tr", {}, h("td", { colspan: 6, class: "empty" }, "No runs."));
+    const rows = new Map(); // run_id → {tr, status, steps, took, shown}
+    const setText = (node, text) => { if (node.textContent !== text) node.textContent = text; };
+    const rowOf = (r) => {
+      let row = rows.get(r.run_id);
+      if (!row) {
+        row = { status: h("td", {}), steps: h("td", { class: "num" }), took: h("td", { class: "num" }), shown: null };
+        row.tr = h("tr", { "data-run": r.run_id }, row.status,
+          h("td", { class: "mono" }, link(`/console/runs/${r.run_id}`, shortId(r.run_id))),
+          h("td", {}, link(`/console/graphs/${r.graph_id}`, names.get(r.graph_id) || shortId(r.graph_id))),
+          h("td", {}, when(r.created_at)), row.steps, row.took);
+        rows.set(r.run_id, row);
+      }
+      const at = r.status === "waiting" && r.waiting ? r.waiting.node : null;
+      if (row.shown !== `${r.status} ${at}`) {
+        row.shown = `${r.status} ${at}`;
+        row.status.replaceChildren(...[badge(r.status), at !== null && h("span", { class: "muted waits-at" }, ` at ${at}`)].filter(Boolean));
+      }
+      setText(row.steps, String(r.step ?? ""));
+      setText(row.took, duration(r));
+      return row.tr;
+    };
     const counts = {};
     const renderRuns = () => {
       for (const s of ["all", ...STATUSES]) counts[s] = 0;
@@ -154,20 +181,17 @@
         counts.all++;
         counts[r.status] = (counts[r.status] || 0) + 1;
       }
-      filters.replaceChildren(...["all", ...STATUSES].map((s) =>
-        h("button", { type: "button", "data-filter": s, "aria-pressed": String(filter === s), onclick: () => { filter = s; history.replaceState(null, "", s === "all" ? location.pathname : `?status=${s}`); renderRuns(); } },
-          `${s} (${counts[s] || 0})`)));
+      for (const [s, button] of filterButtons) {
+        button.setAttribute("aria-pressed", String(filter === s));
+        setText(button, `${s} (${counts[s] || 0})`);
+      }
       const shown = [...byId.values()]
         .filter((r) => filter === "all" || r.status === filter)
         .sort((a, b) => (a.created_at < b.created_at ? 1 : a.created_at > b.created_at ? -1 : 0));
-      runBody.replaceChildren(...(shown.length ? shown.map((r) =>
-        h("tr", { "data-run": r.run_id },
-          h("td", {}, badge(r.status), r.status === "waiting" && r.waiting ? h("span", { class: "muted waits-at" }, ` at ${r.waiting.node}`) : null),
-          h("td", { class: "mono" }, link(`/console/runs/${r.run_id}`, shortId(r.run_id))),
-          h("td", {}, link(`/console/graphs/${r.graph_id}`, names.get(r.graph_id) || shortId(r.graph_id))),
-          h("td", {}, when(r.created_at)),
-          h("td", { class: "num" }, r.step),
-          h("td", { class: "num" }, duration(r)))) : [h("tr", {}, h("td", { colspan: 6, class: "empty" }, "No runs."))]));
+      const trs = shown.length ? shown.map(rowOf) : [noRuns];
+      // Moving a row out and back in is a replacement too: the body changes only when the
+      // rows shown, or their order, do.
+      if (trs.length !== runBody.children.length || trs.some((tr, i) => runBody.children[i] !== tr)) runBody.replaceChildren(...trs);
     };
     const followRun = (r) => live.follow(r.run_id, r.step - 1,
       (entry) => {
