@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -42,6 +43,8 @@ DEFAULT_CACHE_BYTES = 64 * 1024 * 1024
 REF_PREFIX = "@blob:"
 #: The key of the JSON object that shows a reference in log entries and the API.
 REF_FIELD = "$blob"
+#: How many refreshed keys a container remembers (then it forgets them all).
+_REFRESHED_KEPT = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,6 +200,7 @@ class Blobs:
         self.offload_bytes = offload_bytes
         self._cache = _Cache(cache_bytes)
         self._usage: dict[str, list[int]] = {}  # run id -> [puts, gets, bytes put]
+        self._refreshed: dict[str, float] = {}  # key -> when this container last refreshed it
         self._usage_lock = threading.Lock()
 
     def _count(self, run_id: str, puts: int = 0, gets: int = 0, size: int = 0) -> None:
@@ -245,6 +249,30 @@ class Blobs:
                 out[key] = stored
         return out
 
+    def refresh(self, run_id: str, texts: Iterable[str], now: float, since: float) -> int:
+        """Write again in place each value that ``texts`` (a stored state's) refer to,
+        unless this container wrote it again at ``since`` or later; how many it wrote.
+
+        The store's expiry counts from an object's last write, a run's from its last
+        step: a run that lives longer than the retention keeps its values this way (see
+        :meth:`engine.service.RunService.keep_values`). A value no longer in the store is
+        left to the step that reads it (NotFoundError there)."""
+        refreshed = self._refreshed
+        written = 0
+        for text in texts:
+            if not text.startswith(REF_PREFIX):
+                continue
+            key = blob_key(run_id, text[len(REF_PREFIX) :].partition(":")[0])
+            if refreshed.get(key, -math.inf) >= since:
+                continue
+            if self.store.refresh_blob(key):
+                written += 1
+            self._count(run_id, puts=1)  # a copy is billed as a PUT
+            if len(refreshed) >= _REFRESHED_KEPT:
+                refreshed.clear()  # a memory that only saves requests: forgetting is safe
+            refreshed[key] = now
+        return written
+
     def text(self, run_id: str, ref: BlobRef) -> str:
         """The JSON text of an offloaded value (NotFoundError if the store has none)."""
         key = ref.key(run_id)
@@ -277,6 +305,7 @@ class MemoryBlobStore:
         self.objects: dict[str, bytes] = {}
         self.puts: list[str] = []
         self.gets: list[str] = []
+        self.refreshes: list[str] = []
         self._lock = threading.Lock()
 
     def put_blob(self, key: str, data: bytes) -> None:
@@ -288,3 +317,8 @@ class MemoryBlobStore:
         with self._lock:
             self.gets.append(key)
             return self.objects.get(key)
+
+    def refresh_blob(self, key: str) -> bool:
+        with self._lock:
+            self.refreshes.append(key)
+            return key in self.objects

@@ -171,6 +171,11 @@ class BlobStore(Protocol):
     def get_blob(self, key: str) -> bytes | None:
         """The object's bytes, or None if there is none."""
 
+    def refresh_blob(self, key: str) -> bool:
+        """Write the object again as it is, so that its age, which the store's expiry
+        counts from its last write, starts over (S3: a copy onto itself); False if there
+        is no such object."""
+
 
 class WaitStore(Protocol):
     """Waits of runs (engine/waits.py): a callback's record, a timer; each due in a

@@ -14,6 +14,7 @@ import json
 import time
 import uuid
 from collections.abc import Callable, Mapping
+from datetime import datetime
 from enum import StrEnum
 from functools import partial
 from operator import itemgetter
@@ -516,6 +517,8 @@ class RunService:
         if meter is not None:
             spent = spent + meter.take()
         if self.blobs is not None:  # the S3 requests of this step (and of reads before it)
+            if self.retention_s:
+                self.keep_values(run, update, outcome.run_status)
             spent = spent + self.blobs.take_usage(run.run_id)
         reason, commit = self._commit_of(run, step, outcome, update, stop, spent)
         try:
@@ -533,6 +536,37 @@ class RunService:
         if on_commit is not None:
             on_commit(commit)
         return outcome, commit, reason
+
+    def keep_values(self, run: RunRecord, update: dict[str, str], status: str) -> int:
+        """Keep the run's offloaded values as long as the run, before the commit of a step
+        that leaves the run ``status`` with ``update``; how many were written again.
+
+        The bucket's lifecycle rule deletes an object ``retention_s`` after its last write,
+        at the next midnight UTC; the table's TTL deletes a run ``retention_s`` after its
+        last step. A value is written again in place (:meth:`Blobs.refresh`) when the run
+        might otherwise outlive it:
+
+        - a step that leaves the run waiting or ended (it may sit that long, then be
+          answered, redriven or read): every value not written today (UTC), once the run
+          is older than today — each then expires after the run does;
+        - any step of a run older than half the retention: every value not written in
+          the last quarter of it, so each has three quarters of the retention left.
+
+        A run younger than both bounds writes nothing: its values were all written since
+        it started. Whichever container commits the step decides the same, so a
+        duplicate delivery at worst writes a value twice.
+        """
+        now = self.clock()
+        retention = self.retention_s or 0
+        started = datetime.fromisoformat(run.created_at).timestamp()  # ISO 8601 with Z: UTC
+        if now - started > retention / 2:
+            since = now - retention / 4
+        elif status != "running" and started < (today := now - now % 86400):
+            since = today
+        else:
+            return 0
+        assert self.blobs is not None
+        return self.blobs.refresh(run.run_id, [*run.state.values(), *update.values()], now, since)
 
     def _commit_of(
         self,

@@ -52,6 +52,18 @@ def test_an_empty_object_is_not_a_missing_one(blob_store):
     assert blob_store.get_blob("runs/r1/empty") == b""
 
 
+def test_a_refreshed_object_keeps_its_bytes_and_a_missing_one_is_false(blob_store):
+    # GIVEN an object (S3: a copy onto itself, which S3 refuses unless something changes)
+    data = json.dumps("r" * 40_000).encode()
+    blob_store.put_blob("runs/r1/kept", data)
+
+    # THEN writing it again in place keeps it byte for byte, and finds no missing one
+    assert blob_store.refresh_blob("runs/r1/kept") is True
+    assert blob_store.get_blob("runs/r1/kept") == data
+    assert blob_store.refresh_blob("runs/r1/gone") is False
+    assert blob_store.get_blob("runs/r1/gone") is None
+
+
 def test_offloading_the_same_value_twice_from_two_containers_writes_one_key(blob_store):
     # GIVEN two containers (each its own cache) offloading the same value of one run,
     # as a duplicate delivery of the same step does

@@ -344,6 +344,7 @@ async def rel_big(state, ctx):
 #: Operations whose IAM action has another name.
 IAM_ACTIONS = {
     "s3:HeadObject": "s3:GetObject",
+    "s3:CopyObject": "s3:PutObject",  # a value written again in place: and s3:GetObject on its source
     "sqs:SendMessageBatch": "sqs:SendMessage",  # a fan-out's item messages, ten to a request
 }
 
