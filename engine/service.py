@@ -547,10 +547,12 @@ class RunService:
         might otherwise outlive it:
 
         - a step that leaves the run waiting or ended (it may sit that long, then be
-          answered, redriven or read): every value not written today (UTC), once the run
-          is older than today — each then expires after the run does;
-        - any step of a run older than half the retention: every value not written in
-          the last quarter of it, so each has three quarters of the retention left.
+          answered, redriven or read), once the run started before today (UTC): every
+          value but those this container wrote again today — each then expires after
+          the run does;
+        - any step of a run older than half the retention: every value but those this
+          container wrote again in its last quarter, so each has three quarters of the
+          retention left.
 
         A run younger than both bounds writes nothing: its values were all written since
         it started. Whichever container commits the step decides the same, so a
