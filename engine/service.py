@@ -518,7 +518,7 @@ class RunService:
             spent = spent + meter.take()
         if self.blobs is not None:  # the S3 requests of this step (and of reads before it)
             if self.retention_s:
-                self.keep_values(run, update, outcome.run_status)
+                self.keep_values(run, update)
             spent = spent + self.blobs.take_usage(run.run_id)
         reason, commit = self._commit_of(run, step, outcome, update, stop, spent)
         try:
@@ -537,38 +537,25 @@ class RunService:
             on_commit(commit)
         return outcome, commit, reason
 
-    def keep_values(self, run: RunRecord, update: dict[str, str], status: str) -> int:
+    def keep_values(self, run: RunRecord, update: dict[str, str]) -> int:
         """Keep the run's offloaded values as long as the run, before the commit of a step
-        that leaves the run ``status`` with ``update``; how many were written again.
+        that leaves its state with ``update``; how many were written again.
 
         The bucket's lifecycle rule deletes an object ``retention_s`` after its last write,
-        at the next midnight UTC; the table's TTL deletes a run ``retention_s`` after its
-        last step. A value is written again in place (:meth:`Blobs.refresh`) when the run
-        might otherwise outlive it:
-
-        - a step that leaves the run waiting or ended (it may sit that long, then be
-          answered, redriven or read), once the run started before today (UTC): every
-          value but those this container wrote again today — each then expires after
-          the run does;
-        - any step of a run older than half the retention: every value but those this
-          container wrote again in its last quarter, so each has three quarters of the
-          retention left.
-
-        A run younger than both bounds writes nothing: its values were all written since
-        it started. Whichever container commits the step decides the same, so a
-        duplicate delivery at worst writes a value twice.
+        rounded up to the next midnight UTC; the table's TTL deletes a run ``retention_s``
+        after its last step. So a value written on the day of the run's last step is
+        deleted after the run. A step of a run started before today writes each value of
+        its state again in place (:meth:`Blobs.refresh`), but those this container already
+        wrote again today: whatever the run does next — waits, ends, is cancelled or
+        redriven — its values outlive it. A run started today writes nothing again: all
+        its values were written today.
         """
         now = self.clock()
-        retention = self.retention_s or 0
-        started = datetime.fromisoformat(run.created_at).timestamp()  # ISO 8601 with Z: UTC
-        if now - started > retention / 2:
-            since = now - retention / 4
-        elif status != "running" and started < (today := now - now % 86400):
-            since = today
-        else:
+        today = now - now % 86_400
+        if datetime.fromisoformat(run.created_at).timestamp() >= today:  # ISO 8601, Z: UTC
             return 0
         assert self.blobs is not None
-        return self.blobs.refresh(run.run_id, [*run.state.values(), *update.values()], now, since)
+        return self.blobs.refresh(run.run_id, [*run.state.values(), *update.values()], now, today)
 
     def _commit_of(
         self,

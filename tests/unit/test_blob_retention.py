@@ -164,8 +164,7 @@ def test_a_run_answered_after_the_retention_still_reads_its_first_days_value(clo
     run = service.get_run(run_id)
     assert run.status == "completed", run.error
     assert service.state_value(run, "length") == 100_000
-    # it was written again when the run started its second wait (older than a day) and
-    # when it ended (older than half the retention): never while it was young
+    # it was written again on day 20 and on day 45, once each day: never on day 0
     assert blob_store.refreshes == [key, key]
     # AND it lasts as long as the run: the values route still reads it a day before
     # the run itself expires, RETENTION_S after its last step
@@ -186,20 +185,39 @@ def test_a_young_run_writes_nothing_again(clock, blob_store):
     assert service.get_run(run_id).cost.get(S3_PUT_REQUESTS) == 1
 
 
-def test_an_old_running_run_writes_a_value_again_once_per_quarter_of_the_retention(clock, blob_store):
-    # GIVEN a run answered after 16 days (older than half the retention) that then
-    # steps five times through a loop
+def test_a_run_started_before_today_writes_a_value_again_once_a_day_per_container(clock, blob_store):
+    # GIVEN a run answered the next day that then steps five times through a loop
     service = container(clock, blob_store)
     run_id, key = started(service, ONE_REVIEW_THEN_A_LOOP)
     puts_before = service.get_run(run_id).cost.get(S3_PUT_REQUESTS)
-    answer_after(service, clock, 16)
+    answer_after(service, clock, 1)
 
-    # THEN its first step wrote the value again, the ones after it did not (written in
-    # the last quarter of the retention), and the run's cost counts the copy as a PUT
+    # THEN its first step wrote the value again, the ones after it did not (this
+    # container did today), and the run's cost counts the copy as a PUT
     run = service.get_run(run_id)
     assert run.status == "completed" and service.state_value(run, "rounds") == 5
     assert blob_store.refreshes == [key]
     assert run.cost.get(S3_PUT_REQUESTS) == puts_before + 1
+
+
+def test_the_values_of_a_run_cancelled_while_running_outlive_it(clock, blob_store):
+    # GIVEN a run answered on day 10 that takes one step and is cancelled while running
+    service = container(clock, blob_store)
+    run_id, key = started(service, ONE_REVIEW_THEN_A_LOOP)
+    clock.advance(10 * DAY)
+    service.waits.answer(TOKENS[-1], "approved")
+    run_queued(service, limit=1)
+    assert service.get_run(run_id).status == "running"
+    last_step = clock()
+    service.cancel(run_id)
+
+    # THEN its value is still there until the run expires, RETENTION_S after its last step
+    # (written on day 0, it would have gone on day 31)
+    run = service.get_run(run_id)
+    assert run.status == "cancelled" and run.expires_at == int(last_step + RETENTION_S)
+    assert blob_store.refreshes == [key]
+    clock.now = last_step + RETENTION_S - 1
+    assert service.state_value(run, "text") == "t" * 100_000
 
 
 def test_another_container_decides_the_same_and_a_missing_value_fails_nothing(clock, blob_store):
