@@ -260,9 +260,10 @@ class Blobs:
         refreshed = self._refreshed
         written = 0
         for text in texts:
-            if not text.startswith(REF_PREFIX):
+            ref = parse_ref(text)
+            if ref is None:
                 continue
-            key = blob_key(run_id, text[len(REF_PREFIX) :].partition(":")[0])
+            key = ref.key(run_id)
             if refreshed.get(key, -math.inf) >= since:
                 continue
             if self.store.refresh_blob(key):
